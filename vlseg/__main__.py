@@ -1,0 +1,5 @@
+import sys
+
+from vlseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""`vlseg` command line. Each subcommand parses its arguments here and calls into the library.
+
+Environment variables are read here (and in the app's entry point) only; everything below gets
+plain arguments. Errors meant for the user print as one line on stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from vlseg.errors import VlsegError
+
+# subcommand -> "module:function"; the function takes the parsed argparse.Namespace and
+# returns an exit status (or None for 0). Imports are lazy so `vlseg --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "synth": "vlseg.synth.cli:run",
+    "render": "vlseg.render:run_cli",
+    "evaluate": "vlseg.metrics.evaluate:run_cli",
+    "parse": "vlseg.language.cli:run",
+    "segment": "vlseg.segmenter_cli:run",
+    "serve": "vlseg.app.cli:run",
+    "bench": "vlseg.bench:run_cli",
+    "models": "vlseg.model.registry:run_cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vlseg",
+        description="Promptable 3D segmentation of brain-tumor MRI with grounded answers.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("synth", help="write synthetic BraTS-like phantom cases (BraTS 2023 layout)")
+    s.add_argument("--out", required=True, help="output folder (one sub-folder per case)")
+    s.add_argument("--n", type=int, default=1, help="number of cases (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    s.add_argument("--start", type=int, default=0, help="index of the first case (default 0)")
+    s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+
+    s = sub.add_parser("render", help="montage of a case: 4 sequences x 3 planes with label contour")
+    s.add_argument("case", help="case folder (or a single NIfTI file)")
+    s.add_argument("-o", "--out", required=True, help="output PNG path")
+    s.add_argument("--seg", default=None, help="label map to outline (default: the case's own seg)")
+
+    s = sub.add_parser("evaluate", help="Dice/HD95 (case-wise and lesion-wise) of predictions vs ground truth")
+    s.add_argument("--pred", required=True, help="folder of predicted label maps")
+    s.add_argument("--gt", required=True, help="folder of ground-truth label maps (or case folders)")
+    s.add_argument("--out", default=None, help="folder for metrics.csv / metrics.json (default: --pred)")
+    s.add_argument("--pred-convention", default="brats2023", choices=["brats2023", "brats2021", "msd"])
+    s.add_argument("--gt-convention", default="brats2023", choices=["brats2023", "brats2021", "msd"])
+
+    s = sub.add_parser("parse", help="print the JSON parse of each query, one per line")
+    s.add_argument("queries", nargs="+", help="queries; '-' reads one query per line from stdin")
+    s.add_argument("--model", default=None, help="model name or checkpoint path (for its text encoder)")
+
+    s = sub.add_parser("segment", help="answer a query on a scan; writes answer.json and masks")
+    g = s.add_argument_group("input (give --case or per-sequence files)")
+    g.add_argument("--case", default=None, help="case folder (BraTS 2021/2023, MSD, or any subset)")
+    for seq in ("t1n", "t1c", "t2w", "t2f"):
+        g.add_argument(f"--{seq}", default=None, metavar="F", help=f"{seq} NIfTI file")
+    s.add_argument("--query", required=True, help='e.g. "segment the necrotic core"')
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--model", default=None, help="model name or checkpoint path (default: bundled)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    s = sub.add_parser("serve", help="start the chat app (Gradio) on http://127.0.0.1:7860")
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--model", default=None)
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--auth-file", default=None,
+                   help="file with one 'user:password' line (or set VLSEG_AUTH=user:password)")
+    s.add_argument("--samples", default=None, help="folder for generated sample cases")
+
+    s = sub.add_parser("bench", help="speed/memory benchmark of the Segmenter on a generated case")
+    s.add_argument("--runs", type=int, default=5)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--model", default=None)
+
+    sub.add_parser("models", help="list the named model configs")
+    return p
+
+
+def _resolve(target: str) -> Callable:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status = _resolve(COMMANDS[args.command])(args)
+    except VlsegError as e:
+        print(f"vlseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vlseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
