@@ -1,0 +1,67 @@
+"""`vlseg bench`: speed and memory of the Segmenter on a generated 240x240x155 4-sequence case.
+
+Reports medians over several runs (never asserted in tests):
+  * first answer: ``set_case`` (load, validate, preprocess, encode) + the first ``ask``
+    (parse, decode, registration to the atlas, measurements);
+  * follow-up: each further ``ask`` on the same case (new concepts and repeated ones);
+  * peak RSS of the process (``ru_maxrss``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+FIRST_QUERY = "segment the enhancing tumor"
+FOLLOW_UPS = ("how big is it?", "and the edema?", "where is the necrotic core?",
+              "what fraction of the core is necrotic?", "does the tumor cross the midline?")
+
+
+def run_benchmark(*, runs: int = 5, threads: int = 2, model: str | None = None,
+                  case_dir: Path | None = None) -> dict:
+    import torch
+
+    from vlseg.segmenter import Segmenter
+    from vlseg.synth import write_case
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="vlseg-bench-") as tmp:
+        if case_dir is None:
+            case_dir = write_case(Path(tmp), seed=2024, spacing_mm=1.0)
+        t0 = time.perf_counter()
+        seg = Segmenter.from_pretrained(model, threads=threads)
+        load_s = time.perf_counter() - t0
+        first, follow = [], []
+        for _ in range(runs):
+            t1 = time.perf_counter()
+            seg.set_case(case_dir)
+            seg.ask(FIRST_QUERY)
+            first.append(time.perf_counter() - t1)
+            for q in FOLLOW_UPS:
+                t2 = time.perf_counter()
+                seg.ask(q)
+                follow.append(time.perf_counter() - t2)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "case": "synthetic 240x240x155, 4 sequences, 1 mm",
+        "runs": runs,
+        "threads": threads,
+        "model_load_s": round(load_s, 3),
+        "first_answer_s_median": round(statistics.median(first), 3),
+        "first_answer_s_all": [round(x, 3) for x in first],
+        "follow_up_s_median": round(statistics.median(follow), 3),
+        "follow_up_s_max": round(max(follow), 3),
+        "peak_rss_mb": round(peak_mb, 1),
+        "machine": f"{platform.processor() or platform.machine()}, torch threads={threads}",
+    }
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    result = run_benchmark(runs=args.runs, threads=args.threads, model=args.model)
+    print(json.dumps(result, indent=2))
+    return 0

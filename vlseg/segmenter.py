@@ -1,0 +1,304 @@
+"""The question-answering predictor: set a case once, ask many questions about it.
+
+Modelled on SAM's ``SamPredictor``: ``set_case`` validates, preprocesses and encodes the scan once;
+``ask`` parses the query, runs only the cheap prompt-conditioned head for each target, measures the
+masks and writes a grounded answer. Probabilities are cached per concept, so a follow-up about a
+concept already segmented costs only the measurements.
+
+    seg = Segmenter.from_pretrained()
+    seg.set_case("BraTS-GLI-00000-000/")
+    ans = seg.ask("segment the necrotic core")
+    ans.save("out/")            # answer.json + NCR.nii.gz in the input's own grid
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from vlseg import __version__
+from vlseg.concepts import CONCEPT_NAMES, CONCEPTS, SEQUENCES
+from vlseg.errors import InputError, VlsegError
+from vlseg.fileio import write_json_atomic
+from vlseg.io import Case, load_case, write_mask
+
+DISCLAIMER = "Research tool output, not a diagnosis."
+# Concepts whose probabilities `relations` needs; decoded together when a relation is asked for.
+RELATION_CONCEPTS: tuple[str, ...] = ("NCR", "ED", "ET", "TC")
+
+
+@dataclass
+class Answer:
+    """One answer: text, per-target masks and measurements, provenance. ``to_json`` is answer.json."""
+
+    query: str
+    text: str
+    refused: bool
+    intent: str
+    targets: list[dict[str, Any]]
+    masks: dict[str, np.ndarray]  # concept -> uint8 (X, Y, Z) in the input file's own voxel order
+    masks_ras: dict[str, np.ndarray]  # concept -> uint8 in RAS+ order of the case (for display)
+    relations: dict[str, Any] | None
+    sequences_used: list[str]
+    model: dict[str, Any]
+    timing_s: dict[str, float]
+    case_id: str | None = None
+    _case: Case | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "text": self.text,
+            "refused": self.refused,
+            "intent": self.intent,
+            "targets": [dict(t) for t in self.targets],
+            "relations": self.relations,
+            "sequences_used": list(self.sequences_used),
+            "model": dict(self.model),
+            "timing_s": {k: round(v, 4) for k, v in self.timing_s.items()},
+            "disclaimer": DISCLAIMER,
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``answer.json`` and one ``<CONCEPT>.nii.gz`` per target, each atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if self._case is not None:
+            for concept, mask_ras in self.masks_ras.items():
+                write_mask(mask_ras, self._case, out / f"{concept}.nii.gz")
+        write_json_atomic(out / "answer.json", self.to_json())
+        return out / "answer.json"
+
+
+@dataclass
+class _CaseState:
+    """Everything cached for the case that is set: the encoding, probabilities, chat history."""
+
+    case: Case
+    prepared: Any  # vlseg.model.inference.PreparedCase: encoder features, crop box, grid
+    probs: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> (X, Y, Z) RAS+ probs
+    locator: Any = None  # vlseg.reasoning.AtlasLocator, fitted lazily on the first location
+    locator_failed: str | None = None
+    previous: Any = None  # the last Parse, for "how big is it?"
+    encode_s: float = 0.0
+
+
+class Segmenter:
+    """Promptable segmentation + grounded answers for one case at a time (not thread-safe)."""
+
+    def __init__(self, *, model: Any, device: str = "cpu", checkpoint: Path | None = None,
+                 parser: Any = None, threshold: float = 0.5) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.model = model.eval().to(device)
+        self.device = device
+        self.threshold = threshold
+        self.checkpoint = checkpoint
+        if parser is None:
+            from vlseg.language import QueryParser
+
+            parser = QueryParser(encoder=model.text_encoder)
+        self.parser = parser
+        self._state: _CaseState | None = None
+        self._model_info: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
+                        threads: int | None = None, **kwargs: Any) -> "Segmenter":
+        """Load the bundled default model (None), a named bundled model, or a checkpoint folder."""
+        import torch
+
+        from vlseg.model.checkpoint import load_model, resolve_checkpoint
+
+        if threads is not None:
+            if threads < 1:
+                raise InputError(f"--threads must be at least 1, got {threads}")
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        model = load_model(name_or_path, device=device)
+        return cls(model=model, device=device, checkpoint=resolve_checkpoint(name_or_path), **kwargs)
+
+    # ----------------------------------------------------------------- case
+    @property
+    def case(self) -> Case:
+        if self._state is None:
+            raise VlsegError("No case is set: call set_case(...) with a scan before asking questions.")
+        return self._state.case
+
+    def set_case(self, source: str | Path | Mapping[str, str | Path] | Case) -> dict[str, Any]:
+        """Validate, preprocess and encode a scan once. Returns a short summary of the case."""
+        from vlseg.model.inference import prepare
+
+        t0 = time.perf_counter()
+        case = source if isinstance(source, Case) else load_case(source)
+        # Encode image once
+        prepared = prepare(self.model, case, device=self.device)
+        self._state = _CaseState(case=case, prepared=prepared, encode_s=time.perf_counter() - t0)
+        return {
+            "case_id": case.case_id,
+            "sequences": list(case.present),
+            "shape": list(case.shape),
+            "spacing_mm": [round(float(s), 4) for s in case.spacing],
+            "encode_s": round(self._state.encode_s, 3),
+        }
+
+    def reset(self) -> None:
+        """Forget the case and the chat history."""
+        self._state = None
+
+    # ----------------------------------------------------------------- asking
+    def ask(self, query: str) -> Answer:
+        """Answer one query about the case that is set; chat context carries over between calls."""
+        from vlseg.reasoning import compose_answer, measure_target, relations
+
+        state = self._state
+        if state is None:
+            raise VlsegError("No case is set: call set_case(...) with a scan before asking questions.")
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        # Understand the query
+        parse = self.parser.parse(query, previous=state.previous)
+        timing["parse"] = time.perf_counter() - t0
+        concepts = [t.concept for t in parse.targets]
+        if parse.refused or parse.intent == "help" or not concepts:
+            text = compose_answer(intent="refuse" if parse.refused else "help", targets=[],
+                                  phrases=[], relations=None, sequences_used=list(state.case.present),
+                                  refused=parse.refused)
+            timing["total"] = time.perf_counter() - t0
+            return self._answer(parse, text, [], {}, None, timing)
+        state.previous = parse
+
+        # Condition on prompts: decode only the concepts not cached yet (plus relation parts)
+        t1 = time.perf_counter()
+        wanted = list(dict.fromkeys(concepts))
+        if parse.intent == "ratio" or len(wanted) > 1 and set(wanted) & {"NCR", "TC", "ET"}:
+            wanted_for_relations = list(RELATION_CONCEPTS)
+        else:
+            wanted_for_relations = []
+        self._ensure_probs(wanted + [c for c in wanted_for_relations if c not in wanted])
+        timing["decode"] = time.perf_counter() - t1
+
+        # Measure and locate
+        t2 = time.perf_counter()
+        locator = self._locator()  # every target reports hemisphere and lobes
+        measurements = [
+            measure_target(c, state.probs[c], state.case.affine, locator=locator,
+                           threshold=self.threshold)
+            for c in concepts
+        ]
+        rel = None
+        if wanted_for_relations:
+            masks = {c: state.probs[c] >= self.threshold for c in RELATION_CONCEPTS}
+            rel = relations(masks, state.case.affine)
+        timing["measure"] = time.perf_counter() - t2
+
+        text = compose_answer(intent=parse.intent, targets=measurements,
+                              phrases=[t.phrase for t in parse.targets], relations=rel,
+                              sequences_used=list(state.case.present))
+        if state.locator_failed:
+            text += f" (Location unavailable: {state.locator_failed}.)"
+        timing["total"] = time.perf_counter() - t0
+        return self._answer(parse, text, measurements, state.probs, rel, timing)
+
+    # ----------------------------------------------------------------- internals
+    def _ensure_probs(self, concepts: list[str]) -> None:
+        from vlseg.model.inference import decode
+
+        state = self._state
+        assert state is not None
+        missing = [c for c in concepts if c not in state.probs]
+        if not missing:
+            return
+        prompts = self.model.embed_prompts([CONCEPT_NAMES[c] for c in missing])  # (P, E)
+        probs = decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+ input grid
+        for c, p in zip(missing, probs):
+            state.probs[c] = p
+
+    def _locator(self) -> Any:
+        """Fit the atlas registration once per case; on failure, answer without location."""
+        from vlseg.reasoning import AtlasLocator
+
+        state = self._state
+        assert state is not None
+        if state.locator is None and state.locator_failed is None:
+            case = state.case
+            # Prefer T1 native (closest to the T1 template), then T1c, T2, FLAIR.
+            seq = next(s for s in ("t1n", "t1c", "t2w", "t2f") if s in case.images)
+            try:
+                state.locator = AtlasLocator.fit(case.images[seq], case.affine)
+            except VlsegError as e:
+                state.locator_failed = str(e)
+        return state.locator
+
+    def _answer(self, parse: Any, text: str, measurements: list[Any], probs: dict[str, np.ndarray],
+                rel: dict | None, timing: dict[str, float]) -> Answer:
+        state = self._state
+        assert state is not None
+        targets: list[dict[str, Any]] = []
+        masks: dict[str, np.ndarray] = {}
+        masks_ras: dict[str, np.ndarray] = {}
+        for ref, m in zip(parse.targets, measurements):
+            mask_ras = (probs[m.concept] >= self.threshold).astype(np.uint8)
+            masks_ras[m.concept] = mask_ras
+            masks[m.concept] = state.case.to_source(mask_ras)
+            targets.append(_target_json(ref, m))
+        return Answer(
+            query=parse.query, text=text, refused=parse.refused, intent=parse.intent,
+            targets=targets, masks=masks, masks_ras=masks_ras, relations=rel,
+            sequences_used=list(state.case.present), model=self.model_info(), timing_s=timing,
+            case_id=state.case.case_id, _case=state.case,
+        )
+
+    def model_info(self) -> dict[str, Any]:
+        """Provenance for answer JSON: model name, checkpoint hash, library versions."""
+        if self._model_info is None:
+            import torch
+
+            sha = None
+            if self.checkpoint is not None:
+                weights = Path(self.checkpoint) / "model.safetensors"
+                if weights.is_file():
+                    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+            self._model_info = {
+                "name": self.model.config.name,
+                "checkpoint": str(self.checkpoint.name) if self.checkpoint else None,
+                "checkpoint_sha256": sha,
+                "text_encoder": self.model.config.text_encoder,
+                "spacing_mm": self.model.config.spacing_mm,
+                "versions": {"vlseg": __version__, "torch": torch.__version__,
+                             "python": platform.python_version()},
+            }
+        return self._model_info
+
+
+def _target_json(ref: Any, m: Any) -> dict[str, Any]:
+    """answer.json entry for one target (keys fixed by the CLI contract)."""
+    r = lambda x, n=2: None if x is None else round(float(x), n)  # noqa: E731
+    return {
+        "concept": m.concept,
+        "phrase": ref.phrase,
+        "parse_score": r(ref.score, 3),
+        "mask": f"{m.concept}.nii.gz",
+        "present": bool(m.present),
+        "presence_score": r(m.presence_score, 3),
+        "volume_ml": r(m.volume_ml),
+        "volume_ml_range": [r(m.volume_ml_range[0]), r(m.volume_ml_range[1])],
+        "n_lesions": int(m.n_lesions),
+        "centroid_ras_mm": None if m.centroid_ras_mm is None else [r(v, 1) for v in m.centroid_ras_mm],
+        "hemisphere": m.hemisphere,
+        "crosses_midline": bool(m.crosses_midline),
+        "lobes": list(m.lobes),
+        "max_diameter_mm": r(m.max_diameter_mm, 1),
+        "perpendicular_diameter_mm": r(m.perpendicular_diameter_mm, 1),
+    }
+
+
+__all__ = ["Segmenter", "Answer", "DISCLAIMER", "CONCEPTS", "SEQUENCES"]
