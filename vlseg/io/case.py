@@ -1,0 +1,238 @@
+"""A loaded case (RAS+ float32 sequences, optional concept labels) and writing masks back.
+
+Arrays are reoriented to the closest canonical RAS+ order by permuting/flipping axes only
+(``nibabel.orientations``), never resampled, so ``Case.to_source`` maps a mask back onto the
+input's own grid voxel-exactly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+from vlseg.concepts import CONCEPTS, LABEL_CONVENTIONS, SEQUENCES, check_convention, concepts_to_labels, labels_to_concepts
+from vlseg.errors import InputError
+from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
+from vlseg.io.nifti import DEFAULT_MAX_VOXELS, Grid, Volume, check_output_path, read_volume, write_uint8
+
+_RAS = axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass
+class Case:
+    """One scan: 1-4 sequences in RAS+ voxel order, the source grid, and optional labels."""
+
+    images: dict[str, np.ndarray]  # canonical sequence -> (X, Y, Z) float32, RAS+
+    affine: np.ndarray  # (4, 4) affine of the RAS+ arrays
+    source_grid: Grid  # the input file's own grid (masks are written back here)
+    labels: dict[str, np.ndarray] | None  # concept -> (X, Y, Z) bool, RAS+ (all five)
+    case_id: str
+    label_convention: str | None = None  # convention the labels were read in
+    layout: str = "files"  # how the case was found: brats2023 | brats2021 | folder | msd | files
+    sources: dict[str, Path] = field(default_factory=dict)  # sequence / "seg" -> file read
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise ValueError("a Case needs at least one sequence")
+        unknown = set(self.images) - set(SEQUENCES)
+        if unknown:
+            raise ValueError(f"unknown sequence keys {sorted(unknown)}; use {SEQUENCES}")
+        shapes = {a.shape for a in self.images.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+            raise ValueError(f"sequences must share one 3D shape, got {sorted(shapes)}")
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise ValueError("affine must be 4x4")
+        if tuple(sorted(self.source_grid.shape)) != tuple(sorted(self.shape)):
+            raise ValueError(f"source grid {self.source_grid.shape} is not a reorientation of "
+                             f"{self.shape}")
+
+    @property
+    def present(self) -> tuple[str, ...]:
+        return tuple(s for s in SEQUENCES if s in self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return next(iter(self.images.values())).shape
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def _ornt(self) -> np.ndarray:
+        return io_orientation(self.source_grid.affine)
+
+    def to_source(self, arr_ras: np.ndarray) -> np.ndarray:
+        """RAS+ array (X, Y, Z[, ...]) -> the same voxels in the source file's order."""
+        arr_ras = np.asarray(arr_ras)
+        if arr_ras.shape[:3] != self.shape:
+            raise ValueError(f"array shape {arr_ras.shape} does not match the case {self.shape}")
+        return np.ascontiguousarray(apply_orientation(arr_ras, ornt_transform(_RAS, self._ornt)))
+
+    def from_source(self, arr: np.ndarray) -> np.ndarray:
+        """Array in the source file's voxel order -> RAS+ order."""
+        arr = np.asarray(arr)
+        if arr.shape[:3] != self.source_grid.shape:
+            raise ValueError(f"array shape {arr.shape} does not match the source grid "
+                             f"{self.source_grid.shape}")
+        return np.ascontiguousarray(apply_orientation(arr, self._ornt))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _to_ras(data: np.ndarray, grid: Grid) -> tuple[np.ndarray, Grid]:
+    """Closest-canonical reorientation: permute/flip axes, adjust the affine; no resampling."""
+    ornt = io_orientation(grid.affine)
+    ras = np.ascontiguousarray(apply_orientation(data, ornt))
+    return ras, Grid(shape=ras.shape[:3], affine=grid.affine @ inv_ornt_aff(ornt, grid.shape))
+
+
+def _check_not_constant(data: np.ndarray, path: Path, what: str) -> None:
+    lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        raise InputError(f"{what} is constant (every voxel = {lo:g}); it holds no image", str(path))
+
+
+def _check_grid(ref: Grid, grid: Grid, path: Path, ref_path: Path, what: str) -> None:
+    problem = ref.mismatch(grid)
+    if problem is not None:
+        raise InputError(f"{what} grid differs from {ref_path.name}: {problem}; resample it onto "
+                         "the same grid", str(path))
+
+
+def _labels_from(vol: Volume, convention: str) -> np.ndarray:
+    """Validate label values against ``convention``; return uint8 labels in the file's order."""
+    data, path = vol.data, vol.path
+    allowed = {0, *LABEL_CONVENTIONS[convention].values()}
+    lo, hi = float(data.min()), float(data.max())
+    if lo < 0 or hi > 255:
+        raise InputError(f"has label values from {lo:g} to {hi:g}; {convention} labels are "
+                         f"{sorted(allowed)}", str(path))
+    labels = data.astype(np.uint8)
+    if not np.array_equal(labels, data):
+        raise InputError("has non-integer label values; a label map must hold integers "
+                         f"{sorted(allowed)}", str(path))
+    present = {int(v) for v in np.flatnonzero(np.bincount(labels.ravel(), minlength=1))}
+    bad = sorted(present - allowed)
+    if bad:
+        fits = [c for c, v in LABEL_CONVENTIONS.items() if present <= {0, *v.values()}]
+        hint = f"; they fit {fits[0]} labels, pass label_convention='{fits[0]}'" if fits else ""
+        raise InputError(f"has label values {bad} outside the {convention} convention "
+                         f"{sorted(allowed)}{hint}", str(path))
+    return labels
+
+
+def load_case(
+    source: str | os.PathLike | Mapping[str, str | os.PathLike | None],
+    *,
+    label: str | os.PathLike | None = None,
+    label_convention: str | None = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+) -> Case:
+    """Load and validate a case; raise :class:`InputError` on any bad input.
+
+    ``source``: a case folder (BraTS 2023+, BraTS 2021, or any folder with named sequence files),
+    an MSD Task01 4D image (its label is taken from a sibling ``labelsTr/`` when present), one
+    named sequence file, or a mapping ``{sequence (any alias) or "seg": path}``.
+    ``label`` overrides the layout's label file; ``label_convention`` overrides the layout's
+    convention (BraTS 2023 -> brats2023, BraTS 2021 -> brats2021, MSD -> msd, else brats2023).
+    """
+    if max_voxels < 1:
+        raise ValueError("max_voxels must be positive")
+    files: CaseFiles = find_case_files(source)
+    label_path = Path(label) if label is not None else files.label
+    convention = label_convention or files.convention
+    try:
+        check_convention(convention)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+    images: dict[str, np.ndarray] = {}
+    sources: dict[str, Path] = {}
+    if files.msd_image is not None:
+        # One 4D file: reorient all channels together, then split them.
+        vol = read_volume(files.msd_image, max_voxels=max_voxels, channels=len(MSD_CHANNELS))
+        source_grid, ref_path = vol.grid, vol.path
+        ras, ref = _to_ras(vol.data, vol.grid)
+        del vol
+        for c, seq in enumerate(MSD_CHANNELS):
+            _check_not_constant(ras[..., c], files.msd_image, f"channel {c} ({seq})")
+            images[seq] = np.ascontiguousarray(ras[..., c])
+            sources[seq] = files.msd_image
+        del ras
+    else:
+        ref = source_grid = ref_path = None
+        for seq in SEQUENCES:
+            if seq not in files.images:
+                continue
+            vol = read_volume(files.images[seq], max_voxels=max_voxels)
+            _check_not_constant(vol.data, vol.path, "the image")
+            ras, grid = _to_ras(vol.data, vol.grid)
+            if ref is None:
+                ref, source_grid, ref_path = grid, vol.grid, vol.path
+            else:
+                _check_grid(ref, grid, vol.path, ref_path, "its")
+            images[seq], sources[seq] = ras, vol.path
+            del vol
+
+    labels = None
+    if label_path is not None:
+        vol = read_volume(label_path, max_voxels=max_voxels)
+        lab = _labels_from(vol, convention)
+        lab_ras, grid = _to_ras(lab, vol.grid)
+        _check_grid(ref, grid, vol.path, ref_path, "the label")
+        labels = labels_to_concepts(lab_ras, convention)
+        sources["seg"] = vol.path
+        del vol, lab, lab_ras
+    return Case(images={s: images[s] for s in SEQUENCES if s in images}, affine=ref.affine.copy(),
+                source_grid=source_grid, labels=labels, case_id=files.case_id,
+                label_convention=convention if labels is not None else None,
+                layout=files.layout, sources=sources)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _refuse_inputs(path: Path, case: Case) -> None:
+    target = path.resolve()
+    for p in case.sources.values():
+        if Path(p).resolve() == target:
+            raise InputError("is one of the case's input files; choose another output path",
+                             str(path))
+
+
+def write_mask(mask_ras: np.ndarray, case: Case, path: str | os.PathLike) -> Path:
+    """Write a binary RAS+ mask as uint8 0/1 on the case's source grid (atomic, clean header)."""
+    path = check_output_path(path)
+    mask = np.asarray(mask_ras)
+    if mask.shape != case.shape:
+        raise ValueError(f"mask shape {mask.shape} does not match the case {case.shape}")
+    if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
+        raise ValueError("mask must be binary (bool or 0/1); threshold probabilities first")
+    _refuse_inputs(path, case)
+    return write_uint8(case.to_source(mask.astype(np.uint8)), case.source_grid, path)
+
+
+def write_label_map(masks_ras: Mapping[str, np.ndarray], case: Case, path: str | os.PathLike,
+                    convention: str = "brats2023") -> Path:
+    """Write concept masks (any of NCR/ED/ET/TC/WT) as one label map in ``convention``."""
+    path = check_output_path(path)
+    try:
+        check_convention(convention)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    unknown = set(masks_ras) - set(CONCEPTS)
+    if unknown:
+        raise ValueError(f"unknown concepts {sorted(unknown)}; use {CONCEPTS}")
+    for c, m in masks_ras.items():
+        if np.shape(m) != case.shape:
+            raise ValueError(f"{c} mask shape {np.shape(m)} does not match the case {case.shape}")
+    _refuse_inputs(path, case)
+    labels = concepts_to_labels(masks_ras, convention)  # (X, Y, Z) uint8, RAS+
+    return write_uint8(case.to_source(labels), case.source_grid, path)

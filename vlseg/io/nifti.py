@@ -1,0 +1,311 @@
+"""Safe NIfTI reading and clean NIfTI writing.
+
+Reading checks a file in the order that keeps a bad file cheap to refuse:
+
+1. it exists, is a regular file and can be opened;
+2. the content (not the name) says gzip or plain, and the first bytes are a NIfTI-1/2 header;
+3. the header dimensions are sane and below the voxel cap, *before* any voxel data is read;
+4. the data are read fully inside one try, so corrupt or truncated gzip streams surface here;
+5. the affine (best of sform/qform) is finite and non-singular, and sform/qform agree.
+
+Every refusal is an :class:`~vlseg.errors.InputError` naming the file and the problem.
+Writing builds a fresh header (no text fields or extensions carried over), uint8, scl 1/0,
+with the source grid's affine as both qform and sform, through an atomic temp-file rename.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from vlseg.errors import InputError
+from vlseg.fileio import atomic_path
+
+DEFAULT_MAX_VOXELS: int = 64_000_000  # ~7x a 240x240x155 BraTS volume
+GRID_TOL_MM: float = 1e-3  # origin and spacing tolerance between grids
+GRID_TOL_DIR: float = 1e-4  # direction-cosine tolerance between grids
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_TRAILER_CAP = 1 << 20  # bytes of trailing gzip data read to reach the CRC check
+_UNITS = {"mm", "meter", "micron"}
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A file's own voxel grid: where masks are written back, voxel-exact."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray  # (4, 4) float64, voxel -> world (RAS mm), as nibabel reports it
+    qform_code: int = 1
+    sform_code: int = 1
+    xyz_units: str = "mm"
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"Grid shape must be 3 positive ints, got {self.shape}")
+        affine = np.array(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise ValueError("Grid affine must be a finite 4x4 matrix")
+        affine.setflags(write=False)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "affine", affine)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    def mismatch(self, other: "Grid", *, tol_mm: float = GRID_TOL_MM,
+                 tol_dir: float = GRID_TOL_DIR) -> str | None:
+        """Describe how ``other`` differs from this grid beyond tolerance, or None if it matches."""
+        if self.shape != other.shape:
+            return f"shape {_fmt_shape(other.shape)} != {_fmt_shape(self.shape)}"
+        sp_a, sp_b = np.array(self.spacing), np.array(other.spacing)
+        if np.abs(sp_a - sp_b).max() > tol_mm:
+            return f"spacing {_fmt_vec(sp_b)} mm != {_fmt_vec(sp_a)} mm"
+        org_a, org_b = self.affine[:3, 3], other.affine[:3, 3]
+        if np.abs(org_a - org_b).max() > tol_mm:
+            return f"origin {_fmt_vec(org_b)} mm != {_fmt_vec(org_a)} mm"
+        dir_a = self.affine[:3, :3] / sp_a
+        dir_b = other.affine[:3, :3] / sp_b
+        if np.abs(dir_a - dir_b).max() > tol_dir:
+            return f"direction cosines differ by {np.abs(dir_a - dir_b).max():.2g}"
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Grid):
+            return NotImplemented
+        return self.shape == other.shape and np.array_equal(self.affine, other.affine)
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.affine.tobytes()))
+
+
+@dataclass
+class Volume:
+    """One validated file: float32 voxels in the file's own order, and its grid."""
+
+    data: np.ndarray  # (X, Y, Z) or (X, Y, Z, C) float32
+    grid: Grid
+    path: Path
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _fmt_vec(v) -> str:
+    return "(" + ", ".join(f"{float(x):.4g}" for x in v) + ")"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _open_stream(path: Path, gz: bool):
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the returned stream
+    return gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw, raw
+
+
+def _sniff(path: Path) -> tuple[bool, bytes]:
+    """Return (is_gzip, first 540 header bytes) judged by content, not by the file name."""
+    if not path.exists():
+        raise InputError("file not found; check the path", str(path))
+    if path.is_dir():
+        raise InputError("is a folder, expected a NIfTI file (.nii or .nii.gz)", str(path))
+    if not path.is_file():
+        raise InputError("is not a regular file; give a NIfTI file (.nii or .nii.gz)", str(path))
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+    except OSError as e:
+        raise InputError(f"cannot be read ({e.strerror or e}); check its permissions", str(path)) from None
+    gz = magic == _GZIP_MAGIC
+    try:
+        stream, raw = _open_stream(path, gz)
+        with raw, stream:
+            head = stream.read(540)
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"corrupt or truncated gzip data ({e}); re-export or re-copy the file",
+                         str(path)) from None
+    return gz, head
+
+
+def _header_from_bytes(path: Path, head: bytes):
+    """Parse a NIfTI-1 or NIfTI-2 header, or explain what the file is instead."""
+    for klass, size in ((nib.Nifti1Header, 348), (nib.Nifti2Header, 540)):
+        if len(head) >= size and size in (struct.unpack("<i", head[:4])[0],
+                                          struct.unpack(">i", head[:4])[0]):
+            hdr = klass(binaryblock=head[:size], check=False)
+            magic = bytes(hdr["magic"]).rstrip(b"\x00")
+            if magic in (b"n+1", b"n+2"):
+                return hdr
+            if magic in (b"ni1", b"ni2"):
+                raise InputError("is the header of a NIfTI .hdr/.img pair; convert it to a single "
+                                 ".nii.gz file", str(path))
+            raise InputError("has no NIfTI magic (an ANALYZE 7.5 file?); convert it to NIfTI "
+                             "(.nii.gz)", str(path))
+    if len(head) > 132 and head[128:132] == b"DICM":
+        raise InputError("is a DICOM file, not NIfTI; convert the series with dcm2niix first",
+                         str(path))
+    what = "text/HTML" if head.lstrip()[:1] in (b"<", b"{") else "unknown content"
+    raise InputError(f"is not a NIfTI file ({what}, no NIfTI-1/2 header); expected .nii or .nii.gz",
+                     str(path))
+
+
+def _check_header(path: Path, hdr, *, max_voxels: int, channels: int | None) -> tuple[int, ...]:
+    """Validate dimensions and data type from the header alone; return the kept shape."""
+    dim = [int(d) for d in hdr["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        raise InputError(f"has an invalid header (dim[0]={ndim}); the file is corrupt", str(path))
+    shape = dim[1:ndim + 1]
+    if min(shape) < 1:
+        raise InputError(f"header has an empty dimension (shape {_fmt_shape(shape)}); the file is "
+                         "corrupt", str(path))
+    n_vox = math.prod(shape)  # Python ints: no overflow
+    if n_vox > max_voxels:
+        raise InputError(f"header claims {_fmt_shape(shape)} = {n_vox:,} voxels, above the limit of "
+                         f"{max_voxels:,}; crop or downsample the image (or raise max_voxels)",
+                         str(path))
+    while len(shape) > 3 and shape[-1] == 1:  # singleton trailing dims are fine
+        shape = shape[:-1]
+    if len(shape) < 3 or min(shape[:3]) == 1:
+        raise InputError(f"is 2D (shape {_fmt_shape(shape)}); a 3D volume is needed", str(path))
+    if len(shape) > 4:
+        raise InputError(f"has {len(shape)} dimensions ({_fmt_shape(shape)}); a 3D volume is "
+                         "needed", str(path))
+    if len(shape) == 4:
+        if channels is None:
+            raise InputError(f"is 4D with {shape[3]} volumes (shape {_fmt_shape(shape)}); give one "
+                             "3D volume per sequence", str(path))
+        if shape[3] != channels:
+            raise InputError(f"is 4D with {shape[3]} volumes; expected {channels} channels "
+                             "(MSD order FLAIR, T1w, T1gd, T2w)", str(path))
+    elif channels is not None:
+        raise InputError(f"is 3D (shape {_fmt_shape(shape)}); expected a 4D image with {channels} "
+                         "channels (MSD order FLAIR, T1w, T1gd, T2w)", str(path))
+    try:
+        dtype = hdr.get_data_dtype()
+    except (HeaderDataError, KeyError, ValueError):
+        raise InputError(f"has an unknown data type code ({int(hdr['datatype'])}); the file is "
+                         "corrupt", str(path)) from None
+    if dtype.fields is not None or dtype.kind not in "iuf":
+        raise InputError(f"has unsupported voxel type {dtype}; save it as integer or float",
+                         str(path))
+    return tuple(shape)
+
+
+def _check_affine(path: Path, hdr, affine: np.ndarray) -> None:
+    if not np.isfinite(affine).all():
+        raise InputError("has a non-finite affine (NaN/Inf in the qform/sform); fix the header",
+                         str(path))
+    m = affine[:3, :3]
+    scale = float(np.prod(np.linalg.norm(m, axis=0)))
+    if scale == 0 or abs(float(np.linalg.det(m))) < 1e-6 * scale:
+        raise InputError("has a singular affine (zero spacing or degenerate axes); fix the "
+                         "qform/sform", str(path))
+    q, qc = hdr.get_qform(coded=True)
+    s, sc = hdr.get_sform(coded=True)
+    if qc and sc and q is not None and s is not None:
+        gq = Grid(shape=(1, 1, 1), affine=q) if np.isfinite(q).all() else None
+        gs = Grid(shape=(1, 1, 1), affine=s)
+        if gq is None or gs.mismatch(gq) is not None:
+            raise InputError("has a qform and an sform that disagree, so tools would place it "
+                             "differently; make them equal (e.g. fslorient -copysform2qform)",
+                             str(path))
+
+
+def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS,
+                channels: int | None = None) -> Volume:
+    """Read and validate one NIfTI file into float32 (scaling applied) in its own voxel order.
+
+    ``channels``: None for a 3D volume (a singleton 4th dim is accepted), or the exact number of
+    volumes a 4D file must hold (4 for an MSD image). Voxel values are checked finite here;
+    image- or label-specific checks are left to the caller.
+    """
+    path = Path(path)
+    gz, head = _sniff(path)
+    hdr = _header_from_bytes(path, head)
+    shape = _check_header(path, hdr, max_voxels=max_voxels, channels=channels)
+    klass = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+    if not gz:  # a short plain file is refused from its size, before reading
+        need = int(hdr["vox_offset"]) + math.prod(shape) * hdr.get_data_dtype().itemsize
+        if path.stat().st_size < need:
+            raise InputError(f"is truncated ({path.stat().st_size:,} bytes, header needs {need:,}); "
+                             "re-copy the file", str(path))
+    try:
+        stream, raw = _open_stream(path, gz)
+        with raw, stream:
+            img = klass.from_file_map({"image": nib.FileHolder(fileobj=stream)}, mmap=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+                affine = np.array(img.affine, dtype=np.float64)
+            if gz:  # read on to the end of the stream so the gzip CRC is checked
+                left = _TRAILER_CAP
+                while left > 0 and (chunk := stream.read(min(65536, left))):
+                    left -= len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise InputError(f"corrupt or truncated gzip data ({e}); re-export or re-copy the file",
+                         str(path)) from None
+    except MemoryError:
+        raise InputError(f"is too large to load ({_fmt_shape(shape)} voxels)", str(path)) from None
+    except (OSError, ValueError, HeaderDataError, ImageFileError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"could not be read ({msg}); the file is corrupt or truncated",
+                         str(path)) from None
+    hdr = img.header
+    del img
+    _check_affine(path, hdr, affine)
+    if not np.isfinite(data).all():
+        n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        raise InputError(f"has {n_bad:,} NaN/Inf voxels; replace them (e.g. with 0) and retry",
+                         str(path))
+    qc, sc = int(hdr["qform_code"]), int(hdr["sform_code"])
+    units = hdr.get_xyzt_units()[0]
+    grid = Grid(shape=shape[:3], affine=affine, qform_code=qc or sc or 1, sform_code=sc or qc or 1,
+                xyz_units=units if units in _UNITS else "mm")
+    return Volume(data=data, grid=grid, path=path)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise InputError("output must end in .nii or .nii.gz", str(path))
+    if path.is_dir():
+        raise InputError("is a folder; give an output file name ending in .nii.gz", str(path))
+    return path
+
+
+def write_uint8(data: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
+    """Write ``data`` (already in the grid's voxel order) as uint8 with a fresh, clean header."""
+    path = check_output_path(path)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    if data.shape != grid.shape:
+        raise ValueError(f"data shape {data.shape} does not match the grid {grid.shape}")
+    hdr = nib.Nifti1Header()  # fresh: no descrip/aux_file/db_name/intent_name/extensions
+    hdr.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(data, None, header=hdr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qform cannot hold shears: nibabel strips them
+        img.set_qform(grid.affine, code=int(grid.qform_code))
+    img.set_sform(grid.affine, code=int(grid.sform_code))
+    img.header.set_xyzt_units(xyz=grid.xyz_units)
+    img.header.set_slope_inter(1.0, 0.0)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return path
