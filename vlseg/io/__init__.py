@@ -5,7 +5,7 @@ float32 with validation, and write masks / label maps back onto the input's own 
     >>> case.present, case.shape, case.spacing
     >>> write_mask(mask_ras, case, "out/ET.nii.gz")     # uint8, input affine, clean header
 """
-from vlseg.io.case import Case, load_case, write_label_map, write_mask
+from vlseg.io.case import Case, load_case, to_ras, write_label_map, write_mask
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files, parse_name
 from vlseg.io.nifti import (
     DEFAULT_MAX_VOXELS,
@@ -18,7 +18,7 @@ from vlseg.io.nifti import (
 )
 
 __all__ = [
-    "Case", "load_case", "write_mask", "write_label_map",
+    "Case", "load_case", "write_mask", "write_label_map", "to_ras",
     "Grid", "Volume", "read_volume", "write_uint8",
     "DEFAULT_MAX_VOXELS", "GRID_TOL_MM", "GRID_TOL_DIR",
     "MSD_CHANNELS", "CaseFiles", "find_case_files", "parse_name",

@@ -86,7 +86,7 @@ class Case:
 # ----------------------------------------------------------------------------- loading
 
 
-def _to_ras(data: np.ndarray, grid: Grid) -> tuple[np.ndarray, Grid]:
+def to_ras(data: np.ndarray, grid: Grid) -> tuple[np.ndarray, Grid]:
     """Closest-canonical reorientation: permute/flip axes, adjust the affine; no resampling."""
     ornt = io_orientation(grid.affine)
     ras = np.ascontiguousarray(apply_orientation(data, ornt))
@@ -159,7 +159,7 @@ def load_case(
         # One 4D file: reorient all channels together, then split them.
         vol = read_volume(files.msd_image, max_voxels=max_voxels, channels=len(MSD_CHANNELS))
         source_grid, ref_path = vol.grid, vol.path
-        ras, ref = _to_ras(vol.data, vol.grid)
+        ras, ref = to_ras(vol.data, vol.grid)
         del vol
         for c, seq in enumerate(MSD_CHANNELS):
             _check_not_constant(ras[..., c], files.msd_image, f"channel {c} ({seq})")
@@ -173,7 +173,7 @@ def load_case(
                 continue
             vol = read_volume(files.images[seq], max_voxels=max_voxels)
             _check_not_constant(vol.data, vol.path, "the image")
-            ras, grid = _to_ras(vol.data, vol.grid)
+            ras, grid = to_ras(vol.data, vol.grid)
             if ref is None:
                 ref, source_grid, ref_path = grid, vol.grid, vol.path
             else:
@@ -185,7 +185,7 @@ def load_case(
     if label_path is not None:
         vol = read_volume(label_path, max_voxels=max_voxels)
         lab = _labels_from(vol, convention)
-        lab_ras, grid = _to_ras(lab, vol.grid)
+        lab_ras, grid = to_ras(lab, vol.grid)
         _check_grid(ref, grid, vol.path, ref_path, "the label")
         labels = labels_to_concepts(lab_ras, convention)
         sources["seg"] = vol.path

@@ -194,6 +194,11 @@ def _check_header(path: Path, hdr, *, max_voxels: int, channels: int | None) -> 
     elif channels is not None:
         raise InputError(f"is 3D (shape {_fmt_shape(shape)}); expected a 4D image with {channels} "
                          "channels (MSD order FLAIR, T1w, T1gd, T2w)", str(path))
+    zooms = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
+    if int(hdr["sform_code"]) == 0 and not (np.isfinite(zooms).all() and (zooms != 0).all()):
+        # qform and the fallback affine both scale by pixdim; nibabel would quietly use 1 mm.
+        raise InputError(f"has a singular affine (voxel sizes {_fmt_vec(zooms)} in the header); "
+                         "fix pixdim or the qform/sform", str(path))
     try:
         dtype = hdr.get_data_dtype()
     except (HeaderDataError, KeyError, ValueError):
