@@ -1,0 +1,79 @@
+"""Assemble and launch the app: model, sessions, samples, janitor, Gradio Blocks.
+
+    app = create_app(AppConfig(output_root=..., samples_dir=...))
+    url = app.launch()          # non-blocking; app.close() stops it
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from vlseg.app import security
+from vlseg.app.logging import log_event, new_request_id
+from vlseg.app.samples import SampleLibrary, SampleWriter
+from vlseg.app.security import AppConfig
+from vlseg.app.sessions import SessionStore, fork_segmenter
+from vlseg.app.uploads import Janitor
+
+
+@dataclass
+class VlsegApp:
+    config: AppConfig
+    blocks: Any  # gr.Blocks
+    store: SessionStore
+    samples: SampleLibrary
+    janitor: Janitor
+    url: str | None = None
+
+    def launch(self, *, block: bool = False) -> str:
+        """Start the server (queue + secure launch arguments); return the local URL."""
+        self.samples.start_background()
+        self.janitor.start()
+        self.blocks.queue(**security.queue_kwargs(self.config))
+        kwargs = security.launch_kwargs(self.config)
+        kwargs["app_kwargs"] = {"middleware": security.middleware()}
+        _, local_url, _ = self.blocks.launch(prevent_thread_lock=True, **kwargs)
+        self.url = local_url
+        log_event(new_request_id(), op="launch", port=self.config.port,
+                  host_is_local=security.is_local_host(self.config.host))
+        if block:
+            self.blocks.block_thread()
+        return local_url
+
+    def close(self) -> None:
+        self.janitor.stop()
+        self.blocks.close()
+
+
+def _use_app_temp_dirs(config: AppConfig) -> None:
+    """Point Gradio's upload cache (and example cache) inside the app's own output root.
+
+    Gradio reads these at Blocks/App construction, so this runs before the UI is built.
+    """
+    os.environ["GRADIO_TEMP_DIR"] = str(config.gradio_temp_dir)
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(config.output_root / "examples-cache")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def create_app(config: AppConfig, *, segmenter: Any = None,
+               sample_writer: SampleWriter | None = None,
+               fork: Callable[[Any], Any] = fork_segmenter) -> VlsegApp:
+    """Build everything; ``segmenter`` defaults to ``Segmenter.from_pretrained(config.model)``."""
+    security.prepare_dirs(config)
+    _use_app_temp_dirs(config)
+    if segmenter is None:
+        from vlseg.segmenter import Segmenter
+
+        segmenter = Segmenter.from_pretrained(config.model, device=config.device)
+    from vlseg.app.ui import build_blocks
+
+    store = SessionStore(base=segmenter, output_dir=config.sessions_dir,
+                         max_cached=config.max_cached_sessions, max_sessions=config.max_sessions,
+                         max_query_chars=config.max_query_chars, fork=fork)
+    samples = SampleLibrary(root=config.samples_dir, seeds=config.sample_seeds,
+                            spacing_mm=config.sample_spacing_mm, writer=sample_writer)
+    janitor = Janitor(root=config.sessions_dir, ttl_s=config.temp_ttl_s,
+                      interval_s=config.cleanup_interval_s)
+    blocks = build_blocks(store=store, samples=samples, blocks_kwargs=security.blocks_kwargs(config))
+    return VlsegApp(config=config, blocks=blocks, store=store, samples=samples, janitor=janitor)

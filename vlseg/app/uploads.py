@@ -1,0 +1,282 @@
+"""Uploaded files: checked by content (not by extension), zips extracted safely, old files swept.
+
+A browser's ``file_types`` is only a hint, so every upload is sniffed here before ``vlseg.io``
+opens it:
+
+* ``.nii``: NIfTI-1 (``sizeof_hdr`` 348 and magic ``n+1\\0`` at byte 344) or NIfTI-2 (540, ``n+2\\0``);
+* ``.nii.gz``: gzip magic ``1f 8b`` and a NIfTI header inside the first decompressed bytes;
+* ``.zip``: zip magic ``PK\\3\\4``; extracted with caps on member count, total and per-member
+  size and compression ratio (zip bombs), refusing absolute paths, ``..``, links and devices.
+
+The file name is used only to tell which sequence a file holds (``...-t2f.nii.gz``,
+``..._flair.nii.gz``) and in the user's own chat messages; it is never logged.
+"""
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import stat
+import struct
+import threading
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Literal
+
+from vlseg.concepts import SEQUENCES, canonical_sequence
+from vlseg.errors import InputError
+
+Kind = Literal["nifti", "nifti_gz", "zip"]
+
+MAX_FILES_PER_REQUEST = 8
+ZIP_MAX_MEMBERS = 32
+ZIP_MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed
+ZIP_MAX_RATIO = 200.0  # uncompressed/compressed for large members (zeros compress ~1000x)
+_RATIO_FREE_BYTES = 64 * 1024**2  # members smaller than this may compress arbitrarily well
+_CHUNK = 1024 * 1024
+_HELP = "upload 1-4 NIfTI files (.nii or .nii.gz, one per sequence) or a .zip of a BraTS case folder"
+
+
+def _display(path: Path) -> str:
+    return path.name
+
+
+def _nifti_magic_ok(head: bytes) -> bool:
+    """NIfTI-1 or NIfTI-2 single-file header, either byte order."""
+    if len(head) >= 348:
+        for fmt in ("<i", ">i"):
+            if struct.unpack(fmt, head[:4])[0] == 348 and head[344:348] == b"n+1\x00":
+                return True
+    if len(head) >= 540 - 0 and len(head) >= 12:
+        for fmt in ("<i", ">i"):
+            if struct.unpack(fmt, head[:4])[0] == 540 and head[4:8] == b"n+2\x00":
+                return True
+    return False
+
+
+def sniff(path: str | Path) -> Kind:
+    """Say what a file is from its first bytes; InputError for anything else."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(540)
+    except OSError:
+        raise InputError(f"could not read the uploaded file; {_HELP}", _display(path)) from None
+    if not head:
+        raise InputError(f"the file is empty; {_HELP}", _display(path))
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as g:
+                inner = g.read(540)
+        except (OSError, EOFError, zlib.error):
+            raise InputError("the gzip file is corrupt or truncated; upload it again", _display(path)) from None
+        if _nifti_magic_ok(inner):
+            return "nifti_gz"
+        raise InputError(f"a gzip file that does not hold a NIfTI image; {_HELP}", _display(path))
+    if _nifti_magic_ok(head):
+        return "nifti"
+    raise InputError(f"not a NIfTI image or zip (checked by content, not by name); {_HELP}",
+                     _display(path))
+
+
+_NII_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def sequence_from_name(name: str) -> str | None:
+    """Sequence named by a file's last name token (BraTS style), 'seg' for label maps, else None.
+
+    ``BraTS-GLI-00000-000-t2f.nii.gz`` -> t2f, ``BraTS2021_00000_flair.nii.gz`` -> t2f,
+    ``case_t1ce.nii`` -> t1c, ``..._seg.nii.gz`` -> seg, ``brain.nii.gz`` -> None.
+    """
+    stem = _NII_SUFFIX.sub("", PurePosixPath(name).name)
+    tokens = [t for t in re.split(r"[-_.\s]+", stem) if t]
+    if not tokens:
+        return None
+    last = tokens[-1].lower()
+    if last in ("seg", "label", "labels", "mask"):
+        return "seg"
+    try:
+        return canonical_sequence(last)
+    except ValueError:
+        return None
+
+
+def _is_link_or_special(info: zipfile.ZipInfo) -> bool:
+    mode = info.external_attr >> 16
+    return bool(mode) and (stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)))
+
+
+def _safe_member_path(name: str) -> PurePosixPath | None:
+    """Relative, normalised member path; None for entries that must not be extracted."""
+    name = name.replace("\\", "/")
+    p = PurePosixPath(name)
+    if p.is_absolute() or re.match(r"^[A-Za-z]:", name) or any(part == ".." for part in p.parts):
+        raise InputError("the zip holds an unsafe path (absolute or '..'); zip the case folder itself")
+    parts = [x for x in p.parts if x not in ("", ".")]
+    if not parts or parts[0] == "__MACOSX" or any(x.startswith(".") for x in parts):
+        return None
+    return PurePosixPath(*parts)
+
+
+def safe_extract_zip(zip_path: str | Path, dest: str | Path, *, max_members: int = ZIP_MAX_MEMBERS,
+                     max_total_bytes: int = ZIP_MAX_TOTAL_BYTES,
+                     max_ratio: float = ZIP_MAX_RATIO) -> list[Path]:
+    """Extract the NIfTI members of a zip into ``dest`` (flat, unique names); return their paths.
+
+    Sizes are counted while decompressing (a zip's own size fields can lie). Any violation
+    removes everything extracted so far and raises InputError.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    shown = _display(zip_path)
+    dest.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            if len(infos) > max_members:
+                raise InputError(f"the zip holds {len(infos)} entries (at most {max_members}); "
+                                 "zip a single case folder", shown)
+            total = 0
+            for info in infos:
+                rel = _safe_member_path(info.filename)
+                if rel is None or info.is_dir():
+                    continue
+                if _is_link_or_special(info):
+                    raise InputError("the zip holds a link or special file; zip plain files only", shown)
+                if info.flag_bits & 0x1:
+                    raise InputError("the zip is encrypted; upload an unencrypted zip", shown)
+                if not _NII_SUFFIX.search(rel.name):
+                    continue  # READMEs, JSON sidecars ...: ignored, never written
+                target = dest / rel.name
+                if target.exists():
+                    raise InputError(f"the zip holds two files named {rel.name}; zip one case", shown)
+                member_bytes = 0
+                with zf.open(info) as src, open(target, "wb") as out:
+                    written.append(target)
+                    while chunk := src.read(_CHUNK):
+                        member_bytes += len(chunk)
+                        total += len(chunk)
+                        if total > max_total_bytes:
+                            raise InputError(f"the zip expands to more than {max_total_bytes // 1024**2} MB; "
+                                             "upload fewer or smaller files", shown)
+                        if (member_bytes > _RATIO_FREE_BYTES
+                                and member_bytes > max_ratio * max(info.compress_size, 1)):
+                            raise InputError("a zip member expands far more than real scans do "
+                                             "(possible zip bomb); upload the files themselves", shown)
+                        out.write(chunk)
+    except InputError:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise InputError("the zip file is corrupt or uses an unsupported format; zip the case again",
+                         shown) from None
+    return written
+
+
+@dataclass
+class UploadSet:
+    """Uploaded scans sorted by sequence; ``ignored`` lists names the user should hear about."""
+
+    sequences: dict[str, Path] = field(default_factory=dict)  # canonical seq -> path
+    label: Path | None = None
+    ignored: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        order = [s for s in SEQUENCES if s in self.sequences]
+        text = "sequences " + ", ".join(order)
+        if self.ignored:
+            text += f" (ignored: {', '.join(self.ignored)})"
+        return text
+
+
+def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
+                    max_files: int = MAX_FILES_PER_REQUEST) -> UploadSet:
+    """Sniff every upload, extract zips into ``work_dir``, and map files to sequences by name."""
+    paths = [Path(p) for p in paths if p]
+    if not paths:
+        raise InputError(f"no file was uploaded; {_HELP}")
+    if len(paths) > max_files:
+        raise InputError(f"{len(paths)} files were uploaded (at most {max_files}); {_HELP}")
+    files: list[Path] = []
+    for i, p in enumerate(paths):
+        kind = sniff(p)
+        if kind == "zip":
+            members = safe_extract_zip(p, Path(work_dir) / f"zip{i}")
+            for m in members:
+                sniff(m)
+            files.extend(members)
+        else:
+            files.append(p)
+    result = UploadSet()
+    for f in files:
+        seq = sequence_from_name(f.name)
+        if seq is None:
+            raise InputError("cannot tell which sequence this file holds from its name; name it like "
+                             "BraTS (…-t1n/-t1c/-t2w/-t2f.nii.gz or …_t1/_t1ce/_t2/_flair.nii.gz)",
+                             f.name)
+        if seq == "seg":
+            result.label = f
+            result.ignored.append(f.name)
+            continue
+        if seq in result.sequences:
+            raise InputError(f"two files hold the {seq} sequence ({result.sequences[seq].name} and "
+                             f"{f.name}); upload one per sequence")
+        result.sequences[seq] = f
+    if not result.sequences:
+        raise InputError(f"no MRI sequence among the uploaded files; {_HELP}")
+    return result
+
+
+class Janitor:
+    """Deletes entries of a folder older than ``ttl_s``; optionally in a daemon thread."""
+
+    def __init__(self, *, root: str | Path, ttl_s: float, interval_s: float) -> None:
+        if ttl_s <= 0 or interval_s <= 0:
+            raise ValueError("ttl_s and interval_s must be positive")
+        self.root = Path(root)
+        self.ttl_s = ttl_s
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove direct children whose newest modification is older than the TTL; return count."""
+        now = time.time() if now is None else now
+        n = 0
+        if not self.root.is_dir():
+            return 0
+        for child in self.root.iterdir():
+            try:
+                newest = max([child.stat().st_mtime] +
+                             [q.stat().st_mtime for q in child.rglob("*")] if child.is_dir() else
+                             [child.stat().st_mtime])
+                if now - newest <= self.ttl_s:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+                n += 1
+            except OSError:
+                continue
+        return n
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="vlseg-janitor", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sweep()
