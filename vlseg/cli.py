@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--auth-file", default=None,
                    help="file with one 'user:password' line (or set VLSEG_AUTH=user:password)")
     s.add_argument("--samples", default=None, help="folder for generated sample cases")
+    s.add_argument("--outputs", default=None, help="app output folder (default ~/.cache/vlseg/app)")
+    s.add_argument("--max-file-mb", type=int, default=None, help="upload size limit (default 200)")
+    s.add_argument("--queue-size", type=int, default=None, help="max waiting requests (default 8)")
+    s.add_argument("--temp-ttl", type=int, default=None,
+                   help="seconds before uploads/outputs are deleted (default 3600)")
 
     s = sub.add_parser("bench", help="speed/memory benchmark of the Segmenter on a generated case")
     s.add_argument("--runs", type=int, default=5)
