@@ -1,0 +1,281 @@
+"""Answer text from measurements only (templates, no language model), plus the JSON the numbers
+in that text come from.
+
+Every number in the text is formatted from the rounded values that ``measurement_to_json`` /
+``relations_to_json`` put in the answer JSON (percentages are those fractions x 100), and every
+place named (hemisphere, lobes) is a value of those dicts.
+"""
+from __future__ import annotations
+
+import re
+
+from vlseg.concepts import CONCEPT_NAMES, CONCEPTS, SEQUENCES
+from vlseg.reasoning.measure import TargetMeasurement
+
+INTENTS: tuple[str, ...] = ("segment", "volume", "location", "midline", "ratio", "count",
+                            "help", "refuse")
+DISCLAIMER = "This is a research tool output, not a diagnosis."
+DEFAULT_RATIO = ("NCR", "TC")
+
+
+# ---------------------------------------------------------------- rounding (text == JSON)
+def round_ml(v: float) -> float:
+    return round(float(v), 2 if abs(v) < 1 else 1)
+
+
+def round_mm(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 1)
+
+
+def round_fraction(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 2)
+
+
+def _num(v: float) -> str:
+    """Rounded JSON value -> text, without trailing zeros (12.0 -> "12", 0.05 -> "0.05")."""
+    s = f"{v:.2f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def _pct(f: float) -> str:
+    return f"{_num(round(f * 100, 0))}%"
+
+
+def measurement_to_json(t: TargetMeasurement) -> dict:
+    """The rounded, JSON-ready measurement (the answer text quotes exactly these values)."""
+    return {
+        "concept": t.concept,
+        "present": bool(t.present),
+        "presence_score": round_fraction(t.presence_score),
+        "volume_ml": round_ml(t.volume_ml),
+        "volume_ml_range": [round_ml(t.volume_ml_range[0]), round_ml(t.volume_ml_range[1])],
+        "n_lesions": int(t.n_lesions),
+        "lesion_volumes_ml": [round_ml(v) for v in t.lesion_volumes_ml],
+        "centroid_ras_mm": None if t.centroid_ras_mm is None else [round_mm(v) for v in t.centroid_ras_mm],
+        "centroid_mni_mm": None if t.centroid_mni_mm is None else [round_mm(v) for v in t.centroid_mni_mm],
+        "max_diameter_mm": round_mm(t.max_diameter_mm),
+        "perpendicular_diameter_mm": round_mm(t.perpendicular_diameter_mm),
+        "hemisphere": t.hemisphere,
+        "crosses_midline": bool(t.crosses_midline),
+        "lobes": list(t.lobes),
+        "lobe_fractions": {k: round_fraction(v) for k, v in t.lobe_fractions},
+        "location_reliable": t.location_reliable,
+        "min_lesion_ml": t.min_lesion_ml,
+    }
+
+
+def relations_to_json(r: dict | None) -> dict | None:
+    if r is None:
+        return None
+    out = {
+        "volumes_ml": {k: round_ml(v) for k, v in r.get("volumes_ml", {}).items()},
+        "fractions": {k: round_fraction(v) for k, v in r.get("fractions", {}).items()},
+    }
+    for key in ("necrotic_fraction_of_core", "enhancing_fraction_of_core",
+                "edema_fraction_of_whole", "necrosis_rim_fraction"):
+        out[key] = round_fraction(r.get(key))
+    out["necrosis_surrounded_by_enhancing_rim"] = r.get("necrosis_surrounded_by_enhancing_rim")
+    for key in ("edema_extent_beyond_core_mm", "edema_max_extent_beyond_core_mm"):
+        out[key] = round_mm(r.get(key))
+    return out
+
+
+# ---------------------------------------------------------------- sentences
+def _name(concept: str) -> str:
+    return CONCEPT_NAMES[concept]
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _absent(j: dict) -> str:
+    return f"No {_name(j['concept'])} was found."
+
+
+def _where(j: dict, *, fractions: bool = False) -> str | None:
+    if j["hemisphere"] is None:
+        return None
+    side = {"left": "in the left hemisphere", "right": "in the right hemisphere",
+            "bilateral": "in both hemispheres"}[j["hemisphere"]]
+    if not j["lobes"]:
+        return side
+    if fractions:
+        parts = [f"{lobe} {_pct(j['lobe_fractions'][lobe])}" for lobe in j["lobes"]
+                 if j["lobe_fractions"].get(lobe) is not None]
+        return f"{side} ({', '.join(parts)})"
+    return f"{side} ({', '.join(j['lobes'])})"
+
+
+def _lesions(n: int) -> str:
+    return f"{n} lesion" if n == 1 else f"{n} lesions"
+
+
+def _volume(j: dict) -> str:
+    lo, hi = j["volume_ml_range"]
+    if lo == hi:  # a hard (0/1) map has no probability spread to report
+        return f"{_num(j['volume_ml'])} mL"
+    return f"{_num(j['volume_ml'])} mL (range {_num(lo)} to {_num(hi)} mL)"
+
+
+def _segment(j: dict) -> str:
+    if not j["present"]:
+        return _absent(j)
+    where = _where(j)
+    return (f"{_cap(_name(j['concept']))}: {_volume(j)}, {_lesions(j['n_lesions'])}"
+            + (f", {where}." if where else "."))
+
+
+def _volume_sentence(j: dict) -> str:
+    if not j["present"]:
+        return _absent(j)
+    s = f"The {_name(j['concept'])} measures {_volume(j)}."
+    if j["max_diameter_mm"] is not None:
+        s += (f" Longest axial diameter {_num(j['max_diameter_mm'])} mm, "
+              f"perpendicular {_num(j['perpendicular_diameter_mm'])} mm.")
+    return s
+
+
+def _count(j: dict) -> str:
+    if not j["present"]:
+        return _absent(j)
+    return f"The {_name(j['concept'])} consists of {_lesions(j['n_lesions'])}."
+
+
+def _unreliable(j: dict) -> str:
+    if j["location_reliable"] is False:
+        return " The atlas registration looks implausible, so treat the location as approximate."
+    return ""
+
+
+def _location(j: dict) -> str:
+    if not j["present"]:
+        return _absent(j)
+    x, y, z = (_num(v) for v in j["centroid_ras_mm"])
+    where = _where(j, fractions=True)
+    if where is None:
+        return (f"The {_name(j['concept'])} is centred at RAS ({x}, {y}, {z}) mm in scanner "
+                "coordinates; its brain region is unknown (no atlas registration).")
+    mid = "crosses" if j["crosses_midline"] else "does not cross"
+    return (f"The {_name(j['concept'])} is {where}, centred at RAS ({x}, {y}, {z}) mm, and "
+            f"{mid} the midline." + _unreliable(j))
+
+
+def _midline(j: dict) -> str:
+    if not j["present"]:
+        return _absent(j)
+    name = _name(j["concept"])
+    if j["hemisphere"] is None:
+        return f"Whether the {name} crosses the midline is unknown (no atlas registration)."
+    if j["crosses_midline"]:
+        return f"The {name} crosses the midline." + _unreliable(j)
+    side = {"left": "it lies in the left hemisphere",
+            "right": "it lies in the right hemisphere",
+            "bilateral": "it has separate parts in both hemispheres"}[j["hemisphere"]]
+    return f"The {name} does not cross the midline; {side}." + _unreliable(j)
+
+
+def _relation_sentences(r: dict) -> list[str]:
+    out = []
+    if r.get("necrosis_surrounded_by_enhancing_rim") is not None:
+        ring = "is" if r["necrosis_surrounded_by_enhancing_rim"] else "is not"
+        out.append(f"The necrosis {ring} surrounded by an enhancing rim "
+                   f"({_pct(r['necrosis_rim_fraction'])} of its border is enhancing tumor).")
+    if r.get("edema_extent_beyond_core_mm") is not None:
+        out.append(f"Edema extends about {_num(r['edema_extent_beyond_core_mm'])} mm beyond the "
+                   f"tumor core (farthest point {_num(r['edema_max_extent_beyond_core_mm'])} mm).")
+    return out
+
+
+def _ratio(js: list[dict], r: dict | None) -> list[str]:
+    concepts = [j["concept"] for j in js]
+    if len(concepts) >= 2:
+        part, whole = concepts[0], concepts[1]
+    elif concepts:  # "how necrotic is it?": a part of the core, else of the whole tumor
+        part, whole = concepts[0], ("TC" if concepts[0] in ("NCR", "ET") else "WT")
+    else:
+        part, whole = DEFAULT_RATIO
+    lines = []
+    fractions = (r or {}).get("fractions", {})
+    key = f"{part}/{whole}" if f"{part}/{whole}" in fractions else f"{whole}/{part}"
+    if key in fractions and fractions[key] is not None:
+        a, b = key.split("/")
+        vols = r["volumes_ml"]
+        lines.append(f"The {_name(a)} makes up {_pct(fractions[key])} of the {_name(b)} "
+                     f"({_num(vols[a])} of {_num(vols[b])} mL).")
+    else:
+        for j in js:
+            lines.append(_volume_sentence(j))
+        if r is None:
+            lines.append("The ratio needs both regions; one of them was not measured.")
+        else:
+            lines.append(f"No ratio of {_name(part)} to {_name(whole)} can be given "
+                         f"(the {_name(whole)} is empty).")
+    if r is not None:
+        lines += _relation_sentences(r)
+    return lines
+
+
+def capabilities_text() -> str:
+    names = ", ".join(f"{CONCEPT_NAMES[c]} ({c})" for c in CONCEPTS)
+    return (f"I can segment and measure these brain-tumor regions on MRI: {names}. Ask for a "
+            "region, its volume, its location (hemisphere, lobes), whether it crosses the "
+            "midline, how many lesions there are, or ratios such as the necrotic fraction of the "
+            "core.")
+
+
+def _clean_phrase(p: str) -> str:
+    p = re.sub(r"\s+", " ", str(p)).strip().strip("\"'“”")
+    return p[:60] + ("…" if len(p) > 60 else "")
+
+
+def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: list[str],
+                   relations: dict | None, sequences_used: list[str], refused: bool = False,
+                   help_text: str | None = None) -> str:
+    """The answer text for one parsed query, built only from the given measurements."""
+    if intent not in INTENTS:
+        raise ValueError(f"unknown intent {intent!r}; use one of {', '.join(INTENTS)}")
+    bad = [s for s in sequences_used if s not in SEQUENCES]
+    if bad:
+        raise ValueError(f"unknown sequence(s) {bad}; use {', '.join(SEQUENCES)}")
+    js = [measurement_to_json(t) for t in targets]
+    r = relations_to_json(relations)
+
+    lines: list[str]
+    if refused or intent == "refuse":
+        asked = [_clean_phrase(p) for p in phrases if str(p).strip()]
+        what = f" “{_clean_phrase(asked[0])}”" if asked else " that"
+        lines = [f"Sorry, I can't help with{what}: I only analyse brain-tumor regions on MRI.",
+                 help_text or capabilities_text()]
+    elif intent == "help":
+        lines = [help_text or capabilities_text()]
+    elif not js and intent != "ratio":
+        lines = ["No target region was named. " + capabilities_text()]
+    elif intent == "segment":
+        lines = [_segment(j) for j in js]
+        if r is not None:
+            lines += _relation_sentences(r)
+    elif intent == "volume":
+        lines = [_volume_sentence(j) for j in js]
+    elif intent == "count":
+        lines = [_count(j) for j in js]
+    elif intent == "location":
+        lines = [_location(j) for j in js]
+    elif intent == "midline":
+        lines = [_midline(j) for j in js]
+    else:  # ratio
+        lines = _ratio(js, r)
+
+    if intent not in ("help", "refuse") and not refused:
+        used = [s for s in SEQUENCES if s in sequences_used]
+        missing = [s for s in SEQUENCES if s not in sequences_used]
+        seq = f"Based on {', '.join(used) if used else 'no'} MRI sequences"
+        if missing:
+            seq += f" ({_join(missing)} not given, so results may be less reliable)"
+        lines.append(seq + ".")
+    lines.append(DISCLAIMER)
+    return "\n".join(lines)

@@ -1,0 +1,257 @@
+"""Per-target measurements from a probability map: presence, volume (+ range), lesions,
+RANO-style axial diameters, centroid, and (with an AtlasLocator) hemisphere / midline / lobes.
+
+Every quantity is computed in world millimetres from the voxel grid's affine, so anisotropic,
+oblique and LPS-stored grids give the same numbers as an isotropic RAS one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist, squareform
+
+from vlseg.concepts import CONCEPTS
+from vlseg.reasoning.atlas import AtlasLocator, apply_affine
+
+# Probability levels bounding the volume range (see docs/reasoning.md).
+RANGE_LOW_CONFIDENCE = 0.3   # volume at p >= 0.3: the generous end
+RANGE_HIGH_CONFIDENCE = 0.7  # volume at p >= 0.7: the conservative end
+_FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity for lesions
+
+
+@dataclass(frozen=True)
+class TargetMeasurement:
+    concept: str
+    present: bool
+    presence_score: float  # highest p at which a lesion of the minimum size still exists
+    volume_ml: float
+    volume_ml_range: tuple[float, float]
+    n_lesions: int
+    centroid_ras_mm: tuple[float, float, float] | None
+    max_diameter_mm: float | None
+    perpendicular_diameter_mm: float | None
+    hemisphere: str | None  # "left" | "right" | "bilateral" | None
+    crosses_midline: bool
+    lobes: tuple[str, ...]
+    # Extras (beyond the shared contract).
+    lesion_volumes_ml: tuple[float, ...] = ()
+    lobe_fractions: tuple[tuple[str, float], ...] = ()
+    centroid_mni_mm: tuple[float, float, float] | None = None
+    location_reliable: bool | None = None  # None: no atlas registration was available
+    min_lesion_ml: float = 0.05
+
+
+def _check_inputs(concept: str, prob: np.ndarray, affine: np.ndarray, threshold: float,
+                  min_lesion_ml: float) -> tuple[np.ndarray, np.ndarray]:
+    if concept not in CONCEPTS:
+        raise ValueError(f"unknown concept {concept!r}; use one of {', '.join(CONCEPTS)}")
+    prob = np.asarray(prob)
+    if prob.ndim != 3:
+        raise ValueError(f"prob must be a 3D (X, Y, Z) array, got shape {prob.shape}")
+    prob = prob.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(prob)):
+        raise ValueError("prob contains NaN or infinite values")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) \
+            or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise ValueError("affine must be a finite, invertible 4x4 matrix")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if min_lesion_ml < 0:
+        raise ValueError(f"min_lesion_ml must be >= 0, got {min_lesion_ml}")
+    return prob, affine
+
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])) / 1000.0)
+
+
+def lesions(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components (26-conn.) with >= ``min_voxels``: (label volume 1..n, sizes)."""
+    comps, n = ndimage.label(mask, structure=_FULL)
+    if n == 0:
+        return comps, np.zeros(0, dtype=np.int64)
+    sizes = np.bincount(comps.ravel())[1:]
+    keep = np.flatnonzero(sizes >= min_voxels) + 1
+    remap = np.zeros(n + 1, dtype=np.int32)
+    remap[keep] = np.arange(1, len(keep) + 1)
+    return remap[comps], sizes[keep - 1]
+
+
+def clean_mask(prob: np.ndarray, affine: np.ndarray, *, threshold: float = 0.5,
+               min_lesion_ml: float = 0.05) -> np.ndarray:
+    """The mask measure_target measures: p >= threshold, components below the minimum removed."""
+    min_vox = _min_voxels(min_lesion_ml, affine)
+    return lesions(np.asarray(prob) >= threshold, min_vox)[0] > 0
+
+
+def _min_voxels(min_lesion_ml: float, affine: np.ndarray) -> int:
+    return max(1, math.ceil(min_lesion_ml / voxel_volume_ml(affine) - 1e-9))
+
+
+def _crop_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
+    if not mask.any():
+        return None
+    box = []
+    for ax in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
+        box.append(slice(max(hit[0] - margin, 0), min(hit[-1] + margin + 1, mask.shape[ax])))
+    return tuple(box)
+
+
+def _presence_score(prob: np.ndarray, min_vox: int, floor: float = 0.02, steps: int = 7) -> float:
+    """Largest q (to 1/2**steps) such that {p >= q} holds a component of >= min_vox voxels."""
+    def exists(q: float) -> bool:
+        m = prob >= q
+        if m.sum() < min_vox:
+            return False
+        return bool(len(lesions(m, min_vox)[1]))
+
+    if not exists(floor):
+        return 0.0
+    lo, hi = floor, 1.0
+    if exists(hi):
+        return 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if exists(mid) else (lo, mid)
+    return float(lo)
+
+
+def axial_axis(affine: np.ndarray) -> int:
+    """Voxel axis whose direction is closest to world z (superior)."""
+    cols = np.asarray(affine)[:3, :3]
+    return int(np.argmax(np.abs(cols[2]) / np.linalg.norm(cols, axis=0)))
+
+
+def _plane_coords(affine: np.ndarray, axis: int) -> tuple[np.ndarray, float]:
+    """2x2 matrix mapping in-slice voxel indices (a, b) to orthonormal in-plane mm, and the
+    smaller in-plane spacing."""
+    a, b = [i for i in range(3) if i != axis]
+    ca, cb = affine[:3, a], affine[:3, b]
+    e1 = ca / np.linalg.norm(ca)
+    cb_perp = cb - (cb @ e1) * e1
+    e2 = cb_perp / np.linalg.norm(cb_perp)
+    m = np.array([[ca @ e1, cb @ e1], [0.0, cb @ e2]])
+    return m, float(min(np.linalg.norm(ca), np.linalg.norm(cb)))
+
+
+def _longest_chord(pts: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Longest distance between points (N, 2) and its end points."""
+    cand = pts
+    if len(pts) > 3:
+        try:
+            cand = pts[ConvexHull(pts).vertices]
+        except QhullError:  # collinear points: the extremes along a few directions are the ends
+            dirs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
+            proj = pts @ dirs.T  # (N, 4)
+            cand = pts[np.unique(np.r_[proj.argmin(axis=0), proj.argmax(axis=0)])]
+    d = squareform(pdist(cand))
+    i, j = np.unravel_index(int(np.argmax(d)), d.shape)
+    return float(d[i, j]), cand[i], cand[j]
+
+
+def _perpendicular(pts: np.ndarray, p: np.ndarray, q: np.ndarray, bin_mm: float) -> float:
+    """Longest chord perpendicular to p->q: extent across p->q within bins along it."""
+    u = (q - p) / max(np.linalg.norm(q - p), 1e-9)
+    v = np.array([-u[1], u[0]])
+    s = (pts - p) @ u
+    t = pts @ v
+    bins = np.floor(s / bin_mm).astype(np.int64)
+    order = np.argsort(bins, kind="stable")
+    bins, t = bins[order], t[order]
+    starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    widths = np.maximum.reduceat(t, starts) - np.minimum.reduceat(t, starts)
+    return float(widths.max()) if len(widths) else 0.0
+
+
+def axial_diameters(labels: np.ndarray, affine: np.ndarray) -> tuple[float | None, float | None]:
+    """RANO-style: the longest in-slice diameter of any lesion on any axial slice and the
+    longest diameter perpendicular to it on that slice (mm, voxel centre to voxel centre)."""
+    axis = axial_axis(affine)
+    to_mm, spacing = _plane_coords(affine, axis)
+    best = (0.0, None)  # (diameter, (points, p, q))
+    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        sub = labels[box] == lab
+        for k in range(sub.shape[axis]):
+            sl = np.take(sub, k, axis=axis)
+            ij = np.argwhere(sl)
+            if len(ij) == 0:
+                continue
+            lo, hi = ij.min(axis=0), ij.max(axis=0)
+            corners = np.array([[lo[0], lo[1]], [lo[0], hi[1]], [hi[0], lo[1]], [hi[0], hi[1]]]) @ to_mm.T
+            if pdist(corners).max() <= best[0]:  # cannot beat the current best
+                continue
+            pts = ij @ to_mm.T  # (N, 2) mm in the slice plane
+            d, p, q = _longest_chord(pts)
+            if d > best[0]:
+                best = (d, (pts, p, q))
+    if best[1] is None:
+        # Single-voxel lesions: no in-plane extent between voxel centres.
+        return (0.0, 0.0) if labels.any() else (None, None)
+    pts, p, q = best[1]
+    return best[0], _perpendicular(pts, p, q, spacing)
+
+
+def _absent(concept: str, score: float, hi_ml: float, min_lesion_ml: float) -> TargetMeasurement:
+    return TargetMeasurement(
+        concept=concept, present=False, presence_score=score, volume_ml=0.0,
+        volume_ml_range=(0.0, hi_ml), n_lesions=0, centroid_ras_mm=None, max_diameter_mm=None,
+        perpendicular_diameter_mm=None, hemisphere=None, crosses_midline=False, lobes=(),
+        min_lesion_ml=min_lesion_ml)
+
+
+def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
+                   locator: AtlasLocator | None, threshold: float = 0.5,
+                   min_lesion_ml: float = 0.05) -> TargetMeasurement:
+    """Measure one target from its probability map (X, Y, Z) in [0, 1] on the grid ``affine``."""
+    prob, affine = _check_inputs(concept, prob, affine, threshold, min_lesion_ml)
+    vml = voxel_volume_ml(affine)
+    min_vox = _min_voxels(min_lesion_ml, affine)
+    low_q = min(RANGE_LOW_CONFIDENCE, threshold)
+    high_q = max(RANGE_HIGH_CONFIDENCE, threshold)
+
+    # Work inside the box that holds everything above the lowest level used.
+    box = _crop_box(prob >= min(low_q, 0.02))
+    if box is None:
+        return _absent(concept, 0.0, 0.0, min_lesion_ml)
+    p = prob[box]
+    offset = np.array([s.start for s in box], dtype=np.float64)
+    crop_affine = affine.copy()
+    crop_affine[:3, 3] = apply_affine(affine, offset[None])[0]
+
+    # Presence, volumes at the three levels.
+    score = _presence_score(p, min_vox)
+    vol = {q: float(lesions(p >= q, min_vox)[1].sum()) * vml for q in (low_q, high_q)}
+    labels, sizes = lesions(p >= threshold, min_vox)
+    if len(sizes) == 0:
+        return _absent(concept, min(score, threshold), vol[low_q], min_lesion_ml)
+    volume = float(sizes.sum()) * vml
+
+    # Centroid (world RAS mm) and RANO-style axial diameters.
+    idx = np.argwhere(labels > 0).astype(np.float64)
+    centroid = tuple(float(v) for v in apply_affine(crop_affine, idx.mean(axis=0)[None])[0])
+    dmax, dperp = axial_diameters(labels, crop_affine)
+
+    # Hemisphere / midline / lobes through the atlas registration.
+    where = locator.locate(labels > 0, crop_affine) if locator is not None else None
+    return TargetMeasurement(
+        concept=concept, present=True, presence_score=max(score, threshold), volume_ml=volume,
+        volume_ml_range=(min(vol[high_q], volume), max(vol[low_q], volume)),
+        n_lesions=int(len(sizes)), centroid_ras_mm=centroid, max_diameter_mm=dmax,
+        perpendicular_diameter_mm=dperp,
+        hemisphere=where["hemisphere"] if where else None,
+        crosses_midline=bool(where["crosses_midline"]) if where else False,
+        lobes=tuple(where["lobes"]) if where else (),
+        lesion_volumes_ml=tuple(float(s) * vml for s in sorted(sizes, reverse=True)),
+        lobe_fractions=tuple(where["lobe_fractions"].items()) if where else (),
+        centroid_mni_mm=where["centroid_mni_mm"] if where else None,
+        location_reliable=locator.reliable if locator is not None else None,
+        min_lesion_ml=min_lesion_ml,
+    )
