@@ -226,6 +226,15 @@ def test_voxel_cap_refused_before_allocating(tmp_path):
     assert load_case({"t1n": small}).shape == SHAPE
 
 
+def test_bad_data_offset_refused_unread(tmp_path):
+    p = _patch(_save(_vol(), tmp_path / "off-t1n.nii.gz"), vox_offset=2.0**40)
+    assert "vox_offset" in _error({"t1n": p})
+    p = _patch(_save(_vol(), tmp_path / "off2-t1n.nii.gz"), vox_offset=5000.0)  # past the data
+    assert "is truncated" in _error({"t1n": p})
+    p = _patch(_save(_vol(), tmp_path / "off3-t1n.nii.gz"), vox_offset=0.0)  # data inside the header
+    assert "vox_offset=0" in _error({"t1n": p})
+
+
 def test_unsupported_dtype_and_pair_header(tmp_path):
     p = _save(np.ones(SHAPE, np.complex64) * (1 + 1j), tmp_path / "cplx.nii.gz")
     assert "unsupported voxel type" in _error({"t1n": p})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -37,6 +38,7 @@ GRID_TOL_DIR: float = 1e-4  # direction-cosine tolerance between grids
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _TRAILER_CAP = 1 << 20  # bytes of trailing gzip data read to reach the CRC check
+_MAX_VOX_OFFSET = 64 << 20  # header + extensions larger than this are refused unread
 _UNITS = {"mm", "meter", "micron"}
 
 
@@ -194,6 +196,10 @@ def _check_header(path: Path, hdr, *, max_voxels: int, channels: int | None) -> 
     elif channels is not None:
         raise InputError(f"is 3D (shape {_fmt_shape(shape)}); expected a 4D image with {channels} "
                          "channels (MSD order FLAIR, T1w, T1gd, T2w)", str(path))
+    offset = float(hdr["vox_offset"])
+    if not (np.isfinite(offset) and hdr.sizeof_hdr + 4 <= offset <= _MAX_VOX_OFFSET):
+        raise InputError(f"has an invalid data offset (vox_offset={offset:g}); the file is corrupt",
+                         str(path))
     zooms = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
     if int(hdr["sform_code"]) == 0 and not (np.isfinite(zooms).all() and (zooms != 0).all()):
         # qform and the fallback affine both scale by pixdim; nibabel would quietly use 1 mm.
@@ -266,6 +272,10 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS
     except MemoryError:
         raise InputError(f"is too large to load ({_fmt_shape(shape)} voxels)", str(path)) from None
     except (OSError, ValueError, HeaderDataError, ImageFileError) as e:
+        short = re.match(r"Expected (\d+) bytes, got (\d+) bytes", str(e))
+        if short:
+            raise InputError(f"is truncated (the header needs {int(short[1]):,} bytes of voxel data, "
+                             f"the file holds {int(short[2]):,}); re-copy the file", str(path)) from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"could not be read ({msg}); the file is corrupt or truncated",
                          str(path)) from None
@@ -277,7 +287,10 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS
         raise InputError(f"has {n_bad:,} NaN/Inf voxels; replace them (e.g. with 0) and retry",
                          str(path))
     qc, sc = int(hdr["qform_code"]), int(hdr["sform_code"])
-    units = hdr.get_xyzt_units()[0]
+    try:
+        units = hdr.get_xyzt_units()[0]
+    except KeyError:  # an unknown unit code: NIfTI readers assume mm
+        units = "mm"
     grid = Grid(shape=shape[:3], affine=affine, qform_code=qc or sc or 1, sform_code=sc or qc or 1,
                 xyz_units=units if units in _UNITS else "mm")
     return Volume(data=data, grid=grid, path=path)
