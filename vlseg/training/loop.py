@@ -1,0 +1,448 @@
+"""The training loop (accelerate): single process on CPU, DDP over processes/GPUs/nodes.
+
+    accelerate launch train/train.py --config train/configs/tiny_phantoms.yaml
+
+Output folder layout (``output_dir``)::
+
+    config.yaml                 resolved training config
+    log.jsonl                   one JSON object per log / validation event
+    checkpoints/step_000500/    model.safetensors + config.json (vlseg.model.checkpoint), or the
+                                LoRA adapter when fine-tuning, plus optimizer.safetensors and
+                                state.json (step, scheduler, wall time); the newest K are kept
+    last -> newest checkpoint (a copy, see ``last.json``), best/ (best validation mean Dice)
+
+Nothing is pickled: optimizer state goes to safetensors, the rest to JSON.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from vlseg.errors import InputError, ModelError
+from vlseg.fileio import atomic_path, write_json_atomic
+from vlseg.training.config import TrainConfig, config_to_dict
+from vlseg.training.losses import MaskedPromptLoss
+
+STATE_FILE = "state.json"
+OPTIM_FILE = "optimizer.safetensors"
+
+
+# --------------------------------------------------------------------------------------------
+# model
+
+def resolve_model_config(config: TrainConfig):
+    """The ModelConfig this run trains (from the init checkpoint when fine-tuning)."""
+    from vlseg.model.checkpoint import read_checkpoint_config, resolve_checkpoint
+    from vlseg.model.config import ModelConfig
+    from vlseg.model.registry import resolve_config
+
+    if config.init_checkpoint is not None:
+        folder = resolve_checkpoint(None if config.init_checkpoint == "default" else config.init_checkpoint)
+        return ModelConfig.from_dict(read_checkpoint_config(folder)["model"])
+    model_config = resolve_config(config.model)
+    if config.text_lora_rank is not None:
+        model_config = model_config.replace(text_lora_rank=config.text_lora_rank)
+    return model_config
+
+
+def set_trainable(model: nn.Module) -> None:
+    """Segmentation network trains; of the text encoder only its LoRA adapters (base frozen)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith("text_encoder.") or "lora_" in name)
+
+
+def check_frozen_text_base(model: nn.Module) -> None:
+    bad = [n for n, p in model.text_encoder.named_parameters() if p.requires_grad and "lora_" not in n]
+    if bad:
+        raise AssertionError(f"text encoder base weights must stay frozen; trainable: {bad[:3]}")
+
+
+class PromptedSegmenter(nn.Module):
+    """Training-time wrapper (what DDP sees): phrases -> text (LoRA, differentiable) -> logits.
+
+    Keeps prompt sampling out of the model's own forward; duplicate phrases in a batch are
+    encoded once.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.text_trainable = any(p.requires_grad for p in model.text_encoder.parameters())
+
+    def forward(self, images: torch.Tensor, present: torch.Tensor, phrases: list[list[str]]) -> torch.Tensor:
+        B, P = len(phrases), len(phrases[0])
+        flat = [p for row in phrases for p in row]
+        unique = list(dict.fromkeys(flat))
+        index = torch.tensor([unique.index(p) for p in flat], device=images.device)
+        # Text -> prompt embeddings
+        te = self.model.text_encoder
+        if self.text_trainable:
+            tokens = {k: v.to(images.device) for k, v in te.tokenize(unique).items()}
+            text = te(**tokens)                                           # (U, T)
+        else:
+            text = te.encode(unique).to(images.device)                    # (U, T)
+        prompts = self.model.prompt_embeddings_from_text(text)[index]     # (B*P, E)
+        prompts = prompts.view(B, P, -1)                                  # (B, P, E)
+        # Encode image once, decode every prompt
+        features = self.model.encode_image(images, present)
+        return self.model.decode(features, prompts)                       # (B, P, D, H, W)
+
+
+def build_training_model(config: TrainConfig, *, resume_dir: Path | None = None):
+    """Model (+ adapter spec when fine-tuning) ready to train; from ``resume_dir`` if given."""
+    from vlseg.model.checkpoint import WEIGHTS_FILE, load_model, load_state_into
+    from vlseg.model.registry import build_model
+
+    spec = None
+    if config.init_checkpoint is not None:
+        model = load_model(None if config.init_checkpoint == "default" else config.init_checkpoint)
+        if config.lora.enabled:
+            from vlseg.training.lora import add_adapters, load_adapter_weights
+
+            spec = add_adapters(model, config.lora)
+            if resume_dir is not None:
+                load_adapter_weights(model, resume_dir)
+        else:
+            set_trainable(model)
+            if resume_dir is not None:
+                load_state_into(model, resume_dir / WEIGHTS_FILE)
+    else:
+        model = build_model(resolve_model_config(config))
+        set_trainable(model)
+        if resume_dir is not None:
+            load_state_into(model, resume_dir / WEIGHTS_FILE)
+    if spec is None:
+        set_trainable(model)
+    check_frozen_text_base(model)
+    model.train()
+    return model, spec
+
+
+# --------------------------------------------------------------------------------------------
+# optimizer, schedule, state files
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    o = config.optim
+    text, decay, no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("text_encoder."):
+            text.append(p)
+        elif p.ndim > 1:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [g for g in (
+        {"params": decay, "lr": o.lr, "weight_decay": o.weight_decay},
+        {"params": no_decay, "lr": o.lr, "weight_decay": 0.0},
+        {"params": text, "lr": o.text_lr, "weight_decay": 0.0},
+    ) if g["params"]]
+    return torch.optim.AdamW(groups, betas=tuple(o.betas))
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine / poly decay to ``min_lr_ratio`` (or constant)."""
+    o = config.optim
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.scheduler == "constant":
+        return 1.0
+    t = min(1.0, (step - o.warmup_steps) / max(1, config.max_steps - o.warmup_steps))
+    decay = 0.5 * (1 + math.cos(math.pi * t)) if o.scheduler == "cosine" else (1 - t) ** 0.9
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * decay
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    """Optimizer tensors -> safetensors; returns the JSON-able rest (param groups, scalars)."""
+    from safetensors.torch import save_file
+
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return {"param_groups": groups, "scalars": scalars}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    from vlseg.model.checkpoint import _check_safetensors
+
+    _check_safetensors(path)
+    tensors = load_file(str(path), device="cpu")
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    for key, v in meta.get("scalars", {}).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def find_last_checkpoint(output_dir: str | Path) -> Path | None:
+    """Newest complete checkpoint (its state.json is written last)."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
+    return done[-1] if done else None
+
+
+def _git_commit() -> str | None:
+    from vlseg.model.checkpoint import _git_commit as commit
+
+    return commit()
+
+
+def _hardware(accelerator) -> dict[str, Any]:
+    hw = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+          "processes": accelerator.num_processes, "device": str(accelerator.device)}
+    if torch.cuda.is_available() and accelerator.device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(accelerator.device)
+    return hw
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train as configured; returns a summary (final step, last/best validation, paths)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from vlseg.training.cache import build_cache
+    from vlseg.training.sources import MixtureDataset, collate
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    out = Path(config.output_dir)
+    resume_dir = find_last_checkpoint(out) if resume else None
+    if resume and resume_dir is None and main:
+        print(f"train: no checkpoint to resume in {out / 'checkpoints'}; starting from step 0")
+    state: dict[str, Any] = json.loads((resume_dir / STATE_FILE).read_text()) if resume_dir else {}
+    start_step = int(state.get("step", 0))
+    set_seed(config.seed + start_step)
+
+    # Model, optimizer, schedule
+    model, spec = build_training_model(config, resume_dir=resume_dir)
+    optimizer = build_optimizer(model, config)
+    if resume_dir is not None:
+        load_optimizer(optimizer, resume_dir / OPTIM_FILE, state["optimizer"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    if resume_dir is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    wrapper, optimizer = accelerator.prepare(PromptedSegmenter(model), optimizer)
+    loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
+                               smooth=config.loss.dice_smooth)
+
+    # Data: build the cache once (main process first), then every rank streams its own samples
+    with accelerator.main_process_first():
+        entries = build_cache(config.data.sources, cache_dir=config.data.cache_dir,
+                              spacing_mm=model.config.spacing_mm, workers=config.data.cache_workers,
+                              progress=progress and main)
+    dataset = MixtureDataset(
+        sources=entries, crop_size=config.data.crop_size, prompts_per_sample=config.data.prompts_per_sample,
+        foreground_prob=config.data.foreground_prob, augment_config=config.augment, seed=config.seed,
+        rank=accelerator.process_index, start_step=start_step, keep_in_memory=config.data.keep_in_memory,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.data.batch_size, collate_fn=collate,
+                                         num_workers=config.data.num_workers,
+                                         persistent_workers=config.data.num_workers > 0)
+    val_refs = _val_refs(config) if main else []
+
+    provenance_base = {
+        "training_config": config.name, "seed": config.seed,
+        "data_sources": [_describe_source(s, e) for s, e in zip(config.data.sources, entries)],
+        "validation_sources": [{"name": s.name, "kind": s.kind, "path": s.path} for s in config.val.sources],
+        "hardware": _hardware(accelerator), "git_commit": _git_commit(),
+    }
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        if config.init_checkpoint is not None:
+            from vlseg.model.checkpoint import checkpoint_sha256, resolve_checkpoint
+
+            base = resolve_checkpoint(None if config.init_checkpoint == "default" else config.init_checkpoint)
+            provenance_base["base_checkpoint"] = {"path": str(base), "sha256": checkpoint_sha256(base)}
+        _log(out, {"event": "start", "step": start_step, "resumed_from": str(resume_dir) if resume_dir else None,
+                   "processes": accelerator.num_processes,
+                   "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   "cases": {e.name: len(e.files) for e in entries}})
+
+    wall_before = float(state.get("wall_time_s", 0.0))
+    best = state.get("best")
+    last_val: dict[str, Any] | None = state.get("last_val")
+    t_start = time.perf_counter()
+    bar = tqdm(total=config.max_steps, initial=start_step, disable=not (progress and main),
+               desc=config.name, unit="step", dynamic_ncols=True)
+    data_iter = iter(loader)
+    running: list[float] = []
+    step = start_step
+    wrapper.train()
+    while step < config.max_steps:
+        t0 = time.perf_counter()
+        batch = next(data_iter)
+        images = batch["images"].to(accelerator.device)                  # (B, 4, D, H, W)
+        present = batch["present"].to(accelerator.device)                # (B, 4)
+        targets = batch["targets"].to(accelerator.device)                # (B, P, D, H, W)
+        loss_mask = batch["loss_mask"].to(accelerator.device)            # (B, P)
+        with accelerator.autocast():
+            logits = wrapper(images, present, batch["phrases"])
+        result = loss_fn(logits, targets, loss_mask)
+        if not torch.isfinite(result.loss):
+            raise ModelError(f"training loss became {result.loss.item()} at step {step}; lower optim.lr")
+        accelerator.backward(result.loss)
+        if config.optim.grad_clip > 0:
+            accelerator.clip_grad_norm_(wrapper.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        running.append(float(accelerator.reduce(result.loss.detach(), reduction="mean")))
+        bar.update()
+        if main and (step % config.log_every == 0 or step == config.max_steps):
+            loss_avg = float(np.mean(running))
+            bar.set_postfix(loss=f"{loss_avg:.4f}")
+            _log(out, {"event": "train", "step": step, "loss": loss_avg, "lr": scheduler.get_last_lr()[0],
+                       "step_time_s": time.perf_counter() - t0,
+                       "wall_time_s": wall_before + time.perf_counter() - t_start})
+            running.clear()
+        do_val = config.val.sources and ((config.val.every and step % config.val.every == 0) or step == config.max_steps)
+        if do_val and main:
+            last_val = run_validation(accelerator.unwrap_model(wrapper).model, val_refs, config, accelerator.device)
+            _log(out, {"event": "val", "step": step, **last_val})
+            score = last_val.get(next(iter(last_val)), {}).get("mean") if last_val else None
+            if score is not None and (best is None or score > best["score"]):
+                best = {"step": step, "score": score}
+                _save(out / "best", accelerator.unwrap_model(wrapper).model, spec, config, provenance_base,
+                      step=step, wall=wall_before + time.perf_counter() - t_start, val=last_val)
+            wrapper.train()
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            if main:
+                wall = wall_before + time.perf_counter() - t_start
+                ckpt = out / "checkpoints" / f"step_{step:07d}"
+                _save(ckpt, accelerator.unwrap_model(wrapper).model, spec, config, provenance_base,
+                      step=step, wall=wall, val=last_val)
+                meta = save_optimizer(optimizer, ckpt / OPTIM_FILE)
+                write_json_atomic(ckpt / STATE_FILE, {
+                    "step": step, "wall_time_s": wall, "seed": config.seed, "optimizer": meta,
+                    "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+                    "best": best, "last_val": last_val, "processes": accelerator.num_processes,
+                })
+                _prune(out / "checkpoints", config.keep_checkpoints)
+                write_json_atomic(out / "last.json", {"step": step, "checkpoint": str(ckpt)})
+            accelerator.wait_for_everyone()
+    bar.close()
+    accelerator.wait_for_everyone()
+    wall = wall_before + time.perf_counter() - t_start
+    summary = {"step": step, "wall_time_s": wall, "last_val": last_val, "best": best,
+               "last_checkpoint": str(find_last_checkpoint(out)), "output_dir": str(out)}
+    if main:
+        _log(out, {"event": "end", **summary})
+    accelerator.end_training()
+    return summary
+
+
+def _describe_source(source, entry) -> dict[str, Any]:
+    return {"name": source.name, "kind": source.kind, "path": source.path, "cases": len(entry.files),
+            "supervises": list(entry.supervised), "weight": source.weight}
+
+
+def _val_refs(config: TrainConfig) -> list[tuple[Any, Any]]:
+    from vlseg.training.sources import discover_cases
+
+    refs = []
+    for s in config.val.sources:
+        cases = discover_cases(s)
+        refs += [(s, r) for r in cases[: config.val.max_cases or len(cases)]]
+    train_paths = set()
+    for s in config.data.sources:
+        for r in discover_cases(s):
+            train_paths.update(str(p.resolve()) for p in r.paths())
+    overlap = [r.case_id for _, r in refs if any(str(p.resolve()) in train_paths for p in r.paths())]
+    if overlap:
+        raise InputError(f"validation cases are also training cases ({overlap[:3]}); use separate folders")
+    return refs
+
+
+def run_validation(model: nn.Module, refs, config: TrainConfig, device) -> dict[str, dict[str, float]]:
+    """Load each validation case fresh (input resolution) and score it; see validate.py."""
+    from vlseg.training.cache import load_labelled_case
+    from vlseg.training.validate import validate_cases
+
+    def cases():
+        for source, ref in refs:
+            case, masks = load_labelled_case(ref, source)
+            yield _with_labels(case, masks)
+
+    return validate_cases(model, _Lazy(cases), sequence_sets=config.val.sequence_sets,
+                          threshold=config.val.threshold, heldout=config.val.heldout_phrases, device=device)
+
+
+class _Lazy:
+    """An iterable that loads validation cases one at a time (keeps memory flat)."""
+
+    def __init__(self, factory) -> None:
+        self.factory = factory
+
+    def __iter__(self):
+        return self.factory()
+
+
+def _with_labels(case, masks):
+    import dataclasses
+
+    from vlseg.concepts import CONCEPTS
+
+    labels = {c: masks.get(c, np.zeros(case.shape, bool)) for c in CONCEPTS}
+    return dataclasses.replace(case, labels=labels)
+
+
+def _save(folder: Path, model: nn.Module, spec, config: TrainConfig, provenance_base: dict[str, Any], *,
+          step: int, wall: float, val: dict[str, Any] | None) -> None:
+    prov = {**provenance_base, "steps": step, "wall_time_s": round(wall, 1), "validation": val}
+    if spec is not None:
+        from vlseg.training.lora import save_adapter
+
+        save_adapter(model, spec, folder, prov)
+    else:
+        from vlseg.model.checkpoint import save_checkpoint
+
+        save_checkpoint(model, folder, prov)
+
+
+def _prune(root: Path, keep: int) -> None:
+    done = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _log(out: Path, record: dict[str, Any]) -> None:
+    record = {"time": round(time.time(), 3), **record}
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")

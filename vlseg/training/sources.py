@@ -1,0 +1,281 @@
+"""Training data: dataset sources, which concepts each annotates, and the weighted mixture.
+
+A source is a folder of cases (phantoms, BraTS 2023/2021, MSD Task01, or a generic NIfTI folder
+with a JSON label map) and the concepts it annotates. Training reads only the preprocessing
+cache (``vlseg.training.cache``); :class:`MixtureDataset` draws a source by weight, a case from
+it, a crop, augmentations and one prompt per slot:
+
+* slots are filled first with the concepts the source supervises (shuffled), then padded with
+  the others at ``loss_mask`` 0 and an all-zero target: an unannotated concept never adds loss;
+* a supervised concept that is absent from the case is trained as an empty mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from vlseg.concepts import CONCEPT_PARTS, CONCEPTS
+from vlseg.errors import InputError
+from vlseg.io.layout import CaseFiles, find_case_files, is_nifti_name
+from vlseg.training.augment import augment, random_crop
+from vlseg.training.config import AugmentConfig, SourceConfig
+from vlseg.training.prompts import sample_prompt
+
+CONCEPT_BIT: dict[str, int] = {c: 1 << k for k, c in enumerate(CONCEPTS)}
+_FULL_KINDS = ("phantoms", "brats2023", "brats2021", "msd")
+_KIND_CONVENTION = {"phantoms": "brats2023", "brats2023": "brats2023", "brats2021": "brats2021", "msd": "msd"}
+
+
+# --------------------------------------------------------------------------------------------
+# which concepts a source can give, and which it supervises
+
+def closure(concepts: Sequence[str]) -> tuple[str, ...]:
+    """Add the derived concepts (TC, WT) whose parts are all in ``concepts``; CONCEPTS order."""
+    have = set(concepts)
+    derived = {c for c, parts in CONCEPT_PARTS.items() if set(parts) <= have}
+    return tuple(c for c in CONCEPTS if c in have | derived)
+
+
+def available_concepts(source: SourceConfig) -> tuple[str, ...]:
+    """Concepts the source's label files can provide."""
+    if source.kind in _FULL_KINDS:
+        return CONCEPTS
+    assert source.label_map is not None
+    return closure(sorted(set(source.label_map.values())))
+
+
+def supervised_concepts(source: SourceConfig) -> tuple[str, ...]:
+    """Concepts whose prompts are trained on this source (annotated + fully covered derived)."""
+    available = available_concepts(source)
+    if source.annotates is None:
+        return available
+    missing = [c for c in source.annotates if c not in available]
+    if missing:
+        raise InputError(
+            f"data source {source.name!r} declares annotates {missing} but its labels only give "
+            f"{list(available)}; fix 'annotates' or the label_map"
+        )
+    return closure(source.annotates)
+
+
+def folder_label_masks(labels: np.ndarray, label_map: dict[str, str], *, path: str = "") -> dict[str, np.ndarray]:
+    """Integer label array + {"value": concept} -> bool mask per concept the map can give.
+
+    A concept's mask is the union of the values mapped to it and to its sub-concepts (a value
+    mapped to ET also counts for TC and WT); derived concepts come from their parts.
+    """
+    values = {int(v) for v in np.unique(labels)}
+    unknown = sorted(values - {0} - {int(k) for k in label_map})
+    if unknown:
+        raise InputError(f"has label values {unknown} missing from the source's label_map "
+                         f"{dict(label_map)}; add them (or map them to a concept)", path or None)
+    direct: dict[str, np.ndarray] = {}
+    for value, concept in label_map.items():
+        m = labels == int(value)
+        direct[concept] = direct[concept] | m if concept in direct else m
+    out: dict[str, np.ndarray] = {}
+    for concept in closure(sorted(direct)):
+        mask = np.zeros(labels.shape, dtype=bool)
+        for other, m in direct.items():
+            if set(CONCEPT_PARTS[other]) <= set(CONCEPT_PARTS[concept]):
+                mask |= m
+        out[concept] = mask
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# finding cases
+
+@dataclass(frozen=True)
+class CaseRef:
+    """One case of one source, located but not read."""
+
+    source: str
+    case_id: str
+    files: CaseFiles
+
+    def paths(self) -> list[Path]:
+        ps = list(self.files.images.values())
+        if self.files.msd_image is not None:
+            ps.append(self.files.msd_image)
+        if self.files.label is not None:
+            ps.append(self.files.label)
+        return ps
+
+
+def discover_cases(source: SourceConfig, *, require_labels: bool = True) -> list[CaseRef]:
+    """Every case of a source, sorted by folder/file name (then ``max_cases`` applied)."""
+    root = Path(source.path)
+    if not root.is_dir():
+        raise InputError(f"data source {source.name!r}: folder not found; check 'path'", str(root))
+    refs: list[CaseRef] = []
+    if source.kind == "msd":
+        images_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
+        for p in sorted(images_dir.iterdir()):
+            if p.is_file() and is_nifti_name(p.name) and not p.name.startswith("."):
+                refs.append(CaseRef(source.name, find_case_files(p).case_id, find_case_files(p)))
+    else:
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = find_case_files(sub)
+            refs.append(CaseRef(source.name, f"{files.case_id}", files))
+    if source.max_cases is not None:
+        refs = refs[: source.max_cases]
+    if not refs:
+        raise InputError(f"data source {source.name!r} ({source.kind}): no cases found; "
+                         "expected one sub-folder per case (MSD: imagesTr/*.nii.gz)", str(root))
+    if require_labels:
+        unlabelled = [r.case_id for r in refs if r.files.label is None]
+        if unlabelled:
+            raise InputError(f"data source {source.name!r}: {len(unlabelled)} case(s) have no label file "
+                             f"(e.g. {unlabelled[0]}); training needs one per case", str(root))
+    return refs
+
+
+def source_convention(source: SourceConfig) -> str | None:
+    return _KIND_CONVENTION.get(source.kind)
+
+
+# --------------------------------------------------------------------------------------------
+# the training mixture (reads the cache only)
+
+@dataclass(frozen=True)
+class CachedSample:
+    images: np.ndarray     # (4, X, Y, Z) float16, z-scored, brain bbox at model spacing
+    bits: np.ndarray       # (X, Y, Z) uint8, bit k = CONCEPTS[k]
+    present: np.ndarray    # (4,) bool
+
+
+def read_cache_file(path: str | Path) -> CachedSample:
+    """Load one cache file (plain .npz arrays; pickled objects are refused)."""
+    with np.load(path, allow_pickle=False) as z:
+        return CachedSample(images=z["images"], bits=z["bits"], present=z["present"].astype(bool))
+
+
+@dataclass(frozen=True)
+class SourceEntries:
+    """The cache files of one source and what it supervises."""
+
+    name: str
+    weight: float
+    supervised: tuple[str, ...]
+    files: tuple[str, ...]
+
+
+class MixtureDataset(torch.utils.data.IterableDataset):
+    """Endless stream of augmented crops with per-slot prompts, targets and loss masks.
+
+    Deterministic for a given (seed, rank, worker, start_step), so a resumed run draws fresh
+    but reproducible samples.
+    """
+
+    def __init__(
+        self,
+        *,
+        sources: Sequence[SourceEntries],
+        crop_size: tuple[int, int, int],
+        prompts_per_sample: int,
+        foreground_prob: float,
+        augment_config: AugmentConfig | None,
+        seed: int = 0,
+        rank: int = 0,
+        start_step: int = 0,
+        keep_in_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if not sources or any(not s.files for s in sources):
+            raise InputError("the training mixture needs at least one case per source")
+        for s in sources:
+            if not s.supervised:
+                raise InputError(f"data source {s.name!r} supervises no concept")
+        self.sources = tuple(sources)
+        weights = np.array([s.weight for s in self.sources], dtype=np.float64)
+        self.probs = weights / weights.sum()
+        self.crop_size = tuple(crop_size)
+        self.prompts_per_sample = prompts_per_sample
+        self.foreground_prob = foreground_prob
+        self.augment_config = augment_config
+        self.seed, self.rank, self.start_step = seed, rank, start_step
+        self.keep_in_memory = keep_in_memory
+        self._memory: dict[str, CachedSample] = {}
+
+    def _load(self, path: str) -> CachedSample:
+        if path in self._memory:
+            return self._memory[path]
+        sample = read_cache_file(path)
+        if self.keep_in_memory:
+            self._memory[path] = sample
+        return sample
+
+    def choose_slots(self, supervised: Sequence[str], rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+        """Concept per prompt slot and its loss mask: supervised ones first, then masked padding."""
+        sup = list(supervised)
+        rng.shuffle(sup)
+        chosen = sup[: self.prompts_per_sample]
+        others = [c for c in CONCEPTS if c not in supervised]
+        rng.shuffle(others)
+        while len(chosen) + len(others) < self.prompts_per_sample:
+            others.append(CONCEPTS[int(rng.integers(len(CONCEPTS)))])
+        pad = others[: self.prompts_per_sample - len(chosen)]
+        mask = np.array([1.0] * len(chosen) + [0.0] * len(pad), dtype=np.float32)
+        return chosen + pad, mask
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One training sample (see module docstring)."""
+        k = int(rng.choice(len(self.sources), p=self.probs))
+        src = self.sources[k]
+        path = src.files[int(rng.integers(len(src.files)))]
+        cached = self._load(path)
+        sup_bits = np.uint8(sum(CONCEPT_BIT[c] for c in src.supervised))
+        # Crop (biased to this source's annotated tumor), then augment
+        images, bits = random_crop(
+            cached.images.astype(np.float32), cached.bits, size=self.crop_size,
+            foreground=(cached.bits & sup_bits) != 0, foreground_prob=self.foreground_prob, rng=rng,
+        )
+        present = cached.present.copy()
+        if self.augment_config is not None:
+            images, bits, present = augment(images, bits, present, config=self.augment_config, rng=rng)
+        images[~present] = 0.0
+        # Prompts per slot; targets only where supervised
+        concepts, loss_mask = self.choose_slots(src.supervised, rng)
+        targets = np.zeros((len(concepts), *self.crop_size), dtype=np.uint8)   # (P, D, H, W)
+        for i, (c, m) in enumerate(zip(concepts, loss_mask)):
+            if m > 0:
+                targets[i] = (bits & CONCEPT_BIT[c]) != 0
+        phrases = [sample_prompt(c, rng) for c in concepts]
+        return {
+            "images": torch.from_numpy(images),            # (4, D, H, W) float32
+            "present": torch.from_numpy(present),          # (4,) bool
+            "targets": torch.from_numpy(targets),          # (P, D, H, W) uint8
+            "loss_mask": torch.from_numpy(loss_mask),      # (P,) float32
+            "concepts": concepts,
+            "phrases": phrases,
+            "source": src.name,
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, self.rank, worker, self.start_step])
+        while True:
+            yield self.sample(rng)
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; keep per-sample lists (concepts, phrases, source) as lists."""
+    out: dict[str, Any] = {}
+    for key in ("images", "present", "targets", "loss_mask"):
+        out[key] = torch.stack([s[key] for s in samples])
+    for key in ("concepts", "phrases", "source"):
+        out[key] = [s[key] for s in samples]
+    return out
+
+
+__all__ = [
+    "CONCEPT_BIT", "CaseRef", "CachedSample", "MixtureDataset", "SourceEntries",
+    "available_concepts", "closure", "collate", "discover_cases", "folder_label_masks",
+    "read_cache_file", "source_convention", "supervised_concepts",
+]

@@ -1,0 +1,75 @@
+"""Validation Dice per concept on whole cases, through the predictor's own inference path.
+
+Cases are read with ``vlseg.io.load_case`` (never from the training cache), run through
+``vlseg.model.inference.prepare``/``decode`` at full brain, thresholded and compared with the
+case's labels at input resolution. Each sequence subset in ``sequence_sets`` is scored; with
+``heldout`` the first subset is also scored with held-out free-text phrasings.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg.training.prompts import canonical_prompt, heldout_prompts
+
+
+def subset_name(subset: Sequence[str]) -> str:
+    return "all4" if tuple(subset) == SEQUENCES else "+".join(subset)
+
+
+def _with_sequences(case: Any, subset: Sequence[str]) -> Any | None:
+    keep = {s: a for s, a in case.images.items() if s in subset}
+    if not keep:
+        return None
+    return dataclasses.replace(case, images=keep)
+
+
+@torch.no_grad()
+def validate_cases(
+    model: Any,
+    cases: Sequence[Any],
+    *,
+    sequence_sets: Sequence[Sequence[str]] = (SEQUENCES,),
+    threshold: float = 0.5,
+    heldout: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Mean Dice per concept (and their mean) per sequence subset: {"all4": {"WT": .9, ..., "mean": ..}}."""
+    from vlseg.metrics import dice
+    from vlseg.model.inference import decode, prepare
+
+    was_training = model.training
+    model.eval()
+    model.text_encoder.clear_cache()
+    scores: dict[str, dict[str, list[float]]] = {}
+    canonical = model.embed_prompts([canonical_prompt(c) for c in CONCEPTS])       # (5, E)
+    try:
+        for i, case in enumerate(cases):
+            if case.labels is None:
+                continue
+            for j, subset in enumerate(sequence_sets):
+                sub = _with_sequences(case, subset)
+                if sub is None:
+                    continue
+                prepared = prepare(model, sub, device=device)
+                runs = [(subset_name(subset), canonical)]
+                if heldout and j == 0:
+                    phrases = [heldout_prompts(c)[i % len(heldout_prompts(c))] for c in CONCEPTS]
+                    runs.append(("heldout_text", model.embed_prompts(phrases)))
+                for key, prompts in runs:
+                    probs = decode(model, prepared, prompts)                     # (5, X, Y, Z)
+                    probs = probs.cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
+                    for c, p in zip(CONCEPTS, probs):
+                        scores.setdefault(key, {}).setdefault(c, []).append(dice(p > threshold, case.labels[c]))
+                del prepared
+    finally:
+        model.train(was_training)
+    out: dict[str, dict[str, float]] = {}
+    for key, per in scores.items():
+        out[key] = {c: float(np.mean(v)) for c, v in per.items()}
+        out[key]["mean"] = float(np.mean([out[key][c] for c in CONCEPTS if c in out[key]]))
+    return out
