@@ -267,6 +267,29 @@ def test_write_refuses_bad_targets_and_masks(tmp_path):
     assert not (tmp_path / "m.nii.gz").exists()
 
 
+def test_xform_codes_kept_and_shear_round_trips(tmp_path):
+    img = nib.Nifti1Image(_images()["t1n"], LPS)
+    img.set_qform(LPS, code=1)
+    img.set_sform(LPS, code=2)  # "aligned"
+    nib.save(img, tmp_path / "a-t1n.nii.gz")
+    case = load_case(tmp_path / "a-t1n.nii.gz")
+    out = nib.load(write_mask(np.ones(case.shape, bool), case, tmp_path / "m.nii.gz"))
+    assert int(out.header["qform_code"]) == 1 and int(out.header["sform_code"]) == 2
+
+    sheared = LPS.copy()
+    sheared[0, 1] = 0.3  # sform-only shear: a qform cannot hold it
+    img = nib.Nifti1Image(_images()["t2w"], sheared)
+    img.set_qform(None, code=0)
+    img.set_sform(sheared, code=1)
+    nib.save(img, tmp_path / "s-t2w.nii.gz")
+    case = load_case(tmp_path / "s-t2w.nii.gz")
+    out_path = write_mask(case.images["t2w"] > 10.5, case, tmp_path / "s-mask.nii.gz")
+    out = nib.load(out_path)
+    assert np.array_equal(out.affine, img.affine) and int(out.header["qform_code"]) == 0
+    assert np.array_equal(np.asanyarray(out.dataobj), (_images()["t2w"] > 10.5).astype(np.uint8))
+    load_case({"t2w": tmp_path / "s-t2w.nii.gz"}, label=out_path)  # our own output reloads
+
+
 def test_grid_equality_and_hash():
     a = Grid(shape=(2, 3, 4), affine=np.eye(4))
     b = Grid(shape=(2, 3, 4), affine=np.eye(4))

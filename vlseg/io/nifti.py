@@ -322,6 +322,8 @@ def write_uint8(data: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
         warnings.simplefilter("ignore")  # qform cannot hold shears: nibabel strips them
         img.set_qform(grid.affine, code=int(grid.qform_code))
     img.set_sform(grid.affine, code=int(grid.sform_code))
+    if Grid(shape=grid.shape, affine=img.header.get_qform()).mismatch(grid) is not None:
+        img.set_qform(None, code=0)  # a sheared affine: only the sform can hold it exactly
     img.header.set_xyzt_units(xyz=grid.xyz_units)
     img.header.set_slope_inter(1.0, 0.0)
     with atomic_path(path) as tmp:
