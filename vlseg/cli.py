@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("parse", help="print the JSON parse of each query, one per line")
     s.add_argument("queries", nargs="+", help="queries; '-' reads one query per line from stdin")
     s.add_argument("--model", default=None, help="model name or checkpoint path (for its text encoder)")
+    s.add_argument("--chat", action="store_true",
+                   help="treat the queries as one conversation ('how big is it?' refers back)")
 
     s = sub.add_parser("segment", help="answer a query on a scan; writes answer.json and masks")
     g = s.add_argument_group("input (give --case or per-sequence files)")

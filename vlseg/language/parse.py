@@ -1,0 +1,298 @@
+"""Query understanding: a sentence -> intent + target concepts (with scores), or a refusal.
+
+    parser = QueryParser()                          # loads all-MiniLM-L6-v2 once
+    p = parser.parse("segment the necrotic core and the edema")
+    p.intent, [(t.concept, t.score) for t in p.targets]   # 'segment', [('NCR', 0.95), ('ED', 1.0)]
+    parser.parse("how big is it?", previous=p)      # volume of NCR and ED, refers_to_previous
+
+How a target phrase becomes a concept:
+1. Keywords settle it where they are unambiguous ("necrotic" -> NCR, "core" -> TC, "tumor" -> WT;
+   the more specific concept wins).
+2. Otherwise the phrase is embedded with the text encoder and compared (cosine) with every
+   phrasing in the concept bank and in a bank of things we do not segment (other organs, normal
+   anatomy, unrelated topics). It is accepted only if its best concept similarity reaches
+   ``min_score`` and beats the best out-of-scope similarity by ``min_margin``.
+The reported score is the cosine similarity with the nearest phrasing of the chosen concept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vlseg.concepts import CONCEPT_NAMES, CONCEPTS
+from vlseg.errors import InputError
+from vlseg.language import bank, rules
+
+MAX_QUERY_CHARS = 500
+# Default whole for a ratio question that names only the part ("what fraction is necrotic?").
+RATIO_WHOLE: dict[str, str] = {"NCR": "TC", "ET": "TC", "ED": "WT", "TC": "WT"}
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """One thing the user asked about: their phrase, the concept it maps to, and how sure."""
+
+    phrase: str
+    concept: str
+    score: float
+
+    def __post_init__(self) -> None:
+        if self.concept not in CONCEPTS:
+            raise ValueError(f"unknown concept {self.concept!r}; use one of {', '.join(CONCEPTS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phrase": self.phrase, "concept": self.concept, "score": round(float(self.score), 3)}
+
+
+@dataclass(frozen=True)
+class Parse:
+    """What a query asks. ``refused`` parses have intent ``refuse`` and no targets."""
+
+    query: str
+    intent: str
+    refused: bool
+    targets: tuple[TargetRef, ...]
+    refers_to_previous: bool = False
+    reason: str | None = field(default=None, compare=False)  # why it was refused (for the reply)
+
+    def __post_init__(self) -> None:
+        if self.intent not in rules.INTENTS:
+            raise ValueError(f"unknown intent {self.intent!r}; use one of {', '.join(rules.INTENTS)}")
+        if self.refused != (self.intent == "refuse"):
+            raise ValueError("refused must be True exactly when intent is 'refuse'")
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        return tuple(t.concept for t in self.targets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "intent": self.intent,
+            "refused": self.refused,
+            "targets": [t.to_json() for t in self.targets],
+            "refers_to_previous": self.refers_to_previous,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Parse":
+        """Inverse of ``to_json`` (e.g. chat history kept by the app between requests)."""
+        try:
+            targets = tuple(TargetRef(phrase=str(t["phrase"]), concept=str(t["concept"]),
+                                      score=float(t["score"])) for t in obj.get("targets", []))
+            return cls(query=str(obj["query"]), intent=str(obj["intent"]),
+                       refused=bool(obj["refused"]), targets=targets,
+                       refers_to_previous=bool(obj.get("refers_to_previous", False)),
+                       reason=obj.get("reason"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"not a parse object: {e}") from e
+
+
+class QueryParser:
+    """Parses chat queries about a brain-tumor scan. Build once; ``parse`` is cheap (cached text)."""
+
+    def __init__(self, *, encoder: Any | None = None, min_score: float = 0.45,
+                 min_margin: float = 0.05, max_chars: int = MAX_QUERY_CHARS) -> None:
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be positive, got {max_chars}")
+        if encoder is None:
+            from vlseg.text import build_text_encoder
+
+            encoder = build_text_encoder("minilm").eval()
+        self.encoder = encoder
+        self.min_score = float(min_score)
+        self.min_margin = float(min_margin)
+        self.max_chars = int(max_chars)
+        # Embed the banks once: (K, dim) concept phrasings and (M, dim) out-of-scope phrasings.
+        self.bank = bank.concept_bank()
+        self._bank_slices: dict[str, slice] = {}
+        start = 0
+        for concept in CONCEPTS:
+            self._bank_slices[concept] = slice(start, start + len(self.bank[concept]))
+            start += len(self.bank[concept])
+        self._sim_cache: dict[str, dict[str, float]] = {}
+        # Exact phrasing -> concept, for phrasings that belong to one concept only.
+        owners: dict[str, set[str]] = {}
+        for concept, phrases in self.bank.items():
+            for p in phrases:
+                owners.setdefault(p, set()).add(concept)
+        self._exact = {p: next(iter(cs)) for p, cs in owners.items() if len(cs) == 1}
+        self._bank_emb = self._embed([p for c in CONCEPTS for p in self.bank[c]])  # (K, dim)
+        self._neg_emb = self._embed(list(bank.NEGATIVE_BANK))
+
+    # ------------------------------------------------------------------ public
+    def parse(self, query: str, *, previous: Parse | None = None) -> Parse:
+        """Parse one query; ``previous`` (the last parse in this chat) resolves "it", "and the edema?"."""
+        query = self._check(query)
+        text = rules.normalize(query)
+
+        # Refuse what is not ours to answer, before looking for targets.
+        if bank.DIAGNOSTIC.search(text):
+            return _refuse(query, "diagnosis, grading and treatment questions are outside what a "
+                                  "segmentation tool can answer")
+        if bank.OFF_TOPIC.search(text):
+            return _refuse(query, f"'{bank.OFF_TOPIC.search(text).group(0)}' is not a brain-tumor region")
+
+        # Question type and target phrases.
+        intent = rules.detect_intent(text)
+        spans = ((rules.ratio_spans(text) if intent == "ratio" else None)
+                 or rules.relation_spans(text) or rules.split_targets(text))
+        named = [s for s in spans if not s.is_reference]
+        if rules.HELP.search(text) and (not named or rules.keyword_concept(text) is None):
+            return Parse(query=query, intent="help", refused=False, targets=())
+
+        # Phrases -> concepts (None for a reference to the previous turn).
+        resolved: list[TargetRef | None] = []
+        scores = self._similarities([s.text for s in named])
+        for span in spans:
+            if span.is_reference:
+                resolved.append(None)
+                continue
+            ref = self._classify(span, scores[span.text])
+            if isinstance(ref, str):
+                return _refuse(query, ref)
+            resolved.append(ref)
+
+        return self._resolve(query, text, intent, resolved, previous)
+
+    # ------------------------------------------------------------------ steps
+    def _check(self, query: Any) -> str:
+        if not isinstance(query, str):
+            raise InputError(f"a query must be text, got {type(query).__name__}")
+        query = "".join(ch if ch.isprintable() else " " for ch in query).strip()
+        if not query:
+            raise InputError('empty query; ask e.g. "segment the necrotic core" or "help"')
+        if len(query) > self.max_chars:
+            raise InputError(f"query is {len(query)} characters long; keep it under {self.max_chars} "
+                             "(ask one question at a time)")
+        return query
+
+    def _classify(self, span: rules.Span, sims: dict[str, float]) -> TargetRef | str:
+        """A TargetRef, or a one-line reason to refuse the phrase."""
+        head = " ".join(span.head)
+        # A phrasing from the bank names its concept ("active tumor" is ET, not just "tumor").
+        concept = self._exact.get(span.text) or self._exact.get(head)
+        if concept is None:
+            concept = rules.keyword_concept(head)
+            generic_head = all(w in bank.GENERIC_NOUNS or w in bank.MODIFIERS for w in span.head)
+            if concept is None and generic_head:
+                concept = rules.keyword_concept(span.text)
+            if concept is None and bank.BRAIN_ANATOMY.search(head):
+                return f"'{span.text}' is not a tumor region"
+            if concept == "WT":
+                # Only the generic word "tumor" matched: let a clearly closer sub-region win.
+                best = max(CONCEPTS, key=lambda c: sims[c])
+                if best != "WT" and sims[best] >= 0.8 and sims[best] - sims["WT"] >= 0.1:
+                    concept = best
+        if concept is None:
+            best = max(CONCEPTS, key=lambda c: sims[c])
+            if sims[best] < self.min_score or sims[best] - sims["_neg"] < self.min_margin:
+                return f"'{span.text}' does not match a tumor region I can segment"
+            concept = best
+        return TargetRef(phrase=span.text, concept=concept, score=sims[concept])
+
+    def _resolve(self, query: str, text: str, intent: str | None,
+                 resolved: list[TargetRef | None], previous: Parse | None) -> Parse:
+        """Fill references from the previous turn, pick the intent, apply the defaults."""
+        usable = previous if previous is not None and not previous.refused and previous.targets else None
+        # "it"/"that" refer to what this query names; only when it names nothing, to the last turn.
+        targets = [r for r in resolved if r is not None]
+        from_previous = False
+        if not targets and rules.ALL_REGIONS.search(text):
+            targets = [self._named_target(c) for c in ("NCR", "ED", "ET")]
+        if not targets:
+            refers = any(r is None for r in resolved) or bool(rules.FOLLOW_UP.search(text))
+            if usable is not None and (intent is not None or refers):
+                targets, from_previous = list(usable.targets), True
+            elif intent in ("segment", "volume", "location", "midline", "count"):
+                targets = [self._default_target()]
+            elif refers:
+                return _refuse(query, "there is no earlier question to refer to; name a region, "
+                                      "e.g. 'segment the edema'")
+            else:
+                return _refuse(query, "no tumor region named; say e.g. 'segment the edema'")
+
+        if intent is None:
+            if usable is not None and usable.intent not in ("help", "refuse"):
+                intent, from_previous = usable.intent, True
+            else:
+                intent = "segment"
+        targets = _dedupe(targets)
+        if intent == "ratio" and len(targets) == 1 and targets[0].concept in RATIO_WHOLE:
+            whole = RATIO_WHOLE[targets[0].concept]
+            targets.append(self._named_target(whole))
+        if intent == "ratio" and len(targets) < 2:
+            return _refuse(query, "say which two regions to compare, e.g. "
+                                  "'what fraction of the core is necrotic?'")
+        return Parse(query=query, intent=intent, refused=False, targets=tuple(targets),
+                     refers_to_previous=from_previous)
+
+    # ------------------------------------------------------------------ embeddings
+    def _embed(self, phrases: list[str]) -> torch.Tensor:
+        if not phrases:
+            return torch.zeros(0, 1)
+        return F.normalize(self.encoder.encode(phrases).float().cpu(), dim=-1)  # (N, dim)
+
+    def _similarities(self, phrases: list[str]) -> dict[str, dict[str, float]]:
+        """phrase -> {concept: best cosine, "_neg": best out-of-scope cosine} (cached per phrase)."""
+        todo = [p for p in dict.fromkeys(phrases) if p not in self._sim_cache]
+        if todo:
+            emb = self._embed(todo)  # (N, dim)
+            sim = emb @ self._bank_emb.T  # (N, K)
+            best = torch.stack([sim[:, sl].max(dim=1).values for sl in self._bank_slices.values()],
+                               dim=1)  # (N, len(CONCEPTS))
+            neg = (emb @ self._neg_emb.T).max(dim=1).values  # (N,)
+            if len(self._sim_cache) > 10_000:
+                self._sim_cache.clear()
+            for i, p in enumerate(todo):
+                row = dict(zip(self._bank_slices, best[i].tolist()))
+                row["_neg"] = float(neg[i])
+                self._sim_cache[p] = row
+        return {p: dict(self._sim_cache[p]) for p in phrases}
+
+    def _named_target(self, concept: str) -> TargetRef:
+        phrase = CONCEPT_NAMES[concept]
+        score = self._similarities([phrase])[phrase][concept]
+        return TargetRef(phrase=phrase, concept=concept, score=score)
+
+    def _default_target(self) -> TargetRef:
+        """"how big is it?" with nothing said before: the scan's tumor, i.e. the whole tumor."""
+        return self._named_target("WT")
+
+
+def _dedupe(targets: list[TargetRef]) -> list[TargetRef]:
+    seen: set[str] = set()
+    out = []
+    for t in targets:
+        if t.concept not in seen:
+            seen.add(t.concept)
+            out.append(t)
+    return out
+
+
+def _refuse(query: str, reason: str) -> Parse:
+    return Parse(query=query, intent="refuse", refused=True, targets=(), reason=reason)
+
+
+def capabilities_text() -> str:
+    """One line listing what can be segmented and asked (for help and refusal answers)."""
+    regions = "; ".join(f"{CONCEPT_NAMES[c]} ({c})" for c in CONCEPTS)
+    return (f"I can segment these brain-tumor regions: {regions}. Ask for a mask, its volume, "
+            "where it is (side, lobes), whether it crosses the midline, how many lesions there "
+            "are, or a ratio such as the necrotic fraction of the core.")
+
+
+def reply_text(parse: Parse) -> str:
+    """Short answer for a help or refused parse (segmenting answers come from the reasoning part)."""
+    if parse.intent == "help":
+        return capabilities_text()
+    if parse.refused:
+        why = f"I can't answer that: {parse.reason}." if parse.reason else "I can't answer that."
+        return f"{why} {capabilities_text()}"
+    raise ValueError("reply_text is for help and refused parses only")
