@@ -50,7 +50,7 @@ def _nifti_magic_ok(head: bytes) -> bool:
         for fmt in ("<i", ">i"):
             if struct.unpack(fmt, head[:4])[0] == 348 and head[344:348] == b"n+1\x00":
                 return True
-    if len(head) >= 540 - 0 and len(head) >= 12:
+    if len(head) >= 8:
         for fmt in ("<i", ">i"):
             if struct.unpack(fmt, head[:4])[0] == 540 and head[4:8] == b"n+2\x00":
                 return True
@@ -107,8 +107,8 @@ def sequence_from_name(name: str) -> str | None:
 
 
 def _is_link_or_special(info: zipfile.ZipInfo) -> bool:
-    mode = info.external_attr >> 16
-    return bool(mode) and (stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)))
+    ftype = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip stores no Unix file type
+    return bool(ftype) and ftype not in (stat.S_IFREG, stat.S_IFDIR)
 
 
 def _safe_member_path(name: str) -> PurePosixPath | None:
@@ -255,9 +255,10 @@ class Janitor:
             return 0
         for child in self.root.iterdir():
             try:
-                newest = max([child.stat().st_mtime] +
-                             [q.stat().st_mtime for q in child.rglob("*")] if child.is_dir() else
-                             [child.stat().st_mtime])
+                times = [child.stat().st_mtime]
+                if child.is_dir() and not child.is_symlink():
+                    times += [q.stat().st_mtime for q in child.rglob("*")]
+                newest = max(times)
                 if now - newest <= self.ttl_s:
                     continue
                 if child.is_dir() and not child.is_symlink():

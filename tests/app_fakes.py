@@ -1,0 +1,89 @@
+"""Test doubles for the app tests: a keyword 'Segmenter' that returns real ``Answer`` objects.
+
+It answers from the case's own labels when it has them (sample cases) and from a bright-voxel
+threshold otherwise, so answers differ between cases: enough to test the app, not the model.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlseg.concepts import CONCEPT_NAMES, SEQUENCES
+from vlseg.errors import VlsegError
+from vlseg.io import Case, load_case
+from vlseg.segmenter import Answer
+
+KEYWORDS = (("enhancing", "ET"), ("edema", "ED"), ("necro", "NCR"), ("core", "TC"), ("tumor", "WT"))
+
+
+class FakeSegmenter:
+    def __init__(self) -> None:
+        self._case: Case | None = None
+        self.n_encodes = 0
+        self.queries: list[str] = []
+
+    def set_case(self, source: Any) -> dict[str, Any]:
+        case = source if isinstance(source, Case) else load_case(source)
+        self._case = case
+        self.n_encodes += 1
+        return {"case_id": case.case_id, "sequences": list(case.present)}
+
+    @property
+    def case(self) -> Case:
+        if self._case is None:
+            raise VlsegError("No case is set: call set_case(...) with a scan before asking questions.")
+        return self._case
+
+    def reset(self) -> None:
+        self._case = None
+
+    def ask(self, query: str) -> Answer:
+        case = self.case
+        self.queries.append(query)
+        q = query.lower()
+        concept = next((c for k, c in KEYWORDS if k in q), None)
+        model = {"name": "fake", "checkpoint": None}
+        if concept is None or "liver" in q:
+            return Answer(query=query, text="I can segment NCR, ED, ET, TC and WT only.", refused=True,
+                          intent="refuse", targets=[], masks={}, masks_ras={}, relations=None,
+                          sequences_used=list(case.present), model=model, timing_s={"total": 0.0},
+                          case_id=case.case_id, _case=case)
+        if case.labels is not None:
+            mask = case.labels[concept].astype(np.uint8)
+        else:
+            img = next(case.images[s] for s in ("t1c", "t2f", "t1n", "t2w") if s in case.images)
+            mask = (img > np.percentile(img, 99.5)).astype(np.uint8)
+        vol_ml = float(mask.sum() * np.prod(case.spacing) / 1000.0)
+        target = {"concept": concept, "phrase": query, "mask": f"{concept}.nii.gz",
+                  "present": bool(mask.any()), "volume_ml": round(vol_ml, 2),
+                  "volume_ml_range": [round(vol_ml * 0.9, 2), round(vol_ml * 1.1, 2)],
+                  "n_lesions": 1, "centroid_ras_mm": [0.0, 0.0, 0.0], "hemisphere": "left",
+                  "crosses_midline": False, "lobes": ["frontal"], "max_diameter_mm": 10.0,
+                  "perpendicular_diameter_mm": 5.0}
+        text = f"{CONCEPT_NAMES[concept]} of case {case.case_id}: {vol_ml:.2f} mL."
+        return Answer(query=query, text=text, refused=False, intent="segment", targets=[target],
+                      masks={concept: case.to_source(mask)}, masks_ras={concept: mask},
+                      relations=None, sequences_used=list(case.present), model=model,
+                      timing_s={"total": 0.0}, case_id=case.case_id, _case=case)
+
+
+def fake_fork(base: Any) -> FakeSegmenter:
+    return FakeSegmenter()
+
+
+def copy_case_writer(source_case_dir: Path):
+    """A sample writer that copies an already generated case (renaming files to the sample name)."""
+    source_case_dir = Path(source_case_dir)
+    src_id = source_case_dir.name
+
+    def write(out_dir: Path, seed: int, *, case_id: str, spacing_mm: float) -> Path:
+        dst = Path(out_dir) / case_id
+        dst.mkdir(parents=True, exist_ok=True)
+        for key in (*SEQUENCES, "seg"):
+            shutil.copyfile(source_case_dir / f"{src_id}-{key}.nii.gz", dst / f"{case_id}-{key}.nii.gz")
+        return dst
+
+    return write
