@@ -123,10 +123,9 @@ DOMAIN_VOCAB: tuple[str, ...] = (
     "enhanced", "enhance", "tumor", "tumors", "lesion", "lesions", "swelling", "hyperintensity",
     "hyperintense", "peritumoral", "vasogenic", "glioma", "glioblastoma", "segment", "segmentation",
     "volume", "hemisphere", "hemispheres", "midline", "bilateral", "fraction", "proportion",
-    "percentage", "ratio", "location", "located", "contrast", "gadolinium", "whole", "entire",
+    "percentage", "ratio", "location", "located", "contrast", "gadolinium",
     "component", "components", "region", "regions", "surrounding", "delineate", "outline",
-    "highlight", "measure", "diameter", "neoplasm", "abnormality", "show", "where", "which",
-    "tissue", "center", "cross", "crosses", "lobe", "lobes", "frontal", "parietal", "temporal",
+    "highlight", "measure", "diameter", "neoplasm", "abnormality", "tissue", "lobe", "lobes", "frontal", "parietal", "temporal",
     "occipital", "multifocal", "separate",
 )
 

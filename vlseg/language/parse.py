@@ -16,6 +16,7 @@ The reported score is the cosine similarity with the nearest phrasing of the cho
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +41,12 @@ class TargetRef:
     score: float
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "score", round(float(self.score), 3))  # as reported in JSON
         if self.concept not in CONCEPTS:
             raise ValueError(f"unknown concept {self.concept!r}; use one of {', '.join(CONCEPTS)}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"phrase": self.phrase, "concept": self.concept, "score": round(float(self.score), 3)}
+        return {"phrase": self.phrase, "concept": self.concept, "score": self.score}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,14 @@ class Parse:
             raise InputError(f"not a parse object: {e}") from e
 
 
+@functools.lru_cache(maxsize=1)
+def default_encoder() -> Any:
+    """all-MiniLM-L6-v2, loaded once per process (inference only, so it is safe to share)."""
+    from vlseg.text import build_text_encoder
+
+    return build_text_encoder("minilm").eval()
+
+
 class QueryParser:
     """Parses chat queries about a brain-tumor scan. Build once; ``parse`` is cheap (cached text)."""
 
@@ -102,9 +112,7 @@ class QueryParser:
         if max_chars < 1:
             raise ValueError(f"max_chars must be positive, got {max_chars}")
         if encoder is None:
-            from vlseg.text import build_text_encoder
-
-            encoder = build_text_encoder("minilm").eval()
+            encoder = default_encoder()
         self.encoder = encoder
         self.min_score = float(min_score)
         self.min_margin = float(min_margin)
