@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt", required=True, help="folder of ground-truth label maps (or case folders)")
     s.add_argument("--out", default=None, help="folder for metrics.csv / metrics.json (default: --pred)")
     s.add_argument("--pred-convention", default="brats2023", choices=["brats2023", "brats2021", "msd"])
-    s.add_argument("--gt-convention", default="brats2023", choices=["brats2023", "brats2021", "msd"])
+    s.add_argument("--gt-convention", default=None, choices=["brats2023", "brats2021", "msd"],
+                   help="default: from the layout (MSD labelsTr/ -> msd, *_seg -> brats2021, else brats2023)")
 
     s = sub.add_parser("parse", help="print the JSON parse of each query, one per line")
     s.add_argument("queries", nargs="+", help="queries; '-' reads one query per line from stdin")
