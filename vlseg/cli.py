@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
     s.add_argument("--start", type=int, default=0, help="index of the first case (default 0)")
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    s.add_argument("--spacing", type=float, default=1.0,
+                   help="voxel size in mm (default 1 = 240x240x155; 2 = 120x120x78, same field of view)")
 
     s = sub.add_parser("render", help="montage of a case: 4 sequences x 3 planes with label contour")
     s.add_argument("case", help="case folder (or a single NIfTI file)")

@@ -1,0 +1,219 @@
+"""One synthetic BraTS-like case: pose the template, grow a tumor, render four contrasts.
+
+``generate_case(seed)`` returns NIfTI images (``t1n, t1c, t2w, t2f, seg``); ``write_case`` writes
+them in the BraTS 2023 layout. Everything is deterministic per seed: each stage draws from its own
+child of ``SeedSequence(seed)`` so stages do not disturb each other's random streams.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from vlseg.concepts import LABEL_CONVENTIONS, SEQUENCES
+from vlseg.fileio import atomic_path, write_json_atomic
+from vlseg.synth.anatomy import (
+    Template,
+    affine_grid,
+    index_to_grid,
+    load_template,
+    output_geometry,
+    pose_matrix,
+    sample_grid,
+    sample_pose,
+)
+from vlseg.synth.contrast import compose, sample_means
+from vlseg.synth.params import DEFAULT_RANGES, SynthRanges
+from vlseg.synth.tumor import sample_tumor, tumor_fields
+
+GENERATOR_VERSION = "1"
+CASE_KEYS: tuple[str, ...] = (*SEQUENCES, "seg")
+ORIENTATION_FLIPS: dict[str, tuple[int, ...]] = {"RAS": (), "LAS": (0,), "LPS": (0, 1)}
+
+
+def default_case_id(seed: int) -> str:
+    return f"BraTS-SYN-{int(seed)}"
+
+
+def _crop_box(pts_world: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
+    idx = (pts_world - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
+    lo = np.clip(np.floor(idx.min(0)) - margin, 0, np.asarray(shape)).astype(int)
+    hi = np.clip(np.ceil(idx.max(0)) + margin + 1, 0, np.asarray(shape)).astype(int)
+    return tuple(slice(a, max(a, b)) for a, b in zip(lo, hi))
+
+
+def _box_corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    c = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)], float)
+    return c @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """RAS arrays (int16 images + uint8 seg), their affine, and the drawn parameters."""
+    ss = np.random.SeedSequence(int(seed))
+    rng_pose, rng_tumor, rng_contrast, rng_store = (np.random.default_rng(s) for s in ss.spawn(4))
+    shape, out_aff = output_geometry(spacing_mm, r)
+    s = float(spacing_mm)
+
+    # Pose the head and grow the tumor (in template space).
+    pose = sample_pose(rng_pose, tpl, r)
+    spec = sample_tumor(rng_tumor, tpl, r)
+    fields = tumor_fields(rng_tumor, spec, tpl, r)
+
+    # Output voxels that can hold brain (a crop of the FOV) and the tumor's sub-box of that crop.
+    crop = _crop_box(pose.to_world(tpl.surface_mm), out_aff, shape, margin=3)
+    cshape = tuple(sl.stop - sl.start for sl in crop)
+    crop_aff = out_aff.copy()                                   # crop index -> scanner mm
+    crop_aff[:3, 3] = out_aff[:3, :3] @ [sl.start for sl in crop] + out_aff[:3, 3]
+    to_mni = pose_matrix(pose) @ crop_aff                       # crop index -> MNI mm
+    sub = _crop_box(pose.to_world(_box_corners(fields.affine, fields.core.shape)), crop_aff, cshape, margin=2)
+    sshape = tuple(sl.stop - sl.start for sl in sub)
+    sub_to_mni = to_mni.copy()
+    sub_to_mni[:3, 3] = to_mni[:3, :3] @ [sl.start for sl in sub] + to_mni[:3, 3]
+
+    # Tumor fields on the sub-box (trilinear from the coarse grid).
+    lin, off = index_to_grid(fields.core.shape, np.linalg.inv(fields.affine) @ sub_to_mni)
+    f = sample_grid(fields.stacked(), affine_grid(sshape, lin, off), padding="border").numpy()
+    core, necrosis, gap, edema, texture = f[0], f[1], f[2], f[3], f[7]    # each (x, y, z)
+
+    # Normal anatomy, pulled away from the tumor by the mass effect.
+    tpl_shape = tuple(tpl.tissue.shape[1:])
+    lin, off = index_to_grid(tpl_shape, np.linalg.inv(tpl.affine) @ to_mni)
+    grid = affine_grid(cshape, lin, off)                              # (X, Y, Z, 3)
+    mm_to_grid = index_to_grid(tpl_shape, np.linalg.inv(tpl.affine))[0]
+    pull = np.einsum("ab,bxyz->xyza", mm_to_grid, f[4:7]).astype(np.float32)
+    grid[sub] += torch.from_numpy(pull)
+    gm, wm, csf = sample_grid(tpl.tissue, grid).numpy()                 # (X, Y, Z) each
+    del grid, pull
+    brain_frac = gm + wm + csf
+    brain = brain_frac >= 0.5
+    norm = np.where(brain, 1.0 / np.maximum(brain_frac, 1e-3), 0.0).astype(np.float32)
+    for t in (gm, wm, csf):
+        t *= norm                                                     # fractions sum to 1 in brain
+
+    # Tumor fractions (partial volume: linear ramp over one voxel) in the sub-box.
+    bsub = brain[sub]
+    tc = np.clip(0.5 - core / s, 0, 1) * bsub
+    nin = np.minimum(np.clip(0.5 - necrosis / s, 0, 1), tc)
+    thr = spec.rim_gap_threshold
+    gap_soft = np.clip(0.5 + (gap - thr) / 0.3, 0, 1) if np.isfinite(thr) else 0.0
+    et = (tc - nin) * (1 - gap_soft)
+    ncr = tc - et
+    ed_f = np.clip(0.5 - edema / s, 0, 1) * bsub
+    gm_s, wm_s, csf_s = gm[sub], wm[sub], csf[sub]                    # views
+    ed = ed_f * (1 - tc) * (gm_s + wm_s)                              # edema replaces GM/WM, not CSF
+    gm_s *= (1 - tc) * (1 - ed_f)
+    wm_s *= (1 - tc) * (1 - ed_f)
+    csf_s *= 1 - tc
+
+    # Hard labels at voxel centres (BraTS 2023: 1 NCR, 2 ED, 3 ET).
+    lab = LABEL_CONVENTIONS["brats2023"]
+    tc_h = (core < 0) & bsub
+    if spec.enhancement == "none":
+        et_h = np.zeros_like(tc_h)
+    else:
+        et_h = tc_h & (necrosis >= 0) & ~(gap > thr)
+    ed_h = ~tc_h & (edema < 0) & bsub & (csf_s < 0.5)
+    seg_sub = np.zeros(sshape, np.uint8)
+    seg_sub[ed_h] = lab["ED"]
+    seg_sub[tc_h] = lab["NCR"]
+    seg_sub[et_h] = lab["ET"]
+    seg_c = np.zeros(cshape, np.uint8)
+    seg_c[sub] = seg_sub
+
+    # Contrasts.
+    means = sample_means(rng_contrast, r)
+    imgs_c, cinfo = compose(rng_contrast, normal=(gm, wm, csf), tumor=(ed, ncr, et), texture=texture,
+                            sub=sub, brain=brain, means=means, r=r, spacing_mm=s)
+    arrays = {k: np.zeros(shape, np.int16) for k in SEQUENCES}
+    for k in SEQUENCES:
+        arrays[k][crop] = imgs_c[k]
+    arrays["seg"] = np.zeros(shape, np.uint8)
+    arrays["seg"][crop] = seg_c
+
+    info = {
+        "generator": f"vlseg.synth v{GENERATOR_VERSION}",
+        "seed": int(seed),
+        "spacing_mm": s,
+        "variant": spec.variant,
+        "enhancement": spec.enhancement,
+        "edema_mm": spec.edema_mm,
+        "rim_gap_threshold": spec.rim_gap_threshold if np.isfinite(spec.rim_gap_threshold) else None,
+        "lesions": [asdict(les) for les in spec.lesions],
+        "pose": {"rotation_deg": pose.rotation_deg, "scale": pose.scale, "shift_mm": pose.shift_mm},
+        "means": means,
+        **cinfo,
+        "label_voxels": {k: int((arrays["seg"] == v).sum()) for k, v in lab.items()},
+    }
+    info["orientation"] = "RAS"
+    if rng_store.uniform() < r.p_non_ras:
+        info["orientation"] = "LPS" if rng_store.uniform() < 0.5 else "LAS"
+    return arrays, out_aff, info
+
+
+def _store(arrays: dict[str, np.ndarray], affine: np.ndarray, orientation: str) -> dict[str, nib.Nifti1Image]:
+    """Flip arrays into the storage orientation, adjust the affine, build clean NIfTI images."""
+    aff = affine.copy()
+    for ax in ORIENTATION_FLIPS[orientation]:
+        n = next(iter(arrays.values())).shape[ax]
+        aff[:3, 3] += aff[:3, ax] * (n - 1)
+        aff[:3, ax] *= -1
+        arrays = {k: np.flip(v, ax) for k, v in arrays.items()}
+    out = {}
+    for k, v in arrays.items():
+        img = nib.Nifti1Image(np.ascontiguousarray(v), aff)
+        img.set_qform(aff, code=1)
+        img.set_sform(aff, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header.set_data_dtype(v.dtype)
+        out[k] = img
+    return out
+
+
+def generate_case_with_info(seed: int, *, spacing_mm: float = 1.0,
+                            ranges: SynthRanges = DEFAULT_RANGES) -> tuple[dict[str, nib.Nifti1Image], dict]:
+    """Images keyed ``t1n, t1c, t2w, t2f, seg`` and a JSON-able record of what was drawn."""
+    arrays, aff, info = _render(int(seed), float(spacing_mm), ranges, load_template())
+    return _store(arrays, aff, info["orientation"]), info
+
+
+def generate_case(seed: int, *, spacing_mm: float = 1.0,
+                  ranges: SynthRanges = DEFAULT_RANGES) -> dict[str, nib.Nifti1Image]:
+    """One phantom as NIfTI images keyed ``t1n, t1c, t2w, t2f, seg`` (deterministic per seed)."""
+    return generate_case_with_info(seed, spacing_mm=spacing_mm, ranges=ranges)[0]
+
+
+def case_files(case_dir: Path, case_id: str) -> dict[str, Path]:
+    files = {k: case_dir / f"{case_id}-{k}.nii.gz" for k in CASE_KEYS}
+    files["info"] = case_dir / f"{case_id}-synth.json"
+    return files
+
+
+def write_case(out_dir: str | os.PathLike, seed: int, *, case_id: str | None = None,
+               spacing_mm: float = 1.0, ranges: SynthRanges = DEFAULT_RANGES) -> Path:
+    """Write ``out_dir/<case_id>/<case_id>-{t1n,t1c,t2w,t2f,seg}.nii.gz``; return the case folder.
+
+    Existing files are never overwritten: a complete case is skipped, an interrupted one gets only
+    its missing files (generation is deterministic, so they match). Each file is written
+    atomically; the ``-synth.json`` record of the drawn parameters is written last.
+    """
+    case_id = case_id or default_case_id(seed)
+    if not case_id or any(c in case_id for c in "/\\\0") or case_id in (".", ".."):
+        raise ValueError(f"invalid case id {case_id!r}")
+    case_dir = Path(out_dir) / case_id
+    files = case_files(case_dir, case_id)
+    if all(f.exists() for f in files.values()):
+        return case_dir
+    images, info = generate_case_with_info(seed, spacing_mm=spacing_mm, ranges=ranges)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    for k in CASE_KEYS:
+        if not files[k].exists():
+            with atomic_path(files[k]) as tmp:
+                nib.save(images[k], tmp)
+    info["case_id"] = case_id
+    write_json_atomic(files["info"], json.loads(json.dumps(info, default=float)))
+    return case_dir

@@ -1,0 +1,200 @@
+"""Tumor geometry in template (MNI) space, on the coarse 2 mm grid.
+
+Each lesion is an irregular ellipsoid: a level set ``core(x) = |A (x - c)| - R + a R n(x)``
+(negative inside, roughly a signed distance in mm) with smoothed noise ``n``. Inside it:
+
+* the necrotic centre is where ``core + t(x) < 0`` - the enhancing rim is the shell of varying
+  thickness ``t`` (1.5-5 mm) around it; noisy "gaps" turn parts of the rim non-enhancing;
+* edema is where the white-matter path length from the core, ``T(x)``, is below an extent ``E``:
+  ``T`` is a weighted geodesic distance (fast in WM, slow in GM, blocked by CSF), computed on the
+  anatomy *after* the mass effect;
+* the mass effect pushes anatomy radially away from each lesion; the field stored is the exact
+  inverse of that radial push (where each output point pulls its anatomy from).
+
+All fields are continuous so that trilinear upsampling and thresholding at 1 mm gives smooth,
+sub-voxel boundaries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.spatial.transform import Rotation
+
+from vlseg.synth.anatomy import COARSE_MM, Template
+from vlseg.synth.params import SynthRanges
+
+FAR = 1.0e3  # "outside" value of the level-set fields (mm)
+
+
+@dataclass(frozen=True)
+class Lesion:
+    centre_mm: tuple[float, float, float]   # MNI mm
+    radius_mm: float
+    axes: tuple[float, float, float]        # semi-axes / radius
+    rotation: tuple[float, float, float]    # rotation vector (rad)
+    irregularity: float
+    rim_mm: float
+    push_mm: float                          # radial displacement at the core boundary
+    push_decay_mm: float
+
+
+@dataclass(frozen=True)
+class TumorSpec:
+    variant: str                 # "typical" | "small" | "multifocal"
+    enhancement: str             # "rim" | "none" (no ET) | "solid" (no necrosis)
+    lesions: tuple[Lesion, ...]
+    edema_mm: float
+    rim_gap_threshold: float     # inf: no gaps
+    noise_scale_mm: float
+
+
+def _random_rotvec(rng: np.random.Generator) -> np.ndarray:
+    axis = rng.normal(size=3)
+    return axis / np.linalg.norm(axis) * rng.uniform(0, np.pi)
+
+
+def sample_tumor(rng: np.random.Generator, tpl: Template, r: SynthRanges) -> TumorSpec:
+    """Draw the lesion layout and its parameters."""
+    u = rng.uniform()
+    variant = "multifocal" if u < r.p_multifocal else "small" if u < r.p_multifocal + r.p_small else "typical"
+    u = rng.uniform()
+    enhancement = "none" if u < r.p_no_enhancement else "solid" if u < r.p_no_enhancement + r.p_no_necrosis else "rim"
+    pool = tpl.centres_infra if rng.uniform() < r.p_infratentorial else tpl.centres_supra
+    first = pool[rng.integers(len(pool))]
+    n = 1 if variant != "multifocal" else int(rng.integers(r.n_multifocal[0], r.n_multifocal[1] + 1))
+    centres = [first]
+    allc = np.concatenate([tpl.centres_supra, tpl.centres_infra])
+    for _ in range(n - 1):
+        d = np.linalg.norm(allc - first, axis=1)
+        near = allc[(d >= r.multifocal_distance_mm[0]) & (d <= r.multifocal_distance_mm[1])]
+        centres.append(near[rng.integers(len(near))] if len(near) else first + rng.normal(0, 15, 3))
+    lesions = []
+    for i, c in enumerate(centres):
+        rng_r = r.small_radius_mm if variant == "small" else r.core_radius_mm if i == 0 else r.satellite_radius_mm
+        R = float(rng.uniform(*rng_r))
+        push = min(float(rng.uniform(*r.mass_effect_ratio)) * R, r.mass_effect_max_mm)
+        lesions.append(Lesion(
+            centre_mm=tuple(float(v) for v in c), radius_mm=R,
+            axes=tuple(float(v) for v in rng.uniform(*r.axis_ratio, size=3)),
+            rotation=tuple(float(v) for v in _random_rotvec(rng)),
+            irregularity=float(rng.uniform(*r.irregularity)),
+            rim_mm=float(rng.uniform(*r.rim_thickness_mm)),
+            push_mm=push, push_decay_mm=float(rng.uniform(*r.mass_effect_decay_mm)),
+        ))
+    edema = float(rng.uniform(*(r.little_edema_mm if rng.uniform() < r.p_little_edema else r.edema_extent_mm)))
+    gap = float(rng.uniform(*r.rim_gap_threshold)) if rng.uniform() < r.p_rim_gaps else float("inf")
+    return TumorSpec(variant=variant, enhancement=enhancement, lesions=tuple(lesions), edema_mm=edema,
+                     rim_gap_threshold=gap, noise_scale_mm=float(rng.uniform(*r.irregularity_scale_mm)))
+
+
+@dataclass
+class TumorFields:
+    """Continuous fields on a box of the coarse template grid (all (i, j, k) float32, mm units)."""
+
+    affine: np.ndarray     # 4x4 voxel -> MNI mm of the box
+    core: np.ndarray       # < 0 inside the tumor core
+    necrosis: np.ndarray   # < 0 inside the necrotic centre (subset of core)
+    gap: np.ndarray        # > spec.rim_gap_threshold where the rim is non-enhancing
+    edema: np.ndarray      # < 0 inside the edema (outside the core)
+    pull: np.ndarray       # (3, i, j, k) anatomy at x comes from x + pull(x)
+    texture: np.ndarray    # unit-std smooth noise for tumor heterogeneity
+
+    def stacked(self) -> np.ndarray:
+        """(8, i, j, k) core, necrosis, gap, edema, pull xyz, texture."""
+        return np.concatenate([np.stack([self.core, self.necrosis, self.gap, self.edema]),
+                               self.pull, self.texture[None]]).astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
+    n = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_vox, mode="wrap")
+    return n / max(float(n.std()), 1e-6)
+
+
+def _pull_field(pts: np.ndarray, les: Lesion, depth: np.ndarray) -> np.ndarray:
+    """Exact inverse of the radial push r -> r + u(r), damped near the brain surface."""
+    R, m, L = les.radius_mm, les.push_mm, les.push_decay_mm
+    r = np.linspace(0.0, R + 6 * L + 50, 4000)
+    u = np.where(r < R, m * r / R, m * np.exp(-(((r - R) / L) ** 2)))
+    rho = r + u                                             # monotone: |du/dr| < 1
+    d = pts - np.asarray(les.centre_mm, np.float32)         # (i, j, k, 3)
+    dist = np.linalg.norm(d, axis=-1)
+    src = np.interp(dist, rho, r)
+    scale = (src - dist) / np.maximum(dist, 1e-3)           # <= 0: pull from closer to the centre
+    scale *= np.clip(depth / 12.0, 0.0, 1.0)
+    return np.moveaxis(d * scale[..., None], -1, 0).astype(np.float32)
+
+
+def _geodesic(seed: np.ndarray, cost: np.ndarray, limit: float, h: float) -> np.ndarray:
+    """Weighted distance from ``seed`` (26-neighbour relaxation), exact up to ``limit`` mm."""
+    T = np.where(seed, 0.0, FAR).astype(np.float32)
+    shells = []
+    for k in (1, 2, 3):
+        fp = (np.abs(np.indices((3, 3, 3)) - 1).sum(0) == k)
+        shells.append((fp, h * np.sqrt(k) * cost))
+    for _ in range(int(limit / h) + 4):
+        new = T.copy()
+        for fp, step in shells:
+            np.minimum(new, ndi.grey_erosion(T, footprint=fp, mode="constant", cval=FAR) + step, out=new)
+        new[new > limit + 2 * h * 3] = FAR
+        if np.array_equal(new, T):
+            break
+        T = new
+    return T
+
+
+def tumor_fields(rng: np.random.Generator, spec: TumorSpec, tpl: Template, r: SynthRanges) -> TumorFields:
+    """Build all tumor fields on the coarse-grid box that holds the lesions and their edema."""
+    h = COARSE_MM
+    inv = np.linalg.inv(tpl.coarse_affine)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for les in spec.lesions:
+        reach = les.radius_mm * max(les.axes) * (1 + 3 * les.irregularity) + max(1.6 * spec.edema_mm, 2.6 * les.push_decay_mm) + 10
+        c = inv[:3, :3] @ np.asarray(les.centre_mm) + inv[:3, 3]
+        lo = np.minimum(lo, c - reach / h)
+        hi = np.maximum(hi, c + reach / h)
+    full = np.asarray(tpl.coarse.shape[1:])
+    lo = np.clip(np.floor(lo), 0, full - 1).astype(int)
+    hi = np.clip(np.ceil(hi) + 1, 1, full).astype(int)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    shape = tuple(int(b - a) for a, b in zip(lo, hi))
+    affine = tpl.coarse_affine.copy()
+    affine[:3, 3] = tpl.coarse_affine[:3, :3] @ lo + tpl.coarse_affine[:3, 3]
+    idx = np.indices(shape, dtype=np.float32)
+    pts = np.moveaxis(idx, 0, -1) @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
+
+    # Lesion level sets: irregular ellipsoids, union by min.
+    sig = spec.noise_scale_mm / h
+    core = np.full(shape, FAR, np.float32)
+    necrosis = np.full(shape, FAR, np.float32)
+    thick_noise = _smooth_noise(rng, shape, sig)
+    depth = tpl.depth_mm[box]
+    pull = np.zeros((3, *shape), np.float32)
+    for les in spec.lesions:
+        rot = Rotation.from_rotvec(les.rotation).as_matrix().astype(np.float32)
+        q = ((pts - np.asarray(les.centre_mm, np.float32)) @ rot) / np.asarray(les.axes, np.float32)
+        c = (np.linalg.norm(q, axis=-1) - les.radius_mm) + les.irregularity * les.radius_mm * _smooth_noise(rng, shape, sig)
+        core = np.minimum(core, c)
+        if spec.enhancement == "rim":
+            t = np.clip(les.rim_mm * (1 + 0.35 * thick_noise), r.rim_thickness_mm[0], r.rim_thickness_mm[1])
+            necrosis = np.minimum(necrosis, c + t)
+        elif spec.enhancement == "none":
+            necrosis = np.minimum(necrosis, c)
+        pull += _pull_field(pts, les, depth)
+    gap = _smooth_noise(rng, shape, max(sig / 2, 1.0))
+    texture = _smooth_noise(rng, shape, 1.0)
+
+    # Anatomy after the mass effect (coarse), then the edema path length on it.
+    src = (pts + np.moveaxis(pull, 0, -1)) @ inv[:3, :3].T.astype(np.float32) + inv[:3, 3].astype(np.float32)
+    gm, wm, csf = (ndi.map_coordinates(t, np.moveaxis(src, -1, 0), order=1, mode="constant") for t in tpl.coarse)
+    brain = gm + wm + csf
+    speed = wm + r.edema_gm_speed * gm
+    cost = 1.0 / np.maximum(speed, 0.05)
+    cost[(csf > 0.4 * np.maximum(brain, 1e-3)) | (brain < 0.5)] = FAR
+    limit = spec.edema_mm * 1.7 + 2 * h
+    T = _geodesic(core < 0, cost.astype(np.float32), limit, h)
+    edema = T - spec.edema_mm * np.clip(1 + 0.3 * _smooth_noise(rng, shape, sig), 0.4, 1.6)
+    edema[core < 0] = -1.0
+    return TumorFields(affine=affine, core=core, necrosis=necrosis, gap=gap, edema=edema.astype(np.float32),
+                       pull=pull, texture=texture)
