@@ -21,6 +21,9 @@ from vlseg.reasoning.atlas import AtlasLocator, apply_affine
 RANGE_LOW_CONFIDENCE = 0.3   # volume at p >= 0.3: the generous end
 RANGE_HIGH_CONFIDENCE = 0.7  # volume at p >= 0.7: the conservative end
 _FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity for lesions
+_ANGLES = np.arange(16) * np.pi / 16
+_DIRS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)  # (16, 2) unit directions
+_DIRS_COS = float(np.cos(np.pi / 32))  # max width over _DIRS >= diameter * _DIRS_COS
 
 
 @dataclass(frozen=True)
@@ -103,22 +106,35 @@ def _crop_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
-def _presence_score(prob: np.ndarray, min_vox: int, floor: float = 0.02, steps: int = 7) -> float:
-    """Largest q (to 1/2**steps) such that {p >= q} holds a component of >= min_vox voxels."""
-    def exists(q: float) -> bool:
-        m = prob >= q
-        if m.sum() < min_vox:
-            return False
-        return bool(len(lesions(m, min_vox)[1]))
+class _Levels:
+    """Lesions of {p >= q}, memoised: the sets are nested, so equal voxel counts mean equal
+    sets (a hard 0/1 map is labelled once for all levels)."""
 
-    if not exists(floor):
+    def __init__(self, prob: np.ndarray, min_vox: int) -> None:
+        self.prob, self.min_vox, self._memo = prob, min_vox, {}
+
+    def at(self, q: float) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.prob >= q
+        n = int(mask.sum())
+        if n not in self._memo:
+            self._memo[n] = (lesions(mask, self.min_vox) if n >= self.min_vox
+                             else (np.zeros(mask.shape, np.int32), np.zeros(0, np.int64)))
+        return self._memo[n]
+
+    def exists(self, q: float) -> bool:
+        return len(self.at(q)[1]) > 0
+
+
+def _presence_score(levels: _Levels, floor: float = 0.02, steps: int = 7) -> float:
+    """Largest q (to 1/2**steps) such that {p >= q} holds a component of >= min_vox voxels."""
+    if not levels.exists(floor):
         return 0.0
-    lo, hi = floor, 1.0
-    if exists(hi):
+    if levels.exists(1.0):
         return 1.0
+    lo, hi = floor, 1.0
     for _ in range(steps):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if exists(mid) else (lo, mid)
+        lo, hi = (mid, hi) if levels.exists(mid) else (lo, mid)
     return float(lo)
 
 
@@ -179,16 +195,15 @@ def axial_diameters(labels: np.ndarray, affine: np.ndarray) -> tuple[float | Non
         if box is None:
             continue
         sub = labels[box] == lab
-        for k in range(sub.shape[axis]):
+        area = sub.sum(axis=tuple(a for a in range(3) if a != axis))
+        for k in np.argsort(-area, kind="stable"):  # big slices first: an early, tight bound
+            if area[k] == 0:
+                break
             sl = np.take(sub, k, axis=axis)
-            ij = np.argwhere(sl)
-            if len(ij) == 0:
+            pts = np.argwhere(sl) @ to_mm.T  # (N, 2) mm in the slice plane
+            proj = pts @ _DIRS.T  # widths along 16 directions bound the diameter from above
+            if (proj.max(axis=0) - proj.min(axis=0)).max() / _DIRS_COS <= best[0]:
                 continue
-            lo, hi = ij.min(axis=0), ij.max(axis=0)
-            corners = np.array([[lo[0], lo[1]], [lo[0], hi[1]], [hi[0], lo[1]], [hi[0], hi[1]]]) @ to_mm.T
-            if pdist(corners).max() <= best[0]:  # cannot beat the current best
-                continue
-            pts = ij @ to_mm.T  # (N, 2) mm in the slice plane
             d, p, q = _longest_chord(pts)
             if d > best[0]:
                 best = (d, (pts, p, q))
@@ -227,9 +242,10 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     crop_affine[:3, 3] = apply_affine(affine, offset[None])[0]
 
     # Presence, volumes at the three levels.
-    score = _presence_score(p, min_vox)
-    vol = {q: float(lesions(p >= q, min_vox)[1].sum()) * vml for q in (low_q, high_q)}
-    labels, sizes = lesions(p >= threshold, min_vox)
+    levels = _Levels(p, min_vox)
+    score = _presence_score(levels)
+    vol = {q: float(levels.at(q)[1].sum()) * vml for q in (low_q, high_q)}
+    labels, sizes = levels.at(threshold)
     if len(sizes) == 0:
         return _absent(concept, min(score, threshold), vol[low_q], min_lesion_ml)
     volume = float(sizes.sum()) * vml

@@ -1,0 +1,130 @@
+"""Answer text is grounded: every number and place in it is in the JSON measurements."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from vlseg.concepts import CONCEPTS
+from vlseg.reasoning import (
+    DISCLAIMER, INTENTS, LOBES, AtlasLocator, compose_answer, measure_target, measurement_to_json,
+    relations, relations_to_json,
+)
+from vlseg.reasoning.atlas import MNI_2MM_AFFINE, MNI_2MM_SHAPE, apply_affine
+
+NUMBER = re.compile(r"(?<![A-Za-z0-9.])(-?\d+(?:\.\d+)?)(%?)")
+
+
+def _numbers_in(obj) -> list[float]:
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return []
+    if isinstance(obj, (int, float)):
+        return [float(obj)]
+    if isinstance(obj, dict):
+        return [n for v in obj.values() for n in _numbers_in(v)]
+    return [n for v in obj for n in _numbers_in(v)]
+
+
+def _strings_in(obj) -> set[str]:
+    if isinstance(obj, str):
+        return {obj}
+    if isinstance(obj, dict):
+        return set(obj) | {s for v in obj.values() for s in _strings_in(v)}
+    if isinstance(obj, (list, tuple)):
+        return {s for v in obj for s in _strings_in(v)}
+    return set()
+
+
+def _assert_grounded(text: str, facts: dict) -> None:
+    known = _numbers_in(facts)
+    for value, pct in NUMBER.findall(text):
+        v = float(value) / (100 if pct else 1)
+        assert any(abs(v - k) < 1e-9 for k in known), f"{value}{pct} in {text!r} not in JSON"
+    places = _strings_in(facts)
+    for lobe in LOBES:
+        if re.search(rf"\b{lobe}\b", text):
+            assert lobe in places, f"{lobe} named but not in the JSON"
+    for side, key in (("left hemisphere", "left"), ("right hemisphere", "right"),
+                      ("both hemispheres", "bilateral")):
+        if side in text:
+            assert key in places
+    assert text.rstrip().endswith(DISCLAIMER)
+
+
+@pytest.fixture(scope="module")
+def case():
+    """Soft probability maps on the MNI grid: a left frontal tumor with a ringed necrotic core."""
+    w = apply_affine(MNI_2MM_AFFINE, np.indices(MNI_2MM_SHAPE).reshape(3, -1).T.astype(float))
+    r = np.linalg.norm(w - [-35, 25, 28], axis=1).reshape(MNI_2MM_SHAPE)
+    soft = lambda lo, hi: np.clip(np.minimum(r - lo + 0.5, hi - r + 0.5) / 2 + 0.5, 0, 1)  # noqa: E731
+    probs = {"NCR": soft(-99, 7), "ET": soft(7, 12), "ED": soft(12, 22), "TC": soft(-99, 12),
+             "WT": soft(-99, 22), "ET_absent": np.zeros(MNI_2MM_SHAPE)}
+    probs = {k: v.astype(np.float32) for k, v in probs.items()}
+    loc = AtlasLocator.identity()
+    meas = {c: measure_target(c, probs[c], MNI_2MM_AFFINE, locator=loc) for c in CONCEPTS}
+    meas["ET_absent"] = measure_target("ET", probs["ET_absent"], MNI_2MM_AFFINE, locator=loc)
+    rel = relations({c: probs[c] >= 0.5 for c in ("NCR", "ET", "ED")}, MNI_2MM_AFFINE)
+    return meas, rel
+
+
+QUERIES = [
+    ("segment", ["NCR", "ED"]), ("segment", ["WT"]), ("volume", ["TC"]), ("volume", ["ET", "ED"]),
+    ("location", ["WT"]), ("midline", ["WT"]), ("ratio", ["NCR", "TC"]), ("ratio", ["NCR"]),
+    ("count", ["ET"]), ("help", []), ("refuse", []),
+]
+
+
+@pytest.mark.parametrize("intent, concepts", QUERIES)
+def test_every_number_and_place_is_in_the_json(case, intent, concepts):
+    meas, rel = case
+    targets = [meas[c] for c in concepts]
+    text = compose_answer(intent=intent, targets=targets, phrases=[c.lower() for c in concepts],
+                          relations=rel, sequences_used=["t1n", "t1c", "t2f"])
+    facts = {"targets": [measurement_to_json(t) for t in targets],
+             "relations": relations_to_json(rel), "sequences_used": ["t1n", "t1c", "t2f"]}
+    _assert_grounded(text, facts)
+    if intent not in ("help", "refuse"):
+        assert "t2w not given" in text
+
+
+def test_measured_numbers_actually_appear(case):
+    meas, rel = case
+    t = meas["WT"]
+    j = measurement_to_json(t)
+    assert t.present and t.hemisphere == "left" and "frontal" in t.lobes
+    text = compose_answer(intent="volume", targets=[t], phrases=["the tumor"], relations=None,
+                          sequences_used=["t1n"])
+    assert f"{j['volume_ml']:g} mL" in text and f"{j['max_diameter_mm']:g} mm" in text
+    loc = compose_answer(intent="location", targets=[t], phrases=["it"], relations=None,
+                         sequences_used=["t1n"])
+    assert "left hemisphere" in loc and "frontal" in loc and "does not cross the midline" in loc
+    ratio = compose_answer(intent="ratio", targets=[meas["NCR"], meas["TC"]], phrases=["a", "b"],
+                           relations=rel, sequences_used=["t1n"])
+    pct = round(relations_to_json(rel)["necrotic_fraction_of_core"] * 100)
+    assert f"{pct}% of the tumor core" in ratio and "surrounded by an enhancing rim" in ratio
+
+
+def test_absent_enhancing_tumor_is_said_plainly(case):
+    meas, _ = case
+    for intent in ("segment", "volume", "location", "midline", "count"):
+        text = compose_answer(intent=intent, targets=[meas["ET_absent"]], phrases=["enhancing"],
+                              relations=None, sequences_used=["t1n", "t1c", "t2w", "t2f"])
+        assert text.splitlines()[0] == "No enhancing tumor was found."
+        assert "not given" not in text
+
+
+def test_refusal_and_help_list_what_can_be_segmented():
+    text = compose_answer(intent="refuse", targets=[], phrases=["the liver"], relations=None,
+                          sequences_used=[], refused=True)
+    assert "the liver" in text and "enhancing tumor (ET)" in text and "whole tumor (WT)" in text
+    assert compose_answer(intent="help", targets=[], phrases=[], relations=None, sequences_used=[],
+                          help_text="Custom help.").startswith("Custom help.")
+
+
+def test_unknown_intent_or_sequence_raises():
+    with pytest.raises(ValueError):
+        compose_answer(intent="diagnose", targets=[], phrases=[], relations=None, sequences_used=[])
+    with pytest.raises(ValueError):
+        compose_answer(intent="help", targets=[], phrases=[], relations=None, sequences_used=["dwi"])
+    assert set(INTENTS) == {"segment", "volume", "location", "midline", "ratio", "count", "help", "refuse"}
