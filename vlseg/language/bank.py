@@ -72,7 +72,7 @@ NEGATIVE_BANK: tuple[str, ...] = (
 KEYWORDS: dict[str, tuple[str, ...]] = {
     "NCR": (r"\bnon[- ]?enhanc\w*", r"\bnecro\w*", r"\bdead tissue\b", r"\bncr\b"),
     "ED": (r"\bedema\w*", r"\bswell\w*", r"\bswollen\b", r"\bflair hyperintens\w*",
-           r"\bhyperintens\w* on (t2 )?flair\b", r"\bt2 hyperintens\w*",
+           r"\bhyperintens\w*( \w+)? on (t2 |t2-)?(flair|t2)\b", r"\bt2 hyperintens\w*",
            r"\bperitumou?ral\b", r"\bperilesional\b", r"\bvasogenic\b", r"\bsnfh\b"),
     "ET": (r"\benhanc\w*", r"\bgadolinium\b"),
     "TC": (r"\bcore\b", r"\btc\b"),
@@ -103,7 +103,7 @@ BRAIN_ANATOMY = re.compile(
 DIAGNOSTIC = re.compile(
     r"\b(grade|grading|malignan\w*|benign|prognos\w*|survival|surviv\w*|treat\w*|therap\w*|"
     r"diagnos\w*|cure|surgery|surgical|operate|operable|resect\w*|chemo\w*|radiotherap\w*|"
-    r"radiation|idh|mgmt|mutation|mutated|genetic\w*|life expectancy|die|dying|cancerous|"
+    r"radiation|idh|mgmt|mutation|mutated|genetic\w*|life expectancy|die|cancerous|"
     r"what type of tumor|which type of tumor|what kind of tumor|is (it|this) (a )?(glioblastoma|gbm|"
     r"metastas\w*|meningioma|lymphoma))\b"
 )

@@ -28,6 +28,8 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(whole )?(tumor|lesion|mass)( \w+)? (without|excluding|except|minus|"
                 r"not including|but not) (the )?(edema|swelling)\b"), "tumor core"),
 )
+_ON_SEQUENCE = {(w,) for w in ("t1", "t1c", "t1n", "t1ce", "t2", "t2w", "t2f", "flair", "contrast",
+                                "t2-flair", "post-contrast", "gadolinium")}
 _NEGATED = frozenset({"not", "except", "excluding", "without", "minus", "ignoring", "ignore"})
 
 
@@ -35,7 +37,7 @@ def normalize(query: str) -> str:
     """Lower-case, canonical spelling, corrected typos, commas as the only punctuation."""
     # Capitalised abbreviations are unambiguous ("ET"), lower-case ones are not ("et", "ed").
     text = _UPPER_ABBREV.sub(lambda m: f" {_CANONICAL_ABBREV[m.group(1)]} ", query)
-    text = text.lower().replace("’", "'")
+    text = text.lower().replace("’", "'").replace("œ", "oe").replace("æ", "ae")
     text = re.sub(r"[/&+;]", " , ", text)
     text = re.sub(r"[.!?:()\[\]{}\"]", " ", text)
     tokens = []
@@ -227,7 +229,13 @@ def make_span(words: list[str]) -> Span:
     while hi > lo and words[hi - 1] in edge:
         hi -= 1
     kept = tuple(w for w in words[lo:hi] if w not in ("the", "a", "an"))
-    cut = next((i for i, w in enumerate(kept) if w in bank.PREPOSITIONS and w != "of"), len(kept))
+    # "the core region without the swelling": what follows the negation is excluded.
+    neg = next((i for i, w in enumerate(kept) if i > 0 and w in _NEGATED), None)
+    if neg is not None:
+        return make_span(list(kept[:neg]))
+    # The head ends at a place qualifier ("tumor | in the cerebellum"); "of" and "on flair" stay.
+    cut = next((i for i, w in enumerate(kept) if w in bank.PREPOSITIONS and w != "of"
+                and kept[i + 1:i + 2] not in _ON_SEQUENCE), len(kept))
     head = tuple(w for w in kept[:cut] if w not in bank.FILLER)
     return Span(words=kept, head=head or kept, had_pronoun=had_pronoun)
 
