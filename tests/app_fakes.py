@@ -6,9 +6,11 @@ threshold otherwise, so answers differ between cases: enough to test the app, no
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from vlseg.concepts import CONCEPT_NAMES, SEQUENCES
@@ -20,7 +22,8 @@ KEYWORDS = (("enhancing", "ET"), ("edema", "ED"), ("necro", "NCR"), ("core", "TC
 
 
 class FakeSegmenter:
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s  # simulated model time per question (load tests)
         self._case: Case | None = None
         self.n_encodes = 0
         self.queries: list[str] = []
@@ -43,6 +46,8 @@ class FakeSegmenter:
     def ask(self, query: str) -> Answer:
         case = self.case
         self.queries.append(query)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         q = query.lower()
         concept = next((c for k, c in KEYWORDS if k in q), None)
         model = {"name": "fake", "checkpoint": None}
@@ -55,7 +60,8 @@ class FakeSegmenter:
             mask = case.labels[concept].astype(np.uint8)
         else:
             img = next(case.images[s] for s in ("t1c", "t2f", "t1n", "t2w") if s in case.images)
-            mask = (img > np.percentile(img, 99.5)).astype(np.uint8)
+            lo, hi = float(img.min()), float(img.max())
+            mask = (img > lo + 0.75 * (hi - lo)).astype(np.uint8)  # the brightest part
         vol_ml = float(mask.sum() * np.prod(case.spacing) / 1000.0)
         target = {"concept": concept, "phrase": query, "mask": f"{concept}.nii.gz",
                   "present": bool(mask.any()), "volume_ml": round(vol_ml, 2),
@@ -71,7 +77,15 @@ class FakeSegmenter:
 
 
 def fake_fork(base: Any) -> FakeSegmenter:
-    return FakeSegmenter()
+    return FakeSegmenter(delay_s=getattr(base, "delay_s", 0.0))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def copy_case_writer(source_case_dir: Path):
@@ -87,3 +101,19 @@ def copy_case_writer(source_case_dir: Path):
         return dst
 
     return write
+
+
+def small_case(root: Path, case_id: str, *, shift: int, size: int = 4) -> Path:
+    """A BraTS-2023-layout case of 24^3 voxels with a cubic 'tumor' at an offset."""
+    folder = root / case_id
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(shift)
+    seg = np.zeros((24, 24, 24), np.uint8)
+    seg[shift:shift + size, 8:8 + size, 8:8 + size] = 3  # ET
+    seg[shift:shift + size, 8:8 + size, 8 + size:10 + size] = 2  # ED
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    for seq in ("t1n", "t1c", "t2w", "t2f"):
+        img = rng.random(seg.shape).astype(np.float32) * 10 + 50 + seg * 40
+        nib.save(nib.Nifti1Image(img, aff), folder / f"{case_id}-{seq}.nii.gz")
+    nib.save(nib.Nifti1Image(seg, aff), folder / f"{case_id}-seg.nii.gz")
+    return folder

@@ -10,25 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from app_fakes import FakeSegmenter, fake_fork
+from app_fakes import FakeSegmenter, fake_fork, small_case
 from vlseg.errors import InputError
 from vlseg.app.sessions import AskRequest, CaseRequest, SessionStore
-
-
-def small_case(root: Path, case_id: str, *, shift: int, size: int = 4) -> Path:
-    """A BraTS-2023-layout case of 24^3 voxels with a cubic 'tumor' at an offset."""
-    folder = root / case_id
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(shift)
-    seg = np.zeros((24, 24, 24), np.uint8)
-    seg[shift:shift + size, 8:8 + size, 8:8 + size] = 3  # ET
-    seg[shift:shift + size, 8:8 + size, 8 + size:10 + size] = 2  # ED
-    aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    for seq in ("t1n", "t1c", "t2w", "t2f"):
-        img = rng.random(seg.shape).astype(np.float32) * 100 + 50 + seg * 40
-        nib.save(nib.Nifti1Image(img, aff), folder / f"{case_id}-{seq}.nii.gz")
-    nib.save(nib.Nifti1Image(seg, aff), folder / f"{case_id}-seg.nii.gz")
-    return folder
 
 
 @pytest.fixture

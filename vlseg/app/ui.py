@@ -9,6 +9,7 @@ Handlers never raise for a user mistake: the message goes into the chat and the 
 """
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -40,10 +41,18 @@ INTRO = (
 )
 
 
+_ABS_PATH = re.compile(r"(?<![\w.])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")
+
+
+def strip_dirs(text: str) -> str:
+    """Show file names without server folders (upload caches, output roots) in user messages."""
+    return _ABS_PATH.sub(r"\1", text)
+
+
 def _user_message(e: BaseException) -> str:
     """Chat text for an error: the user's own problem verbatim, anything else generic."""
     if isinstance(e, VlsegError):
-        return f"⚠️ {e}"
+        return f"⚠️ {strip_dirs(str(e))}"
     rid = new_request_id()
     log_event(rid, op="handler", status="error", error=type(e).__name__)
     return f"⚠️ Something went wrong on the server (error id {rid}); the app is still running — try again."
@@ -158,7 +167,7 @@ class ChatApp:
                                             fingerprint=fingerprint_files(ups.sequences)))
             resp = self.store.ask(AskRequest(session_id=sid, query=query or ""))
         except VlsegError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(strip_dirs(str(e)), print_exception=False) from None
         except Exception as e:  # noqa: BLE001
             raise gr.Error(_user_message(e).lstrip("⚠️ "), print_exception=False) from None
         return resp.answer_json, [str(p) for p in resp.mask_files], sid
@@ -223,21 +232,23 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
 
         case_outputs = [sid, chat, case_info, viewer, zslider]
         load_sample_btn.click(app.load_sample, [sample_radio, sid, chat], case_outputs,
-                              show_progress_on=[case_info], **heavy)
+                              show_progress_on=[case_info], api_name="ui_load_sample", **heavy)
         load_upload_btn.click(app.load_upload, [uploads, sid, chat], case_outputs,
-                              show_progress_on=[case_info], **heavy)
+                              show_progress_on=[case_info], api_name="ui_load_upload", **heavy)
         ask_outputs = [sid, chat, query, overlay, table, masks_out, viewer]
-        for trigger in (send.click, query.submit):
-            trigger(app.ask, [query, sid, chat, toggles, zslider], ask_outputs, **heavy)
-        for trigger in (zslider.change, toggles.change):
+        for k, trigger in enumerate((send.click, query.submit)):
+            trigger(app.ask, [query, sid, chat, toggles, zslider], ask_outputs,
+                    api_name=f"ui_chat_{k}", **heavy)
+        for k, trigger in enumerate((zslider.change, toggles.change)):
             trigger(app.view, [sid, zslider, toggles], [viewer], trigger_mode="always_last",
+                    api_name=f"ui_view_{k}",
                     concurrency_id="viewer", concurrency_limit=2, api_visibility="private",
                     show_progress="hidden")
         timer = gr.Timer(2.0, active=len(samples.ready()) < len(samples.names))
         timer.tick(app.refresh_samples, None, [sample_radio, sample_status, timer],
-                   api_visibility="private", show_progress="hidden", queue=False)
+                   api_name="ui_samples_tick", api_visibility="private", show_progress="hidden", queue=False)
         demo.load(app.refresh_samples, None, [sample_radio, sample_status, timer],
-                  api_visibility="private", show_progress="hidden", queue=False)
+                  api_name="ui_samples_load", api_visibility="private", show_progress="hidden", queue=False)
         api_btn.click(app.api_ask, [api_files, api_query, sid], [api_answer, api_masks, sid],
                       api_name="ask", concurrency_id="inference", api_visibility="public",
                       api_description="Answer a question on a scan: files = 1-4 NIfTI sequences "
