@@ -254,7 +254,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         load_optimizer(optimizer, resume_dir / OPTIM_FILE, state["optimizer"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     if resume_dir is not None:
-        scheduler.load_state_dict(state["scheduler"])
+        # The schedule itself is a function of the step (recomputed from this config)
+        scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
     wrapper, optimizer = accelerator.prepare(PromptedSegmenter(model), optimizer)
     loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
                                smooth=config.loss.dice_smooth)
@@ -291,6 +292,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             provenance_base["base_checkpoint"] = {"path": str(base), "sha256": checkpoint_sha256(base)}
         _log(out, {"event": "start", "step": start_step, "resumed_from": str(resume_dir) if resume_dir else None,
                    "processes": accelerator.num_processes,
+                   "distributed": f"{accelerator.distributed_type.value} ({accelerator.state.backend or 'none'})",
                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                    "cases": {e.name: len(e.files) for e in entries}})
 
@@ -359,6 +361,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        # Every rank records a digest of its weights: DDP keeps them identical (checked in tests)
+        digest = state_digest(accelerator.unwrap_model(wrapper).model)
+        write_json_atomic(out / "ranks" / f"rank{accelerator.process_index}.json",
+                          {"rank": accelerator.process_index, "step": step, "weights_sha256": digest})
+        accelerator.wait_for_everyone()
     wall = wall_before + time.perf_counter() - t_start
     summary = {"step": step, "wall_time_s": wall, "last_val": last_val, "best": best,
                "last_checkpoint": str(find_last_checkpoint(out)), "output_dir": str(out)}
@@ -366,6 +374,39 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         _log(out, {"event": "end", **summary})
     accelerator.end_training()
     return summary
+
+
+@torch.no_grad()
+def fixed_set_loss(model: nn.Module, entries, config: TrainConfig, *, samples: int = 8, seed: int = 1234) -> float:
+    """Mean loss over a fixed, un-augmented set of crops (same crops and phrases on every call)."""
+    from vlseg.training.sources import MixtureDataset, collate
+
+    ds = MixtureDataset(sources=entries, crop_size=config.data.crop_size,
+                        prompts_per_sample=config.data.prompts_per_sample,
+                        foreground_prob=config.data.foreground_prob, augment_config=None, seed=seed)
+    rng = np.random.default_rng(seed)
+    batch = collate([ds.sample(rng) for _ in range(samples)])
+    was_training = model.training
+    model.eval()
+    try:
+        logits = PromptedSegmenter(model)(batch["images"], batch["present"], batch["phrases"])
+        loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
+                                   smooth=config.loss.dice_smooth)
+        return float(loss_fn(logits, batch["targets"], batch["loss_mask"]).loss)
+    finally:
+        model.train(was_training)
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 over every trainable tensor (name + bytes), in name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _describe_source(source, entry) -> dict[str, Any]:
@@ -415,12 +456,10 @@ class _Lazy:
 
 
 def _with_labels(case, masks):
+    """The case with exactly the concepts its source labels (others are not scored)."""
     import dataclasses
 
-    from vlseg.concepts import CONCEPTS
-
-    labels = {c: masks.get(c, np.zeros(case.shape, bool)) for c in CONCEPTS}
-    return dataclasses.replace(case, labels=labels)
+    return dataclasses.replace(case, labels=dict(masks))
 
 
 def _save(folder: Path, model: nn.Module, spec, config: TrainConfig, provenance_base: dict[str, Any], *,

@@ -64,6 +64,8 @@ def validate_cases(
                     probs = decode(model, prepared, prompts)                     # (5, X, Y, Z)
                     probs = probs.cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
                     for c, p in zip(CONCEPTS, probs):
+                        if c not in case.labels:   # a partially labelled validation source
+                            continue
                         scores.setdefault(key, {}).setdefault(c, []).append(dice(p > threshold, case.labels[c]))
                 del prepared
     finally:

@@ -1,0 +1,222 @@
+"""End-to-end training on tiny partial-label data: checkpoints, resume, validation, LoRA, 2 ranks."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from vlseg.errors import ModelError
+from vlseg.training.config import LoraConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "train" / "configs" / "tiny_test.yaml"
+
+
+def write_tiny_cases(root: Path, *, n: int, label: str, seed: int, shape=(24, 28, 24)) -> Path:
+    """Generic-folder cases (``caseNN_{t1n,t1c,t2w,t2f,seg}.nii.gz``, 2 mm) labelling one concept as 1."""
+    rng = np.random.default_rng(seed)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    c = np.array(shape) / 2
+    brain = sum(((g - m) / (s * 0.45)) ** 2 for g, m, s in zip((zz, yy, xx), c, shape)) < 1
+    for i in range(n):
+        d = root / f"case{i:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        t = c + rng.integers(-3, 4, size=3)
+        r = np.sqrt((zz - t[0]) ** 2 + (yy - t[1]) ** 2 + (xx - t[2]) ** 2)
+        et, ed = (r < 4) & (r >= 2), (r < 7) & (r >= 4)
+        for seq in ("t1n", "t1c", "t2w", "t2f"):
+            img = brain * (100 + 10 * rng.normal(size=shape)) + 80 * et * (seq == "t1c") + 60 * ed * (seq in ("t2w", "t2f"))
+            nib.save(nib.Nifti1Image(img.astype(np.float32), affine), d / f"case{i:02d}_{seq}.nii.gz")
+        nib.save(nib.Nifti1Image((ed if label == "ED" else et).astype(np.uint8), affine), d / f"case{i:02d}_seg.nii.gz")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_train")
+    write_tiny_cases(root / "ed", n=3, label="ED", seed=1)
+    write_tiny_cases(root / "et", n=3, label="ET", seed=2)
+    write_tiny_cases(root / "val", n=1, label="ED", seed=3)
+    return root
+
+
+def overrides(data: Path, out: Path, *extra: str) -> list[str]:
+    return [f"data.sources.0.path={data / 'ed'}", f"data.sources.1.path={data / 'et'}",
+            f"data.cache_dir={data / 'cache'}", f"output_dir={out}", *extra]
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory) -> Path:
+    """4 steps (checkpoints at 2 and 4) with validation on a separate folder at step 4."""
+    from vlseg.training.loop import train
+
+    out = tmp_path_factory.mktemp("run")
+    val = ("val.sources=[{name: val, kind: folder, path: " + str(tiny_data / "val") + ", label_map: {'1': ED}}]")
+    cfg = load_config(CONFIG, overrides(tiny_data, out, val, "val.every=4", "val.max_cases=1",
+                                        "val.sequence_sets=[[t1n, t1c, t2w, t2f], [t1c, t2f]]"))
+    summary = train(cfg, progress=False)
+    assert summary["step"] == 4
+    return out
+
+
+def test_training_writes_checkpoints_logs_and_validation(trained):
+    from vlseg.model.checkpoint import load_model
+
+    log = read_log(trained)
+    assert [r["step"] for r in log if r["event"] == "train"] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in log if r["event"] == "train")
+    val = [r for r in log if r["event"] == "val"]
+    assert len(val) == 1 and set(val[0]["all4"]) == {"ED", "mean"}         # only what the source labels
+    assert {"all4", "t1c+t2f", "heldout_text"} <= set(val[0])
+    assert 0.0 <= val[0]["all4"]["ED"] <= 1.0
+    ckpts = sorted(p.name for p in (trained / "checkpoints").iterdir())
+    assert ckpts == ["step_0000002", "step_0000004"]
+    meta = json.loads((trained / "checkpoints" / "step_0000004" / "config.json").read_text())
+    prov = meta["provenance"]
+    assert prov["steps"] == 4 and prov["seed"] == 0 and "git_commit" in prov and prov["wall_time_s"] > 0
+    assert [s["supervises"] for s in prov["data_sources"]] == [["ED"], ["ET"]]
+    assert (trained / "best" / "model.safetensors").is_file() and (trained / "config.yaml").is_file()
+    # The checkpoint loads through the ordinary (pickle-free) loader; the text base stays out of it
+    model = load_model(trained / "checkpoints" / "step_0000004")
+    assert model.config.name == "tiny_test"
+    from safetensors.torch import load_file
+
+    keys = load_file(str(trained / "checkpoints" / "step_0000004" / "model.safetensors")).keys()
+    assert all("lora_" in k for k in keys if k.startswith("text_encoder."))
+    assert any("lora_" in k for k in keys)
+    state = json.loads((trained / "checkpoints" / "step_0000004" / "state.json").read_text())
+    assert state["step"] == 4 and (trained / "checkpoints" / "step_0000004" / "optimizer.safetensors").is_file()
+
+
+def test_resume_continues_from_last_checkpoint(trained, tiny_data, tmp_path):
+    from vlseg.training.loop import build_optimizer, load_optimizer, train
+
+    out = tmp_path / "resumed"
+    shutil.copytree(trained, out)
+    cfg = load_config(CONFIG, overrides(tiny_data, out, "max_steps=6"))
+    summary = train(cfg, resume=True, progress=False)
+    log = read_log(out)
+    starts = [r for r in log if r["event"] == "start"]
+    assert starts[-1]["step"] == 4 and starts[-1]["resumed_from"].endswith("step_0000004")
+    assert [r["step"] for r in log if r["event"] == "train"][-2:] == [5, 6]
+    assert summary["step"] == 6 and summary["wall_time_s"] > 0
+    # Optimizer moments survive the safetensors/JSON round trip
+    from vlseg.training.loop import build_training_model
+
+    model, _ = build_training_model(cfg, resume_dir=out / "checkpoints" / "step_0000006")
+    opt = build_optimizer(model, cfg)
+    state = json.loads((out / "checkpoints" / "step_0000006" / "state.json").read_text())
+    load_optimizer(opt, out / "checkpoints" / "step_0000006" / "optimizer.safetensors", state["optimizer"])
+    moments = [s["exp_avg"] for s in opt.state_dict()["state"].values()]
+    assert moments and all(torch.isfinite(m).all() for m in moments) and any(m.abs().sum() > 0 for m in moments)
+
+
+def test_text_encoder_base_is_frozen_lora_trains(tiny_data, tmp_path):
+    from vlseg.training.loop import build_training_model
+
+    cfg = load_config(CONFIG, overrides(tiny_data, tmp_path))
+    model, spec = build_training_model(cfg)
+    assert spec is None
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    text = [n for n in trainable if n.startswith("text_encoder.")]
+    assert text and all("lora_" in n for n in text)
+    assert any(n.startswith("image_encoder.") for n in trainable)
+    assert not any(p.requires_grad for n, p in model.text_encoder.named_parameters() if "lora_" not in n)
+
+
+def test_finetune_lora_lowers_loss_and_saves_only_adapter(trained, tiny_data, tmp_path):
+    from vlseg.model.checkpoint import load_model
+    from vlseg.training.cache import build_cache
+    from vlseg.training.lora import load_adapter
+    from vlseg.training.loop import fixed_set_loss, train
+
+    base = trained / "checkpoints" / "step_0000004"
+    out = tmp_path / "ft"
+    # Fine-tune on the edema-only set
+    cfg = load_config(CONFIG, overrides(tiny_data, out, f"init_checkpoint={base}", "lora.enabled=true",
+                                        "lora.rank=4", "lora.alpha=8", "max_steps=16", "checkpoint_every=16",
+                                        "optim.lr=0.01", "optim.text_lr=0.002", "optim.scheduler=constant",
+                                        "data.sources=[{name: only_ed, kind: folder, path: "
+                                        + str(tiny_data / "ed") + ", label_map: {'1': ED}}]"))
+    train(cfg, progress=False)
+    adapter = out / "checkpoints" / "step_0000016"
+    assert {p.name for p in adapter.iterdir()} >= {"adapter.safetensors", "adapter.json"}
+    assert not (adapter / "model.safetensors").exists()
+
+    entries = build_cache(cfg.data.sources, cache_dir=cfg.data.cache_dir, spacing_mm=2.0, progress=False)
+    before = fixed_set_loss(load_model(base), entries, cfg)
+    tuned = load_adapter(load_model(base), adapter)
+    after = fixed_set_loss(tuned, entries, cfg)
+    assert after < before, (before, after)
+
+
+def test_adapter_is_small_and_round_trips_on_tiny(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from vlseg.model.registry import build_model
+    from vlseg.training.lora import ADAPTER_WEIGHTS, add_adapters, adapter_state_dict, load_adapter, save_adapter
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    base_state = {k: v.clone() for k, v in model.checkpoint_state_dict().items()}
+    full = sum(v.numel() for v in base_state.values())
+    spec = add_adapters(model, LoraConfig(enabled=True, rank=2))
+    lora = adapter_state_dict(model)
+    assert 0 < sum(v.numel() for v in lora.values()) <= 0.05 * full
+    assert any(k.startswith("image_encoder.") for k in lora) and any(k.startswith("text_encoder.") for k in lora)
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
+    with torch.no_grad():                       # make the adapter non-trivial
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    save_adapter(model, spec, tmp_path / "ad", {"note": "test"})
+    x = torch.randn(1, 4, 16, 16, 16)
+    present = torch.ones(1, 4, dtype=torch.bool)
+    with torch.no_grad():
+        ref = model.eval()(x, present, ["edema"])
+
+    # The same base + the saved adapter reproduces the fine-tuned outputs
+    base = build_model("tiny")
+    base.load_state_dict(base_state, strict=False)
+    with torch.no_grad():
+        plain = base.eval()(x, present, ["edema"])
+        applied = load_adapter(base, tmp_path / "ad").eval()(x, present, ["edema"])
+    assert torch.allclose(applied, ref, atol=1e-5) and not torch.allclose(plain, ref, atol=1e-3)
+
+    # A tampered adapter is refused with a clear error
+    tensors = load_file(str(tmp_path / "ad" / ADAPTER_WEIGHTS))
+    tensors["image_encoder.extra.lora_A.default.weight"] = torch.zeros(1)
+    save_file(tensors, str(tmp_path / "ad" / ADAPTER_WEIGHTS))
+    with pytest.raises(ModelError, match="unexpected"):
+        load_adapter(build_model("tiny"), tmp_path / "ad")
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_weights(tiny_data, tmp_path):
+    """`accelerate launch` with 2 CPU processes (DDP over gloo): both ranks end with equal weights."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(REPO / "train" / "train.py"), "--config", str(CONFIG), "--no-progress",
+           "--override", *overrides(tiny_data, out, "max_steps=3", "checkpoint_every=3")]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    start = read_log(out)[0]
+    assert start["processes"] == 2 and "gloo" in start["distributed"]
