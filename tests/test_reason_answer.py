@@ -118,8 +118,9 @@ def test_refusal_and_help_list_what_can_be_segmented():
     text = compose_answer(intent="refuse", targets=[], phrases=["the liver"], relations=None,
                           sequences_used=[], refused=True)
     assert "the liver" in text and "enhancing tumor (ET)" in text and "whole tumor (WT)" in text
-    assert compose_answer(intent="help", targets=[], phrases=[], relations=None, sequences_used=[],
-                          help_text="Custom help.").startswith("Custom help.")
+    text = compose_answer(intent="help", targets=[], phrases=[], relations=None, sequences_used=[],
+                          help_text="Custom help.", notes=("A caller note.",))
+    assert text.splitlines() == ["Custom help.", "A caller note.", DISCLAIMER]
 
 
 def test_unknown_intent_or_sequence_raises():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from vlseg.errors import VlsegError
 from vlseg.reasoning.atlas import (
     LOBES, MNI_2MM_AFFINE, MNI_2MM_SHAPE, AtlasLocator, apply_affine, lobe_at, load_lobe_atlas,
     template_path,
@@ -130,3 +131,5 @@ def test_fit_rejects_unusable_images():
         AtlasLocator.fit(np.ones((20, 20), np.float32), np.eye(4))
     with pytest.raises(ValueError):
         AtlasLocator(ras_to_mni=np.zeros((4, 4)))
+    with pytest.raises(VlsegError, match="atlas registration failed"):  # no brain-like content
+        AtlasLocator.fit(np.ones((20, 20, 20), np.float32), np.eye(4))

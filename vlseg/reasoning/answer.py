@@ -235,8 +235,12 @@ def _clean_phrase(p: str) -> str:
 
 def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: list[str],
                    relations: dict | None, sequences_used: list[str], refused: bool = False,
-                   help_text: str | None = None) -> str:
-    """The answer text for one parsed query, built only from the given measurements."""
+                   help_text: str | None = None, notes: tuple[str, ...] = ()) -> str:
+    """The answer text for one parsed query, built only from the given measurements.
+
+    ``notes``: caller sentences (e.g. "Location unavailable: ...") placed before the closing
+    disclaimer, which always stays last.
+    """
     if intent not in INTENTS:
         raise ValueError(f"unknown intent {intent!r}; use one of {', '.join(INTENTS)}")
     bad = [s for s in sequences_used if s not in SEQUENCES]
@@ -277,5 +281,6 @@ def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: li
         if missing:
             seq += f" ({_join(missing)} not given, so results may be less reliable)"
         lines.append(seq + ".")
+    lines += [str(n).strip() for n in notes if str(n).strip()]
     lines.append(DISCLAIMER)
     return "\n".join(lines)

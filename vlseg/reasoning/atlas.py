@@ -20,6 +20,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from vlseg.errors import InputError, VlsegError
+
 LOBES: tuple[str, ...] = (
     "frontal", "parietal", "temporal", "occipital", "insula", "limbic",
     "deep grey matter", "cerebellum", "brainstem",
@@ -181,7 +183,7 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     img = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     fg = img[img > 0][::7]  # thinned: the percentile barely moves, 7x faster
     if fg.size == 0:
-        raise ValueError("cannot register an image with no positive voxels")
+        raise InputError("the image has no positive voxels, so it cannot be registered to the atlas")
     hi = float(np.percentile(fg, 99.5))
     return np.clip(img, 0.0, hi) / max(hi, 1e-6)
 
@@ -292,7 +294,7 @@ class AtlasLocator:
         image = np.asarray(image)
         affine = np.asarray(affine, dtype=np.float64)
         if image.ndim != 3:
-            raise ValueError(f"image must be 3D, got shape {image.shape}")
+            raise InputError(f"image must be 3D for atlas registration, got shape {image.shape}")
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) \
                 or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
             raise ValueError("affine must be a finite, invertible 4x4 matrix")
@@ -300,7 +302,11 @@ class AtlasLocator:
         if brain_mask is not None:
             img = np.where(np.asarray(brain_mask, dtype=bool), img, 0.0)
         moving = _downsample(img, affine, spacing_mm)
-        tfm, metric = _register(moving, _template_sitk(spacing_mm), threads=threads, seed=seed)
+        try:
+            tfm, metric = _register(moving, _template_sitk(spacing_mm), threads=threads, seed=seed)
+        except RuntimeError as e:  # e.g. "All samples map outside moving image buffer"
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise VlsegError(f"atlas registration failed ({lines[-1] if lines else e})") from None
         mni_to_ras = _affine_to_matrix(tfm)
         return cls(ras_to_mni=np.linalg.inv(mni_to_ras), metric=metric, method="sitk-affine")
 
