@@ -147,7 +147,7 @@ def test_chat_context(parser):
     assert (where.intent, where.concepts, where.refers_to_previous) == ("location", ("ED",), True)
     new = parser.parse("and the necrosis?", previous=where)
     assert (new.intent, new.concepts, new.refers_to_previous) == ("location", ("NCR",), True)
-    same = parser.parse("what about it?", previous=new)
+    same = parser.parse("what about it?", previous=new.to_json())  # JSON history works too
     assert (same.intent, same.concepts) == ("location", ("NCR",))
     # A refused turn is not something to refer to; neither is nothing at all.
     refused = parser.parse("segment the liver")

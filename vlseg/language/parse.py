@@ -135,9 +135,11 @@ class QueryParser:
         self._neg_emb = self._embed(list(bank.NEGATIVE_BANK))
 
     # ------------------------------------------------------------------ public
-    def parse(self, query: str, *, previous: Parse | None = None) -> Parse:
+    def parse(self, query: str, *, previous: Parse | dict | None = None) -> Parse:
         """Parse one query; ``previous`` (the last parse in this chat) resolves "it", "and the edema?"."""
         query = self._check(query)
+        if isinstance(previous, dict):  # chat history kept as JSON (e.g. by the app)
+            previous = Parse.from_json(previous)
         text = rules.normalize(query)
 
         # Refuse what is not ours to answer, before looking for targets.
@@ -173,12 +175,12 @@ class QueryParser:
     def _check(self, query: Any) -> str:
         if not isinstance(query, str):
             raise InputError(f"a query must be text, got {type(query).__name__}")
+        if len(query.strip()) > self.max_chars:
+            raise InputError(f"query is {len(query.strip())} characters long; keep it under "
+                             f"{self.max_chars} (ask one question at a time)")
         query = "".join(ch if ch.isprintable() else " " for ch in query).strip()
         if not query:
             raise InputError('empty query; ask e.g. "segment the necrotic core" or "help"')
-        if len(query) > self.max_chars:
-            raise InputError(f"query is {len(query)} characters long; keep it under {self.max_chars} "
-                             "(ask one question at a time)")
         return query
 
     def _classify(self, span: rules.Span, sims: dict[str, float]) -> TargetRef | str:
