@@ -26,8 +26,8 @@ from vlseg.concepts import CONCEPT_NAMES, CONCEPTS, SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import write_json_atomic
 from vlseg.io import Case, load_case, write_mask
+from vlseg.reasoning import DISCLAIMER, relations_to_json
 
-DISCLAIMER = "Research tool output, not a diagnosis."
 # Concepts whose probabilities `relations` needs; decoded together when a relation is asked for.
 RELATION_CONCEPTS: tuple[str, ...] = ("NCR", "ED", "ET", "TC")
 
@@ -57,7 +57,7 @@ class Answer:
             "refused": self.refused,
             "intent": self.intent,
             "targets": [dict(t) for t in self.targets],
-            "relations": self.relations,
+            "relations": relations_to_json(self.relations),
             "sequences_used": list(self.sequences_used),
             "model": dict(self.model),
             "timing_s": {k: round(v, 4) for k, v in self.timing_s.items()},
@@ -156,7 +156,7 @@ class Segmenter:
     # ----------------------------------------------------------------- asking
     def ask(self, query: str) -> Answer:
         """Answer one query about the case that is set; chat context carries over between calls."""
-        from vlseg.reasoning import compose_answer, measure_target, relations
+        from vlseg.reasoning import clean_mask, compose_answer, measure_target, relations
 
         state = self._state
         if state is None:
@@ -196,15 +196,15 @@ class Segmenter:
         ]
         rel = None
         if wanted_for_relations:
-            masks = {c: state.probs[c] >= self.threshold for c in RELATION_CONCEPTS}
+            masks = {c: clean_mask(state.probs[c], state.case.affine, threshold=self.threshold)
+                     for c in RELATION_CONCEPTS}
             rel = relations(masks, state.case.affine)
         timing["measure"] = time.perf_counter() - t2
 
+        notes = (f"Location unavailable: {state.locator_failed}.",) if state.locator_failed else ()
         text = compose_answer(intent=parse.intent, targets=measurements,
                               phrases=[t.phrase for t in parse.targets], relations=rel,
-                              sequences_used=list(state.case.present))
-        if state.locator_failed:
-            text += f" (Location unavailable: {state.locator_failed}.)"
+                              sequences_used=list(state.case.present), notes=notes)
         timing["total"] = time.perf_counter() - t0
         return self._answer(parse, text, measurements, state.probs, rel, timing)
 
@@ -246,7 +246,9 @@ class Segmenter:
         masks: dict[str, np.ndarray] = {}
         masks_ras: dict[str, np.ndarray] = {}
         for ref, m in zip(parse.targets, measurements):
-            mask_ras = (probs[m.concept] >= self.threshold).astype(np.uint8)
+            # The mask that was measured: p >= threshold, specks below the minimum lesion removed.
+            mask_ras = clean_mask(probs[m.concept], state.case.affine,
+                                  threshold=self.threshold).astype(np.uint8)
             masks_ras[m.concept] = mask_ras
             masks[m.concept] = state.case.to_source(mask_ras)
             targets.append(_target_json(ref, m))
@@ -280,25 +282,14 @@ class Segmenter:
 
 
 def _target_json(ref: Any, m: Any) -> dict[str, Any]:
-    """answer.json entry for one target (keys fixed by the CLI contract)."""
-    r = lambda x, n=2: None if x is None else round(float(x), n)  # noqa: E731
-    return {
-        "concept": m.concept,
-        "phrase": ref.phrase,
-        "parse_score": r(ref.score, 3),
-        "mask": f"{m.concept}.nii.gz",
-        "present": bool(m.present),
-        "presence_score": r(m.presence_score, 3),
-        "volume_ml": r(m.volume_ml),
-        "volume_ml_range": [r(m.volume_ml_range[0]), r(m.volume_ml_range[1])],
-        "n_lesions": int(m.n_lesions),
-        "centroid_ras_mm": None if m.centroid_ras_mm is None else [r(v, 1) for v in m.centroid_ras_mm],
-        "hemisphere": m.hemisphere,
-        "crosses_midline": bool(m.crosses_midline),
-        "lobes": list(m.lobes),
-        "max_diameter_mm": r(m.max_diameter_mm, 1),
-        "perpendicular_diameter_mm": r(m.perpendicular_diameter_mm, 1),
-    }
+    """answer.json entry for one target: the reasoning module's rounded measurement (the exact
+    values the answer text quotes) plus the phrase and mask file name."""
+    from vlseg.reasoning import measurement_to_json
+
+    out = {"concept": m.concept, "phrase": ref.phrase, "parse_score": round(float(ref.score), 3),
+           "mask": f"{m.concept}.nii.gz"}
+    out.update(measurement_to_json(m))
+    return out
 
 
 __all__ = ["Segmenter", "Answer", "DISCLAIMER", "CONCEPTS", "SEQUENCES"]
