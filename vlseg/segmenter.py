@@ -102,7 +102,9 @@ class Segmenter:
         if parser is None:
             from vlseg.language import QueryParser
 
-            parser = QueryParser(encoder=model.text_encoder)
+            # The parser's thresholds are calibrated on plain MiniLM, not on the model's
+            # LoRA-adapted text encoder, so it keeps its own (process-wide cached) encoder.
+            parser = QueryParser()
         self.parser = parser
         self._state: _CaseState | None = None
         self._model_info: dict[str, Any] | None = None
