@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
-    s = sub.add_parser("serve", help="start the chat app (Gradio) on http://127.0.0.1:7860")
+    s = sub.add_parser("serve", help="start the chat app (Gradio) on http://127.0.0.1:7860",
+                       allow_abbrev=False)  # '--auth x' must not pass for '--auth-file x'
     s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--model", default=None)

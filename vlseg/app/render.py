@@ -61,6 +61,16 @@ def target_center(masks: Mapping[str, np.ndarray], shape: Sequence[int]) -> tupl
     return tuple(int(v) for v in nearest)  # type: ignore[return-value]
 
 
+def crop_box(volume: np.ndarray, margin: int = 4) -> tuple[slice, slice, slice]:
+    """Bounding box of the non-zero voxels, grown by ``margin``; the whole volume if empty."""
+    nz = np.argwhere(np.asarray(volume) != 0)
+    if nz.size == 0:
+        return tuple(slice(0, s) for s in volume.shape)  # type: ignore[return-value]
+    lo = np.maximum(nz.min(axis=0) - margin, 0)
+    hi = np.minimum(nz.max(axis=0) + margin + 1, volume.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
 def _plane(vol: np.ndarray, axis: int, index: int) -> np.ndarray:
     """2D display array (rows top->bottom, cols left->right) for one plane, radiological view."""
     if axis == 2:  # axial: cols = x flipped (patient's right on the left), rows = y (A up)
@@ -87,11 +97,18 @@ def blend(background: np.ndarray, masks: Mapping[str, np.ndarray], *,
 
 
 def axial_slice(background_u8: np.ndarray, masks: Mapping[str, np.ndarray], z: int,
-                enabled: Sequence[str] | None = None) -> np.ndarray:
-    """One axial slice of the whole volume with the enabled concept masks -> (H, W, 3) uint8."""
+                enabled: Sequence[str] | None = None, *, min_size: int = 0) -> np.ndarray:
+    """One axial slice of the whole volume with the enabled concept masks -> (H, W, 3) uint8.
+
+    ``min_size``: grids smaller than this (pixels, longer side) are zoomed by an integer factor.
+    """
     z = int(np.clip(z, 0, background_u8.shape[2] - 1))
     shown = {c: _plane(m, 2, z) for c, m in masks.items() if enabled is None or c in enabled}
-    return blend(_plane(background_u8, 2, z), shown)
+    rgb = blend(_plane(background_u8, 2, z), shown)  # (H, W, 3)
+    if min_size and max(rgb.shape[:2]) < min_size:  # small grids: nearest-neighbour zoom
+        k = int(np.ceil(min_size / max(rgb.shape[:2])))
+        rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+    return rgb
 
 
 def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
@@ -107,12 +124,17 @@ def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndar
 
     seq, vol = pick_background(images)
     bg = to_display_uint8(vol)
+    # Crop to the head (non-zero voxels, plus a margin) so the brain fills the panels.
+    box = crop_box(vol)
+    bg = bg[box]
+    masks = {c: np.asarray(m)[box] for c, m in masks.items()}
     ci, cj, ck = target_center(masks, bg.shape)
     sx, sy, sz = (float(s) for s in spacing)
+    ox, oy, oz = (b.start for b in box)  # titles give voxel indices of the full RAS+ volume
     planes = [  # (title, axis, index, physical aspect = row spacing / col spacing)
-        (f"axial z={ck}", 2, ck, sy / sx),
-        (f"coronal y={cj}", 1, cj, sz / sx),
-        (f"sagittal x={ci}", 0, ci, sz / sy),
+        (f"axial z={ck + oz}", 2, ck, sy / sx),
+        (f"coronal y={cj + oy}", 1, cj, sz / sx),
+        (f"sagittal x={ci + ox}", 0, ci, sz / sy),
     ]
     fig = Figure(figsize=(10.5, 4.2), dpi=90, facecolor="black")
     axes = fig.subplots(1, 3)
@@ -122,8 +144,9 @@ def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndar
         ax.set_title(name, color="white", fontsize=9)
         ax.set_axis_off()
         if axis in (2, 1):  # radiological: patient's right on the left
-            ax.text(0.01, 0.5, "R", color="white", transform=ax.transAxes, fontsize=9, va="center")
-            ax.text(0.97, 0.5, "L", color="white", transform=ax.transAxes, fontsize=9, va="center")
+            h, w = _plane(bg, axis, index).shape
+            ax.text(1, h / 2, "R", color="white", fontsize=9, va="center", ha="left")
+            ax.text(w - 2, h / 2, "L", color="white", fontsize=9, va="center", ha="right")
     handles = []
     for concept in CONCEPTS:
         if concept not in masks:
@@ -131,7 +154,7 @@ def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndar
         label = f"{concept} {CONCEPT_NAMES[concept]}"
         v = (volumes_ml or {}).get(concept)
         if v is not None:
-            label += f" ({v:.1f} mL)"
+            label += f" ({v:.1f} mL)" if v >= 1 else f" ({v:.2f} mL)"
         if not np.asarray(masks[concept]).any():
             label += " (none found)"
         handles.append(Patch(facecolor=np.asarray(CONCEPT_COLORS[concept]) / 255.0, label=label))

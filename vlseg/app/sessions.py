@@ -29,6 +29,7 @@ from vlseg.app import render
 from vlseg.app.logging import request_context
 
 Progress = Callable[[float, str], None]
+VIEWER_MIN_PX = 320  # slice-viewer images of small grids are zoomed to at least this size
 
 
 class SegmenterLike(Protocol):
@@ -94,6 +95,7 @@ class AskResponse:
     mask_files: list[Path]
     answer_dir: Path
     reencoded: bool
+    focus_slice: int | None = None  # axial index (RAS+) through the target, for the viewer
 
 
 MEASUREMENT_HEADERS: list[str] = [
@@ -288,8 +290,9 @@ class SessionStore:
             answer_dir = session.out_dir / f"answer-{session.n_answers:03d}"
             ans.save(answer_dir)
             mask_files = [answer_dir / f"{c}.nii.gz" for c in ans.masks_ras]
-            overlay = None
+            overlay, focus = None, None
             if ans.masks_ras:
+                focus = render.target_center(ans.masks_ras, case.shape)[2]
                 session.masks_ras.update({c: np.asarray(m, dtype=np.uint8)
                                           for c, m in ans.masks_ras.items()})
                 vols = {t["concept"]: t.get("volume_ml") for t in ans.targets}
@@ -302,7 +305,7 @@ class SessionStore:
                 session_id=session.id, text=ans.text, refused=ans.refused, intent=ans.intent,
                 answer_json=ans.to_json(), table=measurement_rows(ans.targets), overlay_png=overlay,
                 mask_files=[p for p in mask_files if p.is_file()], answer_dir=answer_dir,
-                reencoded=reencoded,
+                reencoded=reencoded, focus_slice=focus,
             )
 
     # ----------------------------------------------------------------- viewer
@@ -319,7 +322,8 @@ class SessionStore:
         if display is None:
             return None
         zz = display.shape[2] // 2 if z is None else int(z)
-        return render.axial_slice(display, dict(session.masks_ras), zz, enabled)
+        return render.axial_slice(display, dict(session.masks_ras), zz, enabled,
+                                  min_size=VIEWER_MIN_PX)
 
     def _case_response(self, session: Session, *, encode_s: float, reused: bool) -> CaseResponse:
         assert session.segmenter is not None

@@ -132,15 +132,18 @@ class ChatApp:
             resp = self.store.ask(AskRequest(session_id=sid, query=query or ""))
         except Exception as e:  # noqa: BLE001
             chat.append({"role": "assistant", "content": _user_message(e)})
-            return sid, chat, "", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return sid, chat, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         text = resp.text
         if resp.reencoded:
             text += " *(The scan was re-encoded: it had been unloaded to save memory.)*"
         chat.append({"role": "assistant", "content": text})
+        if resp.focus_slice is not None:
+            z = resp.focus_slice  # show the slice through the target
         view = self.store.viewer_slice(sid, None if z is None else int(z), enabled)
         files = [str(p) for p in resp.mask_files] or None
         overlay = str(resp.overlay_png) if resp.overlay_png else None
-        return sid, chat, "", overlay, resp.table, files, view
+        slider = gr.skip() if resp.focus_slice is None else gr.Slider(value=resp.focus_slice)
+        return sid, chat, "", overlay, resp.table, files, view, slider
 
     def view(self, sid: str | None, z: float | None, enabled: list[str] | None) -> Any:
         return self.store.viewer_slice(sid, None if z is None else int(z), enabled)
@@ -235,7 +238,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                               show_progress_on=[case_info], api_name="ui_load_sample", **heavy)
         load_upload_btn.click(app.load_upload, [uploads, sid, chat], case_outputs,
                               show_progress_on=[case_info], api_name="ui_load_upload", **heavy)
-        ask_outputs = [sid, chat, query, overlay, table, masks_out, viewer]
+        ask_outputs = [sid, chat, query, overlay, table, masks_out, viewer, zslider]
         for k, trigger in enumerate((send.click, query.submit)):
             trigger(app.ask, [query, sid, chat, toggles, zslider], ask_outputs,
                     api_name=f"ui_chat_{k}", **heavy)

@@ -1,0 +1,107 @@
+"""End to end with the real stack: a tiny random-weights checkpoint served on a free localhost
+port, asked through gradio_client, and driven in a real headless Chromium (Playwright).
+
+Only the app's behaviour is checked, never the (random) model's accuracy.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from app_fakes import copy_case_writer, free_port
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_app(tmp_path_factory, phantom_case_2mm):
+    import torch
+
+    from vlseg.app.security import AppConfig
+    from vlseg.app.server import create_app
+    from vlseg.model.checkpoint import save_checkpoint
+    from vlseg.model.registry import build_model
+
+    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    tmp = tmp_path_factory.mktemp("e2e")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("tiny"), tmp / "tiny-random",
+                           {"note": "random weights, app tests only"})
+    cfg = AppConfig(output_root=tmp / "out", samples_dir=tmp / "samples", port=free_port(),
+                    model=str(ckpt), sample_seeds=(7,), sample_spacing_mm=2.0)
+    app = create_app(cfg, sample_writer=copy_case_writer(phantom_case_2mm))
+    app.launch()
+    assert app.samples.wait(120)
+    yield app, phantom_case_2mm
+    app.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def test_e2e_answer_through_gradio_client(real_app):
+    from gradio_client import Client, handle_file
+
+    app, case = real_app
+    assert app.url.startswith("http://127.0.0.1:")
+    files = [handle_file(str(p)) for p in sorted(case.glob("*-t*.nii.gz"))]
+    client = Client(app.url, verbose=False)
+    answer, masks = client.predict(files, "segment the enhancing tumor", api_name="/ask")
+    assert answer["refused"] is False and answer["intent"] == "segment"
+    assert [t["concept"] for t in answer["targets"]] == ["ET"]
+    assert answer["model"]["name"] == "tiny" and "timing_s" in answer and answer["text"]
+    src = nib.load(next(case.glob("*-t1c.nii.gz")))
+    mask = nib.load(masks[0])
+    assert Path(masks[0]).name == "ET.nii.gz"
+    assert mask.shape == src.shape and (mask.affine == src.affine).all()
+    assert set(mask.get_fdata().ravel().tolist()) <= {0.0, 1.0}
+    # Out of scope: a refusal, not a mask.
+    answer, masks = client.predict(files, "segment the liver", api_name="/ask")
+    assert answer["refused"] is True and not masks
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian chromium not installed at /usr/bin/chromium (.ci/run installs it)")
+def test_browser_sample_case_chat(real_app, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    app, _ = real_app
+    sample = app.samples.names[0]
+    shot = tmp_path / "app.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(app.url)
+            page.get_by_label(sample).check(timeout=60_000)
+            page.click("#load-sample")
+            chat = page.locator("#chat")
+            chat.get_by_text("Loaded").wait_for(timeout=120_000)
+            page.fill("#query textarea", "segment the enhancing tumor")
+            page.click("#ask")
+            # The answer text (grounded, with the disclaimer) and the overlay picture appear.
+            page.locator("#chat .message-row").nth(2).wait_for(timeout=120_000)
+            page.locator("#overlay img").wait_for(timeout=60_000)
+            answer = page.locator("#chat .message-row").nth(2).inner_text()
+            assert "enhancing" in answer.lower() and "not a diagnosis" in answer.lower()
+            assert page.locator("#overlay img").get_attribute("src")
+            assert page.locator("#measurements").get_by_text("ET", exact=True).count() >= 1
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 20_000
+    keep = os.environ.get("VLSEG_SCREENSHOT_OUT")  # set by hand to refresh docs/screenshot.png
+    if keep:
+        shutil.copyfile(shot, keep)
