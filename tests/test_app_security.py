@@ -9,7 +9,7 @@ from vlseg.cli import build_parser
 from vlseg.errors import InputError
 from vlseg.app.cli import config_from_args
 from vlseg.app.security import (
-    AppConfig, NoRemoteFetch, blocks_kwargs, launch_kwargs, load_auth, queue_kwargs,
+    AppConfig, RequestGuard, blocks_kwargs, launch_kwargs, load_auth, queue_kwargs,
 )
 
 
@@ -65,7 +65,8 @@ def test_credentials_from_env_or_file_never_argv(tmp_path):
         load_auth(None, tmp_path / "missing.txt")
 
 
-def _call(path: str, raw: bytes | None = None) -> int:
+def _call(path: str, raw: bytes | None = None, method: str = "GET",
+          headers: dict[str, str] | None = None) -> int:
     sent = []
 
     async def inner(scope, receive, send):
@@ -74,8 +75,9 @@ def _call(path: str, raw: bytes | None = None) -> int:
     async def send(msg):
         sent.append(msg)
 
-    scope = {"type": "http", "path": path, "raw_path": raw or path.encode()}
-    asyncio.run(NoRemoteFetch(inner)(scope, None, send))
+    scope = {"type": "http", "path": path, "raw_path": raw or path.encode(), "method": method,
+             "headers": [(k.encode(), v.encode()) for k, v in (headers or {}).items()]}
+    asyncio.run(RequestGuard(inner)(scope, None, send))
     return sent[0]["status"]
 
 
@@ -91,3 +93,14 @@ def test_remote_fetches_refused(path):
 def test_local_requests_pass_middleware():
     assert _call("/gradio_api/file=/tmp/out/sessions/a/ET.nii.gz") == 200
     assert _call("/config") == 200
+
+
+def test_cross_site_posts_refused():
+    same = {"host": "127.0.0.1:7860", "origin": "http://127.0.0.1:7860"}
+    assert _call("/gradio_api/upload", method="POST", headers=same) == 200
+    assert _call("/gradio_api/upload", method="POST", headers={"host": "127.0.0.1:7860"}) == 200
+    for origin in ("https://evil.example", "http://127.0.0.1:9999", "null"):
+        hdr = {"host": "127.0.0.1:7860", "origin": origin}
+        assert _call("/gradio_api/upload", method="POST", headers=hdr) == 403, origin
+        assert _call("/gradio_api/queue/join", method="POST", headers=hdr) == 403, origin
+        assert _call("/", method="GET", headers=hdr) == 200  # reading the page is harmless

@@ -23,14 +23,14 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _start(tmp: Path, *, auth=None, queue_max_size: int = 2):
+def _start(tmp: Path, *, auth=None, queue_max_size: int = 2, max_file_size_mb: int = 1):
     from vlseg.app.security import AppConfig
     from vlseg.app.server import create_app
 
     sample_src = small_case(tmp / "src", "SAMPLE", shift=5)
     cfg = AppConfig(output_root=tmp / "out", samples_dir=tmp / "samples", port=free_port(),
                     sample_seeds=(1,), sample_spacing_mm=2.0, queue_max_size=queue_max_size,
-                    auth=auth)
+                    max_file_size_mb=max_file_size_mb, auth=auth)
     app = create_app(cfg, segmenter=FakeSegmenter(), fork=fake_fork,
                      sample_writer=copy_case_writer(sample_src))
     app.launch()
@@ -117,6 +117,13 @@ def test_bad_uploads_get_clear_messages_and_app_keeps_running(server, tmp_path):
         msg = str(ei.value)
         assert expect in msg, (expect, msg)
         assert str(app.config.output_root) not in msg  # no server paths in messages
+    # Over max_file_size (1 MB here): refused at upload, nothing reaches the handler.
+    big = tmp_path / "big-t1n.nii"
+    big.write_bytes(good.read_bytes() + os.urandom(1_200_000))
+    n_files = sum(1 for _ in app.config.gradio_temp_dir.rglob("big-t1n.nii"))
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict([handle_file(str(big))], "segment the tumor", api_name="/ask")
+    assert sum(1 for _ in app.config.gradio_temp_dir.rglob("big-t1n.nii")) == n_files == 0
     with pytest.raises(AppError, match="longer than"):
         client.predict(_files(cases["CASE-A"]), "x" * 2000, api_name="/ask")
     answer, _ = client.predict(_files(cases["CASE-A"]), "segment the liver", api_name="/ask")
@@ -192,6 +199,24 @@ def test_file_route_serves_nothing_outside_outputs(server):
         assert status in (400, 401, 403, 404, 405), (path, status)
         assert b"root:" not in body and b"TOPSECRET" not in body and b"[project]" not in body
         assert not body.startswith(b"\x1f\x8b")
+
+
+def test_cross_site_upload_refused(server, tmp_path):
+    import httpx
+
+    app, cases = server
+    data = (cases["CASE-A"] / "CASE-A-t1c.nii.gz").read_bytes()
+    before = sorted(app.config.gradio_temp_dir.rglob("*.nii.gz"))
+    with httpx.Client(base_url=app.url) as h:
+        r = h.post("/gradio_api/upload", files={"files": ("csrf-t1c.nii.gz", data)},
+                   headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+        host = app.url.split("//")[1].rstrip("/")
+        ok = h.post("/gradio_api/upload", files={"files": ("same-t1c.nii.gz", data)},
+                    headers={"Origin": f"http://{host}"})
+        assert ok.status_code == 200
+    after = sorted(app.config.gradio_temp_dir.rglob("*.nii.gz"))
+    assert not any(p.name == "csrf-t1c.nii.gz" for p in after) and len(after) == len(before) + 1
 
 
 def test_logs_have_request_ids_not_names_or_queries(server, tmp_path, caplog):
