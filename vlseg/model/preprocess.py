@@ -1,0 +1,135 @@
+"""Preprocessing shared by the predictor and training, so both see identical inputs.
+
+- ``normalize_case_images(case)``: (4, X, Y, Z) float32 in SEQUENCES order; each present sequence
+  z-scored over its nonzero (brain) voxels and clipped to [-CLIP, CLIP]; background and missing
+  sequences are 0. ``present_vector(case)``: (4,) bool.
+- ``resample_to_spacing`` / ``resample_to_shape``: torch interpolation between voxel grids.
+- ``nonzero_bbox`` / ``pad_to_multiple``: the crop-and-pad the predictor uses.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vlseg.concepts import SEQUENCES
+
+CLIP = 5.0
+
+
+def normalize_volume(vol: np.ndarray, *, clip: float = CLIP) -> np.ndarray:
+    """Z-score one volume over its nonzero voxels; background stays 0. Returns float32."""
+    vol = np.nan_to_num(np.asarray(vol, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    brain = vol != 0
+    out = np.zeros_like(vol, dtype=np.float32)
+    if brain.sum() < 2:
+        return out
+    vals = vol[brain].astype(np.float64)
+    std = vals.std()
+    out[brain] = ((vals - vals.mean()) / (std if std > 1e-8 else 1.0)).astype(np.float32)
+    return np.clip(out, -clip, clip, out=out)
+
+
+def normalize_images(images: Mapping[str, np.ndarray], shape: Sequence[int] | None = None) -> np.ndarray:
+    """{canonical seq: array} -> (4, X, Y, Z) float32, zeros for missing sequences."""
+    if shape is None:
+        if not images:
+            raise ValueError("no images to normalise")
+        shape = next(iter(images.values())).shape
+    out = np.zeros((len(SEQUENCES), *shape), dtype=np.float32)
+    for i, seq in enumerate(SEQUENCES):
+        if seq in images:
+            out[i] = normalize_volume(images[seq])
+    return out
+
+
+def present_from_keys(keys) -> np.ndarray:
+    keys = set(keys)
+    return np.array([s in keys for s in SEQUENCES], dtype=bool)
+
+
+def normalize_case_images(case) -> np.ndarray:
+    """A ``vlseg.io.Case`` -> (4, X, Y, Z) float32 z-scored in the case's RAS+ grid."""
+    return normalize_images(case.images, tuple(case.shape))
+
+
+def present_vector(case) -> np.ndarray:
+    """(4,) bool: which of SEQUENCES the case has."""
+    return present_from_keys(case.images)
+
+
+def _mode_kwargs(mode: str) -> dict:
+    if mode in ("trilinear", "linear", "bilinear"):
+        return {"mode": "trilinear", "align_corners": False}
+    if mode in ("nearest", "nearest-exact"):
+        return {"mode": "nearest-exact"}
+    if mode == "area":
+        return {"mode": "area"}
+    raise ValueError(f"unknown resampling mode {mode!r}; use trilinear, nearest or area")
+
+
+def target_shape(shape: Sequence[int], spacing_in: Sequence[float] | float,
+                 spacing_out: Sequence[float] | float) -> tuple[int, int, int]:
+    """Grid size that covers the same field of view at ``spacing_out``."""
+    s_in = np.broadcast_to(np.asarray(spacing_in, dtype=float), (3,))
+    s_out = np.broadcast_to(np.asarray(spacing_out, dtype=float), (3,))
+    return tuple(max(1, int(round(n * a / b))) for n, a, b in zip(shape, s_in, s_out))
+
+
+def resample_to_shape(vol: torch.Tensor, shape: Sequence[int], mode: str = "trilinear") -> torch.Tensor:
+    """(C, X, Y, Z) -> (C, *shape). Integer/bool inputs must use mode='nearest'."""
+    if vol.dim() != 4:
+        raise ValueError(f"expected (C, X, Y, Z), got {tuple(vol.shape)}")
+    shape = tuple(int(s) for s in shape)
+    if tuple(vol.shape[1:]) == shape:
+        return vol
+    kw = _mode_kwargs(mode)
+    dtype = vol.dtype
+    x = vol.unsqueeze(0)
+    if not x.is_floating_point():
+        if kw["mode"] != "nearest-exact":
+            raise ValueError("integer/bool volumes can only be resampled with mode='nearest'")
+        x = x.float()
+    out = F.interpolate(x, size=shape, **kw)[0]
+    return out.to(dtype) if not vol.is_floating_point() else out
+
+
+def resample_to_spacing(vol: torch.Tensor, spacing_in: Sequence[float] | float,
+                        spacing_out: Sequence[float] | float, mode: str = "trilinear") -> torch.Tensor:
+    """(C, X, Y, Z) at ``spacing_in`` mm -> same field of view at ``spacing_out`` mm."""
+    return resample_to_shape(vol, target_shape(vol.shape[1:], spacing_in, spacing_out), mode)
+
+
+def nonzero_bbox(vol: np.ndarray | torch.Tensor, margin: int = 0) -> tuple[slice, slice, slice]:
+    """Bounding box of voxels nonzero in any channel of (C, X, Y, Z), grown by ``margin``.
+
+    An all-zero volume gives the full extent.
+    """
+    arr = vol.detach().cpu().numpy() if isinstance(vol, torch.Tensor) else np.asarray(vol)
+    any_nz = np.any(arr != 0, axis=0)
+    if not any_nz.any():
+        return tuple(slice(0, n) for n in any_nz.shape)  # type: ignore[return-value]
+    sl = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(any_nz.any(axis=other))
+        sl.append(slice(max(0, int(idx[0]) - margin), min(any_nz.shape[axis], int(idx[-1]) + 1 + margin)))
+    return tuple(sl)  # type: ignore[return-value]
+
+
+def pad_to_multiple(vol: torch.Tensor, k: int, *, min_size: Sequence[int] | None = None
+                    ) -> tuple[torch.Tensor, tuple[slice, slice, slice]]:
+    """Zero-pad (C, X, Y, Z) at the end of each axis to a multiple of ``k`` (and >= min_size).
+
+    Returns the padded volume and the slices that recover the original region.
+    """
+    shape = vol.shape[1:]
+    mins = tuple(min_size) if min_size is not None else (0, 0, 0)
+    new = [max(-(-n // k) * k, -(-m // k) * k) for n, m in zip(shape, mins)]
+    pad = []
+    for n, t in reversed(list(zip(shape, new))):
+        pad += [0, t - n]
+    out = F.pad(vol, pad) if any(pad) else vol
+    return out, tuple(slice(0, n) for n in shape)  # type: ignore[return-value]

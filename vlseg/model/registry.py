@@ -1,0 +1,72 @@
+"""Named model configs (``vlseg/configs/*.json``) -> models. ``vlseg models`` lists them."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from vlseg.model.config import ModelConfig, list_config_names, load_named_config
+from vlseg.model.vlseg_model import VLSegModel
+from vlseg.text import TextEncoder, build_text_encoder
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``build_model``."""
+    return list_config_names()
+
+
+def resolve_config(name_or_config: str | ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    if isinstance(name_or_config, ModelConfig):
+        return name_or_config
+    if isinstance(name_or_config, Mapping):
+        return ModelConfig.from_dict(name_or_config)
+    return load_named_config(str(name_or_config))
+
+
+def add_text_lora(text_encoder: TextEncoder, *, rank: int, alpha: int) -> None:
+    """Inject PEFT LoRA adapters into the text backbone; freeze everything but the adapters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
+                      target_modules=list(text_encoder.lora_target_modules))
+    text_encoder.backbone = inject_adapter_in_model(lora, text_encoder.backbone)
+    for name, p in text_encoder.named_parameters():
+        p.requires_grad_("lora_" in name)
+    text_encoder.clear_cache()
+
+
+def build_model(name_or_config: str | ModelConfig | Mapping[str, Any] = "tiny", *,
+                text_encoder: TextEncoder | None = None) -> VLSegModel:
+    """Build an (untrained) model from a preset name, a ModelConfig or a config dict.
+
+    The text backbone is frozen; with ``text_lora_rank > 0`` LoRA adapters are injected into it
+    and only those train. ``text_encoder`` may be passed to reuse an already loaded one (it must
+    match ``config.text_encoder`` and must not carry adapters yet).
+    """
+    config = resolve_config(name_or_config)
+    text = text_encoder if text_encoder is not None else build_text_encoder(config.text_encoder)
+    for p in text.parameters():
+        p.requires_grad_(False)
+    if config.text_lora_rank > 0:
+        add_text_lora(text, rank=config.text_lora_rank, alpha=config.text_lora_alpha)
+    model = VLSegModel(config=config, text_encoder=text)
+    model.eval()
+    return model
+
+
+def run_cli(args) -> int:
+    """``vlseg models``: one line per preset, plus the bundled checkpoints."""
+    from vlseg.model.checkpoint import list_bundled
+
+    from vlseg.model.image_encoder import ImageEncoder
+
+    print(f"{'name':<8} {'image params':>12} {'spacing':>8} {'patch':>12}  text encoder (LoRA rank)")
+    for name in list_models():
+        c = load_named_config(name)
+        enc = ImageEncoder(in_channels=2 * c.in_sequences, channels=c.channels, res_blocks=c.res_blocks,
+                           head_scales=c.head_scales, feature_dim=c.feature_dim)
+        n = sum(p.numel() for p in enc.parameters())
+        patch = "x".join(map(str, c.patch_size))
+        print(f"{name:<8} {n / 1e6:>11.2f}M {c.spacing_mm:>6.1f}mm {patch:>12}  "
+              f"{c.text_encoder} ({c.text_lora_rank})")
+    bundled = list_bundled()
+    print("bundled checkpoints: " + (", ".join(bundled) if bundled else "none"))
+    return 0
