@@ -1,8 +1,8 @@
 """Preprocessing shared by the predictor and training, so both see identical inputs.
 
-- ``normalize_case_images(case)``: (4, X, Y, Z) float32 in SEQUENCES order; each present sequence
-  z-scored over its nonzero (brain) voxels and clipped to [-CLIP, CLIP]; background and missing
-  sequences are 0. ``present_vector(case)``: (4,) bool.
+- ``normalize_case_images(case) -> (images, present)``: images (4, X, Y, Z) float32 in SEQUENCES
+  order, each present sequence z-scored over its nonzero (brain) voxels and clipped to
+  [-CLIP, CLIP], background and missing sequences 0; present (4,) bool.
 - ``resample_to_spacing`` / ``resample_to_shape``: torch interpolation between voxel grids.
 - ``nonzero_bbox`` / ``pad_to_multiple``: the crop-and-pad the predictor uses.
 """
@@ -50,9 +50,10 @@ def present_from_keys(keys) -> np.ndarray:
     return np.array([s in keys for s in SEQUENCES], dtype=bool)
 
 
-def normalize_case_images(case) -> np.ndarray:
-    """A ``vlseg.io.Case`` -> (4, X, Y, Z) float32 z-scored in the case's RAS+ grid."""
-    return normalize_images(case.images, tuple(case.shape))
+def normalize_case_images(case) -> tuple[np.ndarray, np.ndarray]:
+    """A ``vlseg.io.Case`` -> (images (4, X, Y, Z) float32 z-scored in the case's RAS+ grid,
+    present (4,) bool)."""
+    return normalize_images(case.images, tuple(case.shape)), present_vector(case)
 
 
 def present_vector(case) -> np.ndarray:
