@@ -47,7 +47,8 @@ def _TEMPLATE_DIR() -> Path:
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
 
 
-def _block_mean(vol: np.ndarray, f: int) -> np.ndarray:
+def block_mean(vol: np.ndarray, f: int) -> np.ndarray:
+    """Mean over f x f x f blocks (zero-padded at the far edges)."""
     pad = [(0, (-n) % f) for n in vol.shape]
     v = np.pad(vol, pad)
     s = v.shape
@@ -74,10 +75,10 @@ def load_template() -> Template:
     gm[over] /= total[over]
     wm[over] /= total[over]
     csf = np.clip(brain - gm - wm, 0, 1)
-    tissue = np.stack([gm, wm, csf])  # (3, I, J, K)
+    tissue = np.ascontiguousarray(np.stack([gm, wm, csf]))  # (3, I, J, K); nibabel gives F order
 
     f = int(COARSE_MM)
-    coarse = np.stack([_block_mean(t, f) for t in tissue]).astype(np.float32)
+    coarse = np.stack([block_mean(t, f) for t in tissue]).astype(np.float32)
     coarse_affine = affine.copy()
     coarse_affine[:3, :3] *= f
     coarse_affine[:3, 3] += affine[:3, :3] @ np.full(3, (f - 1) / 2)

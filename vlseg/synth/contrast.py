@@ -22,10 +22,9 @@ def sample_means(rng: np.random.Generator, r: SynthRanges) -> dict[str, dict[str
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], nodes: tuple[int, int, int]) -> np.ndarray:
-    """Unit-std random field: Gaussian values on a ``nodes`` lattice, trilinearly upsampled."""
+    """Smooth random field: standard-normal values on a ``nodes`` lattice, trilinearly upsampled."""
     coarse = torch.from_numpy(rng.standard_normal(nodes, dtype=np.float32))[None, None]
-    up = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)[0, 0].numpy()
-    return up / max(float(up.std()), 1e-6)
+    return F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)[0, 0].numpy()
 
 
 def compose(

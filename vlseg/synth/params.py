@@ -47,14 +47,14 @@ class SynthRanges:
     small_radius_mm: Range = (3.0, 8.0)
     satellite_radius_mm: Range = (4.0, 14.0)   # extra lesions of a multifocal case
     axis_ratio: Range = (0.75, 1.3)            # ellipsoid semi-axes / radius, per axis
-    irregularity: Range = (0.06, 0.3)          # boundary noise amplitude / radius
+    irregularity: Range = (0.06, 0.22)         # boundary noise amplitude / radius
     irregularity_scale_mm: Range = (3.0, 8.0)  # smoothing of that noise
     rim_thickness_mm: Range = (1.5, 5.0)       # enhancing rim; varies +-35 % along the rim
     p_rim_gaps: float = 0.35                   # rim partly non-enhancing
     rim_gap_threshold: Range = (0.4, 1.4)      # in noise std: higher -> fewer gaps
     p_no_enhancement: float = 0.10             # whole core label 1 (non-enhancing)
     p_no_necrosis: float = 0.15                # solid enhancing core (label 3 only)
-    edema_extent_mm: Range = (6.0, 35.0)       # white-matter path length beyond the core
+    edema_extent_mm: Range = (5.0, 25.0)       # white-matter path length beyond the core
     p_little_edema: float = 0.10
     little_edema_mm: Range = (0.0, 4.0)
     edema_gm_speed: float = 0.25               # edema spreads 4x slower through GM than WM

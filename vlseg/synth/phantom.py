@@ -52,6 +52,16 @@ def _box_corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return c @ affine[:3, :3].T + affine[:3, 3]
 
 
+def _sub_box(box_aff: np.ndarray, box_shape: tuple[int, ...], pose, crop_aff: np.ndarray,
+             cshape: tuple[int, ...], to_mni: np.ndarray) -> tuple[tuple[slice, ...], tuple[int, ...], np.ndarray]:
+    """The part of the crop a template-space box maps to: slices, shape, index -> MNI affine."""
+    sub = _crop_box(pose.to_world(_box_corners(box_aff, box_shape)), crop_aff, cshape, margin=2)
+    shape = tuple(sl.stop - sl.start for sl in sub)
+    aff = to_mni.copy()
+    aff[:3, 3] = to_mni[:3, :3] @ [sl.start for sl in sub] + to_mni[:3, 3]
+    return sub, shape, aff
+
+
 def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """RAS arrays (int16 images + uint8 seg), their affine, and the drawn parameters."""
     ss = np.random.SeedSequence(int(seed))
@@ -70,22 +80,24 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
     crop_aff = out_aff.copy()                                   # crop index -> scanner mm
     crop_aff[:3, 3] = out_aff[:3, :3] @ [sl.start for sl in crop] + out_aff[:3, 3]
     to_mni = pose_matrix(pose) @ crop_aff                       # crop index -> MNI mm
-    sub = _crop_box(pose.to_world(_box_corners(fields.affine, fields.core.shape)), crop_aff, cshape, margin=2)
-    sshape = tuple(sl.stop - sl.start for sl in sub)
-    sub_to_mni = to_mni.copy()
-    sub_to_mni[:3, 3] = to_mni[:3, :3] @ [sl.start for sl in sub] + to_mni[:3, 3]
+    sub, sshape, sub_to_mni = _sub_box(fields.affine, fields.core.shape, pose, crop_aff, cshape, to_mni)
+    tstack, taff = fields.tumor_stack()
+    tsub, tshape, tsub_to_mni = _sub_box(taff, tstack.shape[1:], pose, crop_aff, cshape, to_mni)
 
-    # Tumor fields on the sub-box (trilinear from the coarse grid).
+    # Tumor fields on their sub-box (trilinear from the coarse grid); outside it: no tumor.
+    lin, off = index_to_grid(tstack.shape, np.linalg.inv(taff) @ tsub_to_mni)
+    f = sample_grid(tstack, affine_grid(tshape, lin, off), padding="border").numpy()
+    core, necrosis, gap, edema, texture = f                               # each (x, y, z)
+    # Mass effect: where each output voxel takes its anatomy from (a larger sub-box).
     lin, off = index_to_grid(fields.core.shape, np.linalg.inv(fields.affine) @ sub_to_mni)
-    f = sample_grid(fields.stacked(), affine_grid(sshape, lin, off), padding="border").numpy()
-    core, necrosis, gap, edema, texture = f[0], f[1], f[2], f[3], f[7]    # each (x, y, z)
+    pull_mm = sample_grid(fields.pull, affine_grid(sshape, lin, off), padding="border").numpy()
 
     # Normal anatomy, pulled away from the tumor by the mass effect.
     tpl_shape = tuple(tpl.tissue.shape[1:])
     lin, off = index_to_grid(tpl_shape, np.linalg.inv(tpl.affine) @ to_mni)
     grid = affine_grid(cshape, lin, off)                              # (X, Y, Z, 3)
     mm_to_grid = index_to_grid(tpl_shape, np.linalg.inv(tpl.affine))[0]
-    pull = np.einsum("ab,bxyz->xyza", mm_to_grid, f[4:7]).astype(np.float32)
+    pull = np.einsum("ab,bxyz->xyza", mm_to_grid, pull_mm).astype(np.float32)
     grid[sub] += torch.from_numpy(pull)
     gm, wm, csf = sample_grid(tpl.tissue, grid).numpy()                 # (X, Y, Z) each
     del grid, pull
@@ -95,7 +107,9 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
     for t in (gm, wm, csf):
         t *= norm                                                     # fractions sum to 1 in brain
 
-    # Tumor fractions (partial volume: linear ramp over one voxel) in the sub-box.
+    # Tumor fractions (partial volume: linear ramp over one voxel) in the tumor sub-box.
+    sub = tsub
+    sshape = tshape
     bsub = brain[sub]
     tc = np.clip(0.5 - core / s, 0, 1) * bsub
     nin = np.minimum(np.clip(0.5 - necrosis / s, 0, 1), tc)
@@ -105,6 +119,7 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
     ncr = tc - et
     ed_f = np.clip(0.5 - edema / s, 0, 1) * bsub
     gm_s, wm_s, csf_s = gm[sub], wm[sub], csf[sub]                    # views
+    ed_f *= np.clip(0.35 - edema / 8.0, 0, 1)                        # edema fades at its margin
     ed = ed_f * (1 - tc) * (gm_s + wm_s)                              # edema replaces GM/WM, not CSF
     gm_s *= (1 - tc) * (1 - ed_f)
     wm_s *= (1 - tc) * (1 - ed_f)
