@@ -84,16 +84,25 @@ def test_browser_sample_case_chat(real_app, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             page.goto(app.url)
+            # A disguised file gets a clear message in the chat; the page keeps working.
+            evil = tmp_path / "scan-t1c.nii.gz"
+            evil.write_text("<html><script>alert(1)</script></html>")
+            page.set_input_files("#upload input[type=file]", [str(evil)])
+            page.wait_for_timeout(1000)
+            page.click("#load-upload")
+            page.locator("#chat").get_by_text("not a NIfTI").wait_for(timeout=60_000)
             page.get_by_label(sample).check(timeout=60_000)
             page.click("#load-sample")
             chat = page.locator("#chat")
             chat.get_by_text("Loaded").wait_for(timeout=120_000)
+            n_before = page.locator("#chat .message-row").count()
             page.fill("#query textarea", "segment the enhancing tumor")
             page.click("#ask")
             # The answer text (grounded, with the disclaimer) and the overlay picture appear.
-            page.locator("#chat .message-row").nth(2).wait_for(timeout=120_000)
+            answer_row = page.locator("#chat .message-row").nth(n_before + 1)
+            answer_row.wait_for(timeout=120_000)
             page.locator("#overlay img").wait_for(timeout=60_000)
-            answer = page.locator("#chat .message-row").nth(2).inner_text()
+            answer = answer_row.inner_text()
             assert "enhancing" in answer.lower() and "not a diagnosis" in answer.lower()
             assert page.locator("#overlay img").get_attribute("src")
             assert page.locator("#measurements").get_by_text("ET", exact=True).count() >= 1

@@ -66,7 +66,8 @@ class ChatApp:
         self.samples = samples
 
     # ----------------------------------------------------------------- case loading
-    def _case_loaded(self, resp: CaseResponse, chat: list[dict], note: str = "") -> tuple:
+    def _case_loaded(self, resp: CaseResponse, chat: list[dict], note: str = "",
+                     what: str = "") -> tuple:
         shape = "×".join(str(v) for v in resp.shape)
         sp = "×".join(f"{v:g}" for v in resp.spacing_mm)
         info = (f"**Case:** {resp.label} · sequences {', '.join(resp.sequences)} · {shape} voxels "
@@ -75,7 +76,8 @@ class ChatApp:
         text = (f"Loaded **{resp.label}** ({', '.join(resp.sequences)}{note}). "
                 + (f"Missing sequences ({', '.join(missing)}) are treated as absent. " if missing else "")
                 + "Ask e.g. *segment the enhancing tumor* or *how big is the edema?*")
-        chat = list(chat or []) + [{"role": "assistant", "content": text}]
+        chat = list(chat or []) + [{"role": "user", "content": what or f"(load {resp.label})"},
+                                   {"role": "assistant", "content": text}]
         z = resp.shape[2]
         view = self.store.viewer_slice(resp.session_id, z // 2, list(CONCEPTS))
         return (resp.session_id, chat, info, view,
@@ -104,7 +106,7 @@ class ChatApp:
                 progress=lambda f, msg: progress(f, desc=msg))
             return self._case_loaded(resp, chat or [])
         except Exception as e:  # noqa: BLE001 - shown in the chat; the app keeps running
-            return self._case_failed(sid, chat or [], e, f"(load sample {name})")
+            return self._case_failed(sid, chat or [], e, f"(load {name})")
 
     def load_upload(self, files: list[str] | None, sid: str | None, chat: list[dict] | None,
                     progress: gr.Progress = gr.Progress()) -> tuple:
@@ -119,7 +121,7 @@ class ChatApp:
                             fingerprint=fingerprint_files(ups.sequences)),
                 progress=lambda f, msg: progress(f, desc=msg))
             note = f"; ignored {', '.join(ups.ignored)}" if ups.ignored else ""
-            return self._case_loaded(resp, chat or [], note)
+            return self._case_loaded(resp, chat or [], note, what="(upload)")
         except Exception as e:  # noqa: BLE001
             return self._case_failed(sid, chat or [], e, "(upload)")
 
