@@ -27,9 +27,12 @@ SEQUENCE_TITLES: dict[str, str] = {"t1n": "T1 native", "t1c": "T1 post-contrast"
 
 
 def slice_centre(case: Case) -> tuple[int, int, int]:
-    """RAS voxel the three planes pass through: the whole-tumor centroid, else the volume centre."""
+    """RAS voxel the three planes pass through: the tumor voxel nearest the whole-tumor centroid
+    (so multifocal tumors are still cut through a lesion), else the volume centre."""
     if case.labels is not None and case.labels["WT"].any():
-        return tuple(int(round(v)) for v in np.argwhere(case.labels["WT"]).mean(0))  # type: ignore[return-value]
+        pts = np.argwhere(case.labels["WT"])
+        near = pts[np.argmin(((pts - pts.mean(0)) ** 2).sum(1))]
+        return tuple(int(v) for v in near)  # type: ignore[return-value]
     return tuple(n // 2 for n in case.shape)  # type: ignore[return-value]
 
 

@@ -46,9 +46,11 @@ def _one(out: str, base_seed: int, index: int, spacing_mm: float) -> tuple[str, 
 def run(args: argparse.Namespace) -> int:
     out, n, seed, start = Path(args.out), int(args.n), int(args.seed), int(args.start)
     workers = int(getattr(args, "workers", 1) or 1)
-    spacing = float(getattr(args, "spacing", 1.0) or 1.0)
+    spacing = float(getattr(args, "spacing", 1.0) if getattr(args, "spacing", None) is not None else 1.0)
     if not 1 <= n <= MAX_CASES:
         raise InputError(f"--n must be between 1 and {MAX_CASES}, got {n}")
+    if not 0.5 <= spacing <= 8.0:
+        raise InputError(f"--spacing must be between 0.5 and 8 mm, got {spacing}")
     if seed < 0 or start < 0:
         raise InputError("--seed and --start must not be negative")
     if not 1 <= workers <= (os.cpu_count() or 1) * 4:
