@@ -242,6 +242,8 @@ class Segmenter:
 
     def _answer(self, parse: Any, text: str, measurements: list[Any], probs: dict[str, np.ndarray],
                 rel: dict | None, timing: dict[str, float]) -> Answer:
+        from vlseg.reasoning import clean_mask
+
         state = self._state
         assert state is not None
         targets: list[dict[str, Any]] = []
