@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import inspect
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,7 +35,12 @@ class VlsegApp:
         self.blocks.queue(**security.queue_kwargs(self.config))
         kwargs = security.launch_kwargs(self.config)
         kwargs["app_kwargs"] = {"middleware": security.middleware()}
+        if "_frontend" in inspect.signature(self.blocks.launch).parameters:
+            # Gradio's own start-up probe gives up after one 3 s timeout (busy machines); it
+            # would then ask for share=True. We probe with patience instead (wait_until_up).
+            kwargs["_frontend"] = False
         _, local_url, _ = self.blocks.launch(prevent_thread_lock=True, **kwargs)
+        wait_until_up(local_url)
         self.url = local_url
         log_event(new_request_id(), op="launch", port=self.config.port,
                   host_is_local=security.is_local_host(self.config.host))
@@ -44,6 +51,21 @@ class VlsegApp:
     def close(self) -> None:
         self.janitor.stop()
         self.blocks.close()
+
+
+def wait_until_up(url: str, *, timeout_s: float = 60.0) -> None:
+    """Wait until the server answers on ``url`` (any HTTP status); raise if it never does."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.head(url, timeout=5.0)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not start answering on {url} within {timeout_s:.0f} s")
+            time.sleep(0.5)
 
 
 def _use_app_temp_dirs(config: AppConfig) -> None:
