@@ -183,7 +183,7 @@ def test_adapter_is_small_and_round_trips_on_tiny(tmp_path):
             if "lora_B" in n:
                 p.normal_(0, 0.05)
     save_adapter(model, spec, tmp_path / "ad", {"note": "test"})
-    x = torch.randn(1, 4, 16, 16, 16)
+    x = torch.randn(1, 4, 32, 32, 32)
     present = torch.ones(1, 4, dtype=torch.bool)
     with torch.no_grad():
         ref = model.eval()(x, present, ["edema"])
