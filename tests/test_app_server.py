@@ -88,6 +88,16 @@ def test_api_ask_returns_answer_json_and_masks(server):
     assert encodes == [1]
 
 
+def test_page_config_does_not_drag_the_model_along(server):
+    """Gradio deep-copies the page config on every /config request; the model must not be in it."""
+    import copy
+
+    app, _ = server
+    memo: dict = {}
+    copy.deepcopy(app.blocks.config, memo)
+    assert not any(isinstance(v, FakeSegmenter) for v in memo.values())
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

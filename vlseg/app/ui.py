@@ -178,12 +178,21 @@ class ChatApp:
         return resp.answer_json, [str(p) for p in resp.mask_files], sid
 
 
+def _dropper(store: SessionStore) -> Any:
+    def drop(session_id: str | None) -> None:
+        store.drop(session_id)
+
+    return drop
+
+
 def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: dict[str, Any]) -> gr.Blocks:
     """The whole UI; ``blocks_kwargs`` carries the cache-cleanup settings from security.py."""
     app = ChatApp(store=store, samples=samples)
     heavy = {"concurrency_id": "inference", "api_visibility": "private"}
     with gr.Blocks(title=TITLE, **blocks_kwargs) as demo:
-        sid = gr.State(None, delete_callback=store.drop)
+        # A plain function, not the bound method: Gradio deep-copies the page config (which
+        # holds this callback) per request, and a bound method would copy the store and model.
+        sid = gr.State(None, delete_callback=_dropper(store))
         gr.Markdown(f"## {TITLE}\n{INTRO}")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
