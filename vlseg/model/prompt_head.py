@@ -71,20 +71,28 @@ class DynamicHead(nn.Module):
         return layers
 
     def _apply_head(self, feat: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """feat (B, C, *S), params (B, P, n) -> logits (B, P, *S)."""
+        """feat (B, C, *S), params (B, P, n) -> logits (B, P, *S).
+
+        Written as batched GEMMs (baddbmm): the first layer of all prompts is one
+        (P*hidden, C) x (C, V) product; later layers are per-prompt bmm.
+        """
+        batch, n_prompts = params.shape[:2]
         spatial = feat.shape[2:]
-        x = rearrange(feat, "b c ... -> b c (...)")  # (B, C, V)
+        h = rearrange(feat, "b c ... -> b c (...)")  # (B, C, V)
         layers = self._split(params)
-        h = None
         for i, (w, bias) in enumerate(layers):
             if i == 0:
-                h = torch.einsum("bpoi,biv->bpov", w, x)  # (B, P, hidden, V)
+                # (B, P*O, C) @ (B, C, V) -> (B, P*O, V), viewed as (B*P, O, V)
+                h = torch.baddbmm(rearrange(bias, "b p o -> b (p o) 1"),
+                                  rearrange(w, "b p o i -> b (p o) i"), h)
+                h = h.view(batch * n_prompts, w.shape[2], -1)
             else:
-                h = torch.einsum("bpoi,bpiv->bpov", w, h)
-            h = h + bias.unsqueeze(-1)
+                # (B*P, O, I) @ (B*P, I, V) -> (B*P, O, V)
+                h = torch.baddbmm(rearrange(bias, "b p o -> (b p) o 1"),
+                                  rearrange(w, "b p o i -> (b p) o i"), h)
             if i < len(layers) - 1:
-                h = F.leaky_relu(h, 0.01)
-        return h[:, :, 0].reshape(*h.shape[:2], *spatial)  # (B, P, *S)
+                h = F.leaky_relu(h, 0.01, inplace=not torch.is_grad_enabled())
+        return h.view(batch, n_prompts, *spatial)  # (B, P, *S)
 
     def forward(self, features: list[torch.Tensor], prompts: torch.Tensor) -> torch.Tensor:
         """features: coarse -> fine, each (B, feature_dim, *S_k); prompts (P, E) or (B, P, E)."""
