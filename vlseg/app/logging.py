@@ -26,7 +26,7 @@ _logger = _logging.getLogger(LOGGER_NAME)
 ALLOWED_FIELDS: frozenset[str] = frozenset({
     "op", "session", "status", "error", "intent", "refused", "n_targets", "n_files", "n_sequences",
     "sequences", "concepts", "kind", "s", "encode_s", "queue", "n_sessions", "n_deleted", "bytes",
-    "port", "host_is_local", "sample", "evicted",
+    "port", "host_is_local", "sample", "evicted", "where",
 })
 # Identifiers only: concept codes, sequence names, exception class names, short ids.
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_,.+\-]{0,48}$")
@@ -100,11 +100,24 @@ def request_context(op: str, *, session: str | None = None) -> Iterator[RequestC
         yield ctx
     except BaseException as e:
         log_event(ctx.request_id, _logging.WARNING, **ctx.fields, status="error",
-                  error=type(e).__name__, s=time.perf_counter() - t0)
+                  error=type(e).__name__, where=where(e), s=time.perf_counter() - t0)
         raise
     else:
         ctx.fields.setdefault("status", "ok")
         log_event(ctx.request_id, **ctx.fields, s=time.perf_counter() - t0)
+
+
+def where(e: BaseException) -> str:
+    """Where an exception was raised, as ``module.function.L<line>`` (code names only)."""
+    tb = e.__traceback__
+    if tb is None:
+        return "unknown"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    text = re.sub(r"[^A-Za-z0-9_.]", "", f"{module}.{code.co_name}.L{tb.tb_lineno}")
+    return text[-48:]
 
 
 def configure(level: int = _logging.INFO) -> None:

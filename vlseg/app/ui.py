@@ -17,7 +17,7 @@ import gradio as gr
 
 from vlseg.concepts import CONCEPTS, CONCEPT_NAMES
 from vlseg.errors import VlsegError
-from vlseg.app.logging import log_event, new_request_id
+from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
     MEASUREMENT_HEADERS, AskRequest, CaseRequest, CaseResponse, SessionStore, fingerprint_files,
@@ -54,7 +54,7 @@ def _user_message(e: BaseException) -> str:
     if isinstance(e, VlsegError):
         return f"⚠️ {strip_dirs(str(e))}"
     rid = new_request_id()
-    log_event(rid, op="handler", status="error", error=type(e).__name__)
+    log_event(rid, op="handler", status="error", error=type(e).__name__, where=where(e))
     return f"⚠️ Something went wrong on the server (error id {rid}); the app is still running — try again."
 
 
