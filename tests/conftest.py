@@ -31,3 +31,17 @@ def phantom_case_2mm(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("phantoms")
     return write_case(out, seed=7, spacing_mm=2.0)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory):
+    """A `tiny` model with random weights saved as a checkpoint folder (behaviour tests only)."""
+    import torch
+
+    from vlseg.model import build_model
+    from vlseg.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny-random",
+                           {"note": "random weights for tests"})
