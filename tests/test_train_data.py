@@ -215,3 +215,18 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(bad)
     with pytest.raises(InputError, match="init_checkpoint"):
         load_config("train/configs/tiny_test.yaml", ["lora.enabled=true"])
+
+
+def test_train_script_reports_bad_config_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", "train/train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.yaml" in err and "cannot read" in err
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: x\ndata: {sources: [{name: a, kind: folder, path: /nowhere, label_map: {'1': ED}}]}\n")
+    assert script.main(["--config", str(cfg), "--override", "max_steps=0"]) == 2
+    assert "max_steps" in capsys.readouterr().err
