@@ -128,3 +128,19 @@ def test_misuse_fails_clearly():
         decode(model, "not prepared", ["edema"])
     with pytest.raises(ModelError, match="requested"):
         prepare(model, blob_case(), device="cuda")
+
+
+@pytest.mark.parametrize("grid,out,crop", [
+    ((30, 36, 27), (20, 24, 18), (slice(3, 20), slice(0, 36), slice(5, 6))),
+    ((60, 60, 39), (120, 120, 78), (slice(10, 50), slice(2, 58), slice(0, 39))),
+    ((60, 60, 39), (77, 101, 50), (slice(59, 60), slice(0, 1), slice(1, 38))),
+])
+def test_uncrop_resample_equals_full_volume_interpolation(grid, out, crop):
+    from vlseg.model.preprocess import uncrop_resample
+
+    torch.manual_seed(0)
+    block = torch.rand(2, *[s.stop - s.start for s in crop])
+    full = torch.zeros(2, *grid)
+    full[(slice(None), *crop)] = block
+    torch.testing.assert_close(torch.from_numpy(uncrop_resample(block, crop, grid, out)), resample_to_shape(full, out),
+                               atol=1e-5, rtol=1e-5)

@@ -18,7 +18,7 @@ import torch
 
 from vlseg.errors import ModelError
 from vlseg.model.preprocess import (
-    nonzero_bbox, normalize_case_images, pad_to_multiple, resample_to_shape, resample_to_spacing,
+    nonzero_bbox, normalize_case_images, pad_to_multiple, resample_to_spacing, uncrop_resample,
 )
 from vlseg.model.vlseg_model import VLSegModel
 
@@ -116,10 +116,9 @@ def decode(model: VLSegModel, prepared: PreparedCase, prompts: torch.Tensor | li
     logits = model.decode(prepared.features, prompts.to(model.device))[0]  # (P, d, h, w)
     probs = torch.sigmoid(logits.float())[(slice(None), *prepared.valid)].cpu()  # (P, crop)
     # Back to input space: uncrop into the model-spacing grid, resample to the input grid
-    full = torch.zeros((probs.shape[0], *prepared.model_shape), dtype=torch.float32)
-    full[(slice(None), *prepared.crop)] = probs
-    out = resample_to_shape(full, prepared.input_shape, "trilinear").clamp_(0.0, 1.0)
-    return out.numpy()
+    # (zero outside the crop, so only the crop's share of the input grid is interpolated)
+    # (linear interpolation of values in [0, 1] stays in [0, 1]: no clamp needed)
+    return uncrop_resample(probs, prepared.crop, prepared.model_shape, prepared.input_shape)  # (P, X, Y, Z)
 
 
 def predict_probabilities(model: VLSegModel, case, prompts: list[str] | torch.Tensor, *,

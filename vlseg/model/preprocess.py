@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -134,3 +135,36 @@ def pad_to_multiple(vol: torch.Tensor, k: int, *, min_size: Sequence[int] | None
         pad += [0, t - n]
     out = F.pad(vol, pad) if any(pad) else vol
     return out, tuple(slice(0, n) for n in shape)  # type: ignore[return-value]
+
+
+
+def _aligned_span(lo: int, hi: int, n_in: int, n_out: int) -> tuple[int, int, int, int]:
+    """Source span [a, b) covering [lo - 1, hi + 1) and output span [ja, jb) such that resizing
+    [a, b) to jb - ja voxels reproduces exactly the full n_in -> n_out linear interpolation."""
+    g = math.gcd(n_in, n_out)
+    p_in, p_out = n_in // g, n_out // g
+    a = max(0, (lo - 1) // p_in * p_in)
+    b = min(n_in, -(-(hi + 1) // p_in) * p_in)
+    ja = a // p_in * p_out
+    jb = n_out if b == n_in else b // p_in * p_out
+    return a, b, ja, jb
+
+
+def uncrop_resample(block: torch.Tensor, crop: Sequence[slice], grid_shape: Sequence[int],
+                    out_shape: Sequence[int]) -> np.ndarray:
+    """Trilinear resampling of a volume that is zero outside ``crop``, computed near the crop only.
+
+    ``block`` (C, *crop size) is the nonzero part of a (C, *grid_shape) volume; the result equals
+    ``resample_to_shape(full_volume, out_shape, "trilinear")`` (same kernel on an aligned sub-box,
+    which is the whole volume only when the size ratio has no common period). Returns a numpy
+    array; its zero part is never written (calloc'd pages), which matters for 1 mm outputs.
+    """
+    out = np.zeros((block.shape[0], *[int(s) for s in out_shape]), dtype=np.float32)
+    spans = [_aligned_span(int(sl.start), int(sl.stop), int(n_in), int(n_out))
+             for sl, n_in, n_out in zip(crop, grid_shape, out_shape)]
+    # Embed the crop in the aligned source box (zeros around it), resize, paste.
+    src = torch.zeros((block.shape[0], *[b - a for a, b, _, _ in spans]), dtype=block.dtype)
+    src[(slice(None), *[slice(sl.start - a, sl.stop - a) for sl, (a, _, _, _) in zip(crop, spans)])] = block
+    resized = resample_to_shape(src, [jb - ja for _, _, ja, jb in spans], "trilinear")
+    out[(slice(None), *[slice(ja, jb) for _, _, ja, jb in spans])] = resized.float().numpy()
+    return out
