@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         from vlseg.training.loop import train
 
-        summary = train(config, resume=args.resume, progress=not args.no_progress)
+        command = " ".join(["train/train.py", *(argv if argv is not None else sys.argv[1:])])
+        summary = train(config, resume=args.resume, progress=not args.no_progress, command=command)
     except VlsegError as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2

@@ -226,8 +226,12 @@ def _hardware(accelerator) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # the loop
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train as configured; returns a summary (final step, last/best validation, paths)."""
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
+          command: str | None = None) -> dict[str, Any]:
+    """Train as configured; returns a summary (final step, last/best validation, paths).
+
+    ``command``: the launching command line, recorded in checkpoint provenance.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -279,7 +283,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         "training_config": config.name, "seed": config.seed,
         "data_sources": [_describe_source(s, e) for s, e in zip(config.data.sources, entries)],
         "validation_sources": [{"name": s.name, "kind": s.kind, "path": s.path} for s in config.val.sources],
-        "hardware": _hardware(accelerator), "git_commit": _git_commit(),
+        "hardware": _hardware(accelerator), "git_commit": _git_commit(), "command": command,
     }
     if main:
         out.mkdir(parents=True, exist_ok=True)
