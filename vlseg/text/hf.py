@@ -44,11 +44,18 @@ class HFTextEncoder(TextEncoder):
                 f"{model_dir}: not a Hugging Face model folder (no config.json); "
                 "give hf:<folder saved with save_pretrained>"
             )
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in CLI/app output
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
             backbone = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
         except (OSError, ValueError) as e:
             raise ModelError(f"{model_dir}: cannot load text encoder: {e}".splitlines()[0]) from e
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         super().__init__(name=name, dim=int(backbone.config.hidden_size))
         self.tokenizer = tokenizer
         self.backbone = backbone
