@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -103,6 +104,9 @@ def _resolve(target: str) -> Callable:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenMP threads that spin while idle slow a busy small machine badly; must be set before
+    # torch is imported (the subcommands import it lazily).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         status = _resolve(COMMANDS[args.command])(args)
