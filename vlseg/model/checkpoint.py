@@ -27,7 +27,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "vlseg-checkpoint"
 FORMAT_VERSION = 1
-TRAIN_HINT = "accelerate launch train/train.py --config train/configs/default.yaml"
+TRAIN_HINT = "accelerate launch train/train.py --config train/configs/tiny_phantoms.yaml"
 
 
 def checkpoint_sha256(path: str | Path) -> str:
