@@ -127,6 +127,14 @@ class Segmenter:
         model = load_model(name_or_path, device=device)
         return cls(model=model, device=device, checkpoint=resolve_checkpoint(name_or_path), **kwargs)
 
+    def fork(self) -> "Segmenter":
+        """A Segmenter with its own case and chat state sharing this one's model and parser
+        (one per chat session; nothing is reloaded, the checkpoint hash is computed once)."""
+        other = Segmenter(model=self.model, device=self.device, checkpoint=self.checkpoint,
+                          parser=self.parser, threshold=self.threshold)
+        other._model_info = self.model_info()
+        return other
+
     # ----------------------------------------------------------------- case
     @property
     def case(self) -> Case:

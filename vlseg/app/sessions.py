@@ -47,10 +47,7 @@ def fork_segmenter(base: Any) -> SegmenterLike:
     from vlseg.segmenter import Segmenter
 
     if isinstance(base, Segmenter):
-        seg = Segmenter(model=base.model, device=base.device, checkpoint=base.checkpoint,
-                        parser=base.parser, threshold=base.threshold)
-        seg._model_info = base.model_info()  # provenance hash computed once, not per session
-        return seg
+        return base.fork()
     # Duck-typed stand-ins (tests): a shallow copy with the case state cleared.
     seg = copy.copy(base)
     seg.reset()
