@@ -22,7 +22,8 @@ import numpy as np
 SUBSETS = {"all4": ("t1n", "t1c", "t2w", "t2f"), "t1c+t2f": ("t1c", "t2f")}
 
 
-def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, threads: int = 2) -> dict:
+def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, threads: int = 2,
+             limit: int | None = None) -> dict:
     import torch
 
     from vlseg.concepts import CONCEPT_NAMES, CONCEPTS
@@ -35,7 +36,7 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
     torch.set_num_threads(threads)
     model = load_model(model_path)
     prompts = model.embed_prompts([CONCEPT_NAMES[c] for c in CONCEPTS])  # (5, E)
-    folders = sorted(p for p in cases_dir.iterdir() if p.is_dir())
+    folders = sorted(p for p in cases_dir.iterdir() if p.is_dir())[:limit]
     per_case: list[dict] = []
     for folder in folders:
         case = load_case(folder)
@@ -70,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", required=True, type=Path, help="folder of labelled case folders")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=None, help="only the first N cases")
     args = p.parse_args(argv)
-    result = evaluate(args.model, args.cases, threads=args.threads)
+    result = evaluate(args.model, args.cases, threads=args.threads, limit=args.limit)
     print(f"\n| sequences | {' | '.join(['NCR', 'ED', 'ET', 'TC', 'WT'])} |")
     print("|---|---|---|---|---|---|")
     for subset, s in result["summary"].items():
