@@ -15,14 +15,6 @@ from vlseg.model import ModelConfig, build_model, checkpoint_sha256, load_model,
 from vlseg.model import checkpoint as ckpt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
     from test_text_encoders import make_tiny_bert_dir

@@ -9,16 +9,6 @@ from vlseg.model import ModelConfig, build_model, list_models
 from vlseg.model.image_encoder import ImageEncoder
 from vlseg.text.base import TextEncoder
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # OpenMP spin-waiting makes 2 threads far slower than 1 on a shared, loaded 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 class HashText(TextEncoder):
     """Deterministic stand-in text encoder (no backbone download, instant)."""
 

@@ -16,14 +16,6 @@ from vlseg.model.preprocess import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_model(**kw):
     torch.manual_seed(0)
     return build_model(tiny_cfg(**kw), text_encoder=HashText()).eval()

@@ -9,16 +9,6 @@ import torch
 from vlseg.errors import ModelError
 from vlseg.text import build_text_encoder
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # OpenMP spin-waiting makes 2 threads far slower than 1 on a shared, loaded 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def make_tiny_bert_dir(path) -> str:
     """A random 2-layer BERT (hidden 32) with the MiniLM tokenizer, saved as a local HF folder."""
     from transformers import AutoTokenizer, BertConfig, BertModel
