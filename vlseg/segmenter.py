@@ -12,7 +12,6 @@ concept already segmented costs only the measurements.
 """
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -138,9 +137,12 @@ class Segmenter:
     # ----------------------------------------------------------------- case
     @property
     def case(self) -> Case:
+        return self._require_state().case
+
+    def _require_state(self) -> _CaseState:
         if self._state is None:
             raise VlsegError("No case is set: call set_case(...) with a scan before asking questions.")
-        return self._state.case
+        return self._state
 
     def set_case(self, source: str | Path | Mapping[str, str | Path] | Case) -> dict[str, Any]:
         """Validate, preprocess and encode a scan once. Returns a short summary of the case."""
@@ -168,9 +170,7 @@ class Segmenter:
         """Answer one query about the case that is set; chat context carries over between calls."""
         from vlseg.reasoning import clean_mask, compose_answer, measure_target, relations
 
-        state = self._state
-        if state is None:
-            raise VlsegError("No case is set: call set_case(...) with a scan before asking questions.")
+        state = self._require_state()
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
 
@@ -276,11 +276,9 @@ class Segmenter:
         if self._model_info is None:
             import torch
 
-            sha = None
-            if self.checkpoint is not None:
-                weights = Path(self.checkpoint) / "model.safetensors"
-                if weights.is_file():
-                    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+            from vlseg.model.checkpoint import checkpoint_sha256
+
+            sha = checkpoint_sha256(self.checkpoint) if self.checkpoint is not None else None
             self._model_info = {
                 "name": self.model.config.name,
                 "checkpoint": str(self.checkpoint.name) if self.checkpoint else None,
