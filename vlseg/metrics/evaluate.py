@@ -21,7 +21,8 @@ import numpy as np
 from vlseg.concepts import CONCEPTS
 from vlseg.errors import InputError
 from vlseg.fileio import write_bytes_atomic, write_json_atomic
-from vlseg.metrics.overlap import HD95_EMPTY, case_metrics
+from vlseg.metrics.casewise import case_metrics
+from vlseg.metrics.overlap import HD95_EMPTY
 from vlseg.metrics.sources import discover, guess_convention, load_labels, precheck_grids
 
 DILATION_ITERS = 3

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from vlseg.metrics.overlap import HD95_EMPTY, _as_masks, _bbox, _union_box, check_spacing, hd95
+from vlseg.metrics.overlap import HD95_EMPTY, as_masks, _bbox, _union_box, check_spacing, hd95
 
 _CC_STRUCTURE = ndimage.generate_binary_structure(3, 3)        # 26-connectivity
 _DILATION_STRUCTURE = ndimage.generate_binary_structure(3, 2)  # 18-connectivity, as BraTS
@@ -62,7 +62,7 @@ def lesion_wise(
         raise ValueError(f"dilation_iters must be an integer >= 0, got {dilation_iters!r}")
     if isinstance(min_size_voxels, bool) or not isinstance(min_size_voxels, (int, np.integer)) or min_size_voxels < 0:
         raise ValueError(f"min_size_voxels must be an integer >= 0, got {min_size_voxels!r}")
-    pred, gt = _as_masks(pred, gt)
+    pred, gt = as_masks(pred, gt)
     spacing = check_spacing(spacing)
     result: dict[str, Any] = {
         "dice": 1.0, "hd95": 0.0, "n_tp": 0, "n_fn": 0, "n_fp": 0, "n_ignored": 0,

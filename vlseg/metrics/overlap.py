@@ -17,6 +17,8 @@ MONAI's ``compute_hausdorff_distance(..., percentile=95)``: the distances from e
 the other are taken, the 95th percentile of each direction is computed and the larger one is
 returned. (The BraTS reference scripts use DeepMind's surfel-area-weighted variant; values agree
 to within a voxel or so.)
+
+``case_metrics`` (every concept of a case, with the lesion-wise scores) is in ``casewise.py``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from vlseg.concepts import CONCEPT_PARTS, CONCEPTS
+from vlseg.concepts import CONCEPT_PARTS
 
 # The BraTS penalty for a Hausdorff distance that is undefined because exactly one mask is
 # empty: 374 mm, about the diagonal of the 240x240x155 mm BraTS volume.
@@ -44,7 +46,7 @@ def check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _as_masks(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def as_masks(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred).astype(bool, copy=False)
     gt = np.asarray(gt).astype(bool, copy=False)
     if pred.shape != gt.shape:
@@ -56,7 +58,7 @@ def _as_masks(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Dice coefficient of two boolean masks; 1.0 when both are empty."""
-    pred, gt = _as_masks(pred, gt)
+    pred, gt = as_masks(pred, gt)
     total = int(np.count_nonzero(pred)) + int(np.count_nonzero(gt))
     if total == 0:
         return 1.0
@@ -94,7 +96,7 @@ def _directed_p95(from_surface: np.ndarray, to_surface: np.ndarray, spacing: tup
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
     """95th-percentile symmetric Hausdorff distance in mm (see the module docstring for empties)."""
-    pred, gt = _as_masks(pred, gt)
+    pred, gt = as_masks(pred, gt)
     spacing = check_spacing(spacing)
     box_p, box_g = _bbox(pred), _bbox(gt)
     if box_p is None and box_g is None:
@@ -119,55 +121,4 @@ def complete_concepts(masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             for p in parts:
                 union |= out[p]
             out[concept] = union
-    return out
-
-
-def case_metrics(
-    pred: Mapping[str, np.ndarray],
-    gt: Mapping[str, np.ndarray],
-    spacing: Sequence[float],
-    *,
-    include_lesion_wise: bool = True,
-    dilation_iters: int = 3,
-    min_size_voxels: int = 50,
-) -> dict[str, dict[str, float]]:
-    """Metrics per concept for one case.
-
-    ``pred`` and ``gt`` map concept names (NCR/ED/ET/TC/WT) to boolean masks on the same grid;
-    TC/WT are derived from their parts when missing. Every concept present in both is scored,
-    in ``CONCEPTS`` order. Per concept the result holds ``dice``, ``hd95`` (mm),
-    ``gt_voxels``, ``pred_voxels`` and, unless ``include_lesion_wise=False``, the BraTS 2023
-    lesion-wise ``lesion_dice``, ``lesion_hd95``, ``n_tp``, ``n_fn``, ``n_fp`` (see
-    :func:`vlseg.metrics.lesion_wise`).
-    """
-    from vlseg.metrics.lesionwise import lesion_wise
-
-    spacing = check_spacing(spacing)
-    pred_c, gt_c = complete_concepts(pred), complete_concepts(gt)
-    concepts = [c for c in CONCEPTS if c in pred_c and c in gt_c]
-    if not concepts:
-        raise ValueError(
-            f"no concept in common between prediction ({', '.join(pred) or 'none'}) "
-            f"and ground truth ({', '.join(gt) or 'none'})"
-        )
-    out: dict[str, dict[str, float]] = {}
-    for c in concepts:
-        p, g = _as_masks(pred_c[c], gt_c[c])
-        row: dict[str, float] = {"dice": dice(p, g)}
-        n_gt = int(np.count_nonzero(g))
-        if include_lesion_wise:
-            lw = lesion_wise(p, g, spacing, dilation_iters=dilation_iters, min_size_voxels=min_size_voxels)
-            # One scored lesion that is the whole GT and no false positive: its HD95 was taken
-            # between the whole prediction and the whole GT, i.e. it is the case-wise HD95.
-            whole = (lw["n_tp"] == 1 and lw["n_fp"] == 0 and len(lw["lesions"]) == 1
-                     and lw["lesions"][0]["voxels"] == n_gt)
-            row["hd95"] = lw["lesions"][0]["hd95"] if whole else hd95(p, g, spacing)
-            row.update(
-                lesion_dice=lw["dice"], lesion_hd95=lw["hd95"],
-                n_tp=lw["n_tp"], n_fn=lw["n_fn"], n_fp=lw["n_fp"],
-            )
-        else:
-            row["hd95"] = hd95(p, g, spacing)
-        row.update(gt_voxels=n_gt, pred_voxels=int(np.count_nonzero(p)))
-        out[c] = row
     return out
