@@ -1,0 +1,322 @@
+"""Robustness benchmark: a fixed, seeded test set per shift family, scored per checkpoint.
+
+Test set. Case ``i`` of every family starts from the same phantom (``vlseg.synth``), seeded by
+``phantom_seed(i)``: a 128-bit integer hashed from the string ``NAMESPACE`` with its top bit set.
+``numpy.random.SeedSequence`` turns a seed into 32-bit entropy words; every seed training can use
+(the small integers the randomizer takes, the uint32 seeds ``vlseg synth`` derives from
+``(base seed, index)``) has at most two nonzero words, these have four, so no training seed can
+draw the same phantom. The shift applied on top draws from ``SeedSequence(phantom_seed(i),
+spawn_key=(crc32(family), crc32(step)))``: one stream per case, family and step. Sharing the
+phantom across families makes the comparison between families paired (same anatomy and tumor).
+
+Cases are written once into ``<cache>/v<TESTSET_VERSION>-<spacing>mm/<family>/<case id>/`` in the
+BraTS 2023 layout (int16 images, uint8 labels, the family's own grid and affine) plus a
+``-shift.json`` record of what was drawn, and reused; regeneration is byte-identical in arrays.
+
+Scoring goes through the predictor's own path (``Segmenter.from_pretrained``; ``load_case``,
+``prepare`` once per sequence subset, ``decode`` the five canonical prompts, ``clean_mask`` at the
+Segmenter's threshold, as ``Segmenter`` and ``bench/evaluate_model.py`` do) and the project's
+metrics (``vlseg.metrics.case_metrics``: Dice and HD95 per concept).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import nibabel as nib
+import numpy as np
+
+from vlseg.concepts import CONCEPT_NAMES, CONCEPTS, SEQUENCES
+from vlseg.fileio import atomic_path, write_json_atomic
+from vlseg.synth import shifts
+
+NAMESPACE = "vlseg-robustness-v1"
+TESTSET_VERSION = "1"  # bump when a shift or the phantom generator changes: cached cases are keyed by it
+FAMILIES: tuple[str, ...] = ("clean", "anatomy_warp", "contrast", "bias_field", "thick_slices", "noise",
+                             "combined")
+# Steps of each family, applied in this order (contrast_table acts when rendering the phantom).
+STEPS: dict[str, tuple[str, ...]] = {
+    "clean": (),
+    "anatomy_warp": ("anatomy_warp",),
+    "contrast": ("contrast_table", "gamma"),
+    "bias_field": ("bias_field",),
+    "thick_slices": ("thick_slices",),
+    "noise": ("noise",),
+    "combined": ("contrast_table", "gamma", "anatomy_warp", "bias_field", "thick_slices", "noise"),
+}
+SUBSETS: dict[str, tuple[str, ...]] = {"all4": SEQUENCES, "flair_t1c": ("t1c", "t2f"), "t1c_only": ("t1c",)}
+SUBSET_FAMILIES: tuple[str, ...] = ("clean", "combined")  # families also scored on sequence subsets
+METRICS: tuple[str, ...] = ("dice", "hd95")
+
+
+# ----------------------------------------------------------------------------- seeds and names
+def phantom_seed(index: int) -> int:
+    """128-bit seed of case ``index`` (top bit set: outside every training seed, see above)."""
+    digest = hashlib.sha256(f"{NAMESPACE}/phantom/{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:16], "little") | (1 << 127)
+
+
+def step_rng(index: int, family: str, step: str) -> np.random.Generator:
+    key = (zlib.crc32(family.encode()), zlib.crc32(step.encode()))
+    return np.random.default_rng(np.random.SeedSequence(phantom_seed(index), spawn_key=key))
+
+
+def case_id(family: str, index: int) -> str:
+    return f"ROB-{family}-{int(index):03d}"
+
+
+def conditions(families: Iterable[str]) -> list[tuple[str, str]]:
+    """(family, subset) pairs scored: all four sequences on every family, subsets on some."""
+    fams = list(families)
+    out = [(f, "all4") for f in fams]
+    out += [(f, s) for f in SUBSET_FAMILIES if f in fams for s in SUBSETS if s != "all4"]
+    return out
+
+
+def condition_name(family: str, subset: str) -> str:
+    return family if subset == "all4" else f"{family}/{subset}"
+
+
+def cache_folder(root: str | Path, spacing_mm: float) -> Path:
+    return Path(root) / f"v{TESTSET_VERSION}-{float(spacing_mm):g}mm"
+
+
+# ----------------------------------------------------------------------------- test set
+def make_case(family: str, index: int, *, spacing_mm: float = 1.0
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, Any]]:
+    """One shifted case in memory: images (int16), labels (uint8), affine, record of the draws."""
+    from vlseg.synth import DEFAULT_RANGES, generate_case_with_info
+
+    if family not in STEPS:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    seed = phantom_seed(index)
+    ranges = DEFAULT_RANGES
+    record: dict[str, Any] = {"family": family, "index": int(index), "namespace": NAMESPACE,
+                              "phantom_seed": hex(seed), "testset_version": TESTSET_VERSION, "steps": {}}
+    if "contrast_table" in STEPS[family]:
+        table = shifts.contrast_table(step_rng(index, family, "contrast_table"), ranges.base_means)
+        ranges = dataclasses.replace(ranges, base_means=table)
+        record["steps"]["contrast_table"] = {s: {t: round(v, 4) for t, v in row.items()} for s, row in table.items()}
+    imgs, info = generate_case_with_info(seed, spacing_mm=spacing_mm, ranges=ranges)
+    record["phantom"] = {k: info[k] for k in ("generator", "variant", "enhancement", "orientation")}
+    images = {k: np.asarray(imgs[k].dataobj) for k in SEQUENCES}
+    seg = np.asarray(imgs["seg"].dataobj)
+    affine = np.asarray(imgs["seg"].affine, dtype=np.float64)
+    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    for step in STEPS[family]:
+        rng = step_rng(index, family, step)
+        if step == "contrast_table":
+            continue
+        if step == "gamma":
+            images, rec = shifts.gamma(rng, images)
+        elif step == "anatomy_warp":
+            images, seg, rec = shifts.anatomy_warp(rng, images, seg, spacing)
+        elif step == "bias_field":
+            images, rec = shifts.bias_field(rng, images, spacing)
+        elif step == "thick_slices":
+            images, seg, affine, rec = shifts.thick_slices(rng, images, seg, affine)
+            spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+        elif step == "noise":
+            images, rec = shifts.rician_noise(rng, images)
+        record["steps"][step] = rec
+    record["shape"] = list(seg.shape)
+    record["spacing_mm"] = [round(s, 4) for s in spacing]
+    return images, seg, affine, record
+
+
+def _nifti(arr: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(arr.dtype)
+    return img
+
+
+def case_paths(folder: Path, cid: str) -> dict[str, Path]:
+    files = {k: folder / f"{cid}-{k}.nii.gz" for k in (*SEQUENCES, "seg")}
+    files["record"] = folder / f"{cid}-shift.json"
+    return files
+
+
+def write_case(root: str | Path, family: str, index: int, *, spacing_mm: float = 1.0) -> Path:
+    """Write one case under ``root/<family>/<case id>/`` unless it is complete already (the record
+    is written last, every file atomically); return its folder."""
+    cid = case_id(family, index)
+    folder = Path(root) / family / cid
+    files = case_paths(folder, cid)
+    if all(p.exists() for p in files.values()):
+        return folder
+    images, seg, affine, record = make_case(family, index, spacing_mm=spacing_mm)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, arr in (*images.items(), ("seg", seg)):
+        with atomic_path(files[k]) as tmp:
+            nib.save(_nifti(arr, affine), tmp)
+    write_json_atomic(files["record"], record)
+    return folder
+
+
+def build_testset(root: str | Path, *, cases_per_family: int, families: Iterable[str] = FAMILIES,
+                  spacing_mm: float = 1.0, log: Callable[[str], None] = print) -> dict[str, list[Path]]:
+    """Generate (or reuse) every case; ``{family: [case folder, ...]}``."""
+    folder = cache_folder(root, spacing_mm)
+    out: dict[str, list[Path]] = {}
+    for family in families:
+        out[family] = []
+        for i in range(cases_per_family):
+            t0 = time.perf_counter()
+            done = all(p.exists() for p in case_paths(folder / family / case_id(family, i), case_id(family, i)).values())
+            out[family].append(write_case(folder, family, i, spacing_mm=spacing_mm))
+            if not done:
+                log(f"generated {family} case {i} in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring
+def predict_concepts(seg: Any, case: Any, prompts: Any) -> dict[str, np.ndarray]:
+    """Cleaned boolean masks for all five concepts, as ``Segmenter`` makes them (RAS+ case grid)."""
+    from vlseg.model.inference import decode, prepare
+    from vlseg.reasoning import clean_mask
+
+    prepared = prepare(seg.model, case, device=seg.device)             # encode image once
+    probs = decode(seg.model, prepared, prompts)                       # (5, X, Y, Z)
+    return {c: clean_mask(p, case.affine, threshold=seg.threshold) for c, p in zip(CONCEPTS, probs)}
+
+
+def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str], None] = print
+                ) -> list[dict[str, Any]]:
+    """Per-case rows ``{family, subset, case, seconds, metrics: {concept: {dice, hd95}}}``."""
+    from vlseg.io import load_case
+    from vlseg.metrics import case_metrics
+
+    prompts = seg.model.embed_prompts([CONCEPT_NAMES[c] for c in CONCEPTS])  # (5, E)
+    rows: list[dict[str, Any]] = []
+    for family, folders in testset.items():
+        subsets = [s for f, s in conditions([family])]
+        for folder in folders:
+            case = load_case(folder)
+            for subset in subsets:
+                sub = dataclasses.replace(case, images={k: v for k, v in case.images.items() if k in SUBSETS[subset]})
+                t0 = time.perf_counter()
+                pred = predict_concepts(seg, sub, prompts)
+                seconds = time.perf_counter() - t0
+                m = case_metrics(pred, case.labels, case.spacing, include_lesion_wise=False)
+                rows.append({"family": family, "subset": subset, "case": case.case_id, "seconds": round(seconds, 2),
+                             "metrics": {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in CONCEPTS}})
+                log(f"{case.case_id} {subset}: " + " ".join(f"{c} {m[c]['dice']:.3f}" for c in ("WT", "TC", "ET")))
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{condition: {n_cases, concept: {dice, dice_sd, hd95, hd95_sd}}}`` (means over cases)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        out.setdefault(condition_name(r["family"], r["subset"]), []).append(r["metrics"])  # type: ignore[arg-type]
+    summary: dict[str, dict[str, Any]] = {}
+    for name, ms in out.items():
+        entry: dict[str, Any] = {"n_cases": len(ms)}
+        for c in CONCEPTS:
+            entry[c] = {}
+            for k in METRICS:
+                a = np.array([m[c][k] for m in ms], dtype=np.float64)
+                entry[c][k] = round(float(a.mean()), 4)
+                entry[c][f"{k}_sd"] = round(float(a.std(ddof=1)) if a.size > 1 else 0.0, 4)
+        summary[name] = entry
+    return summary
+
+
+def model_labels(models: list[str | None]) -> list[str]:
+    """Display names: the argument as given (``default`` for the bundled one), made unique."""
+    labels: list[str] = []
+    for m in models:
+        base = "default" if m is None else str(m)
+        label, k = base, 2
+        while label in labels:
+            label, k = f"{base} ({k})", k + 1
+        labels.append(label)
+    return labels
+
+
+def testset_description(cases_per_family: int, spacing_mm: float, families: Iterable[str]) -> dict[str, Any]:
+    return {
+        "namespace": NAMESPACE, "version": TESTSET_VERSION, "cases_per_family": int(cases_per_family),
+        "phantom_spacing_mm": float(spacing_mm), "families": {f: list(STEPS[f]) for f in families},
+        "conditions": [condition_name(f, s) for f, s in conditions(families)],
+        "subsets": {k: list(v) for k, v in SUBSETS.items()},
+        "shift_parameters": {
+            "warp_p95_mm": list(shifts.WARP_MM), "warp_lattice_mm": shifts.WARP_LATTICE_MM,
+            "gamma": list(shifts.GAMMA), "tissue_scale": list(shifts.TISSUE_SCALE),
+            "bias_range": list(shifts.BIAS_RANGE), "bias_lattice_mm": shifts.BIAS_LATTICE_MM,
+            "thick_slice_mm": shifts.THICK_MM, "noise_fraction": list(shifts.NOISE_FRACTION),
+        },
+    }
+
+
+def load_records(testset: dict[str, list[Path]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for family, folders in testset.items():
+        for folder in folders:
+            out[folder.name] = json.loads(case_paths(folder, folder.name)["record"].read_text())
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+TABLE_CONCEPTS: tuple[str, ...] = ("WT", "TC", "ET")
+
+
+def markdown_tables(result: dict[str, Any]) -> str:
+    """Dice and HD95 tables (WT/TC/ET), one row per condition, checkpoints side by side."""
+    labels = [m["label"] for m in result["models"]]
+    names = result["test_set"]["conditions"]
+    n = result["test_set"]["cases_per_family"]
+    lines: list[str] = []
+    for metric, title, fmt in (("dice", "Dice (mean over cases)", "{:.3f}"), ("hd95", "HD95 mm (mean over cases)", "{:.1f}")):
+        head = ["condition", "sequences"] + [f"{lab} {c}" if len(labels) > 1 else c for lab in labels for c in TABLE_CONCEPTS]
+        lines += [f"**{title}**, {n} case(s) per family", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+        for name in names:
+            family, _, subset = name.partition("/")
+            seqs = "+".join(SUBSETS[subset or "all4"])
+            cells = [fmt.format(result["summary"][lab][name][c][metric]) for lab in labels for c in TABLE_CONCEPTS]
+            lines.append("| " + " | ".join([family, seqs, *cells]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_chart(result: dict[str, Any], path: str | Path) -> Path:
+    """Grouped bars: one panel per concept (WT/TC/ET), one group per condition, one colour per checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [m["label"] for m in result["models"]]
+    names = result["test_set"]["conditions"]
+    x = np.arange(len(names))
+    width = 0.8 / len(labels)
+    colours = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(len(TABLE_CONCEPTS), 1, figsize=(max(8.0, 0.9 * len(names) + 2), 9), sharex=True)
+    for ax, concept in zip(np.atleast_1d(axes), TABLE_CONCEPTS):
+        for j, lab in enumerate(labels):
+            vals = [result["summary"][lab][n][concept]["dice"] for n in names]
+            sds = [result["summary"][lab][n][concept]["dice_sd"] for n in names]
+            ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, yerr=sds, capsize=2,
+                   color=colours[j % len(colours)], label=lab, error_kw={"elinewidth": 0.8})
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"{concept} Dice")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(loc="lower left", fontsize=8)
+    axes[0].set_title(f"vlseg robustness: Dice per shift family (mean ± sd, "
+                      f"{result['test_set']['cases_per_family']} case(s) each)")
+    axes[-1].set_xticks(x, names, rotation=30, ha="right")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
