@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from vlseg import intents
 from vlseg.language import rules
 
 
@@ -70,7 +71,7 @@ def test_reference_spans():
     ("the edema", None),
 ])
 def test_detect_intent(query, intent):
-    assert rules.detect_intent(rules.normalize(query)) == intent
+    assert intents.detect(rules.normalize(query)) == intent
 
 
 @pytest.mark.parametrize("query, expected", [

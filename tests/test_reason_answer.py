@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from vlseg.concepts import CONCEPTS
+from vlseg.intents import INTENTS, compose_answer
 from vlseg.reasoning import (
-    DISCLAIMER, INTENTS, LOBES, AtlasLocator, compose_answer, measure_target, measurement_to_json,
+    DISCLAIMER, LOBES, AtlasLocator, measure_target, measurement_to_json,
     relations, relations_to_json,
 )
 from vlseg.reasoning.atlas import MNI_2MM_AFFINE, MNI_2MM_SHAPE, apply_affine

@@ -16,19 +16,32 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from vlseg import __version__
-from vlseg.concepts import CONCEPT_NAMES, CONCEPTS, SEQUENCES
+from vlseg import __version__, intents, vocab
+from vlseg.concepts import CONCEPTS, SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import write_json_atomic
 from vlseg.io import Case, load_case, write_mask
-from vlseg.reasoning import DISCLAIMER, relations_to_json
+from vlseg.language import Parse, QueryParser, TargetRef
+from vlseg.reasoning import (
+    DISCLAIMER,
+    AtlasLocator,
+    Facts,
+    Relations,
+    TargetMeasurement,
+    clean_mask,
+    measure_target,
+    measurement_to_json,
+    relations,
+    relations_to_json,
+)
 
-# Concepts whose probabilities `relations` needs; decoded together when a relation is asked for.
-RELATION_CONCEPTS: tuple[str, ...] = ("NCR", "ED", "ET", "TC")
+if TYPE_CHECKING:  # the model package is imported lazily at run time
+    from vlseg.model.inference import PreparedCase
+    from vlseg.model.vlseg_model import VLSegModel
 
 
 @dataclass
@@ -39,14 +52,16 @@ class Answer:
     text: str
     refused: bool
     intent: str
-    targets: list[dict[str, Any]]
+    targets: list[dict[str, Any]]  # answer.json's rounded target entries
     masks: dict[str, np.ndarray]  # concept -> uint8 (X, Y, Z) in the input file's own voxel order
     masks_ras: dict[str, np.ndarray]  # concept -> uint8 in RAS+ order of the case (for display)
-    relations: dict[str, Any] | None
+    relations: Relations | None
     sequences_used: list[str]
     model: dict[str, Any]
     timing_s: dict[str, float]
     case_id: str | None = None
+    parse: Parse | None = None
+    measurements: list[TargetMeasurement] = field(default_factory=list)
     _case: Case | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,19 +94,19 @@ class _CaseState:
     """Everything cached for the case that is set: the encoding, probabilities, chat history."""
 
     case: Case
-    prepared: Any  # vlseg.model.inference.PreparedCase: encoder features, crop box, grid
+    prepared: PreparedCase  # encoder features, crop box, grid
     probs: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> (X, Y, Z) RAS+ probs
-    locator: Any = None  # vlseg.reasoning.AtlasLocator, fitted lazily on the first location
+    locator: AtlasLocator | None = None  # fitted lazily on the first question
     locator_failed: str | None = None
-    previous: Any = None  # the last Parse, for "how big is it?"
+    previous: Parse | None = None  # the last answered Parse, for "how big is it?"
     encode_s: float = 0.0
 
 
 class Segmenter:
     """Promptable segmentation + grounded answers for one case at a time (not thread-safe)."""
 
-    def __init__(self, *, model: Any, device: str = "cpu", checkpoint: Path | None = None,
-                 parser: Any = None, threshold: float = 0.5) -> None:
+    def __init__(self, *, model: VLSegModel, device: str = "cpu", checkpoint: Path | None = None,
+                 parser: QueryParser | None = None, threshold: float = 0.5) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.model = model.eval().to(device)
@@ -99,8 +114,6 @@ class Segmenter:
         self.threshold = threshold
         self.checkpoint = checkpoint
         if parser is None:
-            from vlseg.language import QueryParser
-
             # The parser's thresholds are calibrated on plain MiniLM, not on the model's
             # LoRA-adapted text encoder, so it keeps its own (process-wide cached) encoder.
             parser = QueryParser()
@@ -112,10 +125,11 @@ class Segmenter:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
                         threads: int | None = None, **kwargs: Any) -> "Segmenter":
-        """Load the bundled default model (None), a named bundled model, or a checkpoint folder."""
+        """Load the bundled default model (None), a named bundled model, a checkpoint folder, or a
+        LoRA adapter folder (``runs/<x>/best``: applied on the base checkpoint it names by sha256)."""
         import torch
 
-        from vlseg.model.checkpoint import load_model, resolve_checkpoint
+        from vlseg.model import load_model
 
         if threads is not None:
             if threads < 1:
@@ -124,7 +138,8 @@ class Segmenter:
         if device == "cuda" and not torch.cuda.is_available():
             raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
         model = load_model(name_or_path, device=device)
-        return cls(model=model, device=device, checkpoint=resolve_checkpoint(name_or_path), **kwargs)
+        source = model.source  # the adapter folder, else the checkpoint folder
+        return cls(model=model, device=device, checkpoint=source.adapter or source.checkpoint, **kwargs)
 
     def fork(self) -> "Segmenter":
         """A Segmenter with its own case and chat state sharing this one's model and parser
@@ -167,77 +182,72 @@ class Segmenter:
 
     # ----------------------------------------------------------------- asking
     def ask(self, query: str) -> Answer:
-        """Answer one query about the case that is set; chat context carries over between calls."""
-        from vlseg.reasoning import clean_mask, compose_answer, measure_target, relations
+        """Answer one query about the case that is set; chat context carries over between calls.
 
+        The intent table (``vlseg.intents``) says what each kind of question decodes and which
+        composer answers it; nothing here depends on the kind of question.
+        """
         state = self._require_state()
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
 
         # Understand the query
         parse = self.parser.parse(query, previous=state.previous)
+        spec = intents.get(parse.intent)
         timing["parse"] = time.perf_counter() - t0
-        concepts = [t.concept for t in parse.targets]
-        if parse.refused or parse.intent == "help" or not concepts:
-            text = compose_answer(intent="refuse" if parse.refused else "help", targets=[],
-                                  phrases=[], relations=None, sequences_used=list(state.case.present),
-                                  refused=parse.refused)
-            timing["total"] = time.perf_counter() - t0
-            return self._answer(parse, text, [], {}, None, timing)
-        state.previous = parse
+        if spec.measures:
+            state.previous = parse
 
-        # Condition on prompts: decode only the concepts not cached yet (plus relation parts)
+        # Condition on prompts: decode only the concepts not cached yet
         t1 = time.perf_counter()
-        wanted = list(dict.fromkeys(concepts))
-        if parse.intent == "ratio" or len(wanted) > 1 and set(wanted) & {"NCR", "TC", "ET"}:
-            wanted_for_relations = list(RELATION_CONCEPTS)
-        else:
-            wanted_for_relations = []
-        self._ensure_probs(wanted + [c for c in wanted_for_relations if c not in wanted])
+        decoded = spec.decode(parse.concepts)
+        self._ensure_probs(list(decoded))
         timing["decode"] = time.perf_counter() - t1
 
-        # Measure and locate
+        # Measure, locate, relate
         t2 = time.perf_counter()
-        locator = self._locator()  # every target reports hemisphere and lobes
-        measurements = [
-            measure_target(c, state.probs[c], state.case.affine, locator=locator,
-                           threshold=self.threshold)
-            for c in concepts
-        ]
-        rel = None
-        if wanted_for_relations:
-            masks = {c: clean_mask(state.probs[c], state.case.affine, threshold=self.threshold)
-                     for c in RELATION_CONCEPTS}
-            rel = relations(masks, state.case.affine)
+        measurements: list[TargetMeasurement] = []
+        rel: Relations | None = None
+        if spec.measures:
+            locator = self._locator()  # every target reports hemisphere and lobes
+            measurements = [measure_target(c, state.probs[c], state.case.affine, locator=locator,
+                                           threshold=self.threshold) for c in parse.concepts]
+            related = [c for c in intents.RELATION_CONCEPTS if c in decoded]
+            if len(related) == len(intents.RELATION_CONCEPTS):
+                rel = relations({c: self._mask(c) for c in related}, state.case.affine)
         timing["measure"] = time.perf_counter() - t2
 
-        notes = (f"Location unavailable: {state.locator_failed}.",) if state.locator_failed else ()
-        text = compose_answer(intent=parse.intent, targets=measurements,
-                              phrases=[t.phrase for t in parse.targets], relations=rel,
-                              sequences_used=list(state.case.present), notes=notes)
+        notes = (f"Location unavailable: {state.locator_failed}.",) \
+            if spec.measures and state.locator_failed else ()
+        facts = Facts.of(measurements, rel, phrases=[t.phrase for t in parse.targets],
+                         reason=parse.reason)
+        text = intents.answer_text(parse.intent, facts, sequences_used=list(state.case.present),
+                                   notes=notes)
         timing["total"] = time.perf_counter() - t0
-        return self._answer(parse, text, measurements, state.probs, rel, timing)
+        return self._answer(parse, text, measurements, rel, timing)
 
     # ----------------------------------------------------------------- internals
     def _ensure_probs(self, concepts: list[str]) -> None:
         from vlseg.model.inference import decode
 
-        state = self._state
-        assert state is not None
+        state = self._require_state()
         missing = [c for c in concepts if c not in state.probs]
         if not missing:
             return
-        prompts = self.model.embed_prompts([CONCEPT_NAMES[c] for c in missing])  # (P, E)
+        prompts = self.model.embed_prompts([vocab.concept(c).canonical_prompt for c in missing])  # (P, E)
         probs = decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+ input grid
         for c, p in zip(missing, probs):
             state.probs[c] = p
 
-    def _locator(self) -> Any:
-        """Fit the atlas registration once per case; on failure, answer without location."""
-        from vlseg.reasoning import AtlasLocator
+    def _mask(self, concept: str) -> np.ndarray:
+        """The mask users get for a concept: p >= threshold, specks below the minimum lesion
+        removed (the same function validation and bench/evaluate_model.py score)."""
+        state = self._require_state()
+        return clean_mask(state.probs[concept], state.case.affine, threshold=self.threshold)
 
-        state = self._state
-        assert state is not None
+    def _locator(self) -> AtlasLocator | None:
+        """Fit the atlas registration once per case; on failure, answer without location."""
+        state = self._require_state()
         if state.locator is None and state.locator_failed is None:
             case = state.case
             # Prefer T1 native (closest to the T1 template), then T1c, T2, FLAIR.
@@ -248,19 +258,15 @@ class Segmenter:
                 state.locator_failed = str(e)
         return state.locator
 
-    def _answer(self, parse: Any, text: str, measurements: list[Any], probs: dict[str, np.ndarray],
-                rel: dict | None, timing: dict[str, float]) -> Answer:
-        from vlseg.reasoning import clean_mask
-
-        state = self._state
-        assert state is not None
+    def _answer(self, parse: Parse, text: str, measurements: list[TargetMeasurement],
+                rel: Relations | None, timing: dict[str, float]) -> Answer:
+        state = self._require_state()
         targets: list[dict[str, Any]] = []
         masks: dict[str, np.ndarray] = {}
         masks_ras: dict[str, np.ndarray] = {}
         for ref, m in zip(parse.targets, measurements):
             # The mask that was measured: p >= threshold, specks below the minimum lesion removed.
-            mask_ras = clean_mask(probs[m.concept], state.case.affine,
-                                  threshold=self.threshold).astype(np.uint8)
+            mask_ras = self._mask(m.concept).astype(np.uint8)
             masks_ras[m.concept] = mask_ras
             masks[m.concept] = state.case.to_source(mask_ras)
             targets.append(_target_json(ref, m))
@@ -268,21 +274,26 @@ class Segmenter:
             query=parse.query, text=text, refused=parse.refused, intent=parse.intent,
             targets=targets, masks=masks, masks_ras=masks_ras, relations=rel,
             sequences_used=list(state.case.present), model=self.model_info(), timing_s=timing,
-            case_id=state.case.case_id, _case=state.case,
+            case_id=state.case.case_id, parse=parse, measurements=list(measurements),
+            _case=state.case,
         )
 
     def model_info(self) -> dict[str, Any]:
-        """Provenance for answer JSON: model name, checkpoint hash, library versions."""
+        """Provenance for answer JSON: model name, the base checkpoint and the LoRA adapter (if
+        any) each with its sha256, library versions. ``checkpoint``/``checkpoint_sha256`` name
+        the full (base) checkpoint."""
         if self._model_info is None:
             import torch
 
-            from vlseg.model.checkpoint import checkpoint_sha256
+            from vlseg.model import describe_source, resolve_model
 
-            sha = checkpoint_sha256(self.checkpoint) if self.checkpoint is not None else None
+            source = resolve_model(self.checkpoint) if self.checkpoint is not None else getattr(
+                self.model, "source", None)
+            weights = describe_source(source) if source is not None else {
+                "checkpoint": None, "checkpoint_sha256": None, "base": None, "adapter": None}
             self._model_info = {
                 "name": self.model.config.name,
-                "checkpoint": str(self.checkpoint.name) if self.checkpoint else None,
-                "checkpoint_sha256": sha,
+                **weights,
                 "text_encoder": self.model.config.text_encoder,
                 "spacing_mm": self.model.config.spacing_mm,
                 "versions": {"vlseg": __version__, "torch": torch.__version__,
@@ -291,13 +302,11 @@ class Segmenter:
         return self._model_info
 
 
-def _target_json(ref: Any, m: Any) -> dict[str, Any]:
+def _target_json(ref: TargetRef, m: TargetMeasurement) -> dict[str, Any]:
     """answer.json entry for one target: the reasoning module's rounded measurement (the exact
     values the answer text quotes) plus the phrase and mask file name."""
-    from vlseg.reasoning import measurement_to_json
-
-    out = {"concept": m.concept, "phrase": ref.phrase, "parse_score": round(float(ref.score), 3),
-           "mask": f"{m.concept}.nii.gz"}
+    out: dict[str, Any] = {"concept": m.concept, "phrase": ref.phrase,
+                           "parse_score": round(float(ref.score), 3), "mask": f"{m.concept}.nii.gz"}
     out.update(measurement_to_json(m))
     return out
 

@@ -1,15 +1,9 @@
-"""Query understanding: chat sentences -> question intent + tumor-region targets (or a refusal)."""
+"""Query understanding: chat sentences -> question intent + tumor-region targets (or a refusal).
+
+What each intent looks like lives in the intent table (``vlseg.intents``); the words of each
+concept in the vocabulary (``vlseg.vocab``)."""
 from __future__ import annotations
 
-from vlseg.language.parse import (
-    MAX_QUERY_CHARS,
-    Parse,
-    QueryParser,
-    TargetRef,
-    capabilities_text,
-    reply_text,
-)
-from vlseg.language.rules import INTENTS
+from vlseg.language.parse import MAX_QUERY_CHARS, Parse, QueryParser, TargetRef
 
-__all__ = ["QueryParser", "Parse", "TargetRef", "INTENTS", "MAX_QUERY_CHARS",
-           "capabilities_text", "reply_text"]
+__all__ = ["QueryParser", "Parse", "TargetRef", "MAX_QUERY_CHARS"]

@@ -6,47 +6,24 @@
   unrelated topics). A phrase closer to these than to any concept is refused.
 * Keyword tables: exact words that settle a concept (or a refusal) without doubt. They are
   combined with the embedding, never used alone for phrases they do not cover.
+
+Everything per concept (phrasings, keywords, abbreviations) comes from ``vlseg.vocab``; this file
+keeps only the words that belong to no concept (out-of-scope topics, filler, spelling).
 """
 from __future__ import annotations
 
 import re
 
-# Extra phrasings per concept (lay and descriptive wording) added to the training phrase bank
-# ``vlseg.training.prompts.concept_phrases()``; see ``concept_bank()``.
-EXTRA_PHRASES: dict[str, tuple[str, ...]] = {
-    "NCR": (
-        "necrotic tumor", "necrotic part", "dead tumor tissue", "the dark center of the tumor",
-        "cystic necrotic cavity", "necrotic component", "tumor necrosis", "nonenhancing core",
-    ),
-    "ED": (
-        "brain swelling", "swelling around the tumor", "surrounding edema", "fluid around the tumor",
-        "infiltrative edema", "the bright area on flair", "white matter swelling", "edema region",
-    ),
-    "ET": (
-        "enhancing part", "ring enhancement", "active tumor", "enhancing region", "enhancing component",
-        "the part that lights up with contrast", "bright rim on t1 contrast", "viable enhancing tumor",
-    ),
-    "TC": (
-        "core", "the core of the tumor", "solid tumor core", "core region", "tumor without the edema",
-        "solid part of the tumor", "gross tumor",
-    ),
-    "WT": (
-        "brain tumor", "the whole lesion", "the abnormality", "tumor including edema", "tumor region",
-        "neoplasm", "cancer", "the growth", "all tumor tissue", "brain lesion",
-        "the tumor and its edema",
-    ),
-}
-
+from vlseg import vocab
 
 def concept_bank() -> dict[str, tuple[str, ...]]:
-    """Concept -> normalized phrasings: the training bank (with held-out terms) + ``EXTRA_PHRASES``."""
-    from vlseg.training.prompts import concept_phrases
-
-    base = concept_phrases(include_heldout=True)
+    """Concept -> normalized phrasings the parser compares a phrase with: every term the
+    vocabulary lists for it (name, training and held-out synonyms, lay phrasings)."""
     out: dict[str, tuple[str, ...]] = {}
-    for concept, terms in base.items():
+    for c in vocab.concepts():
+        terms = (c.name,) + c.synonyms + c.heldout_synonyms
         words = [" ".join(SPELLING.get(w, w) for w in t.lower().split()) for t in terms]
-        out[concept] = tuple(dict.fromkeys(words + list(EXTRA_PHRASES.get(concept, ()))))
+        out[c.code] = tuple(dict.fromkeys(words + list(c.phrases)))
     return out
 
 
@@ -67,23 +44,21 @@ NEGATIVE_BANK: tuple[str, ...] = (
     "hello", "thank you", "the meaning of life", "money", "a song",
 )
 
-# Keywords (regexes on the normalized text) that decide a concept.  Tiered: a tier-1 concept
-# (NCR/ED/ET) wins over TC, which wins over WT; within tier 1 the earliest match wins.
-KEYWORDS: dict[str, tuple[str, ...]] = {
-    "NCR": (r"\bnon[- ]?enhanc\w*", r"\bnecro\w*", r"\bdead tissue\b", r"\bncr\b"),
-    "ED": (r"\bedema\w*", r"\bswell\w*", r"\bswollen\b", r"\bflair hyperintens\w*",
-           r"\bhyperintens\w*( \w+)? on (t2 |t2-)?(flair|t2)\b", r"\bt2 hyperintens\w*",
-           r"\bperitumou?ral\b", r"\bperilesional\b", r"\bvasogenic\b", r"\bsnfh\b"),
-    "ET": (r"\benhanc\w*", r"\bgadolinium\b"),
-    "TC": (r"\bcore\b", r"\btc\b"),
-    "WT": (r"\btumou?rs?\b", r"\blesions?\b", r"\bmass(es)?\b", r"\bgliomas?\b",
-           r"\bglioblastomas?\b", r"\bneoplasms?\b", r"\bcancers?\b", r"\bwt\b", r"\bgrowths?\b",
-           r"\babnormalit(y|ies)\b"),
-}
-TIERS: tuple[tuple[str, ...], ...] = (("NCR", "ED", "ET"), ("TC",), ("WT",))
-# Abbreviations that only count when typed in capitals ("ET" yes, "et" no).
-UPPERCASE_ONLY: dict[str, str] = {"ET": "ET", "ED": "ED", "TC": "TC", "WT": "WT", "NCR": "NCR",
-                                  "NET": "NCR", "SNFH": "ED"}
+def keywords() -> dict[str, tuple[str, ...]]:
+    """Concept -> regexes (on the normalized text) that settle it without doubt."""
+    return {c.code: c.keywords for c in vocab.concepts() if c.keywords}
+
+
+def tiers() -> tuple[tuple[str, ...], ...]:
+    """Concepts grouped by keyword precedence: a more specific tier wins (NCR/ED/ET, TC, WT)."""
+    levels = sorted({c.tier for c in vocab.concepts()})
+    return tuple(tuple(c.code for c in vocab.concepts() if c.tier == t) for t in levels)
+
+
+def abbreviations() -> dict[str, str]:
+    """Capitalised-only abbreviation -> the phrase it stands for ("ET" -> "enhancing tumor")."""
+    return {abbr: phrase for c in vocab.concepts() for abbr, phrase in c.abbreviations}
+
 
 # Out of scope wherever they appear: other organs and unrelated topics.
 OFF_TOPIC = re.compile(

@@ -23,13 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlseg.concepts import CONCEPT_NAMES, CONCEPTS
+from vlseg import intents, vocab
 from vlseg.errors import InputError
 from vlseg.language import bank, rules
+from vlseg.text.base import TextEncoder
 
 MAX_QUERY_CHARS = 500
-# Default whole for a ratio question that names only the part ("what fraction is necrotic?").
-RATIO_WHOLE: dict[str, str] = {"NCR": "TC", "ET": "TC", "ED": "WT", "TC": "WT"}
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,7 @@ class TargetRef:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "score", round(float(self.score), 3))  # as reported in JSON
-        if self.concept not in CONCEPTS:
-            raise ValueError(f"unknown concept {self.concept!r}; use one of {', '.join(CONCEPTS)}")
+        vocab.check_concept(self.concept)
 
     def to_json(self) -> dict[str, Any]:
         return {"phrase": self.phrase, "concept": self.concept, "score": self.score}
@@ -61,8 +59,7 @@ class Parse:
     reason: str | None = field(default=None, compare=False)  # why it was refused (for the reply)
 
     def __post_init__(self) -> None:
-        if self.intent not in rules.INTENTS:
-            raise ValueError(f"unknown intent {self.intent!r}; use one of {', '.join(rules.INTENTS)}")
+        intents.get(self.intent)  # a ValueError naming the known intents
         if self.refused != (self.intent == "refuse"):
             raise ValueError("refused must be True exactly when intent is 'refuse'")
 
@@ -95,7 +92,7 @@ class Parse:
 
 
 @functools.lru_cache(maxsize=1)
-def default_encoder() -> Any:
+def default_encoder() -> TextEncoder:
     """all-MiniLM-L6-v2, loaded once per process (inference only, so it is safe to share)."""
     from vlseg.text import build_text_encoder
 
@@ -105,7 +102,7 @@ def default_encoder() -> Any:
 class QueryParser:
     """Parses chat queries about a brain-tumor scan. Build once; ``parse`` is cheap (cached text)."""
 
-    def __init__(self, *, encoder: Any | None = None, min_score: float = 0.45,
+    def __init__(self, *, encoder: TextEncoder | None = None, min_score: float = 0.45,
                  min_margin: float = 0.05, max_chars: int = MAX_QUERY_CHARS) -> None:
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -119,9 +116,10 @@ class QueryParser:
         self.max_chars = int(max_chars)
         # Embed the banks once: (K, dim) concept phrasings and (M, dim) out-of-scope phrasings.
         self.bank = bank.concept_bank()
+        self.concepts: tuple[str, ...] = tuple(self.bank)
         self._bank_slices: dict[str, slice] = {}
         start = 0
-        for concept in CONCEPTS:
+        for concept in self.concepts:
             self._bank_slices[concept] = slice(start, start + len(self.bank[concept]))
             start += len(self.bank[concept])
         self._sim_cache: dict[str, dict[str, float]] = {}
@@ -131,7 +129,7 @@ class QueryParser:
             for p in phrases:
                 owners.setdefault(p, set()).add(concept)
         self._exact = {p: next(iter(cs)) for p, cs in owners.items() if len(cs) == 1}
-        self._bank_emb = self._embed([p for c in CONCEPTS for p in self.bank[c]])  # (K, dim)
+        self._bank_emb = self._embed([p for c in self.concepts for p in self.bank[c]])  # (K, dim)
         self._neg_emb = self._embed(list(bank.NEGATIVE_BANK))
 
     # ------------------------------------------------------------------ public
@@ -147,14 +145,16 @@ class QueryParser:
             return _refuse(query, "diagnosis, grading and treatment questions are outside what a "
                                   "segmentation tool can answer")
         if bank.OFF_TOPIC.search(text):
-            return _refuse(query, f"'{bank.OFF_TOPIC.search(text).group(0)}' is not a brain-tumor region")
+            return _refuse(query, f"“{bank.OFF_TOPIC.search(text).group(0)}” is not a brain-tumor "
+                                  "region, and brain-tumor MRI is all I analyse")
 
         # Question type and target phrases.
-        intent = rules.detect_intent(text)
-        spans = ((rules.ratio_spans(text) if intent == "ratio" else None)
+        intent = intents.detect(text)
+        spec_spans = intents.get(intent).spans if intent is not None else None
+        spans = ((spec_spans(text) if spec_spans is not None else None)
                  or rules.relation_spans(text) or rules.split_targets(text))
         named = [s for s in spans if not s.is_reference]
-        if rules.HELP.search(text) and (not named or rules.keyword_concept(text) is None):
+        if intents.asks_for_help(text) and (not named or rules.keyword_concept(text) is None):
             return Parse(query=query, intent="help", refused=False, targets=())
 
         # Phrases -> concepts (None for a reference to the previous turn).
@@ -194,16 +194,16 @@ class QueryParser:
             if concept is None and generic_head:
                 concept = rules.keyword_concept(span.text)
             if concept is None and bank.BRAIN_ANATOMY.search(head):
-                return f"'{span.text}' is not a tumor region"
+                return f"“{span.text}” is not a tumor region I can segment"
             if concept == "WT":
                 # Only the generic word "tumor" matched: let a clearly closer sub-region win.
-                best = max(CONCEPTS, key=lambda c: sims[c])
+                best = max(self.concepts, key=lambda c: sims[c])
                 if best != "WT" and sims[best] >= 0.8 and sims[best] - sims["WT"] >= 0.1:
                     concept = best
         if concept is None:
-            best = max(CONCEPTS, key=lambda c: sims[c])
+            best = max(self.concepts, key=lambda c: sims[c])
             if sims[best] < self.min_score or sims[best] - sims["_neg"] < self.min_margin:
-                return f"'{span.text}' does not match a tumor region I can segment"
+                return f"“{span.text}” does not match a tumor region I can segment"
             concept = best
         return TargetRef(phrase=span.text, concept=concept, score=sims[concept])
 
@@ -215,13 +215,15 @@ class QueryParser:
         targets = [r for r in resolved if r is not None]
         from_previous = False
         if not targets and rules.ALL_REGIONS.search(text):
-            targets = [self._named_target(c) for c in ("NCR", "ED", "ET")]
+            targets = [self._named_target(c) for c in vocab.base_codes()]
+        spec = intents.get(intent) if intent is not None else None
         if not targets:
             refers = any(r is None for r in resolved) or bool(rules.FOLLOW_UP.search(text))
             if usable is not None and (intent is not None or refers):
                 targets, from_previous = list(usable.targets), True
-            elif intent in ("segment", "volume", "location", "midline", "count"):
-                targets = [self._default_target()]
+            elif spec is not None and spec.default_target is not None:
+                # "how big is it?" with nothing said before: the scan's tumor.
+                targets = [self._named_target(spec.default_target)]
             elif refers:
                 return _refuse(query, "there is no earlier question to refer to; name a region, "
                                       "e.g. 'segment the edema'")
@@ -229,15 +231,18 @@ class QueryParser:
                 return _refuse(query, "no tumor region named; say e.g. 'segment the edema'")
 
         if intent is None:
-            if usable is not None and usable.intent not in ("help", "refuse"):
+            if usable is not None and intents.get(usable.intent).measures:
                 intent, from_previous = usable.intent, True
             else:
                 intent = "segment"
+        spec = intents.get(intent)
         targets = _dedupe(targets)
-        if intent == "ratio" and len(targets) == 1 and targets[0].concept in RATIO_WHOLE:
-            whole = RATIO_WHOLE[targets[0].concept]
-            targets.append(self._named_target(whole))
-        if intent == "ratio" and len(targets) < 2:
+        if spec.min_targets == 2 and len(targets) == 1:
+            # "what fraction is necrotic?": the part's default whole (NCR -> TC, ED -> WT).
+            whole = vocab.concept(targets[0].concept).ratio_whole
+            if whole is not None and whole != targets[0].concept:
+                targets.append(self._named_target(whole))
+        if len(targets) < spec.min_targets:
             return _refuse(query, "say which two regions to compare, e.g. "
                                   "'what fraction of the core is necrotic?'")
         return Parse(query=query, intent=intent, refused=False, targets=tuple(targets),
@@ -267,13 +272,9 @@ class QueryParser:
         return {p: dict(self._sim_cache[p]) for p in phrases}
 
     def _named_target(self, concept: str) -> TargetRef:
-        phrase = CONCEPT_NAMES[concept]
+        phrase = vocab.name(concept)
         score = self._similarities([phrase])[phrase][concept]
         return TargetRef(phrase=phrase, concept=concept, score=score)
-
-    def _default_target(self) -> TargetRef:
-        """"how big is it?" with nothing said before: the scan's tumor, i.e. the whole tumor."""
-        return self._named_target("WT")
 
 
 def _dedupe(targets: list[TargetRef]) -> list[TargetRef]:
@@ -288,21 +289,3 @@ def _dedupe(targets: list[TargetRef]) -> list[TargetRef]:
 
 def _refuse(query: str, reason: str) -> Parse:
     return Parse(query=query, intent="refuse", refused=True, targets=(), reason=reason)
-
-
-def capabilities_text() -> str:
-    """One line listing what can be segmented and asked (for help and refusal answers)."""
-    regions = "; ".join(f"{CONCEPT_NAMES[c]} ({c})" for c in CONCEPTS)
-    return (f"I can segment these brain-tumor regions: {regions}. Ask for a mask, its volume, "
-            "where it is (side, lobes), whether it crosses the midline, how many lesions there "
-            "are, or a ratio such as the necrotic fraction of the core.")
-
-
-def reply_text(parse: Parse) -> str:
-    """Short answer for a help or refused parse (segmenting answers come from the reasoning part)."""
-    if parse.intent == "help":
-        return capabilities_text()
-    if parse.refused:
-        why = f"I can't answer that: {parse.reason}." if parse.reason else "I can't answer that."
-        return f"{why} {capabilities_text()}"
-    raise ValueError("reply_text is for help and refused parses only")

@@ -1,4 +1,5 @@
-"""Text rules of the query parser: normalization, intent, target spans. No model, no torch.
+"""Text rules of the query parser: normalization, target spans, keywords. No model, no torch.
+(What each kind of question looks like is declared in the intent table, ``vlseg.intents``.)
 
 Everything here works on the *normalized* query: lower case, American spelling, misspelled
 domain words corrected, punctuation reduced to commas. Only text is ever interpreted; nothing in a
@@ -11,16 +12,10 @@ import functools
 import re
 from dataclasses import dataclass
 
+from vlseg import vocab
 from vlseg.language import bank
 
-INTENTS: tuple[str, ...] = ("segment", "volume", "location", "midline", "ratio", "count", "help",
-                            "refuse")
-
 # -- normalization ---------------------------------------------------------------------------
-_UPPER_ABBREV = re.compile(r"\b(" + "|".join(bank.UPPERCASE_ONLY) + r")\b")
-_CANONICAL_ABBREV = {"ET": "enhancing tumor", "ED": "edema", "TC": "tumor core",
-                     "WT": "whole tumor", "NCR": "necrotic core", "NET": "necrotic core",
-                     "SNFH": "snfh"}
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9\-]*(?:'[a-z]+)?|,")
 _MULTI_CONJ = re.compile(r"\b(as well as|along with|together with|and also|and/or|and or)\b")
 # "the tumor without the edema" is the tumor core; said before keywords see "edema".
@@ -36,7 +31,11 @@ _NEGATED = frozenset({"not", "except", "excluding", "without", "minus", "ignorin
 def normalize(query: str) -> str:
     """Lower-case, canonical spelling, corrected typos, commas as the only punctuation."""
     # Capitalised abbreviations are unambiguous ("ET"), lower-case ones are not ("et", "ed").
-    text = _UPPER_ABBREV.sub(lambda m: f" {_CANONICAL_ABBREV[m.group(1)]} ", query)
+    expand = bank.abbreviations()
+    if expand:
+        upper = re.compile(r"\b(" + "|".join(map(re.escape, expand)) + r")\b")
+        query = upper.sub(lambda m: f" {expand[m.group(1)]} ", query)
+    text = query
     text = text.lower().replace("’", "'").replace("œ", "oe").replace("æ", "ae")
     text = re.sub(r"[/&+;]", " , ", text)
     text = re.sub(r"[.!?:()\[\]{}\"]", " ", text)
@@ -51,10 +50,14 @@ def normalize(query: str) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=4096)
 def _correct(tok: str) -> str:
+    return _correct_cached(tok, vocab.version())
+
+
+@functools.lru_cache(maxsize=4096)
+def _correct_cached(tok: str, _version: int) -> str:
     """Fix a misspelled domain word ("necrotc" -> "necrotic"); leave everything else alone."""
-    if len(tok) < 4 or not tok.isalpha() or tok in _known_words():
+    if len(tok) < 4 or not tok.isalpha() or tok in _known_words(_version):
         return tok
     if bank.OFF_TOPIC.fullmatch(tok) or bank.BRAIN_ANATOMY.fullmatch(tok):
         return tok
@@ -63,73 +66,21 @@ def _correct(tok: str) -> str:
     return match[0] if match else tok
 
 
-@functools.lru_cache(maxsize=1)
-def _known_words() -> frozenset[str]:
+@functools.lru_cache(maxsize=4)
+def _known_words(_version: int) -> frozenset[str]:
     words = set(bank.FILLER | bank.PREPOSITIONS | bank.PRONOUNS | bank.GENERIC_NOUNS
                 | bank.MODIFIERS) | set(bank.DOMAIN_VOCAB)
-    for phrases in bank.EXTRA_PHRASES.values():
-        for p in phrases:
-            words.update(p.split())
+    for c in vocab.concepts():
+        for p in (c.name,) + c.phrases:
+            words.update(p.lower().split())
     return frozenset(words)
 
 
-# -- intent ----------------------------------------------------------------------------------
-_UNITS = r"(ml|cc|milliliters?|cm3|cubic|mm|centimeters?|liters?)"
-HELP = re.compile(
-    r"^(help|hi|hello|hey|thanks|thank you|good (morning|afternoon|evening))\b|\bwhat can (you|i)\b|"
-    r"\bwhat do you (do|support|segment|know)\b|\bwhat are you\b|\bwho are you\b|"
-    r"\b(which|what) (structures|regions|concepts|targets|things|labels|classes|parts)\b|"
-    r"\bhow (do|does|can) (i|this|it|you) (use|work)\b|\blist\b|\bcapabilit\w*|\busage\b|"
-    r"\bwhat (else )?(is|are) (possible|supported|available)\b|\bwhat (are|is) (you|it|this) able\b|"
-    r"\bwhat can (this|it)\b|\bwhat do(es)? (it|this) do\b"
-)
+# -- targets named without a phrase ------------------------------------------------------
 # "segment everything" / "all sub-regions": the three disjoint regions.
 ALL_REGIONS = re.compile(r"\b(everything|all (the )?(sub-?regions?|regions|labels|classes|parts|"
                          r"compartments|components|tumor regions|tissue types))\b")
-RATIO = re.compile(
-    r"\b(fraction|ratio|proportion|percent|percentage|share)\b|\bhow much of\b|"
-    r"\bwhat (part|portion) of\b|\brelative to\b|\bcompared? (to|with)\b|\bcompare\b"
-)
-COUNT = re.compile(
-    rf"\bhow many\b(?!\s+{_UNITS}\b)|\bnumber of\b|\bcount\b|\bmultifocal\b|\bmulticentric\b|"
-    r"\b(separate|distinct|multiple|several) (lesions|tumors|foci|components|spots|masses)\b|"
-    r"\bmore than one\b|\bsatellite\b"
-)
-MIDLINE = re.compile(
-    r"\bmidline\b|\bbilateral\w*\b|\bboth (hemispheres|sides)\b|\bother (side|hemisphere)\b|"
-    r"\bcross(es|ing|ed)? (over|the|to|into)\b|\bone or both\b|\bspans? (both|the two)\b"
-)
-LOCATION = re.compile(
-    r"\bwhere\b|\bwhich (lobe|lobes|side|hemisphere|part of the brain|region of the brain|area)\b|"
-    r"\bwhat (lobe|lobes|side|hemisphere|region of the brain|part of the brain)\b|\blocat\w*|"
-    r"\blocaliz\w*|\bleft or right\b|\bright or left\b|\b(in|on) the (left|right)\b|\blobes?\b|"
-    r"\bhemispheres?\b|\bposition\b|\bcoordinates?\b|\bcentroid\b|\b(frontal|parietal|temporal|"
-    r"occipital|insula|insular|limbic)\b|\bwhich side\b"
-)
-VOLUME = re.compile(
-    rf"\bhow (big|large|small|extensive|much)\b|\bvolumes?\b|\bsizes?\b|\bhow many {_UNITS}\b|"
-    r"\bmeasure\w*|\bdiameters?\b|\bdimensions?\b|\b(ml|cc|cm3|milliliters?)\b|\bextent\b|"
-    r"\bhow far\b|\bburden\b|\blargest\b|\bhow long\b|\bhow wide\b"
-)
-SEGMENT = re.compile(
-    r"\bsegment\w*|\bshow\b|\bdisplay\w*|\bhighlight\w*|\boutline\w*|\bdelineat\w*|\bcontour\w*|"
-    r"\bmasks?\b|\bdraw\b|\bmark\b|\bfind\b|\bdetect\w*|\bidentify\b|\bvisuali[sz]e\b|\blabel\b|"
-    r"\b(is|are) there\b|\bany\b|\bpresent\b|\bvisible\b|\bsee\b|\bcan you\b|\bplease\b"
-)
-# Order matters: a ratio question also says "how much", a count also "how many".
-_INTENT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("ratio", RATIO), ("count", COUNT), ("midline", MIDLINE), ("location", LOCATION),
-    ("volume", VOLUME), ("segment", SEGMENT),
-)
 FOLLOW_UP = re.compile(r"^(and|also|what about|how about|same for)\b")
-
-
-def detect_intent(text: str) -> str | None:
-    """The question type named explicitly in the normalized text, or None (help is separate)."""
-    for name, rule in _INTENT_RULES:
-        if rule.search(text):
-            return name
-    return None
 
 
 # -- target spans ----------------------------------------------------------------------------
@@ -241,15 +192,18 @@ def make_span(words: list[str]) -> Span:
 
 
 # -- keyword concepts ------------------------------------------------------------------------
-_KEYWORD_RES = {c: [re.compile(p) for p in pats] for c, pats in bank.KEYWORDS.items()}
+@functools.lru_cache(maxsize=4)
+def _keyword_rules(_version: int) -> dict[str, list[re.Pattern[str]]]:
+    return {c: [re.compile(p) for p in pats] for c, pats in bank.keywords().items()}
 
 
 def keyword_concept(text: str) -> str | None:
     """The concept settled by keywords (tiered: NCR/ED/ET, then TC, then WT), or None."""
-    for tier in bank.TIERS:
+    rules = _keyword_rules(vocab.version())
+    for tier in bank.tiers():
         best: tuple[int, str] | None = None
         for concept in tier:
-            for rule in _KEYWORD_RES[concept]:
+            for rule in rules.get(concept, ()):
                 m = rule.search(text)
                 if m and (best is None or m.start() < best[0]):
                     best = (m.start(), concept)

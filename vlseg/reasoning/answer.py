@@ -1,21 +1,45 @@
-"""Answer text from measurements only (templates, no language model), plus the JSON the numbers
-in that text come from.
+"""Answer sentences from measurements only (templates, no language model), plus the JSON the
+numbers in those sentences come from.
 
 Every number in the text is formatted from the rounded values that ``measurement_to_json`` /
 ``relations_to_json`` put in the answer JSON (percentages are those fractions x 100), and every
 place named (hemisphere, lobes) is a value of those dicts.
+
+One composer per kind of answer (``segment_lines``, ``volume_lines``, ...), each taking the
+:class:`Facts` of one question; which intent uses which composer is declared in the intent table
+(``vlseg.intents``). ``finish`` adds the closing lines every answer shares.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
-from vlseg.concepts import CONCEPT_NAMES, CONCEPTS, SEQUENCES
+from vlseg import vocab
+from vlseg.concepts import SEQUENCES
 from vlseg.reasoning.measure import TargetMeasurement
+from vlseg.reasoning.relations import Relations
 
-INTENTS: tuple[str, ...] = ("segment", "volume", "location", "midline", "ratio", "count",
-                            "help", "refuse")
 DISCLAIMER = "This is a research tool output, not a diagnosis."
 DEFAULT_RATIO = ("NCR", "TC")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What one answer may say: rounded target measurements and relations (the answer JSON's
+    values), the user's phrases, and for refusals the parser's reason."""
+
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    relations: dict[str, Any] | None = None
+    phrases: list[str] = field(default_factory=list)
+    reason: str | None = None
+    help_text: str | None = None
+
+    @classmethod
+    def of(cls, targets: list[TargetMeasurement], relations: Relations | None = None,
+           **kwargs: Any) -> "Facts":
+        return cls(targets=[measurement_to_json(t) for t in targets],
+                   relations=relations_to_json(relations), **kwargs)
 
 
 # ---------------------------------------------------------------- rounding (text == JSON)
@@ -41,7 +65,7 @@ def _pct(f: float) -> str:
     return f"{_num(round(f * 100, 0))}%"
 
 
-def measurement_to_json(t: TargetMeasurement) -> dict:
+def measurement_to_json(t: TargetMeasurement) -> dict[str, Any]:
     """The rounded, JSON-ready measurement (the answer text quotes exactly these values)."""
     return {
         "concept": t.concept,
@@ -64,25 +88,26 @@ def measurement_to_json(t: TargetMeasurement) -> dict:
     }
 
 
-def relations_to_json(r: dict | None) -> dict | None:
+def relations_to_json(r: Relations | None) -> dict[str, Any] | None:
+    """The rounded, JSON-ready relations (answer.json's ``relations``)."""
     if r is None:
         return None
-    out = {
-        "volumes_ml": {k: round_ml(v) for k, v in r.get("volumes_ml", {}).items()},
-        "fractions": {k: round_fraction(v) for k, v in r.get("fractions", {}).items()},
+    out: dict[str, Any] = {
+        "volumes_ml": {k: round_ml(v) for k, v in r.volumes_ml.items()},
+        "fractions": {k: round_fraction(v) for k, v in r.fractions.items()},
     }
     for key in ("necrotic_fraction_of_core", "enhancing_fraction_of_core",
                 "edema_fraction_of_whole", "necrosis_rim_fraction"):
-        out[key] = round_fraction(r.get(key))
-    out["necrosis_surrounded_by_enhancing_rim"] = r.get("necrosis_surrounded_by_enhancing_rim")
+        out[key] = round_fraction(getattr(r, key))
+    out["necrosis_surrounded_by_enhancing_rim"] = r.necrosis_surrounded_by_enhancing_rim
     for key in ("edema_extent_beyond_core_mm", "edema_max_extent_beyond_core_mm"):
-        out[key] = round_mm(r.get(key))
+        out[key] = round_mm(getattr(r, key))
     return out
 
 
 # ---------------------------------------------------------------- sentences
 def _name(concept: str) -> str:
-    return CONCEPT_NAMES[concept]
+    return vocab.name(concept)
 
 
 def _cap(s: str) -> str:
@@ -191,12 +216,13 @@ def _relation_sentences(r: dict) -> list[str]:
     return out
 
 
-def _ratio(js: list[dict], r: dict | None) -> list[str]:
+def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None) -> list[str]:
     concepts = [j["concept"] for j in js]
     if len(concepts) >= 2:
         part, whole = concepts[0], concepts[1]
     elif concepts:  # "how necrotic is it?": a part of the core, else of the whole tumor
-        part, whole = concepts[0], ("TC" if concepts[0] in ("NCR", "ET") else "WT")
+        part = concepts[0]
+        whole = vocab.concept(part).ratio_whole or "WT"
     else:
         part, whole = DEFAULT_RATIO
     lines = []
@@ -220,61 +246,61 @@ def _ratio(js: list[dict], r: dict | None) -> list[str]:
     return lines
 
 
-def capabilities_text() -> str:
-    names = ", ".join(f"{CONCEPT_NAMES[c]} ({c})" for c in CONCEPTS)
-    return (f"I can segment and measure these brain-tumor regions on MRI: {names}. Ask for a "
-            "region, its volume, its location (hemisphere, lobes), whether it crosses the "
-            "midline, how many lesions there are, or ratios such as the necrotic fraction of the "
-            "core.")
-
-
 def _clean_phrase(p: str) -> str:
     p = re.sub(r"\s+", " ", str(p)).strip().strip("\"'“”")
     return p[:60] + ("…" if len(p) > 60 else "")
 
 
-def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: list[str],
-                   relations: dict | None, sequences_used: list[str], refused: bool = False,
-                   help_text: str | None = None, notes: tuple[str, ...] = ()) -> str:
-    """The answer text for one parsed query, built only from the given measurements.
+# ---------------------------------------------------------------- composers (one per answer kind)
+def segment_lines(f: Facts) -> list[str]:
+    return [_segment(j) for j in f.targets] + (_relation_sentences(f.relations) if f.relations else [])
 
-    ``notes``: caller sentences (e.g. "Location unavailable: ...") placed before the closing
-    disclaimer, which always stays last.
-    """
-    if intent not in INTENTS:
-        raise ValueError(f"unknown intent {intent!r}; use one of {', '.join(INTENTS)}")
+
+def volume_lines(f: Facts) -> list[str]:
+    return [_volume_sentence(j) for j in f.targets]
+
+
+def count_lines(f: Facts) -> list[str]:
+    return [_count(j) for j in f.targets]
+
+
+def location_lines(f: Facts) -> list[str]:
+    return [_location(j) for j in f.targets]
+
+
+def midline_lines(f: Facts) -> list[str]:
+    return [_midline(j) for j in f.targets]
+
+
+def ratio_lines(f: Facts) -> list[str]:
+    return _ratio(f.targets, f.relations)
+
+
+def help_lines(f: Facts, capabilities: str) -> list[str]:
+    return [f.help_text or capabilities]
+
+
+def refuse_lines(f: Facts, capabilities: str) -> list[str]:
+    """The parser's reason first ("'ventricles' is not a tumor region I can segment"), then
+    what can be asked instead."""
+    if f.reason:
+        reason = f.reason.rstrip(".")
+        return [f"I can't answer that: {reason}.", f.help_text or capabilities]
+    asked = [_clean_phrase(p) for p in f.phrases if str(p).strip()]
+    what = f" “{asked[0]}”" if asked else " that"
+    return [f"Sorry, I can't help with{what}: I only analyse brain-tumor regions on MRI.",
+            f.help_text or capabilities]
+
+
+def finish(lines: list[str], *, sequences_used: list[str], grounded: bool,
+           notes: tuple[str, ...] = ()) -> str:
+    """Close an answer: which sequences it rests on (for measured answers), caller notes (e.g.
+    "Location unavailable: ..."), and the disclaimer, always last."""
     bad = [s for s in sequences_used if s not in SEQUENCES]
     if bad:
         raise ValueError(f"unknown sequence(s) {bad}; use {', '.join(SEQUENCES)}")
-    js = [measurement_to_json(t) for t in targets]
-    r = relations_to_json(relations)
-
-    lines: list[str]
-    if refused or intent == "refuse":
-        asked = [_clean_phrase(p) for p in phrases if str(p).strip()]
-        what = f" “{_clean_phrase(asked[0])}”" if asked else " that"
-        lines = [f"Sorry, I can't help with{what}: I only analyse brain-tumor regions on MRI.",
-                 help_text or capabilities_text()]
-    elif intent == "help":
-        lines = [help_text or capabilities_text()]
-    elif not js and intent != "ratio":
-        lines = ["No target region was named. " + capabilities_text()]
-    elif intent == "segment":
-        lines = [_segment(j) for j in js]
-        if r is not None:
-            lines += _relation_sentences(r)
-    elif intent == "volume":
-        lines = [_volume_sentence(j) for j in js]
-    elif intent == "count":
-        lines = [_count(j) for j in js]
-    elif intent == "location":
-        lines = [_location(j) for j in js]
-    elif intent == "midline":
-        lines = [_midline(j) for j in js]
-    else:  # ratio
-        lines = _ratio(js, r)
-
-    if intent not in ("help", "refuse") and not refused:
+    lines = list(lines)
+    if grounded:
         used = [s for s in SEQUENCES if s in sequences_used]
         missing = [s for s in SEQUENCES if s not in sequences_used]
         seq = f"Based on {', '.join(used) if used else 'no'} MRI sequences"

@@ -6,6 +6,8 @@ NCR = TC & ~ET, ED = WT & ~TC); a relation whose inputs are unknown is None.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 from scipy import ndimage
 
@@ -43,16 +45,28 @@ def _complete(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return m
 
 
-def relations(masks: dict[str, np.ndarray], affine: np.ndarray) -> dict:
-    """Fractions, rim and edema extent for the given masks (see docs/reasoning.md).
+@dataclass(frozen=True)
+class Relations:
+    """How the sub-regions of one case relate (see docs/reasoning.md). Unknown values are None.
 
-    Keys: ``volumes_ml`` {concept: mL}; ``fractions`` {"PART/WHOLE": |PART & WHOLE| / |WHOLE|};
-    ``necrotic_fraction_of_core``, ``enhancing_fraction_of_core``, ``edema_fraction_of_whole``;
-    ``necrosis_rim_fraction`` (share of the voxels just outside NCR that are ET) and
-    ``necrosis_surrounded_by_enhancing_rim`` (that share >= RIM_FRACTION);
-    ``edema_extent_beyond_core_mm`` (95th percentile distance of ED voxels to the nearest TC
-    voxel) and ``edema_max_extent_beyond_core_mm``. Unknown values are None.
+    ``fractions``: {"PART/WHOLE": |PART & WHOLE| / |WHOLE|}; ``necrosis_rim_fraction``: share of
+    the voxels just outside NCR that are ET (ringed when >= RIM_FRACTION); edema extent: 95th
+    percentile and maximum distance (mm) of ED voxels to the nearest TC voxel.
     """
+
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+    fractions: dict[str, float] = field(default_factory=dict)
+    necrotic_fraction_of_core: float | None = None
+    enhancing_fraction_of_core: float | None = None
+    edema_fraction_of_whole: float | None = None
+    necrosis_rim_fraction: float | None = None
+    necrosis_surrounded_by_enhancing_rim: bool | None = None
+    edema_extent_beyond_core_mm: float | None = None
+    edema_max_extent_beyond_core_mm: float | None = None
+
+
+def relations(masks: dict[str, np.ndarray], affine: np.ndarray) -> Relations:
+    """Fractions, enhancing rim and edema extent for the given masks (see :class:`Relations`)."""
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) \
             or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
@@ -71,21 +85,17 @@ def relations(masks: dict[str, np.ndarray], affine: np.ndarray) -> dict:
         box = tuple(slice(max(a, 0), b) for a, b in zip(lo, hi))
         m = {c: v[box] for c, v in m.items()}
 
-    out: dict = {"volumes_ml": {c: float(v.sum()) * vml for c, v in m.items()}, "fractions": {}}
+    volumes = {c: float(v.sum()) * vml for c, v in m.items()}
+    fractions: dict[str, float] = {}
     for part, whole in FRACTION_PAIRS:
         if part in m and whole in m and m[whole].any():
-            out["fractions"][f"{part}/{whole}"] = float((m[part] & m[whole]).sum() / m[whole].sum())
-    out["necrotic_fraction_of_core"] = out["fractions"].get("NCR/TC")
-    out["enhancing_fraction_of_core"] = out["fractions"].get("ET/TC")
-    out["edema_fraction_of_whole"] = out["fractions"].get("ED/WT")
+            fractions[f"{part}/{whole}"] = float((m[part] & m[whole]).sum() / m[whole].sum())
 
     # Enhancing rim: the 6-connected shell just outside NCR, share of it that is ET.
     rim = None
     if "NCR" in m and "ET" in m and m["NCR"].any():
         shell = ndimage.binary_dilation(m["NCR"]) & ~m["NCR"]
         rim = float((shell & m["ET"]).sum() / max(shell.sum(), 1))
-    out["necrosis_rim_fraction"] = rim
-    out["necrosis_surrounded_by_enhancing_rim"] = None if rim is None else rim >= RIM_FRACTION
 
     # Edema extent: distance (mm) from each ED voxel to the nearest core voxel.
     p95 = dmax = None
@@ -94,6 +104,12 @@ def relations(masks: dict[str, np.ndarray], affine: np.ndarray) -> dict:
         d = dist[m["ED"] & ~m["TC"]]
         if d.size:
             p95, dmax = float(np.percentile(d, EDGE_PERCENTILE)), float(d.max())
-    out["edema_extent_beyond_core_mm"] = p95
-    out["edema_max_extent_beyond_core_mm"] = dmax
-    return out
+    return Relations(
+        volumes_ml=volumes, fractions=fractions,
+        necrotic_fraction_of_core=fractions.get("NCR/TC"),
+        enhancing_fraction_of_core=fractions.get("ET/TC"),
+        edema_fraction_of_whole=fractions.get("ED/WT"),
+        necrosis_rim_fraction=rim,
+        necrosis_surrounded_by_enhancing_rim=None if rim is None else rim >= RIM_FRACTION,
+        edema_extent_beyond_core_mm=p95, edema_max_extent_beyond_core_mm=dmax,
+    )

@@ -1,0 +1,191 @@
+"""The intent table: every kind of question vlseg answers, declared in one place.
+
+Each :class:`Intent` says what the parser needs to recognise it (``pattern``, checked in table
+order, and intent-specific target ``spans``), what must be decoded to answer it (its targets,
+plus the sub-regions relations need), and which composer writes its answer. The parser
+(``vlseg.language``) detects intents and applies the target defaults from here; ``Segmenter.ask``
+dispatches through here and holds no intent-specific branches. Adding an intent is one entry
+(plus a composer in ``vlseg.reasoning.answer`` and tests).
+
+    spec = intents.get("ratio")
+    spec.decode(("NCR", "TC"))     # ('NCR', 'TC', 'ED', 'ET'): the targets, then relation parts
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from vlseg import vocab
+from vlseg.language.rules import Span, ratio_spans
+from vlseg.reasoning.answer import (
+    Facts,
+    count_lines,
+    finish,
+    help_lines,
+    location_lines,
+    midline_lines,
+    ratio_lines,
+    refuse_lines,
+    segment_lines,
+    volume_lines,
+)
+from vlseg.reasoning.measure import TargetMeasurement
+from vlseg.reasoning.relations import Relations
+
+# Sub-regions that ``vlseg.reasoning.relations`` needs (fractions, rim, edema extent).
+RELATION_CONCEPTS: tuple[str, ...] = ("NCR", "ED", "ET", "TC")
+_CORE_PARTS = frozenset({"NCR", "TC", "ET"})
+_UNITS = r"(ml|cc|milliliters?|cm3|cubic|mm|centimeters?|liters?)"
+
+
+def _never(targets: tuple[str, ...]) -> bool:
+    return False
+
+
+def _always(targets: tuple[str, ...]) -> bool:
+    return True
+
+
+def _several_core_parts(targets: tuple[str, ...]) -> bool:
+    """Several regions including a core part: report how they relate (rim, fractions)."""
+    return len(set(targets)) > 1 and bool(set(targets) & _CORE_PARTS)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One kind of question. ``pattern`` None: never named by the user (``refuse``)."""
+
+    name: str
+    pattern: re.Pattern[str] | None
+    compose: Callable[[Facts], list[str]]
+    summary: str = ""                     # what it answers, for the capabilities text
+    measures: bool = True                 # decodes and measures its targets (False: help, refuse)
+    relations: Callable[[tuple[str, ...]], bool] = _never  # also decode RELATION_CONCEPTS?
+    default_target: str | None = None     # target when none is named and no earlier turn
+    min_targets: int = 1                  # ratio: a part and a whole
+    spans: Callable[[str], list[Span] | None] | None = None  # intent-specific target phrases
+
+    def decode(self, targets: Iterable[str]) -> tuple[str, ...]:
+        """Concepts whose probabilities the answer needs, targets first."""
+        if not self.measures:
+            return ()
+        wanted = tuple(dict.fromkeys(targets))
+        if self.relations(wanted):
+            wanted += tuple(c for c in RELATION_CONCEPTS if c not in wanted)
+        return wanted
+
+
+def _capabilities(f: Facts) -> list[str]:
+    return help_lines(f, capabilities_text())
+
+
+def _refuse(f: Facts) -> list[str]:
+    return refuse_lines(f, capabilities_text())
+
+
+# Order matters for detection: a ratio question also says "how much", a count also "how many".
+TABLE: tuple[Intent, ...] = (
+    Intent("ratio", re.compile(
+        r"\b(fraction|ratio|proportion|percent|percentage|share)\b|\bhow much of\b|"
+        r"\bwhat (part|portion) of\b|\brelative to\b|\bcompared? (to|with)\b|\bcompare\b"),
+        ratio_lines, summary="ratios such as the necrotic fraction of the core",
+        relations=_always, min_targets=2, spans=ratio_spans),
+    Intent("count", re.compile(
+        rf"\bhow many\b(?!\s+{_UNITS}\b)|\bnumber of\b|\bcount\b|\bmultifocal\b|\bmulticentric\b|"
+        r"\b(separate|distinct|multiple|several) (lesions|tumors|foci|components|spots|masses)\b|"
+        r"\bmore than one\b|\bsatellite\b"),
+        count_lines, summary="how many lesions there are", default_target="WT"),
+    Intent("midline", re.compile(
+        r"\bmidline\b|\bbilateral\w*\b|\bboth (hemispheres|sides)\b|\bother (side|hemisphere)\b|"
+        r"\bcross(es|ing|ed)? (over|the|to|into)\b|\bone or both\b|\bspans? (both|the two)\b"),
+        midline_lines, summary="whether it crosses the midline", default_target="WT"),
+    Intent("location", re.compile(
+        r"\bwhere\b|\bwhich (lobe|lobes|side|hemisphere|part of the brain|region of the brain|area)\b|"
+        r"\bwhat (lobe|lobes|side|hemisphere|region of the brain|part of the brain)\b|\blocat\w*|"
+        r"\blocaliz\w*|\bleft or right\b|\bright or left\b|\b(in|on) the (left|right)\b|\blobes?\b|"
+        r"\bhemispheres?\b|\bposition\b|\bcoordinates?\b|\bcentroid\b|\b(frontal|parietal|temporal|"
+        r"occipital|insula|insular|limbic)\b|\bwhich side\b"),
+        location_lines, summary="where it is (side, lobes)", default_target="WT"),
+    Intent("volume", re.compile(
+        rf"\bhow (big|large|small|extensive|much)\b|\bvolumes?\b|\bsizes?\b|\bhow many {_UNITS}\b|"
+        r"\bmeasure\w*|\bdiameters?\b|\bdimensions?\b|\b(ml|cc|cm3|milliliters?)\b|\bextent\b|"
+        r"\bhow far\b|\bburden\b|\blargest\b|\bhow long\b|\bhow wide\b"),
+        volume_lines, summary="its volume and diameters", default_target="WT"),
+    Intent("segment", re.compile(
+        r"\bsegment\w*|\bshow\b|\bdisplay\w*|\bhighlight\w*|\boutline\w*|\bdelineat\w*|\bcontour\w*|"
+        r"\bmasks?\b|\bdraw\b|\bmark\b|\bfind\b|\bdetect\w*|\bidentify\b|\bvisuali[sz]e\b|\blabel\b|"
+        r"\b(is|are) there\b|\bany\b|\bpresent\b|\bvisible\b|\bsee\b|\bcan you\b|\bplease\b"),
+        segment_lines, summary="a mask", relations=_several_core_parts, default_target="WT"),
+    Intent("help", re.compile(
+        r"^(help|hi|hello|hey|thanks|thank you|good (morning|afternoon|evening))\b|\bwhat can (you|i)\b|"
+        r"\bwhat do you (do|support|segment|know)\b|\bwhat are you\b|\bwho are you\b|"
+        r"\b(which|what) (structures|regions|concepts|targets|things|labels|classes|parts)\b|"
+        r"\bhow (do|does|can) (i|this|it|you) (use|work)\b|\blist\b|\bcapabilit\w*|\busage\b|"
+        r"\bwhat (else )?(is|are) (possible|supported|available)\b|\bwhat (are|is) (you|it|this) able\b|"
+        r"\bwhat can (this|it)\b|\bwhat do(es)? (it|this) do\b"),
+        _capabilities, measures=False),
+    Intent("refuse", None, _refuse, measures=False),
+)
+_BY_NAME: dict[str, Intent] = {i.name: i for i in TABLE}
+INTENTS: tuple[str, ...] = tuple(_BY_NAME)
+# Intents named by words in the query, in detection order (help is decided after the targets).
+_DETECTED: tuple[Intent, ...] = tuple(i for i in TABLE if i.pattern is not None and i.measures)
+
+
+def get(name: str) -> Intent:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown intent {name!r}; use one of {', '.join(INTENTS)}") from None
+
+
+def detect(text: str) -> str | None:
+    """The question type named explicitly in the normalized text, or None (help is separate)."""
+    for spec in _DETECTED:
+        assert spec.pattern is not None
+        if spec.pattern.search(text):
+            return spec.name
+    return None
+
+
+def asks_for_help(text: str) -> bool:
+    pattern = get("help").pattern
+    return bool(pattern and pattern.search(text))
+
+
+def capabilities_text() -> str:
+    """One line listing what can be segmented and asked (help and refusal answers)."""
+    regions = ", ".join(f"{c.name} ({c.code})" for c in vocab.concepts())
+    asks = [i.summary for i in reversed(TABLE) if i.summary]  # simplest question first
+    return (f"I can segment and measure these brain-tumor regions on MRI: {regions}. Ask for "
+            f"{', '.join(asks[:-1])}, or {asks[-1]}." if len(asks) > 1 else
+            f"I can segment these brain-tumor regions on MRI: {regions}.")
+
+
+def answer_text(intent: str, facts: Facts, *, sequences_used: list[str],
+                notes: tuple[str, ...] = ()) -> str:
+    """The whole answer text of one question: the intent's composer, then the closing lines."""
+    spec = get(intent)
+    if spec.measures and not facts.targets and spec.min_targets < 2:
+        lines = ["No target region was named. " + capabilities_text()]
+    else:
+        lines = spec.compose(facts)
+    return finish(lines, sequences_used=sequences_used, grounded=spec.measures, notes=notes)
+
+
+def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: list[str],
+                   relations: Relations | None, sequences_used: list[str], refused: bool = False,
+                   help_text: str | None = None, notes: tuple[str, ...] = (),
+                   reason: str | None = None) -> str:
+    """The answer text for one parsed query, built only from the given measurements."""
+    facts = Facts.of(targets, relations, phrases=list(phrases), reason=reason, help_text=help_text)
+    return answer_text("refuse" if refused else intent, facts, sequences_used=sequences_used,
+                       notes=notes)
+
+
+def reply_text(intent: str, *, reason: str | None = None) -> str:
+    """The answer to a question that measures nothing (help, or a refusal with its reason)."""
+    if get(intent).measures:
+        raise ValueError("reply_text is for help and refused questions only")
+    return answer_text(intent, Facts(reason=reason), sequences_used=[])

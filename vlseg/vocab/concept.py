@@ -1,0 +1,48 @@
+"""The :class:`Concept` record (see ``vlseg.vocab``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One region vlseg can segment. Base (disjoint) classes have ``parts == (code,)``."""
+
+    code: str                               # short code used in JSON, file names and the UI
+    name: str                               # display name ("necrotic tumor core")
+    parts: tuple[str, ...]                  # disjoint classes making it up
+    color: RGB                              # display colour, RGB 0-255
+    labels: dict[str, int] = field(default_factory=dict)  # convention -> label value (base only)
+    prompt: str | None = None               # canonical model prompt; defaults to ``name``
+    synonyms: tuple[str, ...] = ()          # training terms (abbreviations first)
+    heldout_synonyms: tuple[str, ...] = ()  # validation-only terms (never trained on)
+    phrases: tuple[str, ...] = ()           # extra parser phrasings (lay wording)
+    keywords: tuple[str, ...] = ()          # regexes (on normalized text) that settle the concept
+    # Capitalised-only abbreviations ("ET" yes, "et" no) -> the phrase they stand for.
+    abbreviations: tuple[tuple[str, str], ...] = ()
+    tier: int = 0                           # keyword precedence: lower tiers win (0 = most specific)
+    ratio_whole: str | None = None          # default whole of "what fraction is <this>?"
+
+    def __post_init__(self) -> None:
+        if not self.code or not self.code.isalnum() or self.code.upper() != self.code:
+            raise ValueError(f"concept code must be upper-case letters/digits, got {self.code!r}")
+        if not self.parts:
+            raise ValueError(f"concept {self.code}: parts must name at least one class")
+        if len(self.color) != 3 or not all(0 <= int(v) <= 255 for v in self.color):
+            raise ValueError(f"concept {self.code}: color must be three values in 0..255")
+        if self.labels and self.parts != (self.code,):
+            raise ValueError(f"concept {self.code}: only base classes carry label values")
+
+    @property
+    def is_base(self) -> bool:
+        return self.parts == (self.code,)
+
+    @property
+    def canonical_prompt(self) -> str:
+        return self.prompt or self.name
+
+    @property
+    def hex_color(self) -> str:
+        return "#{:02x}{:02x}{:02x}".format(*self.color)
