@@ -1,6 +1,10 @@
 """Accuracy of a checkpoint on held-out cases, through the predictor's own path.
 
     python bench/evaluate_model.py --model vlseg/weights/default --cases DIR [--out results.json]
+    python bench/evaluate_model.py --model runs/finetune_lora/best --cases DIR   # a LoRA fine-tune
+
+``--model`` takes what ``vlseg segment --model`` takes: a bundled name, a checkpoint folder or a
+LoRA adapter folder (applied on the base checkpoint it names, whose SHA-256 is checked).
 
 Each case folder is read with ``vlseg.io.load_case``, encoded once per sequence subset (all four;
 T1c + FLAIR only), each concept is decoded with its canonical prompt, thresholded and cleaned
@@ -28,7 +32,7 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
     from vlseg.concepts import CONCEPT_NAMES, CONCEPTS
     from vlseg.io import load_case
     from vlseg.metrics import case_metrics
-    from vlseg.model.checkpoint import load_model
+    from vlseg.model import describe_source, load_model
     from vlseg.model.inference import decode, prepare
     from vlseg.reasoning import clean_mask
 
@@ -45,6 +49,7 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
             sub = dataclasses.replace(case, images={s: a for s, a in case.images.items() if s in subset})
             t0 = time.perf_counter()
             probs = decode(model, prepare(model, sub), prompts)  # (5, X, Y, Z)
+            # The masks users get: the same cleaning as Segmenter and training validation
             pred = {c: clean_mask(p, case.affine, threshold=threshold) for c, p in zip(CONCEPTS, probs)}
             seconds = time.perf_counter() - t0
             scores = case_metrics(pred, case.labels, case.spacing)
@@ -60,19 +65,26 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
             for c in CONCEPTS
         }
         summary[subset_name]["n_cases"] = len(rows)  # type: ignore[assignment]
-    return {"model": model_path, "cases": str(cases_dir), "threshold": threshold,
+    return {"model": model_path, "weights": describe_source(model.source), "cases": str(cases_dir),
+            "threshold": threshold,
             "summary": summary, "per_case": per_case}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="checkpoint folder or bundled name")
+    p.add_argument("--model", required=True, help="bundled name, checkpoint folder or LoRA adapter folder")
     p.add_argument("--cases", required=True, type=Path, help="folder of labelled case folders")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="only the first N cases")
     args = p.parse_args(argv)
-    result = evaluate(args.model, args.cases, threads=args.threads, limit=args.limit)
+    from vlseg.errors import VlsegError
+
+    try:
+        result = evaluate(args.model, args.cases, threads=args.threads, limit=args.limit)
+    except VlsegError as e:
+        print(f"evaluate_model: error: {e}", file=sys.stderr)
+        return 2
     print(f"\n| sequences | {' | '.join(['NCR', 'ED', 'ET', 'TC', 'WT'])} |")
     print("|---|---|---|---|---|---|")
     for subset, s in result["summary"].items():

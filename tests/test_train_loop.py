@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vlseg.errors import ModelError
-from vlseg.training.config import LoraConfig, load_config
+from vlseg.training.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "train" / "configs" / "tiny_test.yaml"
@@ -73,7 +73,7 @@ def trained(tiny_data, tmp_path_factory) -> Path:
 
 
 def test_training_writes_checkpoints_logs_and_validation(trained):
-    from vlseg.model.checkpoint import load_model
+    from vlseg.model import load_model
 
     log = read_log(trained)
     assert [r["step"] for r in log if r["event"] == "train"] == [1, 2, 3, 4]
@@ -114,7 +114,7 @@ def test_resume_continues_from_last_checkpoint(trained, tiny_data, tmp_path):
     assert [r["step"] for r in log if r["event"] == "train"][-2:] == [5, 6]
     assert summary["step"] == 6 and summary["wall_time_s"] > 0
     # Optimizer moments survive the safetensors/JSON round trip
-    from vlseg.training.loop import build_training_model
+    from vlseg.training.build import build_training_model
 
     model, _ = build_training_model(cfg, resume_dir=out / "checkpoints" / "step_0000006")
     opt = build_optimizer(model, cfg)
@@ -125,7 +125,7 @@ def test_resume_continues_from_last_checkpoint(trained, tiny_data, tmp_path):
 
 
 def test_text_encoder_base_is_frozen_lora_trains(tiny_data, tmp_path):
-    from vlseg.training.loop import build_training_model
+    from vlseg.training.build import build_training_model
 
     cfg = load_config(CONFIG, overrides(tiny_data, tmp_path))
     model, spec = build_training_model(cfg)
@@ -138,9 +138,9 @@ def test_text_encoder_base_is_frozen_lora_trains(tiny_data, tmp_path):
 
 
 def test_finetune_lora_lowers_loss_and_saves_only_adapter(trained, tiny_data, tmp_path):
-    from vlseg.model.checkpoint import load_model
+    from vlseg.model import load_model
+    from vlseg.model.checkpoint import checkpoint_sha256
     from vlseg.training.cache import build_cache
-    from vlseg.training.lora import load_adapter
     from vlseg.training.loop import fixed_set_loss, train
 
     base = trained / "checkpoints" / "step_0000004"
@@ -155,53 +155,60 @@ def test_finetune_lora_lowers_loss_and_saves_only_adapter(trained, tiny_data, tm
     adapter = out / "checkpoints" / "step_0000016"
     assert {p.name for p in adapter.iterdir()} >= {"adapter.safetensors", "adapter.json"}
     assert not (adapter / "model.safetensors").exists()
+    meta = json.loads((adapter / "adapter.json").read_text())
+    assert meta["base"] == {"sha256": checkpoint_sha256(base), "name": None, "path": str(base.resolve())}
 
     entries = build_cache(cfg.data.sources, cache_dir=cfg.data.cache_dir, spacing_mm=2.0, progress=False)
     before = fixed_set_loss(load_model(base), entries, cfg)
-    tuned = load_adapter(load_model(base), adapter)
-    after = fixed_set_loss(tuned, entries, cfg)
+    after = fixed_set_loss(load_model(adapter), entries, cfg)   # base found by path, sha checked
     assert after < before, (before, after)
 
 
-def test_adapter_is_small_and_round_trips_on_tiny(tmp_path):
-    from safetensors.torch import load_file, save_file
+@pytest.fixture(scope="module")
+def shipped_lora_run(tiny_data, tmp_path_factory) -> Path:
+    """train/configs/finetune_lora.yaml as shipped (bundled base), cut to 2 small steps."""
+    from vlseg.training.loop import train
 
-    from vlseg.model.registry import build_model
-    from vlseg.training.lora import ADAPTER_WEIGHTS, add_adapters, adapter_state_dict, load_adapter, save_adapter
+    out = tmp_path_factory.mktemp("finetune_lora")
+    cfg = load_config(REPO / "train" / "configs" / "finetune_lora.yaml", [
+        f"data.sources.0.path={tiny_data / 'ed'}", f"data.cache_dir={tiny_data / 'cache'}", f"output_dir={out}",
+        "max_steps=2", "checkpoint_every=2", "optim.warmup_steps=1", "data.crop_size=[32, 32, 32]",
+        "data.batch_size=1", "data.prompts_per_sample=2", "threads=1"])
+    train(cfg, progress=False)
+    return out / "checkpoints" / "step_0000002"
 
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    base_state = {k: v.clone() for k, v in model.checkpoint_state_dict().items()}
-    full = sum(v.numel() for v in base_state.values())
-    spec = add_adapters(model, LoraConfig(enabled=True, rank=2))
-    lora = adapter_state_dict(model)
-    assert 0 < sum(v.numel() for v in lora.values()) <= 0.05 * full
-    assert any(k.startswith("image_encoder.") for k in lora) and any(k.startswith("text_encoder.") for k in lora)
-    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
-    with torch.no_grad():                       # make the adapter non-trivial
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    save_adapter(model, spec, tmp_path / "ad", {"note": "test"})
-    x = torch.randn(1, 4, 32, 32, 32)
-    present = torch.ones(1, 4, dtype=torch.bool)
-    with torch.no_grad():
-        ref = model.eval()(x, present, ["edema"])
 
-    # The same base + the saved adapter reproduces the fine-tuned outputs
-    base = build_model("tiny")
-    base.load_state_dict(base_state, strict=False)
-    with torch.no_grad():
-        plain = base.eval()(x, present, ["edema"])
-        applied = load_adapter(base, tmp_path / "ad").eval()(x, present, ["edema"])
-    assert torch.allclose(applied, ref, atol=1e-5) and not torch.allclose(plain, ref, atol=1e-3)
+def test_segment_answers_with_a_lora_run_folder(shipped_lora_run, phantom_case_2mm, tmp_path, capsys):
+    """The folder a LoRA run writes is a model: `vlseg segment --model` answers with it and
+    answer.json names the base and the adapter; a tampered base sha is a one-line error."""
+    from vlseg.cli import main
+    from vlseg.model.adapters import adapter_sha256
+    from vlseg.model.checkpoint import WEIGHTS_DIR, checkpoint_sha256
 
-    # A tampered adapter is refused with a clear error
-    tensors = load_file(str(tmp_path / "ad" / ADAPTER_WEIGHTS))
-    tensors["image_encoder.extra.lora_A.default.weight"] = torch.zeros(1)
-    save_file(tensors, str(tmp_path / "ad" / ADAPTER_WEIGHTS))
-    with pytest.raises(ModelError, match="unexpected"):
-        load_adapter(build_model("tiny"), tmp_path / "ad")
+    out = tmp_path / "answer"
+    rc = main(["segment", "--case", str(phantom_case_2mm), "--query", "segment the edema",
+               "--out", str(out), "--model", str(shipped_lora_run), "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    model = json.loads((out / "answer.json").read_text())["model"]
+    base_sha = checkpoint_sha256(WEIGHTS_DIR / "default")
+    assert model["checkpoint"] == "default" and model["checkpoint_sha256"] == base_sha
+    assert model["base"] == {"checkpoint": "default", "sha256": base_sha}
+    assert model["adapter"]["sha256"] == adapter_sha256(shipped_lora_run)
+    assert model["adapter"]["name"].endswith("/step_0000002")
+    assert (out / "ED.nii.gz").is_file()
+    capsys.readouterr()
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(shipped_lora_run, tampered)
+    meta = json.loads((tampered / "adapter.json").read_text())
+    meta["base"]["sha256"] = "0" * 64
+    (tampered / "adapter.json").write_text(json.dumps(meta))
+    rc = main(["segment", "--case", str(phantom_case_2mm), "--query", "segment the edema",
+               "--out", str(tmp_path / "bad"), "--model", str(tampered)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "trained on base checkpoint sha256 000000000000" in err
+    assert not (tmp_path / "bad" / "answer.json").exists()
 
 
 @pytest.mark.slow

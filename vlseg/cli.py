@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "segment": "vlseg.segmenter_cli:run",
     "serve": "vlseg.app.cli:run",
     "bench": "vlseg.bench:run_cli",
-    "models": "vlseg.model.registry:run_cli",
+    "models": "vlseg.model.cli:run_cli",
 }
 
 
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{seq}", default=None, metavar="F", help=f"{seq} NIfTI file")
     s.add_argument("--query", required=True, help='e.g. "segment the necrotic core"')
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--model", default=None, help="model name or checkpoint path (default: bundled)")
+    s.add_argument("--model", default=None,
+                   help="bundled name, checkpoint folder or LoRA adapter folder (default: bundled)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        allow_abbrev=False)  # '--auth x' must not pass for '--auth-file x'
     s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=7860)
-    s.add_argument("--model", default=None)
+    s.add_argument("--model", default=None, help="bundled name, checkpoint folder or LoRA adapter folder")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--auth-file", default=None,
                    help="file with one 'user:password' line (or set VLSEG_AUTH=user:password)")
@@ -92,9 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed/memory benchmark of the Segmenter on a generated case")
     s.add_argument("--runs", type=int, default=5)
     s.add_argument("--threads", type=int, default=2)
-    s.add_argument("--model", default=None)
+    s.add_argument("--model", default=None, help="bundled name, checkpoint folder or LoRA adapter folder")
 
-    sub.add_parser("models", help="list the named model configs")
+    s = sub.add_parser("models", help="list model configs, bundled checkpoints and given checkpoint/adapter folders")
+    s.add_argument("paths", nargs="*", metavar="PATH",
+                   help="checkpoint or LoRA adapter folders to describe (e.g. runs/finetune_lora/best)")
     return p
 
 

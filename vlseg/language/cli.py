@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     encoder = None
     if getattr(args, "model", None):
-        from vlseg.model.checkpoint import load_model
+        from vlseg.model import load_model
 
         encoder = load_model(args.model).text_encoder
     parser = QueryParser(encoder=encoder)

@@ -1,16 +1,12 @@
-"""Checkpoints: ``model.safetensors`` + ``config.json`` (model config + provenance). Never pickle.
+"""Full checkpoints: ``model.safetensors`` + ``config.json`` (model config + provenance). Never pickle.
 
 The frozen text backbone (e.g. MiniLM, 90 MB) is not stored: it is rebuilt from the spec in the
 config (``minilm`` -> the installed package). Text LoRA adapters, if any, are stored.
+LoRA fine-tunes of a checkpoint are ``adapters.py``; ``loading.load_model`` loads either.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
-import platform
-import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +14,9 @@ import torch
 
 from vlseg.errors import ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
-from vlseg.model.config import ModelConfig
+from vlseg.model.config import ModelConfig, list_config_names
+from vlseg.model.registry import build_model
+from vlseg.model.storage import file_sha256, git_commit, library_versions, load_safetensors, read_format_json
 from vlseg.model.vlseg_model import VLSegModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -33,35 +31,7 @@ TRAIN_HINT = "accelerate launch train/train.py --config train/configs/tiny_phant
 def checkpoint_sha256(path: str | Path) -> str:
     """SHA-256 of a checkpoint's weights file (``path`` = the folder or the .safetensors file)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS_FILE
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _versions() -> dict[str, str]:
-    import vlseg
-
-    v = {"python": platform.python_version(), "torch": torch.__version__,
-         "vlseg": getattr(vlseg, "__version__", "unknown")}
-    for mod in ("monai", "transformers", "peft", "safetensors"):
-        try:
-            v[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - provenance is best effort
-            pass
-    return v
+    return file_sha256(path / WEIGHTS_FILE if path.is_dir() else path)
 
 
 def save_checkpoint(model: VLSegModel, path_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:
@@ -78,9 +48,9 @@ def save_checkpoint(model: VLSegModel, path_dir: str | Path, provenance: dict[st
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT, "model": model.config.name})
     prov = dict(provenance or {})
-    prov.setdefault("git_commit", _git_commit())
+    prov.setdefault("git_commit", git_commit())
     prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    prov.setdefault("versions", _versions())
+    prov.setdefault("versions", library_versions())
     prov["weights_sha256"] = checkpoint_sha256(out / WEIGHTS_FILE)
     prov["parameters"] = model.num_parameters()
     write_json_atomic(out / CONFIG_FILE, {
@@ -119,49 +89,21 @@ def resolve_checkpoint(name_or_path: str | Path | None = None) -> Path:
                 "(pickled .pt/.pth/.ckpt files are never loaded)"
             )
         return path.parent
-    from vlseg.model.config import list_config_names
-
     if text in list_config_names():
         raise ModelError(f"{text!r} is a model config, not a trained checkpoint; train one with `{TRAIN_HINT}`")
     raise ModelError(f"{text}: no such checkpoint (bundled: {', '.join(list_bundled()) or 'none'})")
 
 
-def _check_safetensors(path: Path) -> None:
-    """Refuse anything that is not a safetensors file before any parser sees it."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        raise ModelError(f"{path}: too short to be a safetensors file")
-    (n,) = struct.unpack("<Q", head[:8])
-    if not (2 <= n <= size - 8) or head[8:9] != b"{":
-        raise ModelError(f"{path}: not a safetensors file (pickled checkpoints are never loaded)")
-
-
 def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / CONFIG_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: unreadable checkpoint config ({e})") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
-        raise ModelError(f"{path}: not a vlseg checkpoint config (format must be {FORMAT!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelError(f"{path}: checkpoint format {meta['format_version']} is newer than this vlseg; upgrade vlseg")
-    return meta
+    """The checkpoint's ``config.json``: format checked, ``model`` and ``provenance`` dicts."""
+    return read_format_json(Path(folder) / CONFIG_FILE, fmt=FORMAT, version=FORMAT_VERSION,
+                            what="vlseg checkpoint", required=("model",))
 
 
 def load_state_into(model: VLSegModel, weights: str | Path) -> None:
     """Strictly load a safetensors file into ``model`` (frozen text base keys excepted)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     weights = Path(weights)
-    _check_safetensors(weights)
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"{weights}: corrupt safetensors file ({e})") from e
+    state = load_safetensors(weights)
     expected = model.checkpoint_state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -178,15 +120,15 @@ def load_state_into(model: VLSegModel, weights: str | Path) -> None:
     model.text_encoder.clear_cache()
 
 
-def load_model(name_or_path: str | Path | None = None, *, device: str | torch.device = "cpu") -> VLSegModel:
-    """Load a checkpoint (None = the bundled default) to CPU, then move it to ``device``; eval mode."""
-    from vlseg.model.registry import build_model
+def load_checkpoint(folder: str | Path) -> VLSegModel:
+    """Build the model a full checkpoint folder describes and strictly load its weights (CPU).
 
-    folder = resolve_checkpoint(name_or_path)
+    Callers normally use ``vlseg.model.load_model``, which also takes bundled names, weight
+    files and LoRA adapter folders.
+    """
+    folder = Path(folder)
     meta = read_checkpoint_config(folder)
-    config = ModelConfig.from_dict(meta["model"])
-    model = build_model(config)
+    model = build_model(ModelConfig.from_dict(meta["model"]))
     load_state_into(model, folder / WEIGHTS_FILE)
-    model.checkpoint_dir = folder  # type: ignore[attr-defined]
     model.provenance = dict(meta.get("provenance") or {})  # type: ignore[attr-defined]
-    return model.to(device).eval()
+    return model

@@ -1,4 +1,4 @@
-"""Named model configs (``vlseg/configs/*.json``) -> models. ``vlseg models`` lists them."""
+"""Named model configs (``vlseg/configs/*.json``) -> models (``cli.py`` lists them: ``vlseg models``)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -50,23 +50,3 @@ def build_model(name_or_config: str | ModelConfig | Mapping[str, Any] = "tiny", 
     model = VLSegModel(config=config, text_encoder=text)
     model.eval()
     return model
-
-
-def run_cli(args) -> int:
-    """``vlseg models``: one line per preset, plus the bundled checkpoints."""
-    from vlseg.model.checkpoint import list_bundled
-
-    from vlseg.model.image_encoder import ImageEncoder
-
-    print(f"{'name':<8} {'image params':>12} {'spacing':>8} {'patch':>12}  text encoder (LoRA rank)")
-    for name in list_models():
-        c = load_named_config(name)
-        enc = ImageEncoder(in_channels=2 * c.in_sequences, channels=c.channels, res_blocks=c.res_blocks,
-                           head_scales=c.head_scales, feature_dim=c.feature_dim)
-        n = sum(p.numel() for p in enc.parameters())
-        patch = "x".join(map(str, c.patch_size))
-        print(f"{name:<8} {n / 1e6:>11.2f}M {c.spacing_mm:>6.1f}mm {patch:>12}  "
-              f"{c.text_encoder} ({c.text_lora_rank})")
-    bundled = list_bundled()
-    print("bundled checkpoints: " + (", ".join(bundled) if bundled else "none"))
-    return 0

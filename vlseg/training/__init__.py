@@ -2,8 +2,8 @@
 
 Parts: ``config`` (YAML -> frozen dataclasses), ``sources`` (dataset sources, partial labels,
 weighted mixture), ``cache`` (preprocessing cache), ``prompts`` (phrase bank), ``augment``,
-``losses``, ``loop`` (the accelerate loop, checkpoints, resume), ``validate``, ``lora``
-(fine-tuning adapters).
+``losses``, ``build`` (the model a run trains), ``loop`` (the accelerate loop, checkpoints,
+resume), ``validate`` (scores the masks users get). LoRA adapters live in ``vlseg.model.adapters``.
 """
 from vlseg.training.prompts import concept_phrases
 

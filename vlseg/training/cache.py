@@ -171,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="processes (default: data.cache_workers)")
     args = p.parse_args(argv)
     try:
+        from vlseg.training.build import resolve_model_config
         from vlseg.training.config import load_config
-        from vlseg.training.loop import resolve_model_config
 
         config = load_config(args.config, args.override)
         spacing = resolve_model_config(config).spacing_mm

@@ -31,42 +31,22 @@ from torch import nn
 
 from vlseg.errors import InputError, ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
+from vlseg.model.adapters import save_adapter
+from vlseg.model.checkpoint import save_checkpoint
+from vlseg.model.storage import check_safetensors, git_commit
+from vlseg.training.build import base_ref, build_training_model
+from vlseg.training.cache import build_cache, load_labelled_case
 from vlseg.training.config import TrainConfig, config_to_dict
 from vlseg.training.losses import MaskedPromptLoss
+from vlseg.training.sources import MixtureDataset, collate, discover_cases
+from vlseg.training.validate import validate_cases
 
 STATE_FILE = "state.json"
 OPTIM_FILE = "optimizer.safetensors"
 
 
 # --------------------------------------------------------------------------------------------
-# model
-
-def resolve_model_config(config: TrainConfig):
-    """The ModelConfig this run trains (from the init checkpoint when fine-tuning)."""
-    from vlseg.model.checkpoint import read_checkpoint_config, resolve_checkpoint
-    from vlseg.model.config import ModelConfig
-    from vlseg.model.registry import resolve_config
-
-    if config.init_checkpoint is not None:
-        folder = resolve_checkpoint(None if config.init_checkpoint == "default" else config.init_checkpoint)
-        return ModelConfig.from_dict(read_checkpoint_config(folder)["model"])
-    model_config = resolve_config(config.model)
-    if config.text_lora_rank is not None:
-        model_config = model_config.replace(text_lora_rank=config.text_lora_rank)
-    return model_config
-
-
-def set_trainable(model: nn.Module) -> None:
-    """Segmentation network trains; of the text encoder only its LoRA adapters (base frozen)."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith("text_encoder.") or "lora_" in name)
-
-
-def check_frozen_text_base(model: nn.Module) -> None:
-    bad = [n for n, p in model.text_encoder.named_parameters() if p.requires_grad and "lora_" not in n]
-    if bad:
-        raise AssertionError(f"text encoder base weights must stay frozen; trainable: {bad[:3]}")
-
+# the training-time wrapper
 
 class PromptedSegmenter(nn.Module):
     """Training-time wrapper (what DDP sees): phrases -> text (LoRA, differentiable) -> logits.
@@ -97,36 +77,6 @@ class PromptedSegmenter(nn.Module):
         # Encode image once, decode every prompt
         features = self.model.encode_image(images, present)
         return self.model.decode(features, prompts)                       # (B, P, D, H, W)
-
-
-def build_training_model(config: TrainConfig, *, resume_dir: Path | None = None):
-    """Model (+ adapter spec when fine-tuning) ready to train; from ``resume_dir`` if given."""
-    from vlseg.model.checkpoint import WEIGHTS_FILE, load_model, load_state_into
-    from vlseg.model.registry import build_model
-
-    spec = None
-    if config.init_checkpoint is not None:
-        model = load_model(None if config.init_checkpoint == "default" else config.init_checkpoint)
-        if config.lora.enabled:
-            from vlseg.training.lora import add_adapters, load_adapter_weights
-
-            spec = add_adapters(model, config.lora)
-            if resume_dir is not None:
-                load_adapter_weights(model, resume_dir)
-        else:
-            set_trainable(model)
-            if resume_dir is not None:
-                load_state_into(model, resume_dir / WEIGHTS_FILE)
-    else:
-        model = build_model(resolve_model_config(config))
-        set_trainable(model)
-        if resume_dir is not None:
-            load_state_into(model, resume_dir / WEIGHTS_FILE)
-    if spec is None:
-        set_trainable(model)
-    check_frozen_text_base(model)
-    model.train()
-    return model, spec
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,9 +135,7 @@ def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> dict[str, An
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict[str, Any]) -> None:
     from safetensors.torch import load_file
 
-    from vlseg.model.checkpoint import _check_safetensors
-
-    _check_safetensors(path)
+    check_safetensors(path)
     tensors = load_file(str(path), device="cpu")
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
@@ -207,12 +155,6 @@ def find_last_checkpoint(output_dir: str | Path) -> Path | None:
         return None
     done = sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
     return done[-1] if done else None
-
-
-def _git_commit() -> str | None:
-    from vlseg.model.checkpoint import _git_commit as commit
-
-    return commit()
 
 
 def _hardware(accelerator) -> dict[str, Any]:
@@ -236,9 +178,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from vlseg.training.cache import build_cache
-    from vlseg.training.sources import MixtureDataset, collate
-
     if config.threads:
         torch.set_num_threads(config.threads)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
@@ -251,8 +190,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     start_step = int(state.get("step", 0))
     set_seed(config.seed + start_step)
 
-    # Model, optimizer, schedule
+    # Model (+ the base checkpoint an adapter names), optimizer, schedule
     model, spec = build_training_model(config, resume_dir=resume_dir)
+    base = base_ref(config)
     optimizer = build_optimizer(model, config)
     if resume_dir is not None:
         load_optimizer(optimizer, resume_dir / OPTIM_FILE, state["optimizer"])
@@ -283,17 +223,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         "training_config": config.name, "seed": config.seed,
         "data_sources": [_describe_source(s, e) for s, e in zip(config.data.sources, entries)],
         "validation_sources": [{"name": s.name, "kind": s.kind, "path": s.path} for s in config.val.sources],
-        "hardware": _hardware(accelerator), "git_commit": _git_commit(), "command": command,
+        "hardware": _hardware(accelerator), "git_commit": git_commit(), "command": command,
     }
     if main:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        if config.init_checkpoint is not None:
-            from vlseg.model.checkpoint import checkpoint_sha256, resolve_checkpoint
-
-            base = resolve_checkpoint(None if config.init_checkpoint == "default" else config.init_checkpoint)
-            provenance_base["base_checkpoint"] = {"path": str(base), "sha256": checkpoint_sha256(base)}
+        if base is not None:
+            provenance_base["base_checkpoint"] = base.to_json()
         _log(out, {"event": "start", "step": start_step, "resumed_from": str(resume_dir) if resume_dir else None,
                    "processes": accelerator.num_processes,
                    "distributed": f"{accelerator.distributed_type.value} ({accelerator.state.backend or 'none'})",
@@ -345,14 +282,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
             score = last_val.get(next(iter(last_val)), {}).get("mean") if last_val else None
             if score is not None and (best is None or score > best["score"]):
                 best = {"step": step, "score": score}
-                _save(out / "best", accelerator.unwrap_model(wrapper).model, spec, config, provenance_base,
+                _save(out / "best", accelerator.unwrap_model(wrapper).model, spec, base, config, provenance_base,
                       step=step, wall=wall_before + time.perf_counter() - t_start, val=last_val)
             wrapper.train()
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             if main:
                 wall = wall_before + time.perf_counter() - t_start
                 ckpt = out / "checkpoints" / f"step_{step:07d}"
-                _save(ckpt, accelerator.unwrap_model(wrapper).model, spec, config, provenance_base,
+                _save(ckpt, accelerator.unwrap_model(wrapper).model, spec, base, config, provenance_base,
                       step=step, wall=wall, val=last_val)
                 meta = save_optimizer(optimizer, ckpt / OPTIM_FILE)
                 write_json_atomic(ckpt / STATE_FILE, {
@@ -383,8 +320,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
 @torch.no_grad()
 def fixed_set_loss(model: nn.Module, entries, config: TrainConfig, *, samples: int = 8, seed: int = 1234) -> float:
     """Mean loss over a fixed, un-augmented set of crops (same crops and phrases on every call)."""
-    from vlseg.training.sources import MixtureDataset, collate
-
     ds = MixtureDataset(sources=entries, crop_size=config.data.crop_size,
                         prompts_per_sample=config.data.prompts_per_sample,
                         foreground_prob=config.data.foreground_prob, augment_config=None, seed=seed)
@@ -419,8 +354,6 @@ def _describe_source(source, entry) -> dict[str, Any]:
 
 
 def _val_refs(config: TrainConfig) -> list[tuple[Any, Any]]:
-    from vlseg.training.sources import discover_cases
-
     refs = []
     for s in config.val.sources:
         cases = discover_cases(s)
@@ -437,9 +370,6 @@ def _val_refs(config: TrainConfig) -> list[tuple[Any, Any]]:
 
 def run_validation(model: nn.Module, refs, config: TrainConfig, device) -> dict[str, dict[str, float]]:
     """Load each validation case fresh (input resolution) and score it; see validate.py."""
-    from vlseg.training.cache import load_labelled_case
-    from vlseg.training.validate import validate_cases
-
     def cases():
         for source, ref in refs:
             case, masks = load_labelled_case(ref, source)
@@ -466,16 +396,13 @@ def _with_labels(case, masks):
     return dataclasses.replace(case, labels=dict(masks))
 
 
-def _save(folder: Path, model: nn.Module, spec, config: TrainConfig, provenance_base: dict[str, Any], *,
+def _save(folder: Path, model: nn.Module, spec, base, config: TrainConfig, provenance_base: dict[str, Any], *,
           step: int, wall: float, val: dict[str, Any] | None) -> None:
+    """A full checkpoint, or (fine-tuning with LoRA) an adapter naming its base checkpoint."""
     prov = {**provenance_base, "steps": step, "wall_time_s": round(wall, 1), "validation": val}
     if spec is not None:
-        from vlseg.training.lora import save_adapter
-
-        save_adapter(model, spec, folder, prov)
+        save_adapter(model, spec, folder, base=base, provenance=prov)
     else:
-        from vlseg.model.checkpoint import save_checkpoint
-
         save_checkpoint(model, folder, prov)
 
 

@@ -1,9 +1,11 @@
-"""Validation Dice per concept on whole cases, through the predictor's own inference path.
+"""Validation Dice per concept on whole cases, scoring the masks users get.
 
 Cases are read with ``vlseg.io.load_case`` (never from the training cache), run through
-``vlseg.model.inference.prepare``/``decode`` at full brain, thresholded and compared with the
-case's labels at input resolution. Each sequence subset in ``sequence_sets`` is scored; with
-``heldout`` the first subset is also scored with held-out free-text phrasings.
+``vlseg.model.inference.prepare``/``decode`` at full brain, cleaned exactly as ``Segmenter``
+cleans them (``vlseg.reasoning.clean_mask``: threshold, then specks below the minimum lesion
+size removed) and compared with the case's labels at input resolution. The best checkpoint is
+therefore chosen on the masks a user receives. Each sequence subset in ``sequence_sets`` is
+scored; with ``heldout`` the first subset is also scored with held-out free-text phrasings.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import numpy as np
 import torch
 
 from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg.metrics import dice
+from vlseg.model.inference import decode, prepare
+from vlseg.reasoning import clean_mask
 from vlseg.training.prompts import canonical_prompt, heldout_prompts
 
 
@@ -38,10 +43,10 @@ def validate_cases(
     heldout: bool = True,
     device: str | torch.device = "cpu",
 ) -> dict[str, dict[str, float]]:
-    """Mean Dice per concept (and their mean) per sequence subset: {"all4": {"WT": .9, ..., "mean": ..}}."""
-    from vlseg.metrics import dice
-    from vlseg.model.inference import decode, prepare
+    """Mean Dice per concept (and their mean) per sequence subset: {"all4": {"WT": .9, ..., "mean": ..}}.
 
+    Masks are ``clean_mask(p, case.affine, threshold=threshold)``, what ``Segmenter`` returns.
+    """
     was_training = model.training
     model.eval()
     model.text_encoder.clear_cache()
@@ -66,7 +71,8 @@ def validate_cases(
                     for c, p in zip(CONCEPTS, probs):
                         if c not in case.labels:   # a partially labelled validation source
                             continue
-                        scores.setdefault(key, {}).setdefault(c, []).append(dice(p > threshold, case.labels[c]))
+                        mask = clean_mask(p, case.affine, threshold=threshold)   # what users get
+                        scores.setdefault(key, {}).setdefault(c, []).append(dice(mask, case.labels[c]))
                 del prepared
     finally:
         model.train(was_training)

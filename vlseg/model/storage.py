@@ -1,0 +1,100 @@
+"""File-level helpers shared by full checkpoints, LoRA adapters and training state.
+
+Everything here is about *files*, not models: refuse pickles before any parser sees them, load
+safetensors on CPU, read a format-tagged JSON config, hash weights, record provenance.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlseg.errors import ModelError
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Refuse anything that is not a safetensors file before any parser sees it."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        raise ModelError(f"{path}: too short to be a safetensors file")
+    (n,) = struct.unpack("<Q", head[:8])
+    if not (2 <= n <= size - 8) or head[8:9] != b"{":
+        raise ModelError(f"{path}: not a safetensors file (pickled checkpoints are never loaded)")
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Header check, then load every tensor to CPU; a corrupt file is a ``ModelError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    check_safetensors(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{path}: corrupt safetensors file ({e})") from None
+
+
+def read_format_json(path: str | Path, *, fmt: str, version: int, what: str,
+                     required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a JSON object tagged ``{"format": fmt, "format_version": <= version}``.
+
+    ``required`` names keys that must hold JSON objects. Errors name the file and the problem.
+    """
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable {what} config ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt or any(
+            not isinstance(meta.get(k), dict) for k in required):
+        raise ModelError(f"{path}: not a {what} config (format must be {fmt!r})")
+    try:
+        found = int(meta.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise ModelError(f"{path}: format_version must be an integer") from None
+    if found > version:
+        raise ModelError(f"{path}: {what} format {found} is newer than this vlseg; upgrade vlseg")
+    return meta
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The vlseg source tree's git commit, if it is a checkout (provenance, best effort)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, torch, vlseg and the libraries whose behaviour a checkpoint depends on."""
+    import vlseg
+
+    v = {"python": platform.python_version(), "torch": torch.__version__,
+         "vlseg": getattr(vlseg, "__version__", "unknown")}
+    for mod in ("monai", "transformers", "peft", "safetensors"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - provenance is best effort
+            pass
+    return v
