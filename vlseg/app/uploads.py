@@ -8,8 +8,10 @@ opens it:
 * ``.zip``: zip magic ``PK\\3\\4``; extracted with caps on member count, total and per-member
   size and compression ratio (zip bombs), refusing absolute paths, ``..``, links and devices.
 
-The file name is used only to tell which sequence a file holds (``...-t2f.nii.gz``,
-``..._flair.nii.gz``) and in the user's own chat messages; it is never logged.
+Which sequence a file holds, or whether it is a label map (``*-seg``, ``*_label``, ``*_mask``),
+is decided by :func:`vlseg.io.classify` (name + header), the same rules ``load_case`` and
+``vlseg evaluate`` use. The file name appears only in the user's own chat messages; it is never
+logged.
 """
 from __future__ import annotations
 
@@ -26,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Literal
 
-from vlseg.concepts import SEQUENCES, canonical_sequence
+from vlseg.concepts import SEQUENCES
 from vlseg.errors import InputError
+from vlseg.io import READERS, NiftiReader, classify, has_reader_suffix, looks_like_nifti
+from vlseg.io.classify import NAMING_HINT
 
-Kind = Literal["nifti", "nifti_gz", "zip"]
+Kind = Literal["nifti", "nifti_gz", "zip", "scan"]  # "scan": claimed by another registered reader
 
 MAX_FILES_PER_REQUEST = 8
 ZIP_MAX_MEMBERS = 32
@@ -44,17 +48,9 @@ def _display(path: Path) -> str:
     return path.name
 
 
-def _nifti_magic_ok(head: bytes) -> bool:
-    """NIfTI-1 or NIfTI-2 single-file header, either byte order."""
-    if len(head) >= 348:
-        for fmt in ("<i", ">i"):
-            if struct.unpack(fmt, head[:4])[0] == 348 and head[344:348] == b"n+1\x00":
-                return True
-    if len(head) >= 8:
-        for fmt in ("<i", ">i"):
-            if struct.unpack(fmt, head[:4])[0] == 540 and head[4:8] == b"n+2\x00":
-                return True
-    return False
+def _other_reader_claims(path: Path) -> bool:
+    """A registered reader besides NIfTI (which is checked by content above) claims the file."""
+    return any(r.can_read(path) for r in READERS if not isinstance(r, NiftiReader))
 
 
 def sniff(path: str | Path) -> Kind:
@@ -75,35 +71,26 @@ def sniff(path: str | Path) -> Kind:
                 inner = g.read(540)
         except (OSError, EOFError, zlib.error):
             raise InputError("the gzip file is corrupt or truncated; upload it again", _display(path)) from None
-        if _nifti_magic_ok(inner):
+        if looks_like_nifti(inner):
             return "nifti_gz"
+        if _other_reader_claims(path):
+            return "scan"
         raise InputError(f"a gzip file that does not hold a NIfTI image; {_HELP}", _display(path))
-    if _nifti_magic_ok(head):
+    if looks_like_nifti(head):
         return "nifti"
+    if _other_reader_claims(path):
+        return "scan"
     raise InputError(f"not a NIfTI image or zip (checked by content, not by name); {_HELP}",
                      _display(path))
 
 
-_NII_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
-
-
 def sequence_from_name(name: str) -> str | None:
-    """Sequence named by a file's last name token (BraTS style), 'seg' for label maps, else None.
-
-    ``BraTS-GLI-00000-000-t2f.nii.gz`` -> t2f, ``BraTS2021_00000_flair.nii.gz`` -> t2f,
-    ``case_t1ce.nii`` -> t1c, ``..._seg.nii.gz`` -> seg, ``brain.nii.gz`` -> None.
-    """
-    stem = _NII_SUFFIX.sub("", PurePosixPath(name).name)
-    tokens = [t for t in re.split(r"[-_.\s]+", stem) if t]
-    if not tokens:
-        return None
-    last = tokens[-1].lower()
-    if last in ("seg", "label", "labels", "mask"):
+    """Sequence a file's name gives (``BraTS2021_00000_flair.nii.gz`` -> t2f), "seg" for a label
+    map or concept mask (``*-seg``, ``*_label``, ``*_mask``, ``ET.nii.gz``), else None."""
+    fc = classify(PurePosixPath(name).name, depth="name")
+    if fc.role in ("label", "concept_mask"):
         return "seg"
-    try:
-        return canonical_sequence(last)
-    except ValueError:
-        return None
+    return fc.sequence
 
 
 def _is_link_or_special(info: zipfile.ZipInfo) -> bool:
@@ -150,7 +137,7 @@ def safe_extract_zip(zip_path: str | Path, dest: str | Path, *, max_members: int
                     raise InputError("the zip holds a link or special file; zip plain files only", shown)
                 if info.flag_bits & 0x1:
                     raise InputError("the zip is encrypted; upload an unencrypted zip", shown)
-                if not _NII_SUFFIX.search(rel.name):
+                if not has_reader_suffix(rel.name):
                     continue  # READMEs, JSON sidecars ...: ignored, never written
                 target = dest / rel.name
                 if target.exists():
@@ -217,15 +204,19 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
             files.append(p)
     result = UploadSet()
     for f in files:
-        seq = sequence_from_name(f.name)
-        if seq is None:
-            raise InputError("cannot tell which sequence this file holds from its name; name it like "
-                             "BraTS (…-t1n/-t1c/-t2w/-t2f.nii.gz or …_t1/_t1ce/_t2/_flair.nii.gz)",
-                             f.name)
-        if seq == "seg":
-            result.label = f
+        fc = classify(f, depth="header")
+        if fc.role == "not_scan":
+            raise InputError(f"{fc.reason}; {_HELP}", f.name)
+        if fc.role == "multi":
+            raise InputError(f"is {fc.reason}; upload one 3D file per sequence", f.name)
+        if fc.role in ("label", "concept_mask"):
+            result.label = result.label or f
             result.ignored.append(f.name)
             continue
+        if fc.role != "sequence" or fc.sequence is None:
+            raise InputError(f"cannot tell which sequence this file holds from its name; {NAMING_HINT}",
+                             f.name)
+        seq = fc.sequence
         if seq in result.sequences:
             raise InputError(f"two files hold the {seq} sequence ({result.sequences[seq].name} and "
                              f"{f.name}); upload one per sequence")

@@ -4,22 +4,31 @@ float32 with validation, and write masks / label maps back onto the input's own 
     >>> case = load_case("BraTS-GLI-00001-000/")        # or {"t1c": "a.nii.gz", "flair": ...}
     >>> case.present, case.shape, case.spacing
     >>> write_mask(mask_ras, case, "out/ET.nii.gz")     # uint8, input affine, clean header
+    >>> classify("upload_flair.nii.gz").sequence         # 't2f'  (see README.md: where rules live)
 """
-from vlseg.io.case import Case, load_case, to_ras, write_label_map, write_mask
-from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files, parse_name
-from vlseg.io.nifti import (
-    DEFAULT_MAX_VOXELS,
-    GRID_TOL_DIR,
-    GRID_TOL_MM,
-    Grid,
-    Volume,
+from vlseg.io.case import Case, load_case, write_label_map, write_mask
+from vlseg.io.classify import LABEL_TOKENS, FileClass, classify, label_values
+from vlseg.io.labels import check_binary_mask, check_label_map
+from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
+from vlseg.io.nifti import DEFAULT_MAX_VOXELS, NiftiReader, is_nifti_name, looks_like_nifti, write_uint8
+from vlseg.io.readers import (
+    READERS,
+    Reader,
+    has_reader_suffix,
+    read_header,
     read_volume,
-    write_uint8,
+    reader_for,
+    register_reader,
 )
+from vlseg.io.volume import GRID_TOL_DIR, GRID_TOL_MM, Grid, Header, Volume, ras_grid, to_ras
 
 __all__ = [
-    "Case", "load_case", "write_mask", "write_label_map", "to_ras",
-    "Grid", "Volume", "read_volume", "write_uint8",
+    "Case", "load_case", "write_mask", "write_label_map",
+    "FileClass", "classify", "label_values", "LABEL_TOKENS",
+    "check_label_map", "check_binary_mask",
+    "Reader", "READERS", "register_reader", "reader_for", "read_header", "read_volume",
+    "has_reader_suffix", "NiftiReader", "is_nifti_name", "looks_like_nifti",
+    "Grid", "Header", "Volume", "to_ras", "ras_grid", "write_uint8",
     "DEFAULT_MAX_VOXELS", "GRID_TOL_MM", "GRID_TOL_DIR",
-    "MSD_CHANNELS", "CaseFiles", "find_case_files", "parse_name",
+    "MSD_CHANNELS", "CaseFiles", "find_case_files",
 ]

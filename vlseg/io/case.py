@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from vlseg.concepts import CONCEPTS, LABEL_CONVENTIONS, SEQUENCES, check_convention, concepts_to_labels, labels_to_concepts
+from vlseg.concepts import CONCEPTS, SEQUENCES, check_convention, concepts_to_labels, labels_to_concepts
 from vlseg.errors import InputError
+from vlseg.io.classify import label_values
+from vlseg.io.labels import check_label_map
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
-from vlseg.io.nifti import DEFAULT_MAX_VOXELS, Grid, Volume, check_output_path, read_volume, write_uint8
+from vlseg.io.nifti import DEFAULT_MAX_VOXELS, check_output_path, write_uint8
+from vlseg.io.readers import read_volume
+from vlseg.io.volume import Grid, to_ras
 
 _RAS = axcodes2ornt(("R", "A", "S"))
 
@@ -86,17 +90,14 @@ class Case:
 # ----------------------------------------------------------------------------- loading
 
 
-def to_ras(data: np.ndarray, grid: Grid) -> tuple[np.ndarray, Grid]:
-    """Closest-canonical reorientation: permute/flip axes, adjust the affine; no resampling."""
-    ornt = io_orientation(grid.affine)
-    ras = np.ascontiguousarray(apply_orientation(data, ornt))
-    return ras, Grid(shape=ras.shape[:3], affine=grid.affine @ inv_ornt_aff(ornt, grid.shape))
-
-
-def _check_not_constant(data: np.ndarray, path: Path, what: str) -> None:
+def _check_image(data: np.ndarray, path: Path, what: str) -> None:
     lo, hi = float(data.min()), float(data.max())
     if lo == hi:
         raise InputError(f"{what} is constant (every voxel = {lo:g}); it holds no image", str(path))
+    values = label_values(data)
+    if values is not None:
+        raise InputError(f"{what} holds only the integer values {values}, like a label map, not an "
+                         "MRI image; give it as the label file (e.g. named *-seg.nii.gz)", str(path))
 
 
 def _check_grid(ref: Grid, grid: Grid, path: Path, ref_path: Path, what: str) -> None:
@@ -104,28 +105,6 @@ def _check_grid(ref: Grid, grid: Grid, path: Path, ref_path: Path, what: str) ->
     if problem is not None:
         raise InputError(f"{what} grid differs from {ref_path.name}: {problem}; resample it onto "
                          "the same grid", str(path))
-
-
-def _labels_from(vol: Volume, convention: str) -> np.ndarray:
-    """Validate label values against ``convention``; return uint8 labels in the file's order."""
-    data, path = vol.data, vol.path
-    allowed = {0, *LABEL_CONVENTIONS[convention].values()}
-    lo, hi = float(data.min()), float(data.max())
-    if lo < 0 or hi > 255:
-        raise InputError(f"has label values from {lo:g} to {hi:g}; {convention} labels are "
-                         f"{sorted(allowed)}", str(path))
-    labels = data.astype(np.uint8)
-    if not np.array_equal(labels, data):
-        raise InputError("has non-integer label values; a label map must hold integers "
-                         f"{sorted(allowed)}", str(path))
-    present = {int(v) for v in np.flatnonzero(np.bincount(labels.ravel(), minlength=1))}
-    bad = sorted(present - allowed)
-    if bad:
-        fits = [c for c, v in LABEL_CONVENTIONS.items() if present <= {0, *v.values()}]
-        hint = f"; they fit {fits[0]} labels, pass label_convention='{fits[0]}'" if fits else ""
-        raise InputError(f"has label values {bad} outside the {convention} convention "
-                         f"{sorted(allowed)}{hint}", str(path))
-    return labels
 
 
 def load_case(
@@ -162,7 +141,7 @@ def load_case(
         ras, ref = to_ras(vol.data, vol.grid)
         del vol
         for c, seq in enumerate(MSD_CHANNELS):
-            _check_not_constant(ras[..., c], files.msd_image, f"channel {c} ({seq})")
+            _check_image(ras[..., c], files.msd_image, f"channel {c} ({seq})")
             images[seq] = np.ascontiguousarray(ras[..., c])
             sources[seq] = files.msd_image
         del ras
@@ -172,7 +151,7 @@ def load_case(
             if seq not in files.images:
                 continue
             vol = read_volume(files.images[seq], max_voxels=max_voxels)
-            _check_not_constant(vol.data, vol.path, "the image")
+            _check_image(vol.data, vol.path, "the image")
             ras, grid = to_ras(vol.data, vol.grid)
             if ref is None:
                 ref, source_grid, ref_path = grid, vol.grid, vol.path
@@ -184,7 +163,7 @@ def load_case(
     labels = None
     if label_path is not None:
         vol = read_volume(label_path, max_voxels=max_voxels)
-        lab = _labels_from(vol, convention)
+        lab = check_label_map(vol.data, vol.path, convention)
         lab_ras, grid = to_ras(lab, vol.grid)
         _check_grid(ref, grid, vol.path, ref_path, "the label")
         labels = labels_to_concepts(lab_ras, convention)

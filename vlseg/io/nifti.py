@@ -9,6 +9,7 @@ Reading checks a file in the order that keeps a bad file cheap to refuse:
 5. the affine (best of sform/qform) is finite and non-singular, and sform/qform agree.
 
 Every refusal is an :class:`~vlseg.errors.InputError` naming the file and the problem.
+:class:`NiftiReader` wraps this as the first entry of the reader registry (``vlseg.io.readers``).
 Writing builds a fresh header (no text fields or extensions carried over), uint8, scl 1/0,
 with the source grid's affine as both qform and sform, through an atomic temp-file rename.
 """
@@ -21,7 +22,6 @@ import re
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -31,83 +31,34 @@ from nibabel.spatialimages import HeaderDataError
 
 from vlseg.errors import InputError
 from vlseg.fileio import atomic_path
+from vlseg.io.volume import GRID_TOL_DIR, GRID_TOL_MM, Grid, Header, Volume, fmt_shape, fmt_vec
+
+__all__ = ["DEFAULT_MAX_VOXELS", "GRID_TOL_DIR", "GRID_TOL_MM", "Grid", "Volume", "NiftiReader",
+           "NIFTI_SUFFIXES", "is_nifti_name", "looks_like_nifti", "read_nifti", "read_nifti_header",
+           "check_output_path", "write_uint8"]
 
 DEFAULT_MAX_VOXELS: int = 64_000_000  # ~7x a 240x240x155 BraTS volume
-GRID_TOL_MM: float = 1e-3  # origin and spacing tolerance between grids
-GRID_TOL_DIR: float = 1e-4  # direction-cosine tolerance between grids
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _TRAILER_CAP = 1 << 20  # bytes of trailing gzip data read to reach the CRC check
 _MAX_VOX_OFFSET = 64 << 20  # header + extensions larger than this are refused unread
 _UNITS = {"mm", "meter", "micron"}
+_LABEL_INTENTS = {1002, 1003}  # NIFTI_INTENT_LABEL, NIFTI_INTENT_NEURONAME
 
 
-@dataclass(frozen=True, eq=False)
-class Grid:
-    """A file's own voxel grid: where masks are written back, voxel-exact."""
-
-    shape: tuple[int, int, int]
-    affine: np.ndarray  # (4, 4) float64, voxel -> world (RAS mm), as nibabel reports it
-    qform_code: int = 1
-    sform_code: int = 1
-    xyz_units: str = "mm"
-
-    def __post_init__(self) -> None:
-        shape = tuple(int(s) for s in self.shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"Grid shape must be 3 positive ints, got {self.shape}")
-        affine = np.array(self.affine, dtype=np.float64)
-        if affine.shape != (4, 4) or not np.isfinite(affine).all():
-            raise ValueError("Grid affine must be a finite 4x4 matrix")
-        affine.setflags(write=False)
-        object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "affine", affine)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    def mismatch(self, other: "Grid", *, tol_mm: float = GRID_TOL_MM,
-                 tol_dir: float = GRID_TOL_DIR) -> str | None:
-        """Describe how ``other`` differs from this grid beyond tolerance, or None if it matches."""
-        if self.shape != other.shape:
-            return f"shape {_fmt_shape(other.shape)} != {_fmt_shape(self.shape)}"
-        sp_a, sp_b = np.array(self.spacing), np.array(other.spacing)
-        if np.abs(sp_a - sp_b).max() > tol_mm:
-            return f"spacing {_fmt_vec(sp_b)} mm != {_fmt_vec(sp_a)} mm"
-        org_a, org_b = self.affine[:3, 3], other.affine[:3, 3]
-        if np.abs(org_a - org_b).max() > tol_mm:
-            return f"origin {_fmt_vec(org_b)} mm != {_fmt_vec(org_a)} mm"
-        dir_a = self.affine[:3, :3] / sp_a
-        dir_b = other.affine[:3, :3] / sp_b
-        if np.abs(dir_a - dir_b).max() > tol_dir:
-            return f"direction cosines differ by {np.abs(dir_a - dir_b).max():.2g}"
-        return None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Grid):
-            return NotImplemented
-        return self.shape == other.shape and np.array_equal(self.affine, other.affine)
-
-    def __hash__(self) -> int:
-        return hash((self.shape, self.affine.tobytes()))
+def is_nifti_name(name: str) -> bool:
+    return name.lower().endswith(NIFTI_SUFFIXES)
 
 
-@dataclass
-class Volume:
-    """One validated file: float32 voxels in the file's own order, and its grid."""
-
-    data: np.ndarray  # (X, Y, Z) or (X, Y, Z, C) float32
-    grid: Grid
-    path: Path
-
-
-def _fmt_shape(shape) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
-def _fmt_vec(v) -> str:
-    return "(" + ", ".join(f"{float(x):.4g}" for x in v) + ")"
+def looks_like_nifti(head: bytes) -> bool:
+    """NIfTI-1 (348, ``n+1``) or NIfTI-2 (540, ``n+2``) single-file header, either byte order."""
+    for size, magic, at in ((348, b"n+1\x00", 344), (540, b"n+2\x00", 4)):
+        if len(head) >= max(at + 4, 4):
+            for fmt in ("<i", ">i"):
+                if struct.unpack(fmt, head[:4])[0] == size and head[at:at + 4] == magic:
+                    return True
+    return False
 
 
 # ----------------------------------------------------------------------------- reading
@@ -164,38 +115,42 @@ def _header_from_bytes(path: Path, head: bytes):
                      str(path))
 
 
-def _check_header(path: Path, hdr, *, max_voxels: int, channels: int | None) -> tuple[int, ...]:
-    """Validate dimensions and data type from the header alone; return the kept shape."""
+def _check_channels(path: Path, shape: tuple[int, ...], channels: int | None) -> None:
+    """``channels``: None for one 3D volume, or the exact number of volumes a 4D file must hold."""
+    if len(shape) == 4:
+        if channels is None:
+            raise InputError(f"is 4D with {shape[3]} volumes (shape {fmt_shape(shape)}); give one "
+                             "3D volume per sequence", str(path))
+        if shape[3] != channels:
+            raise InputError(f"is 4D with {shape[3]} volumes; expected {channels} channels "
+                             "(MSD order FLAIR, T1w, T1gd, T2w)", str(path))
+    elif channels is not None:
+        raise InputError(f"is 3D (shape {fmt_shape(shape)}); expected a 4D image with {channels} "
+                         "channels (MSD order FLAIR, T1w, T1gd, T2w)", str(path))
+
+
+def _check_header(path: Path, hdr, *, max_voxels: int) -> tuple[int, ...]:
+    """Validate dimensions and data type from the header alone; return the kept 3D/4D shape."""
     dim = [int(d) for d in hdr["dim"]]
     ndim = dim[0]
     if not 1 <= ndim <= 7:
         raise InputError(f"has an invalid header (dim[0]={ndim}); the file is corrupt", str(path))
     shape = dim[1:ndim + 1]
     if min(shape) < 1:
-        raise InputError(f"header has an empty dimension (shape {_fmt_shape(shape)}); the file is "
+        raise InputError(f"header has an empty dimension (shape {fmt_shape(shape)}); the file is "
                          "corrupt", str(path))
     n_vox = math.prod(shape)  # Python ints: no overflow
     if n_vox > max_voxels:
-        raise InputError(f"header claims {_fmt_shape(shape)} = {n_vox:,} voxels, above the limit of "
+        raise InputError(f"header claims {fmt_shape(shape)} = {n_vox:,} voxels, above the limit of "
                          f"{max_voxels:,}; crop or downsample the image (or raise max_voxels)",
                          str(path))
     while len(shape) > 3 and shape[-1] == 1:  # singleton trailing dims are fine
         shape = shape[:-1]
     if len(shape) < 3 or min(shape[:3]) == 1:
-        raise InputError(f"is 2D (shape {_fmt_shape(shape)}); a 3D volume is needed", str(path))
+        raise InputError(f"is 2D (shape {fmt_shape(shape)}); a 3D volume is needed", str(path))
     if len(shape) > 4:
-        raise InputError(f"has {len(shape)} dimensions ({_fmt_shape(shape)}); a 3D volume is "
+        raise InputError(f"has {len(shape)} dimensions ({fmt_shape(shape)}); a 3D volume is "
                          "needed", str(path))
-    if len(shape) == 4:
-        if channels is None:
-            raise InputError(f"is 4D with {shape[3]} volumes (shape {_fmt_shape(shape)}); give one "
-                             "3D volume per sequence", str(path))
-        if shape[3] != channels:
-            raise InputError(f"is 4D with {shape[3]} volumes; expected {channels} channels "
-                             "(MSD order FLAIR, T1w, T1gd, T2w)", str(path))
-    elif channels is not None:
-        raise InputError(f"is 3D (shape {_fmt_shape(shape)}); expected a 4D image with {channels} "
-                         "channels (MSD order FLAIR, T1w, T1gd, T2w)", str(path))
     offset = float(hdr["vox_offset"])
     if not (np.isfinite(offset) and hdr.sizeof_hdr + 4 <= offset <= _MAX_VOX_OFFSET):
         raise InputError(f"has an invalid data offset (vox_offset={offset:g}); the file is corrupt",
@@ -203,7 +158,7 @@ def _check_header(path: Path, hdr, *, max_voxels: int, channels: int | None) -> 
     zooms = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
     if int(hdr["sform_code"]) == 0 and not (np.isfinite(zooms).all() and (zooms != 0).all()):
         # qform and the fallback affine both scale by pixdim; nibabel would quietly use 1 mm.
-        raise InputError(f"has a singular affine (voxel sizes {_fmt_vec(zooms)} in the header); "
+        raise InputError(f"has a singular affine (voxel sizes {fmt_vec(zooms)} in the header); "
                          "fix pixdim or the qform/sform", str(path))
     try:
         dtype = hdr.get_data_dtype()
@@ -236,8 +191,8 @@ def _check_affine(path: Path, hdr, affine: np.ndarray) -> None:
                              str(path))
 
 
-def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS,
-                channels: int | None = None) -> Volume:
+def read_nifti(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS,
+               channels: int | None = None) -> Volume:
     """Read and validate one NIfTI file into float32 (scaling applied) in its own voxel order.
 
     ``channels``: None for a 3D volume (a singleton 4th dim is accepted), or the exact number of
@@ -247,7 +202,8 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS
     path = Path(path)
     gz, head = _sniff(path)
     hdr = _header_from_bytes(path, head)
-    shape = _check_header(path, hdr, max_voxels=max_voxels, channels=channels)
+    shape = _check_header(path, hdr, max_voxels=max_voxels)
+    _check_channels(path, shape, channels)
     klass = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
     if not gz:  # a short plain file is refused from its size, before reading
         need = int(hdr["vox_offset"]) + math.prod(shape) * hdr.get_data_dtype().itemsize
@@ -270,7 +226,7 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS
         raise InputError(f"corrupt or truncated gzip data ({e}); re-export or re-copy the file",
                          str(path)) from None
     except MemoryError:
-        raise InputError(f"is too large to load ({_fmt_shape(shape)} voxels)", str(path)) from None
+        raise InputError(f"is too large to load ({fmt_shape(shape)} voxels)", str(path)) from None
     except (OSError, ValueError, HeaderDataError, ImageFileError) as e:
         short = re.match(r"Expected (\d+) bytes, got (\d+) bytes", str(e))
         if short:
@@ -286,14 +242,64 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS
         n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
         raise InputError(f"has {n_bad:,} NaN/Inf voxels; replace them (e.g. with 0) and retry",
                          str(path))
+    return Volume(data=data, grid=_grid(hdr, shape, affine), path=path)
+
+
+def _grid(hdr, shape: tuple[int, ...], affine: np.ndarray) -> Grid:
     qc, sc = int(hdr["qform_code"]), int(hdr["sform_code"])
     try:
         units = hdr.get_xyzt_units()[0]
     except KeyError:  # an unknown unit code: NIfTI readers assume mm
         units = "mm"
-    grid = Grid(shape=shape[:3], affine=affine, qform_code=qc or sc or 1, sform_code=sc or qc or 1,
+    return Grid(shape=shape[:3], affine=affine, qform_code=qc or sc or 1, sform_code=sc or qc or 1,
                 xyz_units=units if units in _UNITS else "mm")
-    return Volume(data=data, grid=grid, path=path)
+
+
+def read_nifti_header(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS) -> Header:
+    """Validate a NIfTI file's header (no voxel data read); 3D or 4D files are both accepted."""
+    path = Path(path)
+    _, head = _sniff(path)
+    hdr = _header_from_bytes(path, head)
+    shape = _check_header(path, hdr, max_voxels=max_voxels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        affine = np.array(hdr.get_best_affine(), dtype=np.float64)
+    _check_affine(path, hdr, affine)
+    return Header(grid=_grid(hdr, shape, affine), channels=shape[3] if len(shape) == 4 else 1,
+                  role="label" if int(hdr["intent_code"]) in _LABEL_INTENTS else None)
+
+
+class NiftiReader:
+    """The NIfTI-1/2 reader (``.nii``, ``.nii.gz``): the first entry of ``vlseg.io.readers.READERS``."""
+
+    name = "NIfTI"
+    suffixes = NIFTI_SUFFIXES
+    hint = "NIfTI (.nii or .nii.gz)"
+
+    def can_read(self, path: Path) -> bool:
+        """A file with a NIfTI name, or (for other names) a NIfTI header in its first bytes."""
+        if path.is_dir():
+            return False
+        if is_nifti_name(path.name):
+            return True  # even if missing or corrupt: its read explains what is wrong
+        if not path.is_file():
+            return False
+        try:
+            with open(path, "rb") as f:
+                head = f.read(540)
+            if head[:2] == _GZIP_MAGIC:
+                with gzip.open(path, "rb") as g:
+                    head = g.read(540)
+        except (OSError, EOFError, zlib.error):
+            return False
+        return looks_like_nifti(head)
+
+    def read_header(self, path: Path, *, max_voxels: int = DEFAULT_MAX_VOXELS) -> Header:
+        return read_nifti_header(path, max_voxels=max_voxels)
+
+    def read(self, path: Path, *, max_voxels: int = DEFAULT_MAX_VOXELS,
+             channels: int | None = None) -> Volume:
+        return read_nifti(path, max_voxels=max_voxels, channels=channels)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -302,7 +308,7 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = DEFAULT_MAX_VOXELS
 def check_output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+    if not is_nifti_name(name):
         raise InputError("output must end in .nii or .nii.gz", str(path))
     if path.is_dir():
         raise InputError("is a folder; give an output file name ending in .nii.gz", str(path))

@@ -7,9 +7,13 @@ A folder given to ``--pred`` or ``--gt`` may hold, per case, any of:
 * a case folder ``<case>/`` holding one such label file (BraTS layout), or the per-concept masks
   that ``vlseg segment`` writes (``NCR.nii.gz``, ``ET.nii.gz``, ... uint8 0/1).
 
-Everything is validated through :func:`vlseg.io.read_volume` (missing/corrupt/non-NIfTI files,
-2D/4D, voxel cap, NaN, bad affine) plus label-specific checks, and brought to RAS+ by axis
-permutation only, so a prediction stored in another orientation of the same grid still matches.
+Which file is what is decided by :func:`vlseg.io.classify` from its name (files are found by
+name; a ``*_mask`` file is a label map, as everywhere in vlseg); this module adds only the
+evaluate layout (a case id per file or folder, MSD ``labelsTr/``). Every file is then validated
+through its reader (:func:`vlseg.io.read_volume`: missing/corrupt/unreadable files, 2D/4D, voxel
+cap, NaN, bad affine) and :mod:`vlseg.io.labels`, and brought to RAS+ by :func:`vlseg.io.to_ras`
+(axis permutation only), so a prediction stored in another orientation of the same grid still
+matches.
 """
 from __future__ import annotations
 
@@ -18,12 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
-from vlseg.concepts import CONCEPTS, LABEL_CONVENTIONS, labels_to_concepts
+from vlseg.concepts import labels_to_concepts
 from vlseg.errors import InputError
-from vlseg.io import DEFAULT_MAX_VOXELS, Grid, parse_name, read_volume
-from vlseg.io.layout import is_nifti_name
+from vlseg.io import (
+    DEFAULT_MAX_VOXELS,
+    Grid,
+    check_binary_mask,
+    check_label_map,
+    classify,
+    ras_grid,
+    read_header,
+    read_volume,
+    reader_for,
+    to_ras,
+)
 
 
 @dataclass(frozen=True)
@@ -47,40 +60,42 @@ class LoadedLabels:
     path: Path                    # a file to name in messages
 
 
-def _stem(name: str) -> str:
-    low = name.lower()
-    return name[: -len(".nii.gz")] if low.endswith(".nii.gz") else name[: -len(".nii")]
-
-
-def _style(path: Path, parsed_style: str | None) -> str:
+def _style(path: Path, named_style: str) -> str:
     if path.parent.name.lower() in ("labelstr", "labelsts"):
         return "msd"
-    return "brats2021" if parsed_style == "brats2021" else "other"
+    return "brats2021" if named_style == "brats2021" else "other"
 
 
-def _classify(path: Path) -> tuple[str, str] | None:
-    """(case id, style) if ``path`` names a label map; None for images and concept masks."""
-    parsed = parse_name(path.name)
-    if parsed is not None and parsed.kind != "seg":
-        return None  # an image such as <case>-t1c.nii.gz
-    if parsed is None and _stem(path.name) in CONCEPTS:
+def _label_source(path: Path, *, in_folder: str | None = None) -> tuple[str, str] | None:
+    """(case id, style) if ``path`` is a label map by name; None for images and concept masks.
+
+    A name that says nothing (``<case>.nii.gz``) is a label map of case ``<case>``; inside a
+    case folder only a ``*-seg``/``*_mask``-style name or ``<folder name>.nii.gz`` counts.
+    """
+    fc = classify(path, depth="name")
+    if fc.role not in ("label", "unknown"):
+        return None  # an image such as <case>-t1c.nii.gz, or a concept mask ET.nii.gz
+    if in_folder is not None and fc.role != "label" and fc.stem != in_folder:
         return None
-    case_id = parsed.case_id if parsed is not None and parsed.case_id else _stem(path.name)
-    return case_id, _style(path, parsed.style if parsed else None)
+    return (fc.case_id if fc.role == "label" and fc.case_id else fc.stem), _style(path, fc.style)
+
+
+def _readable(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
+                  and reader_for(p) is not None)
 
 
 def _from_case_folder(folder: Path) -> LabelSource | None:
-    niftis = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti_name(p.name)
-                    and not p.name.startswith("."))
-    # Label files inside a case folder: *-seg/*_seg/*-label, or <folder name>.nii.gz.
-    labels = [(p, c[1]) for p in niftis if (c := _classify(p)) is not None
-              and (parse_name(p.name) is not None or _stem(p.name) == folder.name)]
+    files = _readable(folder)
+    # Label files inside a case folder: *-seg/*_seg/*-label/*_mask, or <folder name>.nii.gz.
+    labels = [(p, c[1]) for p in files if (c := _label_source(p, in_folder=folder.name)) is not None]
     if len(labels) > 1:
         raise InputError(f"holds several label files ({', '.join(p.name for p, _ in labels)}); keep "
                          "one per case folder", str(folder))
     if labels:
         return LabelSource(case_id=folder.name, label_file=labels[0][0], style=labels[0][1])
-    concepts = {_stem(p.name): p for p in niftis if _stem(p.name) in CONCEPTS}
+    concepts = {fc.concept: p for p in files
+                if (fc := classify(p, depth="name")).role == "concept_mask"}
     if concepts:
         return LabelSource(case_id=folder.name, concept_files=concepts)
     return None
@@ -96,10 +111,10 @@ def discover(root: str | os.PathLike, role: str) -> tuple[dict[str, LabelSource]
     if not root.exists():
         raise InputError(f"{role} path not found; check the path", str(root))
     if root.is_file():
-        if not is_nifti_name(root.name):
+        if reader_for(root) is None:
             raise InputError(f"{role} must be a folder or a .nii/.nii.gz label file", str(root))
-        c = _classify(root)
-        case_id, style = c if c is not None else (_stem(root.name), "other")
+        c = _label_source(root)
+        case_id, style = c if c is not None else (classify(root, depth="name").stem, "other")
         return {case_id: LabelSource(case_id=case_id, label_file=root, style=style)}, []
     try:
         entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
@@ -122,8 +137,8 @@ def discover(root: str | os.PathLike, role: str) -> tuple[dict[str, LabelSource]
                 skipped.append(f"{p.name}/ (no label file)")
             else:
                 add(src)
-        elif p.is_file() and is_nifti_name(p.name):
-            c = _classify(p)
+        elif p.is_file() and reader_for(p) is not None:
+            c = _label_source(p)
             if c is not None:
                 add(LabelSource(case_id=c[0], label_file=p, style=c[1]))
     if not found:
@@ -138,33 +153,9 @@ def guess_convention(src: LabelSource) -> str:
     return {"msd": "msd", "brats2021": "brats2021"}.get(src.style, "brats2023")
 
 
-def _to_ras(data: np.ndarray, grid: Grid) -> tuple[np.ndarray, Grid]:
-    ornt = io_orientation(grid.affine)
-    ras = np.ascontiguousarray(apply_orientation(data, ornt))
-    return ras, Grid(shape=ras.shape[:3], affine=grid.affine @ inv_ornt_aff(ornt, grid.shape))
-
-
-def _integers(data: np.ndarray, path: Path, allowed: list[int], hint: str) -> np.ndarray:
-    lo, hi = float(data.min()), float(data.max())
-    values = data.astype(np.uint8) if lo >= 0 and hi <= 255 else None
-    if values is None or not np.array_equal(values, data):
-        raise InputError(f"holds values from {lo:g} to {hi:g}, not integer labels {allowed}{hint}",
-                         str(path))
-    return values
-
-
 def _read_label_map(path: Path, convention: str, option: str, max_voxels: int) -> tuple[np.ndarray, Grid]:
     vol = read_volume(path, max_voxels=max_voxels)
-    allowed = sorted({0, *LABEL_CONVENTIONS[convention].values()})
-    labels = _integers(vol.data, path, allowed, f" ({convention})")
-    present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist())
-    bad = sorted(present - set(allowed))
-    if bad:
-        fits = [c for c, v in LABEL_CONVENTIONS.items() if present <= {0, *v.values()}]
-        hint = f"; pass {option} {fits[0]}" if fits else "; is this a label map?"
-        raise InputError(f"has label values {bad} outside the {convention} convention {allowed}{hint}",
-                         str(path))
-    return _to_ras(labels, vol.grid)
+    return to_ras(check_label_map(vol.data, path, convention, option=f"{option} "), vol.grid)
 
 
 def load_labels(src: LabelSource, convention: str, *, option: str,
@@ -180,10 +171,7 @@ def load_labels(src: LabelSource, convention: str, *, option: str,
     ref: tuple[Grid, Path] | None = None
     for concept, path in src.concept_files.items():
         vol = read_volume(path, max_voxels=max_voxels)
-        mask = _integers(vol.data, path, [0, 1], " (a concept mask must be 0/1)")
-        if mask.max() > 1:
-            raise InputError("is a concept mask but holds values other than 0 and 1", str(path))
-        ras, grid = _to_ras(mask.astype(bool), vol.grid)
+        ras, grid = to_ras(check_binary_mask(vol.data, path), vol.grid)
         if ref is None:
             ref = (grid, path)
         elif (problem := ref[0].mismatch(grid)) is not None:
@@ -194,17 +182,10 @@ def load_labels(src: LabelSource, convention: str, *, option: str,
 
 
 def _header_grid(path: Path) -> Grid | None:
-    """RAS+ grid from the header alone (no voxel data); None if the header can't be parsed."""
-    import nibabel as nib
-
+    """RAS+ grid from the header alone (no voxel data); None if the header can't be read."""
     try:
-        img = nib.load(str(path))
-        shape = tuple(int(s) for s in img.shape[:3])
-        affine = np.asarray(img.affine, dtype=np.float64)
-        ornt = io_orientation(affine)
-        ras_shape = tuple(int(shape[int(ax)]) for ax in ornt[:, 0])
-        return Grid(shape=ras_shape, affine=affine @ inv_ornt_aff(ornt, shape))
-    except Exception:  # noqa: BLE001 - full validation happens when the file is read
+        return ras_grid(read_header(path).grid)
+    except InputError:  # full validation happens when the file is read
         return None
 
 

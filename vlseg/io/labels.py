@@ -1,0 +1,54 @@
+"""The one label validation: a label map's values against a convention, and 0/1 concept masks.
+
+``load_case`` (a case's ``*-seg`` file) and ``vlseg evaluate`` (predictions and ground truth)
+both call these, so a bad label file gets the same one-line message everywhere.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vlseg.concepts import LABEL_CONVENTIONS
+from vlseg.errors import InputError
+
+
+def _as_uint8(data: np.ndarray, path: Path, allowed: list[int], what: str) -> np.ndarray:
+    lo, hi = float(data.min()), float(data.max())
+    if lo < 0 or hi > 255:
+        raise InputError(f"has label values from {lo:g} to {hi:g}, not integer labels {allowed} "
+                         f"({what}); is this a label map?", str(path))
+    values = data.astype(np.uint8)
+    if not np.array_equal(values, data):
+        raise InputError(f"has non-integer label values (from {lo:g} to {hi:g}), not integer labels "
+                         f"{allowed} ({what}); is this a label map?", str(path))
+    return values
+
+
+def check_label_map(data: np.ndarray, path: str | Path, convention: str, *,
+                    option: str = "label_convention=") -> np.ndarray:
+    """Validate label values against ``convention``; return uint8 labels in the input's order.
+
+    ``option`` is how the caller's user picks another convention (named in the hint).
+    """
+    path = Path(path)
+    allowed = sorted({0, *LABEL_CONVENTIONS[convention].values()})
+    labels = _as_uint8(np.asarray(data), path, allowed, f"{convention} convention")
+    present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=1)).tolist())
+    bad = sorted(present - set(allowed))
+    if bad:
+        fits = [c for c, v in LABEL_CONVENTIONS.items() if present <= {0, *v.values()}]
+        hint = (f"they fit {fits[0]} labels, pass {option}{fits[0]}" if fits
+                else "is this a label map?")
+        raise InputError(f"has label values {bad} outside the {convention} convention {allowed}; "
+                         f"{hint}", str(path))
+    return labels
+
+
+def check_binary_mask(data: np.ndarray, path: str | Path) -> np.ndarray:
+    """Validate a one-concept 0/1 mask; return it as bool in the input's order."""
+    path = Path(path)
+    mask = _as_uint8(np.asarray(data), path, [0, 1], "a concept mask holds 0 and 1")
+    if mask.max() > 1:
+        raise InputError("is a concept mask but holds values other than 0 and 1", str(path))
+    return mask.astype(bool)
