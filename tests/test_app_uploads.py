@@ -62,6 +62,7 @@ def test_sniff_rejects_truncated_gzip(tmp_path):
     ("BraTS-GLI-00000-000-t2f.nii.gz", "t2f"), ("BraTS2021_00000_flair.nii.gz", "t2f"),
     ("BraTS2021_00000_t1ce.nii.gz", "t1c"), ("BraTS2021_00000_t1.nii.gz", "t1n"),
     ("case_T2.nii", "t2w"), ("x-t1c.NII.GZ", "t1c"), ("BraTS-GLI-00000-000-seg.nii.gz", "seg"),
+    ("upload_mask.nii.gz", "seg"), ("case_label.nii", "seg"),
     ("brain.nii.gz", None), ("notes.txt", None),
 ])
 def test_sequence_from_name(name, seq):
@@ -140,6 +141,9 @@ def test_collect_uploads_errors(tmp_path):
         collect_uploads([], tmp_path / "w")
     ups = collect_uploads([a, _nifti(tmp_path / "x_flair.nii.gz")], tmp_path / "w")
     assert set(ups.sequences) == {"t1n", "t2f"}
+    four_d = _nifti(tmp_path / "BRATS_001.nii.gz", shape=(8, 9, 10, 4))
+    with pytest.raises(InputError, match="4D image with 4 volumes; upload one 3D file per sequence"):
+        collect_uploads([four_d], tmp_path / "w")
 
 
 def test_janitor_deletes_only_old_entries(tmp_path):
