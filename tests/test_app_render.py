@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from vlseg import vocab
 from vlseg.app import render
 
 
@@ -49,7 +50,7 @@ def test_render_overlay_png_has_three_planes_and_legend(tmp_path):
     im = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert im.shape[1] > 2 * im.shape[0]  # three panels side by side
     for c in ("WT", "ET"):
-        col = np.array(render.CONCEPT_COLORS[c])
+        col = np.array(vocab.colors()[c])
         # Legend patch: pixels of the pure concept colour are drawn.
         assert (np.abs(im - col).sum(axis=-1) < 30).sum() > 20, c
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temp file

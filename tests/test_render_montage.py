@@ -6,7 +6,10 @@ import pytest
 
 from vlseg.cli import main
 from vlseg.io import load_case
-from vlseg.render import CLASS_COLORS, render_case, slice_centre
+from vlseg import vocab
+from vlseg.render import render_case, slice_centre
+
+CLASS_COLORS = {c: vocab.concept(c).hex_color for c in vocab.base_codes()}
 
 
 def _rgb(path):

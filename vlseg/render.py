@@ -3,8 +3,8 @@
     vlseg render CASE_FOLDER -o case.png [--seg labels.nii.gz]
 
 Slices go through the centroid of the whole tumor (or the centre of the volume when there is no
-label). Images are shown in RAS+ (neurological convention: the patient's right on the right of
-axial and coronal views; anterior on the right of sagittal views), with the voxel aspect ratio.
+label). Orientation (radiological, with side marks on every panel), windowing and colours follow
+``vlseg.picture``, the one picture convention shared with the app; the voxel aspect is kept.
 """
 from __future__ import annotations
 
@@ -15,15 +15,13 @@ from typing import Mapping
 
 import numpy as np
 
-from vlseg.concepts import BASE_CONCEPTS, CONCEPT_NAMES, SEQUENCES
+from vlseg import picture, vocab
 from vlseg.errors import InputError
 from vlseg.fileio import atomic_path
 from vlseg.io import Case, load_case
+from vlseg.vocab import SEQUENCE_TITLES, SEQUENCES
 
 PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
-CLASS_COLORS: dict[str, str] = {"NCR": "#ff3b30", "ED": "#ffd60a", "ET": "#30d5ff"}
-SEQUENCE_TITLES: dict[str, str] = {"t1n": "T1 native", "t1c": "T1 post-contrast", "t2w": "T2",
-                                   "t2f": "T2-FLAIR"}
 
 
 def slice_centre(case: Case) -> tuple[int, int, int]:
@@ -34,20 +32,6 @@ def slice_centre(case: Case) -> tuple[int, int, int]:
         near = pts[np.argmin(((pts - pts.mean(0)) ** 2).sum(1))]
         return tuple(int(v) for v in near)  # type: ignore[return-value]
     return tuple(n // 2 for n in case.shape)  # type: ignore[return-value]
-
-
-def _plane(vol: np.ndarray, plane: str, c: tuple[int, int, int]) -> np.ndarray:
-    """2D slice oriented for imshow(origin="lower"): rows = vertical axis."""
-    if plane == "axial":
-        return vol[:, :, c[2]].T      # x right, y (anterior) up
-    if plane == "coronal":
-        return vol[:, c[1], :].T      # x right, z (superior) up
-    return vol[c[0], :, :].T          # y (anterior) right, z up
-
-
-def _aspect(spacing: tuple[float, float, float], plane: str) -> float:
-    h, v = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}[plane]
-    return spacing[v] / spacing[h]
 
 
 def render_case(
@@ -71,15 +55,16 @@ def render_case(
         raise ValueError("seg can only be given with a case path, not with a loaded Case")
     centre = slice_centre(case)
     spacing = case.spacing
+    colors = {c: vocab.concept(c).hex_color for c in vocab.base_codes()}
 
     fig, axes = plt.subplots(len(PLANES), len(SEQUENCES), figsize=(4 * len(SEQUENCES), 4 * len(PLANES)),
                              facecolor="black", squeeze=False)
     for col, seq in enumerate(SEQUENCES):
         vol = case.images.get(seq)
         if vol is not None:
-            nz = vol[vol != 0]
-            lo, hi = np.percentile(nz, [0.5, 99.5]) if nz.size else (0.0, 1.0)
+            lo, hi = picture.window(vol)
         for row, plane in enumerate(PLANES):
+            axis = picture.PLANES[plane]
             ax = axes[row, col]
             ax.set_facecolor("black")
             ax.set_xticks([])
@@ -92,20 +77,28 @@ def render_case(
                 ax.text(0.5, 0.5, "not present", color="gray", ha="center", va="center",
                         transform=ax.transAxes)
                 continue
-            ax.imshow(_plane(vol, plane, centre), cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6),
-                      origin="lower", aspect=_aspect(spacing, plane), interpolation="nearest")
+            sl = picture.display_plane(vol, axis, centre[axis])
+            ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi, origin="upper",
+                      aspect=picture.aspect(spacing, axis), interpolation="nearest")
+            left, right = picture.side_marks(axis)
+            ax.text(0.02, 0.5, left, color="white", fontsize=10, va="center", ha="left",
+                    transform=ax.transAxes)
+            ax.text(0.98, 0.5, right, color="white", fontsize=10, va="center", ha="right",
+                    transform=ax.transAxes)
             if case.labels is not None:
-                for cls in BASE_CONCEPTS:
-                    m = _plane(case.labels[cls], plane, centre)
+                for cls, color in colors.items():
+                    if cls not in case.labels:
+                        continue
+                    m = picture.display_plane(case.labels[cls], axis, centre[axis])
                     if m.any():
-                        ax.contour(m.astype(np.float32), levels=[0.5], colors=CLASS_COLORS[cls],
+                        ax.contour(m.astype(np.float32), levels=[0.5], colors=color,
                                    linewidths=1.0)
-    handles = [Line2D([], [], color=CLASS_COLORS[c], lw=2, label=f"{c} ({CONCEPT_NAMES[c]})")
-               for c in BASE_CONCEPTS]
+    handles = [Line2D([], [], color=color, lw=2, label=f"{c} ({vocab.name(c)})")
+               for c, color in colors.items()]
     if case.labels is not None:
         fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white",
                    fontsize=11)
-    where = f"slices through voxel {centre} (RAS)"
+    where = f"slices through voxel {centre} (RAS), {picture.CONVENTION} view"
     fig.suptitle(f"{title or case.case_id}  -  {where}", color="white", fontsize=12)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
     out = Path(out)

@@ -1,8 +1,7 @@
 """Pictures of masks over the scan: a three-plane overlay per answer and an axial slice viewer.
 
-All arrays are RAS+ ``(X, Y, Z)``. Slices are shown in radiological convention (the patient's
-right on the viewer's left, anterior up in axial views, superior up in coronal/sagittal views)
-with the physical aspect ratio taken from the voxel spacing.
+All arrays are RAS+ ``(X, Y, Z)``. Orientation, side marks, windowing and colours follow the one
+picture convention of ``vlseg.picture`` (radiological).
 """
 from __future__ import annotations
 
@@ -11,20 +10,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vlseg.concepts import CONCEPT_NAMES, CONCEPTS
+from vlseg import picture, vocab
 from vlseg.fileio import atomic_path
+from vlseg.picture import ALPHA, blend, to_display_uint8
 
-# One colour per concept (RGB 0-255); drawn largest-first so nested parts stay visible.
-CONCEPT_COLORS: dict[str, tuple[int, int, int]] = {
-    "WT": (0, 170, 255),
-    "TC": (255, 140, 0),
-    "ED": (60, 200, 60),
-    "NCR": (230, 40, 40),
-    "ET": (255, 230, 0),
-}
-DRAW_ORDER: tuple[str, ...] = ("WT", "TC", "ED", "NCR", "ET")
 BACKGROUND_PREFERENCE: tuple[str, ...] = ("t1c", "t2f", "t1n", "t2w")
-ALPHA = 0.45
+__all__ = ["ALPHA", "axial_slice", "blend", "crop_box", "pick_background", "render_overlay",
+           "target_center", "to_display_uint8"]
 
 
 def pick_background(images: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
@@ -33,18 +25,6 @@ def pick_background(images: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
         if seq in images:
             return seq, images[seq]
     raise ValueError("no image to display")
-
-
-def to_display_uint8(volume: np.ndarray) -> np.ndarray:
-    """Window a volume to uint8 by the 0.5/99.5 percentiles of its non-zero voxels."""
-    vol = np.asarray(volume, dtype=np.float32)
-    nz = vol[vol != 0]
-    if nz.size == 0:
-        return np.zeros(vol.shape, dtype=np.uint8)
-    lo, hi = np.percentile(nz, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
-    return (np.clip((vol - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def target_center(masks: Mapping[str, np.ndarray], shape: Sequence[int]) -> tuple[int, int, int]:
@@ -71,31 +51,6 @@ def crop_box(volume: np.ndarray, margin: int = 4) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
-def _plane(vol: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """2D display array (rows top->bottom, cols left->right) for one plane, radiological view."""
-    if axis == 2:  # axial: cols = x flipped (patient's right on the left), rows = y (A up)
-        sl = vol[::-1, :, index]  # (X, Y)
-    elif axis == 1:  # coronal: cols = x flipped, rows = z (S up)
-        sl = vol[::-1, index, :]  # (X, Z)
-    else:  # sagittal: cols = y (A on the left), rows = z (S up)
-        sl = vol[index, ::-1, :]  # (Y, Z)
-    return sl.T[::-1]  # rows: second axis flipped so anterior/superior is at the top
-
-
-def blend(background: np.ndarray, masks: Mapping[str, np.ndarray], *,
-          alpha: float = ALPHA) -> np.ndarray:
-    """Colour a 2D uint8 image with 2D masks -> (H, W, 3) uint8."""
-    rgb = np.repeat(background[..., None].astype(np.float32), 3, axis=-1)  # (H, W, 3)
-    for concept in DRAW_ORDER:
-        m = masks.get(concept)
-        if m is None:
-            continue
-        sel = m.astype(bool)
-        if sel.any():
-            rgb[sel] = (1 - alpha) * rgb[sel] + alpha * np.asarray(CONCEPT_COLORS[concept], np.float32)
-    return rgb.clip(0, 255).astype(np.uint8)
-
-
 def axial_slice(background_u8: np.ndarray, masks: Mapping[str, np.ndarray], z: int,
                 enabled: Sequence[str] | None = None, *, min_size: int = 0) -> np.ndarray:
     """One axial slice of the whole volume with the enabled concept masks -> (H, W, 3) uint8.
@@ -103,8 +58,8 @@ def axial_slice(background_u8: np.ndarray, masks: Mapping[str, np.ndarray], z: i
     ``min_size``: grids smaller than this (pixels, longer side) are zoomed by an integer factor.
     """
     z = int(np.clip(z, 0, background_u8.shape[2] - 1))
-    shown = {c: _plane(m, 2, z) for c, m in masks.items() if enabled is None or c in enabled}
-    rgb = blend(_plane(background_u8, 2, z), shown)  # (H, W, 3)
+    shown = {c: picture.display_plane(m, 2, z) for c, m in masks.items() if enabled is None or c in enabled}
+    rgb = blend(picture.display_plane(background_u8, 2, z), shown)  # (H, W, 3)
     if min_size and max(rgb.shape[:2]) < min_size:  # small grids: nearest-neighbour zoom
         k = int(np.ceil(min_size / max(rgb.shape[:2])))
         rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
@@ -129,39 +84,37 @@ def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndar
     bg = bg[box]
     masks = {c: np.asarray(m)[box] for c, m in masks.items()}
     ci, cj, ck = target_center(masks, bg.shape)
-    sx, sy, sz = (float(s) for s in spacing)
     ox, oy, oz = (b.start for b in box)  # titles give voxel indices of the full RAS+ volume
     planes = [  # (title, axis, index, physical aspect = row spacing / col spacing)
-        (f"axial z={ck + oz}", 2, ck, sy / sx),
-        (f"coronal y={cj + oy}", 1, cj, sz / sx),
-        (f"sagittal x={ci + ox}", 0, ci, sz / sy),
+        (f"axial z={ck + oz}", 2, ck, picture.aspect(spacing, 2)),
+        (f"coronal y={cj + oy}", 1, cj, picture.aspect(spacing, 1)),
+        (f"sagittal x={ci + ox}", 0, ci, picture.aspect(spacing, 0)),
     ]
     fig = Figure(figsize=(10.5, 4.2), dpi=90, facecolor="black")
     axes = fig.subplots(1, 3)
     for ax, (name, axis, index, aspect) in zip(axes, planes):
-        sl_masks = {c: _plane(m, axis, index) for c, m in masks.items()}
-        ax.imshow(blend(_plane(bg, axis, index), sl_masks), aspect=aspect, interpolation="nearest")
+        sl_masks = {c: picture.display_plane(m, axis, index) for c, m in masks.items()}
+        ax.imshow(blend(picture.display_plane(bg, axis, index), sl_masks), aspect=aspect, interpolation="nearest")
         ax.set_title(name, color="white", fontsize=9)
         ax.set_axis_off()
-        if axis in (2, 1):  # radiological: patient's right on the left
-            h, w = _plane(bg, axis, index).shape
-            ax.text(1, h / 2, "R", color="white", fontsize=9, va="center", ha="left")
-            ax.text(w - 2, h / 2, "L", color="white", fontsize=9, va="center", ha="right")
+        h, w = picture.display_plane(bg, axis, index).shape
+        left, right = picture.side_marks(axis)
+        ax.text(1, h / 2, left, color="white", fontsize=9, va="center", ha="left")
+        ax.text(w - 2, h / 2, right, color="white", fontsize=9, va="center", ha="right")
     handles = []
-    for concept in CONCEPTS:
+    colors = vocab.colors()
+    for concept in vocab.codes():
         if concept not in masks:
             continue
-        label = f"{concept} {CONCEPT_NAMES[concept]}"
-        v = (volumes_ml or {}).get(concept)
-        if v is not None:
-            label += f" ({v:.1f} mL)" if v >= 1 else f" ({v:.2f} mL)"
+        label = picture.legend_label(concept, (volumes_ml or {}).get(concept))
         if not np.asarray(masks[concept]).any():
             label += " (none found)"
-        handles.append(Patch(facecolor=np.asarray(CONCEPT_COLORS[concept]) / 255.0, label=label))
+        handles.append(Patch(facecolor=np.asarray(colors[concept]) / 255.0, label=label))
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=9,
                    facecolor="black", edgecolor="gray", labelcolor="white", frameon=True)
-    fig.suptitle(title or f"background: {seq}", color="white", fontsize=10)
+    fig.suptitle((title or f"background: {seq}") + f"  ({picture.CONVENTION} view)",
+                 color="white", fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.16 if handles else 0.02, wspace=0.04)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:

@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from vlseg.concepts import CONCEPT_NAMES, SEQUENCES
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.app import render
 from vlseg.app.logging import request_context
@@ -106,7 +107,7 @@ def measurement_rows(targets: list[dict[str, Any]]) -> list[list[Any]]:
     for t in targets:
         rng = t.get("volume_ml_range") or [None, None]
         rows.append([
-            t.get("concept"), CONCEPT_NAMES.get(t.get("concept", ""), ""),
+            t.get("concept"), vocab.names().get(t.get("concept", ""), ""),
             "yes" if t.get("present") else "no",
             t.get("volume_ml"),
             "" if rng[0] is None else f"{rng[0]}–{rng[1]}",

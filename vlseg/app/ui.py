@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from vlseg.concepts import CONCEPTS, CONCEPT_NAMES
+from vlseg import vocab
 from vlseg.errors import VlsegError
 from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
@@ -79,7 +79,7 @@ class ChatApp:
         chat = list(chat or []) + [{"role": "user", "content": what or f"(load {resp.label})"},
                                    {"role": "assistant", "content": text}]
         z = resp.shape[2]
-        view = self.store.viewer_slice(resp.session_id, z // 2, list(CONCEPTS))
+        view = self.store.viewer_slice(resp.session_id, z // 2, list(vocab.codes()))
         return (resp.session_id, chat, info, view,
                 gr.Slider(minimum=0, maximum=z - 1, value=z // 2, step=1, interactive=True))
 
@@ -231,8 +231,8 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                     zslider = gr.Slider(0, 1, value=0, step=1, label="Axial slice",
                                         interactive=False, elem_id="zslider")
                     toggles = gr.CheckboxGroup(
-                        choices=[(f"{c} {CONCEPT_NAMES[c]}", c) for c in CONCEPTS],
-                        value=list(CONCEPTS), label="Overlays", elem_id="toggles")
+                        choices=[(f"{c.code} {c.name}", c.code) for c in vocab.concepts()],
+                        value=list(vocab.codes()), label="Overlays", elem_id="toggles")
                 viewer = gr.Image(label="Axial slice", type="numpy", interactive=False,
                                   format="png", height=360, elem_id="viewer")
 

@@ -141,7 +141,7 @@ class QueryParser:
         text = rules.normalize(query)
 
         # Refuse what is not ours to answer, before looking for targets.
-        if bank.DIAGNOSTIC.search(text):
+        if rules.is_diagnostic(text):
             return _refuse(query, "diagnosis, grading and treatment questions are outside what a "
                                   "segmentation tool can answer")
         if bank.OFF_TOPIC.search(text):

@@ -197,6 +197,15 @@ def _keyword_rules(_version: int) -> dict[str, list[re.Pattern[str]]]:
     return {c: [re.compile(p) for p in pats] for c, pats in bank.keywords().items()}
 
 
+def is_diagnostic(text: str) -> bool:
+    """A diagnosis/grading/treatment question. A match that lies wholly inside the words of a
+    concept ("resection" in "resection cavity") does not count."""
+    covered = [m.span() for pats in _keyword_rules(vocab.version()).values() for rule in pats
+               for m in rule.finditer(text)]
+    return any(not any(a <= m.start() and m.end() <= b for a, b in covered)
+               for m in bank.DIAGNOSTIC.finditer(text))
+
+
 def keyword_concept(text: str) -> str | None:
     """The concept settled by keywords (tiered: NCR/ED/ET, then TC, then WT), or None."""
     rules = _keyword_rules(vocab.version())
