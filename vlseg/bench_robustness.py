@@ -217,8 +217,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
         out.setdefault(condition_name(r["family"], r["subset"]), []).append(r["metrics"])  # type: ignore[arg-type]
+    order = [condition_name(f, s) for f, s in conditions(FAMILIES)]
     summary: dict[str, dict[str, Any]] = {}
-    for name, ms in out.items():
+    for name, ms in sorted(out.items(), key=lambda kv: order.index(kv[0])):
         entry: dict[str, Any] = {"n_cases": len(ms)}
         for c in CONCEPTS:
             entry[c] = {}
@@ -231,10 +232,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def model_labels(models: list[str | None]) -> list[str]:
-    """Display names: the argument as given (``default`` for the bundled one), made unique."""
+    """Display names: a bundled name as given (``default`` for none), a folder by its own name;
+    made unique."""
     labels: list[str] = []
     for m in models:
-        base = "default" if m is None else str(m)
+        base = "default" if m is None else (Path(m).name or str(m))
         label, k = base, 2
         while label in labels:
             label, k = f"{base} ({k})", k + 1
