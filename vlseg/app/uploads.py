@@ -19,7 +19,6 @@ import gzip
 import re
 import shutil
 import stat
-import struct
 import threading
 import time
 import zipfile

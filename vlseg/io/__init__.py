@@ -10,7 +10,7 @@ from vlseg.io.case import Case, load_case, write_label_map, write_mask
 from vlseg.io.classify import LABEL_TOKENS, FileClass, classify, label_values
 from vlseg.io.labels import check_binary_mask, check_label_map
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
-from vlseg.io.nifti import DEFAULT_MAX_VOXELS, NiftiReader, is_nifti_name, looks_like_nifti, write_uint8
+from vlseg.io.nifti import NiftiReader, is_nifti_name, looks_like_nifti, write_uint8
 from vlseg.io.readers import (
     READERS,
     Reader,
@@ -20,7 +20,16 @@ from vlseg.io.readers import (
     reader_for,
     register_reader,
 )
-from vlseg.io.volume import GRID_TOL_DIR, GRID_TOL_MM, Grid, Header, Volume, ras_grid, to_ras
+from vlseg.io.volume import (
+    DEFAULT_MAX_VOXELS,
+    GRID_TOL_DIR,
+    GRID_TOL_MM,
+    Grid,
+    Header,
+    Volume,
+    ras_grid,
+    to_ras,
+)
 
 __all__ = [
     "Case", "load_case", "write_mask", "write_label_map",

@@ -19,9 +19,9 @@ from vlseg.errors import InputError
 from vlseg.io.classify import label_values
 from vlseg.io.labels import check_label_map
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
-from vlseg.io.nifti import DEFAULT_MAX_VOXELS, check_output_path, write_uint8
+from vlseg.io.nifti import check_output_path, write_uint8
 from vlseg.io.readers import read_volume
-from vlseg.io.volume import Grid, to_ras
+from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, to_ras
 
 _RAS = axcodes2ornt(("R", "A", "S"))
 

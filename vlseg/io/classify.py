@@ -28,8 +28,8 @@ import numpy as np
 
 from vlseg.concepts import CONCEPTS, canonical_sequence
 from vlseg.errors import InputError
-from vlseg.io.nifti import DEFAULT_MAX_VOXELS
 from vlseg.io.readers import formats_hint, reader_for, split_suffix
+from vlseg.io.volume import DEFAULT_MAX_VOXELS
 
 Role = Literal["sequence", "label", "concept_mask", "multi", "unknown", "not_scan"]
 Style = Literal["brats2023", "brats2021", "other"]

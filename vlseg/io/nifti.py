@@ -31,13 +31,12 @@ from nibabel.spatialimages import HeaderDataError
 
 from vlseg.errors import InputError
 from vlseg.fileio import atomic_path
-from vlseg.io.volume import GRID_TOL_DIR, GRID_TOL_MM, Grid, Header, Volume, fmt_shape, fmt_vec
+from vlseg.io.volume import DEFAULT_MAX_VOXELS, GRID_TOL_DIR, GRID_TOL_MM, Grid, Header, Volume, fmt_shape, fmt_vec
 
 __all__ = ["DEFAULT_MAX_VOXELS", "GRID_TOL_DIR", "GRID_TOL_MM", "Grid", "Volume", "NiftiReader",
            "NIFTI_SUFFIXES", "is_nifti_name", "looks_like_nifti", "read_nifti", "read_nifti_header",
            "check_output_path", "write_uint8"]
 
-DEFAULT_MAX_VOXELS: int = 64_000_000  # ~7x a 240x240x155 BraTS volume
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from vlseg.errors import InputError
-from vlseg.io.nifti import DEFAULT_MAX_VOXELS, NiftiReader
-from vlseg.io.volume import Header, Volume
+from vlseg.io.nifti import NiftiReader
+from vlseg.io.volume import DEFAULT_MAX_VOXELS, Header, Volume
 
 
 @runtime_checkable

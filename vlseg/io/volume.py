@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
+DEFAULT_MAX_VOXELS: int = 64_000_000  # voxel cap every reader enforces: ~7x a 240x240x155 BraTS volume
 GRID_TOL_MM: float = 1e-3  # origin and spacing tolerance between grids
 GRID_TOL_DIR: float = 1e-4  # direction-cosine tolerance between grids
 
