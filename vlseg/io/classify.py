@@ -5,9 +5,10 @@ styles), and every rule about *content* is asked of the file's reader (``vlseg.i
 decided by :func:`label_values`. ``load_case``'s layouts, the app's uploads and ``vlseg evaluate``
 all call :func:`classify`, so they agree on every file.
 
-    >>> classify("BraTS-GLI-00001-000-t1c.nii.gz", depth="name")
-    FileClass(role='sequence', sequence='t1c', case_id='BraTS-GLI-00001-000', style='brats2023', ...)
-    >>> classify("upload_mask.nii.gz").role                     # *_seg, *_label, *_mask
+    >>> fc = classify("BraTS-GLI-00001-000-t1c.nii.gz", depth="name")
+    >>> fc.role, fc.sequence, fc.case_id, fc.style
+    ('sequence', 't1c', 'BraTS-GLI-00001-000', 'brats2023')
+    >>> classify("upload_mask.nii.gz", depth="name").role       # *_seg, *_label, *_mask
     'label'
 
 Roles: ``sequence`` (one 3D MRI sequence, :attr:`FileClass.sequence` says which), ``label``
