@@ -23,10 +23,15 @@ DEFAULT_CASES = 12
 MAX_CASES = 200
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from vlseg.bench_robustness import FAMILIES
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = _Parser(prog="bench/robustness.py", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", default=None,
                    help="checkpoint folder or bundled name (repeat to compare); default: the bundled default")
     p.add_argument("--cases-per-family", type=int, default=DEFAULT_CASES, metavar="N")

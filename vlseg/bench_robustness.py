@@ -170,7 +170,8 @@ def build_testset(root: str | Path, *, cases_per_family: int, families: Iterable
         out[family] = []
         for i in range(cases_per_family):
             t0 = time.perf_counter()
-            done = all(p.exists() for p in case_paths(folder / family / case_id(family, i), case_id(family, i)).values())
+            cid = case_id(family, i)
+            done = all(p.exists() for p in case_paths(folder / family / cid, cid).values())
             out[family].append(write_case(folder, family, i, spacing_mm=spacing_mm))
             if not done:
                 log(f"generated {family} case {i} in {time.perf_counter() - t0:.1f} s")
