@@ -161,3 +161,41 @@ def test_training_cannot_start_from_an_adapter(adapter_on_random):
                       [f"init_checkpoint={adapter_on_random}"])
     with pytest.raises(InputError, match="is a LoRA adapter"):
         init_folder(cfg)
+
+
+def test_serve_takes_an_adapter_and_refuses_a_tampered_one(adapter_on_random, tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from vlseg.app.cli import config_from_args
+    from vlseg.app.server import create_app
+    from vlseg.cli import main
+    from vlseg.segmenter import Segmenter
+
+    loaded = []
+    original = Segmenter.from_pretrained.__func__
+    monkeypatch.setattr(Segmenter, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loaded.append(original(cls, *a, **k)) or loaded[-1]))
+    args = argparse.Namespace(host="127.0.0.1", port=7861, model=str(adapter_on_random), device="cpu",
+                              outputs=str(tmp_path / "app"), samples=str(tmp_path / "samples"))
+    app = create_app(config_from_args(args, environ={}))
+    app.close()
+    assert loaded[0].model_info()["adapter"]["sha256"] == adapter_sha256(adapter_on_random)
+    monkeypatch.undo()
+    bad = _with_base_sha(adapter_on_random, tmp_path / "tampered", "d" * 64)
+    rc = main(["serve", "--model", str(bad), "--outputs", str(tmp_path / "app2"),
+               "--samples", str(tmp_path / "samples")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "trained on base checkpoint sha256 dddddddddddd" in err
+    assert [ln for ln in err.splitlines() if "error" in ln] == [err.strip().splitlines()[-1]]
+
+
+def test_evaluate_model_script_takes_an_adapter(adapter_on_random, phantom_case_2mm):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "evaluate_model.py"
+    spec = importlib.util.spec_from_file_location("evaluate_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.evaluate(str(adapter_on_random), phantom_case_2mm.parent, threads=1, limit=1)
+    assert result["weights"]["adapter"]["sha256"] == adapter_sha256(adapter_on_random)
+    assert {r["subset"] for r in result["per_case"]} == {"all4", "t1c+t2f"}
