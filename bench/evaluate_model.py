@@ -8,7 +8,7 @@ LoRA adapter folder (applied on the base checkpoint it names, whose SHA-256 is c
 
 Each case folder is read with ``vlseg.io.load_case``, encoded once per sequence subset (all four;
 T1c + FLAIR only), each concept is decoded with its canonical prompt, thresholded and cleaned
-exactly as ``Segmenter`` does (``vlseg.reasoning.clean_mask``), and scored against the case's own
+exactly as ``Segmenter`` does (``vlseg.reasoning.labelling.final_masks``), and scored against the case's own
 labels with ``vlseg.metrics.case_metrics`` (Dice, HD95, BraTS 2023 lesion-wise). Prints a table
 of means per concept and writes per-case + summary JSON.
 """
@@ -29,16 +29,17 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
              limit: int | None = None) -> dict:
     import torch
 
-    from vlseg.concepts import CONCEPT_NAMES, CONCEPTS
+    from vlseg import vocab
+    from vlseg.concepts import CONCEPTS
     from vlseg.io import load_case
     from vlseg.metrics import case_metrics
     from vlseg.model import describe_source, load_model
     from vlseg.model.inference import decode, prepare
-    from vlseg.reasoning import clean_mask
+    from vlseg.reasoning.labelling import final_masks
 
     torch.set_num_threads(threads)
     model = load_model(model_path)
-    prompts = model.embed_prompts([CONCEPT_NAMES[c] for c in CONCEPTS])  # (5, E)
+    prompts = model.embed_prompts([vocab.concept(c).canonical_prompt for c in CONCEPTS])  # (5, E)
     folders = sorted(p for p in cases_dir.iterdir() if p.is_dir())[:limit]
     per_case: list[dict] = []
     for folder in folders:
@@ -50,7 +51,7 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
             t0 = time.perf_counter()
             probs = decode(model, prepare(model, sub), prompts)  # (5, X, Y, Z)
             # The masks users get: the same cleaning as Segmenter and training validation
-            pred = {c: clean_mask(p, case.affine, threshold=threshold) for c, p in zip(CONCEPTS, probs)}
+            pred = final_masks(dict(zip(CONCEPTS, probs)), case.affine, threshold=threshold)
             seconds = time.perf_counter() - t0
             scores = case_metrics(pred, case.labels, case.spacing)
             per_case.append({"case": case.case_id, "subset": subset_name, "seconds": round(seconds, 2),

@@ -111,3 +111,28 @@ def test_subset_of_sequences_is_reported(segmenter, phantom_case_2mm):
     ans = segmenter.ask("segment the whole tumor")
     assert ans.sequences_used == ["t1c", "t2f"]
     assert "t1c" in ans.text and "t2f" in ans.text
+
+
+def test_sub_regions_are_one_labelling(phantom_case_2mm, tmp_path):
+    """All five asked: masks nest voxel-exactly and volumes add up (bundled model, real masks)."""
+    from vlseg import Segmenter
+
+    seg = Segmenter.from_pretrained()
+    seg.set_case(phantom_case_2mm)
+    ans = seg.ask("segment the necrotic core, the edema, the enhancing tumor, the tumor core "
+                  "and the whole tumor")
+    assert [t["concept"] for t in ans.targets] == ["NCR", "ED", "ET", "TC", "WT"]
+    m = {c: ans.masks_ras[c].astype(bool) for c in ans.masks_ras}
+    assert m["WT"].sum() > 0 and m["TC"].sum() > 0            # a trained model finds the tumor
+    assert np.array_equal(m["NCR"] | m["ET"], m["TC"]) and not (m["NCR"] & m["ET"]).any()
+    assert np.array_equal(m["NCR"] | m["ED"] | m["ET"], m["WT"])
+    assert not (m["ED"] & m["TC"]).any() and not (m["TC"] & ~m["WT"]).any()
+    vol = {t["concept"]: t["volume_ml"] for t in ans.targets}
+    assert vol["NCR"] + vol["ET"] == pytest.approx(vol["TC"], abs=0.11)       # JSON rounding only
+    assert vol["NCR"] + vol["ED"] + vol["ET"] == pytest.approx(vol["WT"], abs=0.16)
+    vox_ml = 8.0 / 1000.0
+    for c in m:  # the measured volume is the written mask's volume
+        assert m[c].sum() * vox_ml == pytest.approx(ans.measurements[list(m).index(c)].volume_ml)
+    # A later single question reuses the same labelling.
+    again = seg.ask("how big is the necrotic core?")
+    assert np.array_equal(again.masks_ras["NCR"].astype(bool), m["NCR"])

@@ -1,4 +1,4 @@
-"""Training validation scores the masks users get (Segmenter's cleaning), not raw p > 0.5."""
+"""Training validation scores the masks users get (Segmenter's labelling), not raw p > 0.5."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,8 @@ import dataclasses
 import numpy as np
 import torch
 
-import vlseg.reasoning
+import vlseg.reasoning.labelling
+import vlseg.segmenter
 from vlseg.training import validate
 
 
@@ -38,20 +39,20 @@ def test_validation_cleans_masks_like_the_segmenter(monkeypatch):
     probs = np.where(lesion, 0.9, 0.0).astype(np.float32)
     probs[16, 16, 16] = 0.9          # one 8 mm³ speck: below the 0.05 ml minimum lesion, removed
     case = _Case(images={s: np.zeros(shape, np.float32) for s in ("t1n", "t1c", "t2w", "t2f")},
-                 labels={"ED": lesion}, affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+                 labels={"WT": lesion}, affine=np.diag([2.0, 2.0, 2.0, 1.0]))
     monkeypatch.setattr(validate, "prepare", lambda model, case, device: object())
     monkeypatch.setattr(validate, "decode", lambda model, prepared, prompts: np.stack([probs] * len(prompts)))
     calls = []
 
-    def spy(prob, affine, *, threshold):
+    def spy(probs, affine, *, threshold):
         calls.append(threshold)
-        return vlseg.reasoning.clean_mask(prob, affine, threshold=threshold)
+        return vlseg.reasoning.labelling.final_masks(probs, affine, threshold=threshold)
 
     # The very function the Segmenter uses
-    assert validate.clean_mask is vlseg.reasoning.clean_mask
-    monkeypatch.setattr(validate, "clean_mask", spy)
+    assert validate.final_masks is vlseg.reasoning.labelling.final_masks is vlseg.segmenter.final_masks
+    monkeypatch.setattr(validate, "final_masks", spy)
     scores = validate.validate_cases(_Model(), [case], heldout=False)
     assert calls == [0.5]
-    assert scores["all4"]["ED"] == 1.0            # raw p > 0.5 would score 250/250.5 < 1
+    assert scores["all4"]["WT"] == 1.0            # raw p > 0.5 would score 250/250.5 < 1
     raw = 2 * lesion.sum() / (lesion.sum() + (probs > 0.5).sum())
     assert raw < 1.0

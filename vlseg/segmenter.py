@@ -32,12 +32,12 @@ from vlseg.reasoning import (
     Facts,
     Relations,
     TargetMeasurement,
-    clean_mask,
     measure_target,
     measurement_to_json,
     relations,
     relations_to_json,
 )
+from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
 
 if TYPE_CHECKING:  # the model package is imported lazily at run time
     from vlseg.model.inference import PreparedCase
@@ -95,7 +95,10 @@ class _CaseState:
 
     case: Case
     prepared: PreparedCase  # encoder features, crop box, grid
-    probs: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> (X, Y, Z) RAS+ probs
+    probs: dict[str, np.ndarray] = field(default_factory=dict)  # decoded: concept -> (X, Y, Z) RAS+
+    # The one labelling of the case (vlseg.reasoning.labelling) and its probabilities.
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> bool (X, Y, Z) RAS+
+    final_probs: dict[str, np.ndarray] = field(default_factory=dict)
     locator: AtlasLocator | None = None  # fitted lazily on the first question
     locator_failed: str | None = None
     previous: Parse | None = None  # the last answered Parse, for "how big is it?"
@@ -198,10 +201,10 @@ class Segmenter:
         if spec.measures:
             state.previous = parse
 
-        # Condition on prompts: decode only the concepts not cached yet
+        # Condition on prompts: decode only what is not cached yet, then label the case once
         t1 = time.perf_counter()
         decoded = spec.decode(parse.concepts)
-        self._ensure_probs(list(decoded))
+        self._ensure_masks(decoded)
         timing["decode"] = time.perf_counter() - t1
 
         # Measure, locate, relate
@@ -210,8 +213,9 @@ class Segmenter:
         rel: Relations | None = None
         if spec.measures:
             locator = self._locator()  # every target reports hemisphere and lobes
-            measurements = [measure_target(c, state.probs[c], state.case.affine, locator=locator,
-                                           threshold=self.threshold) for c in parse.concepts]
+            measurements = [measure_target(c, state.final_probs[c], state.case.affine,
+                                           locator=locator, threshold=self.threshold,
+                                           mask=state.masks[c]) for c in parse.concepts]
             related = [c for c in intents.RELATION_CONCEPTS if c in decoded]
             if len(related) == len(intents.RELATION_CONCEPTS):
                 rel = relations({c: self._mask(c) for c in related}, state.case.affine)
@@ -239,11 +243,21 @@ class Segmenter:
         for c, p in zip(missing, probs):
             state.probs[c] = p
 
-    def _mask(self, concept: str) -> np.ndarray:
-        """The mask users get for a concept: p >= threshold, specks below the minimum lesion
-        removed (the same function validation and bench/evaluate_model.py score)."""
+    def _ensure_masks(self, concepts: tuple[str, ...]) -> None:
+        """Decode what the final masks of ``concepts`` need and relabel the case if anything new
+        was decoded (one labelling per case: masks nest and volumes add up)."""
         state = self._require_state()
-        return clean_mask(state.probs[concept], state.case.affine, threshold=self.threshold)
+        sources = labelling_sources(concepts)
+        if all(c in state.masks for c in concepts) and all(c in state.probs for c in sources):
+            return
+        self._ensure_probs(list(sources))
+        state.final_probs = final_probabilities(state.probs)
+        state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
+
+    def _mask(self, concept: str) -> np.ndarray:
+        """The mask users get for a concept: the case's one labelling (the same function
+        training validation and bench/evaluate_model.py score)."""
+        return self._require_state().masks[concept]
 
     def _locator(self) -> AtlasLocator | None:
         """Fit the atlas registration once per case; on failure, answer without location."""

@@ -224,16 +224,26 @@ def _absent(concept: str, score: float, hi_ml: float, min_lesion_ml: float) -> T
 
 def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
                    locator: AtlasLocator | None, threshold: float = 0.5,
-                   min_lesion_ml: float = 0.05) -> TargetMeasurement:
-    """Measure one target from its probability map (X, Y, Z) in [0, 1] on the grid ``affine``."""
+                   min_lesion_ml: float = 0.05, mask: np.ndarray | None = None) -> TargetMeasurement:
+    """Measure one target from its probability map (X, Y, Z) in [0, 1] on the grid ``affine``.
+
+    ``mask``: the final mask of the target (``vlseg.reasoning.labelling.final_masks``); when
+    given, volume, lesions, diameters and location are measured on it and the probabilities
+    only give the presence score and the volume range. Without it, ``clean_mask(prob)``.
+    """
     prob, affine = _check_inputs(concept, prob, affine, threshold, min_lesion_ml)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != prob.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from prob shape {prob.shape}")
     vml = voxel_volume_ml(affine)
     min_vox = _min_voxels(min_lesion_ml, affine)
     low_q = min(RANGE_LOW_CONFIDENCE, threshold)
     high_q = max(RANGE_HIGH_CONFIDENCE, threshold)
 
     # Work inside the box that holds everything above the lowest level used.
-    box = _crop_box(prob >= min(low_q, 0.02))
+    support = prob >= min(low_q, 0.02)
+    box = _crop_box(support if mask is None else (support | mask))
     if box is None:
         return _absent(concept, 0.0, 0.0, min_lesion_ml)
     p = prob[box]
@@ -245,7 +255,7 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     levels = _Levels(p, min_vox)
     score = _presence_score(levels)
     vol = {q: float(levels.at(q)[1].sum()) * vml for q in (low_q, high_q)}
-    labels, sizes = levels.at(threshold)
+    labels, sizes = levels.at(threshold) if mask is None else lesions(mask[box], 1)
     if len(sizes) == 0:
         return _absent(concept, min(score, threshold), vol[low_q], min_lesion_ml)
     volume = float(sizes.sum()) * vml

@@ -1,9 +1,10 @@
 """Validation Dice per concept on whole cases, scoring the masks users get.
 
 Cases are read with ``vlseg.io.load_case`` (never from the training cache), run through
-``vlseg.model.inference.prepare``/``decode`` at full brain, cleaned exactly as ``Segmenter``
-cleans them (``vlseg.reasoning.clean_mask``: threshold, then specks below the minimum lesion
-size removed) and compared with the case's labels at input resolution. The best checkpoint is
+``vlseg.model.inference.prepare``/``decode`` at full brain, turned into masks exactly as
+``Segmenter`` does (``vlseg.reasoning.labelling.final_masks``: the nested WT ⊃ TC ⊃ ET labelling,
+each thresholded with specks below the minimum lesion size removed, NCR and ED as differences)
+and compared with the case's labels at input resolution. The best checkpoint is
 therefore chosen on the masks a user receives. Each sequence subset in ``sequence_sets`` is
 scored; with ``heldout`` the first subset is also scored with held-out free-text phrasings.
 """
@@ -18,7 +19,7 @@ import torch
 from vlseg.concepts import CONCEPTS, SEQUENCES
 from vlseg.metrics import dice
 from vlseg.model.inference import decode, prepare
-from vlseg.reasoning import clean_mask
+from vlseg.reasoning.labelling import final_masks
 from vlseg.training.prompts import canonical_prompt, heldout_prompts
 
 
@@ -45,7 +46,7 @@ def validate_cases(
 ) -> dict[str, dict[str, float]]:
     """Mean Dice per concept (and their mean) per sequence subset: {"all4": {"WT": .9, ..., "mean": ..}}.
 
-    Masks are ``clean_mask(p, case.affine, threshold=threshold)``, what ``Segmenter`` returns.
+    Masks are ``final_masks`` of the five probabilities, what ``Segmenter`` returns.
     """
     was_training = model.training
     model.eval()
@@ -68,11 +69,12 @@ def validate_cases(
                 for key, prompts in runs:
                     probs = decode(model, prepared, prompts)                     # (5, X, Y, Z)
                     probs = probs.cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
-                    for c, p in zip(CONCEPTS, probs):
+                    # What users get: the case's one nested labelling (as Segmenter)
+                    masks = final_masks(dict(zip(CONCEPTS, probs)), case.affine, threshold=threshold)
+                    for c in CONCEPTS:
                         if c not in case.labels:   # a partially labelled validation source
                             continue
-                        mask = clean_mask(p, case.affine, threshold=threshold)   # what users get
-                        scores.setdefault(key, {}).setdefault(c, []).append(dice(mask, case.labels[c]))
+                        scores.setdefault(key, {}).setdefault(c, []).append(dice(masks[c], case.labels[c]))
                 del prepared
     finally:
         model.train(was_training)

@@ -24,6 +24,9 @@ class Concept:
     abbreviations: tuple[tuple[str, str], ...] = ()
     tier: int = 0                           # keyword precedence: lower tiers win (0 = most specific)
     ratio_whole: str | None = None          # default whole of "what fraction is <this>?"
+    # Decided directly from its own probability in the nested labelling (the BraTS regions
+    # WT ⊃ TC ⊃ ET); the other base classes are differences of regions (vlseg.reasoning.labelling).
+    region: bool = False
 
     def __post_init__(self) -> None:
         if not self.code or not self.code.isalnum() or self.code.upper() != self.code:

@@ -64,7 +64,7 @@ ET = Concept(
     ),
     keywords=(r"\benhanc\w*", r"\bgadolinium\b"),
     abbreviations=(("ET", "enhancing tumor"),),
-    tier=0, ratio_whole="TC",
+    tier=0, ratio_whole="TC", region=True,
 )
 TC = Concept(
     code="TC", name="tumor core", parts=("NCR", "ET"), color=(255, 140, 0),
@@ -79,7 +79,7 @@ TC = Concept(
     ),
     keywords=(r"\bcore\b", r"\btc\b"),
     abbreviations=(("TC", "tumor core"),),
-    tier=1, ratio_whole="WT",
+    tier=1, ratio_whole="WT", region=True,
 )
 WT = Concept(
     code="WT", name="whole tumor", parts=("NCR", "ED", "ET"), color=(0, 170, 255),
@@ -98,7 +98,7 @@ WT = Concept(
               r"\bglioblastomas?\b", r"\bneoplasms?\b", r"\bcancers?\b", r"\bwt\b", r"\bgrowths?\b",
               r"\babnormalit(y|ies)\b"),
     abbreviations=(("WT", "whole tumor"),),
-    tier=2,
+    tier=2, region=True,
 )
 
 # Registration order is the order of CONCEPTS everywhere (JSON, tables, the model's bit layout).

@@ -1,0 +1,92 @@
+"""One labelling per case: the masks users get, nested exactly, from per-concept probabilities.
+
+Each concept is decoded with its own prompt, so thresholding each on its own gives masks that do
+not nest (NCR + ET != TC). Instead the nested regions of the vocabulary (WT ⊃ TC ⊃ ET, read from
+the concepts' parts) are decided from the outside in, each inside its parent, as region-based
+BraTS models do:
+
+    WT  = clean(p_WT >= t)
+    TC  = WT ∧ clean(p_TC >= t)          ET = TC ∧ clean(p_ET >= t)
+    NCR = TC ∧ ¬ET                        ED = WT ∧ ¬TC
+
+so every disjoint class comes from one per-voxel decision and NCR + ET = TC, NCR + ED + ET = WT
+voxel for voxel. Probabilities of the derived classes follow the same algebra
+(p_NCR = max(p_TC − p_ET, 0), p_ED = max(p_WT − p_TC, 0)); they feed the volume intervals.
+A concept outside the chain (one registered later) is thresholded and cleaned on its own.
+
+``labelling_sources(concepts)`` says which probabilities to decode for the asked concepts;
+``Segmenter``, training validation and ``bench/evaluate_model.py`` all call ``final_masks``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from vlseg import vocab
+from vlseg.reasoning.measure import clean_mask
+
+
+def region_chain() -> tuple[str, ...]:
+    """The nested regions (concepts marked ``region``), outermost first, each one's parts
+    strictly containing the next's (WT ⊃ TC ⊃ ET for the BraTS vocabulary)."""
+    cs = sorted((c for c in vocab.concepts() if c.region), key=lambda c: -len(c.parts))
+    if not cs:
+        return ()
+    chain = [cs[0]]
+    for c in cs[1:]:
+        if set(c.parts) < set(chain[-1].parts):
+            chain.append(c)
+    return tuple(c.code for c in chain)
+
+
+def _derived() -> dict[str, tuple[str, str]]:
+    """Base class -> (the chain region it lies in, the next inner region it is outside of)."""
+    chain = region_chain()
+    out: dict[str, tuple[str, str]] = {}
+    for outer, inner in zip(chain, chain[1:]):
+        extra = set(vocab.concept(outer).parts) - set(vocab.concept(inner).parts)
+        for b in extra:
+            if b not in chain:
+                out[b] = (outer, inner)
+    return out
+
+
+def labelling_sources(concepts: Iterable[str]) -> tuple[str, ...]:
+    """Concepts whose probabilities must be decoded to give ``concepts`` their final masks:
+    the whole chain for any concept in or derived from it, the concept itself otherwise."""
+    chain, derived = region_chain(), _derived()
+    out: list[str] = []
+    for c in concepts:
+        out.extend(chain if (c in chain or c in derived) else (c,))
+    return tuple(dict.fromkeys(out))
+
+
+def final_probabilities(probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The decoded probabilities plus those of derived classes (p_NCR = max(p_TC − p_ET, 0))."""
+    out = {c: np.asarray(p, dtype=np.float32) for c, p in probs.items()}
+    for b, (outer, inner) in _derived().items():
+        if b not in out and outer in out and inner in out:
+            out[b] = np.clip(out[outer] - out[inner], 0.0, 1.0)
+    return out
+
+
+def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshold: float = 0.5,
+                min_lesion_ml: float = 0.05) -> dict[str, np.ndarray]:
+    """Boolean masks for every concept the given probabilities determine (see module doc)."""
+    chain, derived = region_chain(), _derived()
+    masks: dict[str, np.ndarray] = {}
+    parent: np.ndarray | None = None
+    for c in chain:
+        if c not in probs:
+            break  # an inner region is only defined inside its decoded parent
+        m = clean_mask(probs[c], affine, threshold=threshold, min_lesion_ml=min_lesion_ml)
+        masks[c] = m if parent is None else (m & parent)
+        parent = masks[c]
+    for b, (outer, inner) in derived.items():
+        if outer in masks and inner in masks:
+            masks[b] = masks[outer] & ~masks[inner]
+    for c, p in probs.items():
+        if c not in masks and c not in chain:
+            masks[c] = clean_mask(p, affine, threshold=threshold, min_lesion_ml=min_lesion_ml)
+    return masks
