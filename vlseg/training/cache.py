@@ -24,6 +24,7 @@ import torch
 from vlseg.concepts import CONCEPTS
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import atomic_path
+from vlseg.training.build import resolve_model_config
 from vlseg.training.config import SourceConfig
 from vlseg.training.sources import (
     CONCEPT_BIT,
@@ -31,6 +32,7 @@ from vlseg.training.sources import (
     SourceEntries,
     discover_cases,
     folder_label_masks,
+    randomized_entries,
     source_convention,
     supervised_concepts,
 )
@@ -142,6 +144,9 @@ def build_cache(
     entries: list[SourceEntries] = []
     jobs: list[tuple[CaseRef, SourceConfig, float, str]] = []
     for source in sources:
+        if source.kind == "randomized":          # rendered on the fly: nothing to cache
+            entries.append(randomized_entries(source, spacing_mm))
+            continue
         supervised = supervised_concepts(source)
         refs = discover_cases(source)
         paths = [str(cache_path(cache_dir, r, source, spacing_mm)) for r in refs]
@@ -171,7 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="processes (default: data.cache_workers)")
     args = p.parse_args(argv)
     try:
-        from vlseg.training.build import resolve_model_config
         from vlseg.training.config import load_config
 
         config = load_config(args.config, args.override)
