@@ -166,12 +166,22 @@ def capabilities_text() -> str:
 def answer_text(intent: str, facts: Facts, *, sequences_used: list[str],
                 notes: tuple[str, ...] = ()) -> str:
     """The whole answer text of one question: the intent's composer, then the closing lines."""
-    spec = get(intent)
-    if spec.measures and not facts.targets and spec.min_targets < 2:
-        lines = ["No target region was named. " + capabilities_text()]
-    else:
-        lines = spec.compose(facts)
-    return finish(lines, sequences_used=sequences_used, grounded=spec.measures, notes=notes)
+    return answer_text_parts([(intent, facts)], sequences_used=sequences_used, notes=notes)
+
+
+def answer_text_parts(parts: list[tuple[str, Facts]], *, sequences_used: list[str],
+                      notes: tuple[str, ...] = ()) -> str:
+    """The answer to one or several questions (a compound query), each part by its intent's
+    composer in the order asked, then the closing lines once."""
+    lines: list[str] = []
+    for intent, facts in parts:
+        spec = get(intent)
+        if spec.measures and not facts.targets and spec.min_targets < 2:
+            lines.append("No target region was named. " + capabilities_text())
+        else:
+            lines.extend(line for line in spec.compose(facts) if line not in lines)
+    grounded = any(get(intent).measures for intent, _ in parts)
+    return finish(lines, sequences_used=sequences_used, grounded=grounded, notes=notes)
 
 
 def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: list[str],

@@ -70,6 +70,7 @@ class Answer:
             "text": self.text,
             "refused": self.refused,
             "intent": self.intent,
+            "intents": list(self.parse.intents) if self.parse is not None else [self.intent],
             "targets": [dict(t) for t in self.targets],
             "relations": relations_to_json(self.relations),
             "sequences_used": list(self.sequences_used),
@@ -194,41 +195,50 @@ class Segmenter:
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
 
-        # Understand the query
+        # Understand the query (a compound question is answered part by part, in order)
         parse = self.parser.parse(query, previous=state.previous)
-        spec = intents.get(parse.intent)
+        questions = parse.questions
         timing["parse"] = time.perf_counter() - t0
-        if spec.measures:
-            state.previous = parse
+        if any(intents.get(q.intent).measures for q in questions):
+            state.previous = questions[-1] if questions[-1].targets else parse
 
         # Condition on prompts: decode only what is not cached yet, then label the case once
         t1 = time.perf_counter()
-        decoded = spec.decode(parse.concepts)
+        decoded = tuple(dict.fromkeys(c for q in questions
+                                      for c in intents.get(q.intent).decode(q.concepts)))
         self._ensure_masks(decoded)
         timing["decode"] = time.perf_counter() - t1
 
-        # Measure, locate, relate
+        # Measure, locate, relate: each target once, whatever asks for it
         t2 = time.perf_counter()
-        measurements: list[TargetMeasurement] = []
+        measured: dict[str, TargetMeasurement] = {}
         rel: Relations | None = None
-        if spec.measures:
+        if any(intents.get(q.intent).measures for q in questions):
             locator = self._locator()  # every target reports hemisphere and lobes
-            measurements = [measure_target(c, state.final_probs[c], state.case.affine,
-                                           locator=locator, threshold=self.threshold,
-                                           mask=state.masks[c]) for c in parse.concepts]
-            related = [c for c in intents.RELATION_CONCEPTS if c in decoded]
-            if len(related) == len(intents.RELATION_CONCEPTS):
-                rel = relations({c: self._mask(c) for c in related}, state.case.affine)
+            for c in parse.concepts:
+                measured[c] = measure_target(c, state.final_probs[c], state.case.affine,
+                                             locator=locator, threshold=self.threshold,
+                                             mask=state.masks[c])
+            if all(c in decoded for c in intents.RELATION_CONCEPTS):
+                rel = relations({c: self._mask(c) for c in intents.RELATION_CONCEPTS},
+                                state.case.affine)
         timing["measure"] = time.perf_counter() - t2
 
+        # Compose: each question's sentences through its intent's composer
+        parts = []
+        for q in questions:
+            spec = intents.get(q.intent)
+            q_rel = rel if spec.relations(q.concepts) else None
+            facts = Facts.of([measured[c] for c in q.concepts], q_rel,
+                             phrases=[t.phrase for t in q.targets], reason=q.reason)
+            parts.append((q.intent, facts))
+        grounded = bool(measured)
         notes = (f"Location unavailable: {state.locator_failed}.",) \
-            if spec.measures and state.locator_failed else ()
-        facts = Facts.of(measurements, rel, phrases=[t.phrase for t in parse.targets],
-                         reason=parse.reason)
-        text = intents.answer_text(parse.intent, facts, sequences_used=list(state.case.present),
-                                   notes=notes)
+            if grounded and state.locator_failed else ()
+        text = intents.answer_text_parts(parts, sequences_used=list(state.case.present),
+                                         notes=notes)
         timing["total"] = time.perf_counter() - t0
-        return self._answer(parse, text, measurements, rel, timing)
+        return self._answer(parse, text, [measured[c] for c in parse.concepts], rel, timing)
 
     # ----------------------------------------------------------------- internals
     def _ensure_probs(self, concepts: list[str]) -> None:

@@ -57,6 +57,9 @@ class Parse:
     targets: tuple[TargetRef, ...]
     refers_to_previous: bool = False
     reason: str | None = field(default=None, compare=False)  # why it was refused (for the reply)
+    # A compound question ("where is it and how big?"): one single-intent Parse per question,
+    # in the order asked; ``intent`` is the first one's and ``targets`` the union.
+    parts: tuple["Parse", ...] = ()
 
     def __post_init__(self) -> None:
         intents.get(self.intent)  # a ValueError naming the known intents
@@ -67,15 +70,28 @@ class Parse:
     def concepts(self) -> tuple[str, ...]:
         return tuple(t.concept for t in self.targets)
 
+    @property
+    def questions(self) -> tuple["Parse", ...]:
+        """The single-intent questions to answer, in order (itself when not compound)."""
+        return self.parts or (self,)
+
+    @property
+    def intents(self) -> tuple[str, ...]:
+        return tuple(p.intent for p in self.questions)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "query": self.query,
             "intent": self.intent,
+            "intents": list(self.intents),
             "refused": self.refused,
             "targets": [t.to_json() for t in self.targets],
             "refers_to_previous": self.refers_to_previous,
             "reason": self.reason,
         }
+        if self.parts:
+            out["parts"] = [p.to_json() for p in self.parts]
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "Parse":
@@ -83,10 +99,11 @@ class Parse:
         try:
             targets = tuple(TargetRef(phrase=str(t["phrase"]), concept=str(t["concept"]),
                                       score=float(t["score"])) for t in obj.get("targets", []))
+            parts = tuple(cls.from_json(p) for p in obj.get("parts", ()))
             return cls(query=str(obj["query"]), intent=str(obj["intent"]),
                        refused=bool(obj["refused"]), targets=targets,
                        refers_to_previous=bool(obj.get("refers_to_previous", False)),
-                       reason=obj.get("reason"))
+                       reason=obj.get("reason"), parts=parts)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"not a parse object: {e}") from e
 
@@ -148,6 +165,31 @@ class QueryParser:
             return _refuse(query, f"“{bank.OFF_TOPIC.search(text).group(0)}” is not a brain-tumor "
                                   "region, and brain-tumor MRI is all I analyse")
 
+        # A compound question is answered part by part, in the order asked.
+        clauses = rules.split_questions(text, intents.detect)
+        if len(clauses) > 1:
+            return self._parse_compound(query, clauses, previous)
+        return self._parse_text(query, text, previous)
+
+    def _parse_compound(self, query: str, clauses: list[str], previous: Parse | None) -> Parse:
+        parts: list[Parse] = []
+        refused: list[Parse] = []
+        prev = previous
+        for clause in clauses:
+            p = self._parse_text(query, clause, prev)
+            (refused if p.refused else parts).append(p)
+            if not p.refused and p.targets:
+                prev = p  # "where is the tumor, and how big is it?": "it" is the tumor
+        if not parts:
+            return refused[0]
+        if len(parts) == 1:
+            return parts[0]
+        targets = _dedupe([t for p in parts for t in p.targets])
+        return Parse(query=query, intent=parts[0].intent, refused=False, targets=tuple(targets),
+                     refers_to_previous=parts[0].refers_to_previous, parts=tuple(parts))
+
+    def _parse_text(self, query: str, text: str, previous: Parse | None) -> Parse:
+        """One question (normalized ``text``) -> Parse."""
         # Question type and target phrases.
         intent = intents.detect(text)
         spec_spans = intents.get(intent).spans if intent is not None else None
@@ -157,9 +199,20 @@ class QueryParser:
         if intents.asks_for_help(text) and (not named or rules.keyword_concept(text) is None):
             return Parse(query=query, intent="help", refused=False, targets=())
 
+        # "all but the edema": every disjoint region except what follows.
+        all_but = rules.ALL_BUT.search(text)
+        if all_but is not None:
+            excluded = self._parse_text(query, all_but.group("rest"), None)
+            if excluded.refused or not excluded.targets:
+                return excluded if excluded.refused else _refuse(query, "say which region to leave out")
+            drop = {p for t in excluded.targets for p in vocab.concept(t.concept).parts}
+            keep = [self._named_target(c) for c in vocab.base_codes() if c not in drop]
+            return self._resolve(query, text, intent, list(keep), previous)
+
         # Phrases -> concepts (None for a reference to the previous turn).
         resolved: list[TargetRef | None] = []
-        scores = self._similarities([s.text for s in named])
+        scores = self._similarities([s.text for s in named] + [" ".join(s.minus) for s in named
+                                                                if s.minus])
         for span in spans:
             if span.is_reference:
                 resolved.append(None)
@@ -167,6 +220,13 @@ class QueryParser:
             ref = self._classify(span, scores[span.text])
             if isinstance(ref, str):
                 return _refuse(query, ref)
+            if span.minus:  # "the core without the necrosis" -> the enhancing tumor
+                minus_text = " ".join(span.minus)
+                minus = self._classify(rules.make_span(list(span.minus)), scores[minus_text])
+                if isinstance(minus, str):
+                    return _refuse(query, minus)
+                resolved.extend(self._difference(ref, minus))
+                continue
             resolved.append(ref)
 
         return self._resolve(query, text, intent, resolved, previous)
@@ -270,6 +330,16 @@ class QueryParser:
                 row["_neg"] = float(neg[i])
                 self._sim_cache[p] = row
         return {p: dict(self._sim_cache[p]) for p in phrases}
+
+    def _difference(self, whole: TargetRef, minus: TargetRef) -> list[TargetRef]:
+        """A region minus another, by their parts: TC − NCR = ET, WT − ED = TC; the remaining
+        disjoint classes one by one when no concept is exactly that set."""
+        rest = [p for p in vocab.concept(whole.concept).parts
+                if p not in vocab.concept(minus.concept).parts]
+        if not rest or rest == [whole.concept]:
+            return [whole]
+        exact = next((c.code for c in vocab.concepts() if set(c.parts) == set(rest)), None)
+        return [self._named_target(c) for c in ([exact] if exact else rest)]
 
     def _named_target(self, concept: str) -> TargetRef:
         phrase = vocab.name(concept)

@@ -11,6 +11,7 @@ import difflib
 import functools
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from vlseg import vocab
 from vlseg.language import bank
@@ -26,6 +27,17 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
 _ON_SEQUENCE = {(w,) for w in ("t1", "t1c", "t1n", "t1ce", "t2", "t2w", "t2f", "flair", "contrast",
                                 "t2-flair", "post-contrast", "gadolinium")}
 _NEGATED = frozenset({"not", "except", "excluding", "without", "minus", "ignoring", "ignore"})
+# Words that open an excluded phrase ("no edema, just the core", "skip the necrosis").
+_EXCLUDING_START = re.compile(r"^(no|not|never|don't|dont|do not|without|except|excluding|minus|"
+                              r"ignoring|ignore|skip|leave out|other than|apart from|but not)\b")
+# "all but the edema", "every region except the necrosis": everything minus X.
+ALL_BUT = re.compile(r"\b(all|everything|every (region|part|sub-?region)|all (the )?(sub-?regions?|"
+                     r"regions|parts|labels|classes|components|compartments))( \w+)? (but|except|"
+                     r"other than|apart from|excluding|without|minus|besides) (?P<rest>.+)")
+# A new question starts after a comma, or after "and" when a question word follows.
+_CLAUSE_BREAK = re.compile(r"\s*,\s*(?:and\s+|also\s+)?|\s+and\s+(?=(?:also\s+)?(?:where|what|which|"
+                           r"how|is|are|does|do|did|can|could|show|segment|give|tell|measure|count|"
+                           r"outline|highlight)\b)")
 
 
 def normalize(query: str) -> str:
@@ -116,6 +128,7 @@ class Span:
     words: tuple[str, ...]
     head: tuple[str, ...]
     had_pronoun: bool
+    minus: tuple[str, ...] = ()  # "the core without the necrosis": ("necrosis",)
 
     @property
     def text(self) -> str:
@@ -149,12 +162,32 @@ def relation_spans(text: str) -> list[Span] | None:
     return None
 
 
+def split_questions(text: str, detect: Callable[[str], str | None]) -> list[str]:
+    """A compound question split into its questions, in the order asked ("where is the tumor,
+    how big is it, and what fraction of the core is necrotic?" -> three). Pieces that ask nothing
+    of their own stay with the question before them ("the core, the edema"); a query whose
+    pieces all ask the same kind of question stays whole."""
+    pieces = [p.strip() for p in _CLAUSE_BREAK.split(text) if p and p.strip()]
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and detect(piece) is None:
+            merged[-1] += ", " + piece
+        else:
+            merged.append(piece)
+    kinds = [detect(m) for m in merged]
+    if len(merged) < 2 or len(set(kinds)) < 2:
+        return [text]
+    return merged
+
+
 def split_targets(text: str) -> list[Span]:
     """Split on conjunctions/commas, strip filler, share a head noun ("enhancing and necrotic parts")."""
     text = _MULTI_CONJ.sub(",", text)
     text = re.sub(r"\b(and|plus|or|but|then)\b", ",", text)
-    spans = [make_span(chunk.split()) for chunk in text.split(",")]
-    # Keep what names something (or refers back); drop what the user excluded ("but not X").
+    chunks = [c.strip() for c in text.split(",")]
+    # Keep what names something (or refers back); drop what the user excluded ("but not X",
+    # "no edema, just the core").
+    spans = [make_span(c.split()) for c in chunks if not _EXCLUDING_START.match(c)]
     spans = [s for s in spans if (s.words or s.had_pronoun)
              and not (s.words and s.words[0] in _NEGATED)]
     # Distribute the last span's head noun over modifier-only spans before it.
@@ -180,10 +213,13 @@ def make_span(words: list[str]) -> Span:
     while hi > lo and words[hi - 1] in edge:
         hi -= 1
     kept = tuple(w for w in words[lo:hi] if w not in ("the", "a", "an"))
-    # "the core region without the swelling": what follows the negation is excluded.
+    # "the core without the necrosis": what follows the negation is taken out of the head.
     neg = next((i for i, w in enumerate(kept) if i > 0 and w in _NEGATED), None)
     if neg is not None:
-        return make_span(list(kept[:neg]))
+        head = make_span(list(kept[:neg]))
+        minus = make_span(list(kept[neg + 1:]))
+        return Span(words=head.words, head=head.head, had_pronoun=head.had_pronoun,
+                    minus=minus.words)
     # The head ends at a place qualifier ("tumor | in the cerebellum"); "of" and "on flair" stay.
     cut = next((i for i, w in enumerate(kept) if w in bank.PREPOSITIONS and w != "of"
                 and kept[i + 1:i + 2] not in _ON_SEQUENCE), len(kept))

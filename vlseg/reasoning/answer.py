@@ -180,14 +180,12 @@ def _unreliable(j: dict) -> str:
 def _location(j: dict) -> str:
     if not j["present"]:
         return _absent(j)
-    x, y, z = (_num(v) for v in j["centroid_ras_mm"])
     where = _where(j, fractions=True)
-    if where is None:
-        return (f"The {_name(j['concept'])} is centred at RAS ({x}, {y}, {z}) mm in scanner "
-                "coordinates; its brain region is unknown (no atlas registration).")
+    if where is None:  # coordinates stay in the JSON (centroid_ras_mm); no jargon in the text
+        return (f"The {_name(j['concept'])} was found, but its brain region is unknown "
+                "(the scan could not be matched to the brain atlas).")
     mid = "crosses" if j["crosses_midline"] else "does not cross"
-    return (f"The {_name(j['concept'])} is {where}, centred at RAS ({x}, {y}, {z}) mm, and "
-            f"{mid} the midline." + _unreliable(j))
+    return f"The {_name(j['concept'])} is {where}, and {mid} the midline." + _unreliable(j)
 
 
 def _midline(j: dict) -> str:
