@@ -17,8 +17,10 @@ import yaml
 
 from vlseg.concepts import CONCEPTS, SEQUENCES
 from vlseg.errors import InputError
+from vlseg.synth.randomize_params import RandomizeConfig
 
-SOURCE_KINDS: tuple[str, ...] = ("phantoms", "brats2023", "brats2021", "msd", "folder")
+# "randomized": samples rendered on the fly by vlseg.synth.randomize (no folder, nothing cached).
+SOURCE_KINDS: tuple[str, ...] = ("phantoms", "brats2023", "brats2021", "msd", "folder", "randomized")
 
 
 @dataclass(frozen=True)
@@ -27,17 +29,24 @@ class SourceConfig:
 
     name: str
     kind: str                                   # one of SOURCE_KINDS
-    path: str
+    path: str = ""                              # dataset folder (not used by kind "randomized")
     annotates: tuple[str, ...] | None = None    # None: every concept the labels can give
     weight: float = 1.0                         # mixture weight (relative)
     label_map: dict[str, str] | None = None     # kind "folder": {"label value": concept}
     max_cases: int | None = None                # use only the first N cases (sorted)
+    randomize: RandomizeConfig | None = None    # kind "randomized": ranges (None: the defaults)
 
     def __post_init__(self) -> None:
         where = f"data source {self.name!r}"
         if self.kind not in SOURCE_KINDS:
             raise InputError(f"{where}: unknown kind {self.kind!r}; use one of {', '.join(SOURCE_KINDS)}")
-        if not self.path:
+        if self.kind == "randomized":
+            if self.path or self.label_map is not None or self.max_cases is not None:
+                raise InputError(f'{where}: kind "randomized" renders its samples; it takes no path, '
+                                 "label_map or max_cases (set its ranges under 'randomize')")
+        elif self.randomize is not None:
+            raise InputError(f'{where}: randomize is only used by kind "randomized" (this is {self.kind!r})')
+        elif not self.path:
             raise InputError(f"{where}: 'path' is empty; give the dataset folder")
         if not (self.weight > 0):
             raise InputError(f"{where}: weight must be > 0, got {self.weight}")

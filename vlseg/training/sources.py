@@ -21,12 +21,13 @@ import torch
 from vlseg.concepts import CONCEPT_PARTS, CONCEPTS
 from vlseg.errors import InputError
 from vlseg.io.layout import CaseFiles, find_case_files, is_nifti_name
+from vlseg.synth.randomize import RandomizeConfig, RandomizedSynth
 from vlseg.training.augment import augment, random_crop
 from vlseg.training.config import AugmentConfig, SourceConfig
 from vlseg.training.prompts import sample_prompt
 
 CONCEPT_BIT: dict[str, int] = {c: 1 << k for k, c in enumerate(CONCEPTS)}
-_FULL_KINDS = ("phantoms", "brats2023", "brats2021", "msd")
+_FULL_KINDS = ("phantoms", "brats2023", "brats2021", "msd", "randomized")
 _KIND_CONVENTION = {"phantoms": "brats2023", "brats2023": "brats2023", "brats2021": "brats2021", "msd": "msd"}
 
 
@@ -108,7 +109,10 @@ class CaseRef:
 
 
 def discover_cases(source: SourceConfig, *, require_labels: bool = True) -> list[CaseRef]:
-    """Every case of a source, sorted by folder/file name (then ``max_cases`` applied)."""
+    """Every case of a source, sorted by folder/file name (then ``max_cases`` applied).
+    A randomized source has none (its samples are rendered on the fly)."""
+    if source.kind == "randomized":
+        return []
     root = Path(source.path)
     if not root.is_dir():
         raise InputError(f"data source {source.name!r}: folder not found; check 'path'", str(root))
@@ -157,12 +161,31 @@ def read_cache_file(path: str | Path) -> CachedSample:
 
 @dataclass(frozen=True)
 class SourceEntries:
-    """The cache files of one source and what it supervises."""
+    """The cache files of one source and what it supervises (a randomized source has no
+    files: ``randomize`` and ``spacing_mm`` say how to render its samples)."""
 
     name: str
     weight: float
     supervised: tuple[str, ...]
     files: tuple[str, ...]
+    randomize: RandomizeConfig | None = None
+    spacing_mm: float | None = None
+
+
+def randomized_entries(source: SourceConfig, spacing_mm: float) -> SourceEntries:
+    """The mixture entry of a ``kind: randomized`` source (nothing to cache)."""
+    return SourceEntries(name=source.name, weight=source.weight, supervised=supervised_concepts(source),
+                         files=(), randomize=source.randomize or RandomizeConfig(), spacing_mm=float(spacing_mm))
+
+
+def randomized_sample(synth: RandomizedSynth, rng: np.random.Generator) -> CachedSample:
+    """One rendered sample in the cache's form (bits of every concept, all sequences present)."""
+    s = synth.sample(rng)
+    bits = np.zeros(s.brain.shape, dtype=np.uint8)
+    for c in CONCEPTS:
+        for part in CONCEPT_PARTS[c]:
+            bits[s.labels[part]] |= CONCEPT_BIT[c]
+    return CachedSample(images=s.images, bits=bits, present=np.ones(s.images.shape[0], dtype=bool))
 
 
 class MixtureDataset(torch.utils.data.IterableDataset):
@@ -186,11 +209,13 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         keep_in_memory: bool = True,
     ) -> None:
         super().__init__()
-        if not sources or any(not s.files for s in sources):
+        if not sources or any(not s.files and s.randomize is None for s in sources):
             raise InputError("the training mixture needs at least one case per source")
         for s in sources:
             if not s.supervised:
                 raise InputError(f"data source {s.name!r} supervises no concept")
+            if s.randomize is not None and s.spacing_mm is None:
+                raise InputError(f"data source {s.name!r} is randomized but has no spacing_mm")
         self.sources = tuple(sources)
         weights = np.array([s.weight for s in self.sources], dtype=np.float64)
         self.probs = weights / weights.sum()
@@ -201,6 +226,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         self.seed, self.rank, self.start_step = seed, rank, start_step
         self.keep_in_memory = keep_in_memory
         self._memory: dict[str, CachedSample] = {}
+        self._synths: dict[str, RandomizedSynth] = {}   # per worker: cached anatomy + tumor pool
 
     def _load(self, path: str) -> CachedSample:
         if path in self._memory:
@@ -227,8 +253,12 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         """One training sample (see module docstring)."""
         k = int(rng.choice(len(self.sources), p=self.probs))
         src = self.sources[k]
-        path = src.files[int(rng.integers(len(src.files)))]
-        cached = self._load(path)
+        if src.randomize is not None:
+            if src.name not in self._synths:
+                self._synths[src.name] = RandomizedSynth(spacing_mm=src.spacing_mm, config=src.randomize)
+            cached = randomized_sample(self._synths[src.name], rng)
+        else:
+            cached = self._load(src.files[int(rng.integers(len(src.files)))])
         sup_bits = np.uint8(sum(CONCEPT_BIT[c] for c in src.supervised))
         # Crop (biased to this source's annotated tumor), then augment
         images, bits = random_crop(
@@ -277,5 +307,5 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 __all__ = [
     "CONCEPT_BIT", "CaseRef", "CachedSample", "MixtureDataset", "SourceEntries",
     "available_concepts", "closure", "collate", "discover_cases", "folder_label_masks",
-    "read_cache_file", "source_convention", "supervised_concepts",
+    "randomized_entries", "randomized_sample", "read_cache_file", "source_convention", "supervised_concepts",
 ]
