@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from vlseg.errors import ModelError
 from vlseg.training.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent

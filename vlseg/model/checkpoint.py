@@ -10,7 +10,6 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from vlseg.errors import ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
