@@ -10,7 +10,6 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-
 from vlseg.errors import ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.model.config import ModelConfig, list_config_names
