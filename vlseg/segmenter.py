@@ -12,6 +12,7 @@ concept already segmented costs only the measurements.
 """
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 from vlseg import __version__, intents, vocab
 from vlseg.concepts import CONCEPTS, SEQUENCES
 from vlseg.errors import InputError, VlsegError
-from vlseg.fileio import write_json_atomic
+from vlseg.fileio import staged_folder, write_json_atomic
 from vlseg.io import Case, load_case, write_mask
 from vlseg.language import Parse, QueryParser, TargetRef
 from vlseg.reasoning import (
@@ -80,14 +81,28 @@ class Answer:
         }
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``answer.json`` and one ``<CONCEPT>.nii.gz`` per target, each atomically."""
+        """Write ``answer.json`` and one ``<CONCEPT>.nii.gz`` per target into ``out_dir``.
+
+        The folder then holds exactly what answer.json lists: everything is staged first and
+        published with answer.json last; masks an earlier answer.json listed there are removed
+        (nothing else is touched). An interrupted save never leaves an answer.json that
+        disagrees with the masks beside it.
+        """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise InputError("is a file, not a folder; give --out a folder", str(out))
+        names = {c: f"{c}.nii.gz" for c in self.masks_ras} if self._case is not None else {}
         if self._case is not None:
-            for concept, mask_ras in self.masks_ras.items():
-                write_mask(mask_ras, self._case, out / f"{concept}.nii.gz")
-        write_json_atomic(out / "answer.json", self.to_json())
-        return out / "answer.json"
+            inputs = {Path(p).resolve() for p in self._case.sources.values()}
+            clash = [n for n in names.values() if (out / n).resolve() in inputs]
+            if clash:
+                raise InputError(f"{clash[0]} there is one of the case's input files; choose "
+                                 "another output folder", str(out))
+        with staged_folder(out, manifest=ANSWER_FILE, previous=_listed_masks(out / ANSWER_FILE)) as stage:
+            for concept, name in names.items():
+                write_mask(self.masks_ras[concept], self._case, stage / name)
+            write_json_atomic(stage / ANSWER_FILE, self.to_json())
+        return out / ANSWER_FILE
 
 
 @dataclass
@@ -324,6 +339,18 @@ class Segmenter:
                              "python": platform.python_version()},
             }
         return self._model_info
+
+
+ANSWER_FILE = "answer.json"
+
+
+def _listed_masks(answer_json: Path) -> list[str]:
+    """Mask file names an earlier answer.json in the folder lists (none if unreadable)."""
+    try:
+        doc = json.loads(answer_json.read_text())
+        return [str(t["mask"]) for t in doc.get("targets", []) if isinstance(t, dict) and t.get("mask")]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return []
 
 
 def _target_json(ref: TargetRef, m: TargetMeasurement) -> dict[str, Any]:
