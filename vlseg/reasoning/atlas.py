@@ -21,6 +21,8 @@ import numpy as np
 from scipy import ndimage
 
 from vlseg.errors import InputError, VlsegError
+from vlseg.reasoning.grouping import group_lesions
+from vlseg.reasoning.midplane import MidPlane, fit_midplane, plane_from_ras_to_mni
 
 LOBES: tuple[str, ...] = (
     "frontal", "parietal", "temporal", "occipital", "insula", "limbic",
@@ -33,6 +35,12 @@ MNI_2MM_AFFINE = np.array(
 )
 MNI_2MM_SHAPE = (91, 109, 91)
 _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS (ITK's physical space)
+# Midline crossing (docs/reasoning.md): a lesion crosses when its part lying more than
+# CROSS_MARGIN_MM beyond the mid-sagittal plane, on the side away from its centre of mass, holds
+# at least CROSS_MIN_ML and at least CROSS_MIN_FRACTION of the lesion; smaller parts are strays.
+CROSS_MARGIN_MM = 2.0
+CROSS_MIN_ML = 0.5
+CROSS_MIN_FRACTION = 0.05
 
 # Harvard-Oxford label name (lower case) -> lobe; the first matching rule wins.
 _HO_RULES: tuple[tuple[tuple[str, ...], str | None], ...] = (
@@ -274,13 +282,43 @@ class AtlasLocator:
     """Maps scanner RAS mm to MNI mm and reads hemisphere / midline / lobes in MNI space."""
 
     def __init__(self, *, ras_to_mni: np.ndarray, metric: float | None = None,
-                 method: str = "given") -> None:
+                 method: str = "given", midplane: MidPlane | None = None) -> None:
         m = np.asarray(ras_to_mni, dtype=np.float64)
         if m.shape != (4, 4) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-6:
             raise ValueError("ras_to_mni must be a finite, invertible 4x4 matrix")
         self.ras_to_mni = m
         self.metric = metric  # final Mattes MI (more negative = better) when fitted
         self.method = method
+        self._midplane = midplane
+        self._source: tuple | None = None  # (image, affine, brain_mask) the fit saw
+        self.cache: dict = {}  # per-case derived data (structure points, ...), see structures.py
+
+    @property
+    def mni_to_ras(self) -> np.ndarray:
+        return np.linalg.inv(self.ras_to_mni)
+
+    @property
+    def midplane(self) -> MidPlane:
+        """The case's mid-sagittal plane (world RAS): fitted by symmetry on the image the
+        locator was fitted on (once, lazily, ~1 s), else the MNI x = 0 plane pulled back."""
+        if self._midplane is None:
+            atlas_plane = plane_from_ras_to_mni(self.ras_to_mni)
+            if self._source is not None:
+                image, affine, brain_mask = self._source
+                try:
+                    self._midplane = fit_midplane(image, affine, initial=atlas_plane,
+                                                  brain_mask=brain_mask)
+                except ValueError:
+                    self._midplane = atlas_plane
+                self._source = None
+            else:
+                self._midplane = atlas_plane
+        return self._midplane
+
+    @property
+    def source_image(self) -> tuple | None:
+        """(image, affine) the locator was fitted on, while the mid-plane is not yet fitted."""
+        return None if self._source is None else self._source[:2]
 
     @classmethod
     def identity(cls) -> "AtlasLocator":
@@ -308,7 +346,9 @@ class AtlasLocator:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             raise VlsegError(f"atlas registration failed ({lines[-1] if lines else e})") from None
         mni_to_ras = _affine_to_matrix(tfm)
-        return cls(ras_to_mni=np.linalg.inv(mni_to_ras), metric=metric, method="sitk-affine")
+        loc = cls(ras_to_mni=np.linalg.inv(mni_to_ras), metric=metric, method="sitk-affine")
+        loc._source = (image, affine, brain_mask)  # for the mid-sagittal plane, fitted lazily
+        return loc
 
     @property
     def scales(self) -> tuple[float, float, float]:
@@ -324,50 +364,106 @@ class AtlasLocator:
         pts = np.asarray(points_ras_mm, dtype=np.float64)
         return apply_affine(self.ras_to_mni, pts.reshape(-1, 3)).reshape(pts.shape)
 
-    def locate(self, mask: np.ndarray, affine: np.ndarray, *, midline_mm: float = 3.0,
-               bilateral_fraction: float = 0.1, min_lobe_fraction: float = 0.05,
+    def locate(self, mask: np.ndarray, affine: np.ndarray, *, labels: np.ndarray | None = None,
+               midline_mm: float = CROSS_MARGIN_MM, cross_min_ml: float = CROSS_MIN_ML,
+               cross_min_fraction: float = CROSS_MIN_FRACTION, min_lobe_fraction: float = 0.05,
                max_points: int = 40_000) -> dict:
         """Hemisphere, midline crossing and lobes of a boolean ``mask`` on the grid ``affine``.
 
-        hemisphere: side holding the lesion in MNI x (patient's left is x < 0); "bilateral" when
-        each side holds >= ``bilateral_fraction``. crosses_midline: one connected component
-        reaches both x < -midline_mm and x > +midline_mm. lobes: lobes holding >=
-        ``min_lobe_fraction`` of the voxels (largest first).
+        ``labels``: the mask's lesions (int volume, 1..n; 0 = not a counted lesion), by default
+        ``group_lesions(mask)``. Sides are read against the case's mid-sagittal plane
+        (``midplane``), in the case's own millimetres; lobes in MNI space.
+
+        Per lesion: it crosses the midline when its part more than ``midline_mm`` beyond the
+        plane on the side away from its centre of mass is >= ``cross_min_ml`` and >=
+        ``cross_min_fraction`` of it; its hemisphere is "bilateral" if it crosses, else the side
+        of its centre of mass. The target: "bilateral" when a lesion crosses or lesions lie on
+        both sides, else their side; crosses_midline when a lesion crosses. lobes: lobes holding
+        >= ``min_lobe_fraction`` of the voxels (largest first).
         """
         mask = np.asarray(mask, dtype=bool)
         empty = {"hemisphere": None, "crosses_midline": False, "lobes": (), "lobe_fractions": {},
-                 "left_fraction": 0.0, "right_fraction": 0.0, "centroid_mni_mm": None}
+                 "lobe_sides": {}, "left_fraction": 0.0, "right_fraction": 0.0,
+                 "centroid_mni_mm": None, "lesions": []}
         if mask.ndim != 3 or not mask.any():
             return empty
-        comps, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        affine = np.asarray(affine, dtype=np.float64)
+        vml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+        if labels is None:
+            labels = group_lesions(mask, affine).labels
+        labels = np.where(mask, np.asarray(labels), 0)
+        if not labels.any():
+            labels = mask.astype(np.int32)
         idx = np.argwhere(mask)  # (N, 3)
-        if len(idx) > max_points:  # deterministic thinning: fractions move < 1 %
-            idx = idx[:: int(np.ceil(len(idx) / max_points))]
-        comp = comps[tuple(idx.T)]
-        mni = self.to_mni(apply_affine(np.asarray(affine, dtype=np.float64), idx.astype(np.float64)))
-        x = mni[:, 0]
-        left, right = float(np.mean(x < 0)), float(np.mean(x > 0))
-        if min(left, right) >= bilateral_fraction:
+        lab = labels[tuple(idx.T)]
+        a, b = self.midplane.signed_affine(affine)
+        side_mm = idx @ a + b  # signed distance from the mid-sagittal plane, + = right
+
+        # Thinned points for the MNI look-ups; each lesion keeps >= ~50 points.
+        stride = max(1, int(np.ceil(len(idx) / max_points)))
+        order = np.argsort(lab, kind="stable")
+        starts = np.flatnonzero(np.r_[True, lab[order][1:] != lab[order][:-1]])
+        picks, weights = [], []
+        for st, en in zip(starts, np.r_[starts[1:], len(order)]):
+            n = en - st
+            step = min(stride, max(1, n // 50))
+            sel = order[st:en:step]
+            picks.append(sel)
+            weights.append(np.full(len(sel), n / len(sel)))
+        pick = np.concatenate(picks)
+        w = np.concatenate(weights)
+        mni = self.to_mni(apply_affine(affine, idx[pick].astype(np.float64)))
+        codes = lobe_at(mni)
+        total = float(w.sum())
+
+        def lobe_table(sel: np.ndarray) -> dict[str, float]:
+            counts = np.bincount(codes[sel], weights=w[sel], minlength=len(LOBES) + 1)[1:]
+            tot = float(w[sel].sum())
+            fr = {LOBES[i]: float(c / tot) for i, c in enumerate(counts) if c > 0}
+            return dict(sorted(fr.items(), key=lambda kv: -kv[1]))
+
+        everything = np.ones(len(pick), bool)
+        fractions = lobe_table(everything)
+        right_pick = side_mm[pick] > 0
+        lobe_sides = {}
+        for i, name in enumerate(LOBES):
+            hit = codes == i + 1
+            if hit.any():
+                lobe_sides[name] = {"left": float(w[hit & ~right_pick].sum() / total),
+                                    "right": float(w[hit & right_pick].sum() / total)}
+        lesions = []
+        for k in np.unique(lab):
+            if k == 0:
+                continue
+            s = side_mm[lab == k]
+            side = 1.0 if s.mean() > 0 else -1.0
+            across = int(np.count_nonzero(side * s < -midline_mm))
+            crosses = across * vml >= cross_min_ml and across / len(s) >= cross_min_fraction
+            sel = lab[pick] == k
+            table = lobe_table(sel)
+            lesions.append({
+                "label": int(k), "volume_ml": len(s) * vml,
+                "hemisphere": "bilateral" if crosses else ("right" if side > 0 else "left"),
+                "crosses_midline": bool(crosses), "across_midline_ml": across * vml,
+                "main_lobe": next(iter(table), None), "lobe_fractions": table,
+                "centroid_mni_mm": tuple(float(v) for v in np.average(mni[sel], axis=0,
+                                                                       weights=w[sel])),
+            })
+        sides = {les["hemisphere"] for les in lesions}
+        crosses = any(les["crosses_midline"] for les in lesions)
+        if crosses or len(sides) > 1:
             hemisphere = "bilateral"
         else:
-            hemisphere = "left" if left >= right else "right"
-        crosses = False
-        for c in np.unique(comp):
-            xc = x[comp == c]
-            if xc.min() < -midline_mm and xc.max() > midline_mm:
-                crosses = True
-                break
-        codes = lobe_at(mni)
-        counts = np.bincount(codes, minlength=len(LOBES) + 1)[1:]
-        fractions = {LOBES[i]: float(n / len(codes)) for i, n in enumerate(counts) if n}
-        lobes = tuple(sorted((k for k, f in fractions.items() if f >= min_lobe_fraction),
-                             key=lambda k: -fractions[k]))
+            hemisphere = next(iter(sides))
+        lobes = tuple(k for k, f in fractions.items() if f >= min_lobe_fraction)
         if not lobes and fractions:  # tiny lesion spread thinly: name its main lobe
-            lobes = (max(fractions, key=fractions.get),)
+            lobes = (next(iter(fractions)),)
         return {"hemisphere": hemisphere, "crosses_midline": crosses, "lobes": lobes,
-                "lobe_fractions": dict(sorted(fractions.items(), key=lambda kv: -kv[1])),
-                "left_fraction": left, "right_fraction": right,
-                "centroid_mni_mm": tuple(float(v) for v in mni.mean(axis=0))}
+                "lobe_fractions": fractions, "lobe_sides": lobe_sides,
+                "left_fraction": float(np.mean(side_mm < 0)),
+                "right_fraction": float(np.mean(side_mm > 0)),
+                "centroid_mni_mm": tuple(float(v) for v in np.average(mni, axis=0, weights=w)),
+                "lesions": lesions, "midplane": self.midplane.method}
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point

@@ -1,5 +1,6 @@
 """Per-target measurements from a probability map: presence, volume (+ range), lesions,
-RANO-style axial diameters, centroid, and (with an AtlasLocator) hemisphere / midline / lobes.
+RANO-style axial diameters, centroid, and (with an AtlasLocator) hemisphere / midline / lobes,
+each lesion's size and place, and distances to named structures.
 
 Every quantity is computed in world millimetres from the voxel grid's affine, so anisotropic,
 oblique and LPS-stored grids give the same numbers as an isotropic RAS one.
@@ -16,6 +17,8 @@ from scipy.spatial.distance import pdist, squareform
 
 from vlseg.concepts import CONCEPTS
 from vlseg.reasoning.atlas import AtlasLocator, apply_affine
+from vlseg.reasoning.grouping import MERGE_MM, group_lesions
+from vlseg.reasoning.structures import STRUCTURE_KEYS, distances_mm
 
 # Probability levels bounding the volume range (see docs/reasoning.md).
 RANGE_LOW_CONFIDENCE = 0.3   # volume at p >= 0.3: the generous end
@@ -24,6 +27,20 @@ _FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity for lesions
 _ANGLES = np.arange(16) * np.pi / 16
 _DIRS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)  # (16, 2) unit directions
 _DIRS_COS = float(np.cos(np.pi / 32))  # max width over _DIRS >= diameter * _DIRS_COS
+INVOLVED_FRACTION = 0.10  # lobes holding >= 10 % of the target are "involved"
+MINOR_FRACTION = 0.01     # lobes holding 1-10 % are "minor extension"; less is not named
+
+
+@dataclass(frozen=True)
+class LesionDetail:
+    """One counted lesion (vlseg.reasoning.grouping): its size and place."""
+
+    volume_ml: float
+    centroid_ras_mm: tuple[float, float, float]
+    centroid_mni_mm: tuple[float, float, float] | None = None
+    hemisphere: str | None = None  # "left" | "right" | "bilateral" (crosses the midline)
+    crosses_midline: bool = False
+    main_lobe: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,18 @@ class TargetMeasurement:
     centroid_mni_mm: tuple[float, float, float] | None = None
     location_reliable: bool | None = None  # None: no atlas registration was available
     min_lesion_ml: float = 0.05
+    # Lesions as counted (n_lesions == len(lesion_details)), largest first.
+    lesion_details: tuple[LesionDetail, ...] = ()
+    merge_mm: float = MERGE_MM
+    uncounted_ml: float = 0.0  # mask volume in pieces below the minimum (not counted)
+    # Location, ranked: involved (>= 10 %) and minor (1-10 %) lobes; lobe -> (left, right) share.
+    lobes_involved: tuple[str, ...] = ()
+    lobes_minor: tuple[str, ...] = ()
+    lobe_sides: tuple[tuple[str, float, float], ...] = ()
+    left_fraction: float | None = None   # share of the target left / right of the midline plane
+    right_fraction: float | None = None
+    midline_method: str | None = None    # how the mid-sagittal plane was found
+    distances_mm: tuple[tuple[str, float | None], ...] = ()  # structure key -> mm (0 = touching)
 
 
 def _check_inputs(concept: str, prob: np.ndarray, affine: np.ndarray, threshold: float,
@@ -224,18 +253,25 @@ def _absent(concept: str, score: float, hi_ml: float, min_lesion_ml: float) -> T
 
 def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
                    locator: AtlasLocator | None, threshold: float = 0.5,
-                   min_lesion_ml: float = 0.05, mask: np.ndarray | None = None) -> TargetMeasurement:
+                   min_lesion_ml: float = 0.05, mask: np.ndarray | None = None,
+                   parent_mask: np.ndarray | None = None, merge_mm: float = MERGE_MM,
+                   distances: bool | tuple[str, ...] | list[str] = True) -> TargetMeasurement:
     """Measure one target from its probability map (X, Y, Z) in [0, 1] on the grid ``affine``.
 
     ``mask``: the final mask of the target (``vlseg.reasoning.labelling.final_masks``); when
     given, volume, lesions, diameters and location are measured on it and the probabilities
     only give the presence score and the volume range. Without it, ``clean_mask(prob)``.
+    ``parent_mask``: the final mask of the region the concept is counted in
+    (``vlseg.reasoning.grouping.lesion_parent``: TC for NCR / ET, WT for ED), so a sub-region
+    counts one lesion per lesion of its parent. ``merge_mm``: pieces this close are one lesion.
+    ``distances``: with a locator, distances to all structures (True), none (False) or these.
     """
     prob, affine = _check_inputs(concept, prob, affine, threshold, min_lesion_ml)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != prob.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from prob shape {prob.shape}")
+    for name, m in (("mask", mask), ("parent_mask", parent_mask)):
+        if m is not None and np.shape(m) != prob.shape:
+            raise ValueError(f"{name} shape {np.shape(m)} differs from prob shape {prob.shape}")
+    mask = None if mask is None else np.asarray(mask, dtype=bool)
+    parent_mask = None if parent_mask is None else np.asarray(parent_mask, dtype=bool)
     vml = voxel_volume_ml(affine)
     min_vox = _min_voxels(min_lesion_ml, affine)
     low_q = min(RANGE_LOW_CONFIDENCE, threshold)
@@ -243,7 +279,11 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
 
     # Work inside the box that holds everything above the lowest level used.
     support = prob >= min(low_q, 0.02)
-    box = _crop_box(support if mask is None else (support | mask))
+    if mask is not None:
+        support |= mask
+    if parent_mask is not None:
+        support |= parent_mask
+    box = _crop_box(support)
     if box is None:
         return _absent(concept, 0.0, 0.0, min_lesion_ml)
     p = prob[box]
@@ -259,25 +299,55 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     if len(sizes) == 0:
         return _absent(concept, min(score, threshold), vol[low_q], min_lesion_ml)
     volume = float(sizes.sum()) * vml
+    target = labels > 0
+
+    # Lesions as a radiologist counts them: pieces merged, sub-regions per parent lesion.
+    groups = group_lesions(target, crop_affine, min_lesion_ml=min_lesion_ml, merge_mm=merge_mm,
+                           parent=None if parent_mask is None else parent_mask[box])
 
     # Centroid (world RAS mm) and RANO-style axial diameters.
-    idx = np.argwhere(labels > 0).astype(np.float64)
+    idx = np.argwhere(target).astype(np.float64)
     centroid = tuple(float(v) for v in apply_affine(crop_affine, idx.mean(axis=0)[None])[0])
     dmax, dperp = axial_diameters(labels, crop_affine)
 
-    # Hemisphere / midline / lobes through the atlas registration.
-    where = locator.locate(labels > 0, crop_affine) if locator is not None else None
+    # Hemisphere / midline / lobes through the atlas registration, per lesion and overall.
+    where = locator.locate(target, crop_affine, labels=groups.labels) if locator is not None else None
+    per = {les["label"]: les for les in where["lesions"]} if where else {}
+    details = []
+    for k, v in enumerate(groups.volumes_ml, start=1):
+        pts = np.argwhere(groups.labels == k).astype(np.float64)
+        c = tuple(float(x) for x in apply_affine(crop_affine, pts.mean(axis=0)[None])[0])
+        les = per.get(k, {})
+        details.append(LesionDetail(
+            volume_ml=v, centroid_ras_mm=c, centroid_mni_mm=les.get("centroid_mni_mm"),
+            hemisphere=les.get("hemisphere"), crosses_midline=bool(les.get("crosses_midline", False)),
+            main_lobe=les.get("main_lobe")))
+    fractions = where["lobe_fractions"] if where else {}
+    dist: dict[str, float | None] = {}
+    if locator is not None and distances:
+        keys = STRUCTURE_KEYS if distances is True else tuple(distances)
+        dist = distances_mm(target, crop_affine, locator, keys)
     return TargetMeasurement(
         concept=concept, present=True, presence_score=max(score, threshold), volume_ml=volume,
         volume_ml_range=(min(vol[high_q], volume), max(vol[low_q], volume)),
-        n_lesions=int(len(sizes)), centroid_ras_mm=centroid, max_diameter_mm=dmax,
+        n_lesions=groups.n, centroid_ras_mm=centroid, max_diameter_mm=dmax,
         perpendicular_diameter_mm=dperp,
         hemisphere=where["hemisphere"] if where else None,
         crosses_midline=bool(where["crosses_midline"]) if where else False,
         lobes=tuple(where["lobes"]) if where else (),
-        lesion_volumes_ml=tuple(float(s) * vml for s in sorted(sizes, reverse=True)),
-        lobe_fractions=tuple(where["lobe_fractions"].items()) if where else (),
+        lesion_volumes_ml=groups.volumes_ml,
+        lobe_fractions=tuple(fractions.items()),
         centroid_mni_mm=where["centroid_mni_mm"] if where else None,
         location_reliable=locator.reliable if locator is not None else None,
         min_lesion_ml=min_lesion_ml,
+        lesion_details=tuple(details), merge_mm=merge_mm, uncounted_ml=groups.uncounted_ml,
+        lobes_involved=tuple(k for k, f in fractions.items() if f >= INVOLVED_FRACTION),
+        lobes_minor=tuple(k for k, f in fractions.items() if MINOR_FRACTION <= f < INVOLVED_FRACTION),
+        lobe_sides=tuple((k, v["left"], v["right"]) for k, v in
+                         sorted(where["lobe_sides"].items(), key=lambda kv: -fractions.get(kv[0], 0.0)))
+        if where else (),
+        left_fraction=where["left_fraction"] if where else None,
+        right_fraction=where["right_fraction"] if where else None,
+        midline_method=where.get("midplane") if where else None,
+        distances_mm=tuple(dist.items()),
     )

