@@ -1,0 +1,235 @@
+"""Calibration: temperature fit, conformal intervals, loading (JSON only), the bundled file."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlseg.errors import ModelError
+from vlseg.reasoning.calibration import (
+    CALIBRATION_FILE, RATIOS, Calibration, apply_temperature, conformal_bounds,
+    expected_calibration_error, fit_temperature, logit, sigmoid, weights_sha256,
+)
+
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+DEFAULT = Path(__file__).resolve().parent.parent / "vlseg" / "weights" / "default"
+
+
+def _logits(n: int, seed: int, true_t: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 4.0, n)  # the model's logits
+    y = (rng.random(n) < sigmoid(z / true_t)).astype(np.float64)  # truth follows z / T
+    return z, y
+
+
+@pytest.mark.parametrize("true_t", [0.6, 1.0, 2.5])
+def test_temperature_fit_recovers_known_temperature(true_t):
+    z, y = _logits(200_000, 0, true_t)
+    assert fit_temperature(z, y) == pytest.approx(true_t, rel=0.05)
+
+
+def test_weighted_fit_equals_duplicated_samples_and_lowers_ece():
+    z, y = _logits(20_000, 1, 2.0)
+    w = np.where(np.arange(z.size) % 2 == 0, 3.0, 1.0)
+    dup = np.r_[np.arange(z.size), np.repeat(np.arange(0, z.size, 2), 2)]
+    assert fit_temperature(z, y, w) == pytest.approx(fit_temperature(z[dup], y[dup]), rel=1e-4)
+    t = fit_temperature(z, y)
+    assert expected_calibration_error(sigmoid(z / t), y) < 0.5 * expected_calibration_error(sigmoid(z), y)
+
+
+def test_temperature_keeps_the_half_threshold():
+    p = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    for t in (0.5, 1.7):
+        pc = apply_temperature(p, t)
+        assert np.array_equal(pc >= 0.5, p >= 0.5)
+        assert np.all(np.diff(pc) >= 0)  # monotone
+    assert apply_temperature(p, 1.0) is not None and np.array_equal(apply_temperature(p, 1.0), p)
+    assert logit(np.array([0.0, 1.0])).tolist() == pytest.approx([-13.8155, 13.8155], abs=1e-3)
+
+
+def test_conformal_ranks_and_exactness():
+    s = np.arange(1.0, 20.0)  # n = 19
+    assert conformal_bounds(s, 0.9) == (1.0, 19.0, True)  # ranks floor(20*.05)=1, ceil(20*.95)=19
+    assert conformal_bounds(s, 0.8) == (2.0, 18.0, True)
+    lo, hi, exact = conformal_bounds(s, 0.95)  # needs n >= 39
+    assert (lo, hi, exact) == (1.0, 19.0, False)
+    with pytest.raises(ValueError):
+        conformal_bounds(s, 1.0)
+
+
+@pytest.mark.parametrize("q", [0.8, 0.9, 0.95])
+def test_conformal_coverage_on_exchangeable_data(q):
+    rng = np.random.default_rng(7)
+    trials, n = 4000, 59
+    scores = rng.standard_t(3, size=(trials, n + 1)) + 0.3  # heavy-tailed, biased residuals
+    hits = []
+    for row in scores:
+        lo, hi, exact = conformal_bounds(row[:n], q)
+        assert exact
+        hits.append(lo <= row[n] <= hi)
+    cover = float(np.mean(hits))
+    assert q - 0.02 <= cover <= q + 2.0 / (n + 1) + 0.02  # ≥ Q, at most Q + 2/(n+1) (+ MC noise)
+
+
+# ----------------------------------------------------------------------------- synthetic cases
+def _ball(r: float, soft: float, shape=(24, 24, 24), centre=(12.0, 12.0, 12.0)) -> np.ndarray:
+    g = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij"))
+    d = np.sqrt(((g - np.asarray(centre)[:, None, None, None]) ** 2).sum(0))
+    return sigmoid((r - d) / soft).astype(np.float32)
+
+
+def _case(rng: np.random.Generator) -> tuple[dict, dict]:
+    """Nested soft balls: WT ⊃ TC ⊃ ET, NCR = TC − ET, ED = WT − TC (as final_probabilities)."""
+    wt = _ball(rng.uniform(6, 10), rng.uniform(0.3, 1.5))
+    tc = _ball(rng.uniform(3, 5.5), rng.uniform(0.3, 1.5))
+    et = _ball(rng.uniform(1, 2.5), rng.uniform(0.3, 1.0), centre=(12.0, 13.0, 12.0)) * (tc > 0.5)
+    probs = {"WT": wt, "TC": tc, "ET": et.astype(np.float32)}
+    probs["NCR"] = np.clip(tc - et, 0, 1).astype(np.float32)
+    probs["ED"] = np.clip(wt - tc, 0, 1).astype(np.float32)
+    masks = {"WT": wt >= 0.5}
+    masks["TC"] = masks["WT"] & (tc >= 0.5)
+    masks["ET"] = masks["TC"] & (et >= 0.5)
+    masks["NCR"], masks["ED"] = masks["TC"] & ~masks["ET"], masks["WT"] & ~masks["TC"]
+    return probs, masks
+
+
+def _fitted(seed: int = 0, n: int = 40) -> Calibration:
+    rng = np.random.default_rng(seed)
+    temps = {"WT": 1.6, "TC": 1.4, "ET": 1.2, "NCR": 1.5, "ED": 1.8}
+    return Calibration(temperatures=temps, calibrated=True).with_scores(
+        {c: rng.normal(0.1, 1.0, n) for c in temps}, {r: rng.normal(0.0, 1.0, n) for r in RATIOS},
+        checkpoint_sha256="0" * 64, fitted_on={"seed": seed})
+
+
+@pytest.mark.parametrize("cal", [_fitted(), Calibration.identity()], ids=["calibrated", "uncalibrated"])
+def test_intervals_widen_with_q_and_hold_the_estimate(cal):
+    probs, masks = _case(np.random.default_rng(3))
+    prev: dict = {}
+    for q in (0.5, 0.8, 0.9, 0.95):
+        got = cal.intervals(probs, masks, AFFINE, q)
+        for c, (lo, hi) in got["volume_ml_interval"].items():
+            v = masks[c].sum() * 0.008
+            assert 0.0 <= lo <= v <= hi
+            if c in prev:
+                assert lo <= prev[c][0] + 1e-9 and hi >= prev[c][1] - 1e-9
+            prev[c] = (lo, hi)
+        for name, (part, whole, _) in RATIOS.items():
+            lo, hi = got[f"{name}_interval"]
+            r = (masks[part] & masks[whole]).sum() / masks[whole].sum()
+            assert 0.0 <= lo <= r <= hi <= 1.0
+            if name in prev:
+                assert lo <= prev[name][0] + 1e-9 and hi >= prev[name][1] - 1e-9
+            prev[name] = (lo, hi)
+    assert prev["WT"][1] > prev["WT"][0]  # a soft map never collapses to a point
+
+
+def test_core_fractions_mirror_each_other():
+    rng = np.random.default_rng(5)
+    s = rng.normal(0, 1, 40)
+    cal = Calibration(temperatures={"NCR": 1.3, "ET": 1.1}, calibrated=True).with_scores(
+        {}, {"necrotic_fraction_of_core": s, "enhancing_fraction_of_core": -s}, checkpoint_sha256="0" * 64)
+    probs, masks = _case(rng)
+    n_lo, n_hi = cal.ratio_interval("necrotic_fraction_of_core", probs, masks, AFFINE, 0.9)
+    e_lo, e_hi = cal.ratio_interval("enhancing_fraction_of_core", probs, masks, AFFINE, 0.9)
+    assert (n_lo, n_hi) == pytest.approx((1 - e_hi, 1 - e_lo))
+
+
+def test_ratio_undefined_without_a_whole():
+    probs, masks = _case(np.random.default_rng(1))
+    masks = {c: np.zeros_like(m) for c, m in masks.items()}
+    assert _fitted().ratio_interval("edema_fraction_of_whole", probs, masks, AFFINE) is None
+    assert "edema_fraction_of_whole_interval" not in _fitted().intervals(probs, masks, AFFINE)
+    with pytest.raises(ValueError):
+        _fitted().ratio_interval("bogus", probs, masks, AFFINE)
+    with pytest.raises(ValueError):
+        _fitted().volume_interval("WT", probs["WT"], masks["WT"], AFFINE, q=1.2)
+
+
+def test_volume_interval_coverage_through_the_api():
+    """Truths drawn as V̂ + scale · e with e exchangeable: the fitted intervals cover at ≈ Q."""
+    rng = np.random.default_rng(11)
+    cal = Calibration(temperatures={"WT": 1.5}, calibrated=True)
+
+    def draws(n):
+        for _ in range(n):
+            probs, masks = _case(rng)
+            v, scale = cal.volume_scale("WT", probs["WT"], masks["WT"], AFFINE)
+            yield probs, masks, max(v + scale * (rng.standard_t(4) - 0.4), 0.0), v, scale
+
+    fit = cal.with_scores({"WT": [(t - v) / s for _, _, t, v, s in draws(79)]}, {}, checkpoint_sha256="0" * 64)
+    test = list(draws(300))
+    for q in (0.8, 0.9, 0.95):
+        hits = [lo <= t <= hi for p, m, t, _, _ in test
+                for lo, hi in [fit.volume_interval("WT", p["WT"], m["WT"], AFFINE, q)]]
+        assert abs(np.mean(hits) - q) < 0.06, q
+
+
+# ----------------------------------------------------------------------------- loading
+def _folder_with_weights(tmp_path: Path) -> Path:
+    (tmp_path / "model.safetensors").write_bytes(b"not really weights")
+    return tmp_path
+
+
+def test_round_trip_json(tmp_path):
+    folder = _folder_with_weights(tmp_path)
+    cal = _fitted()
+    cal = cal.with_scores(cal.volume_scores, cal.ratio_scores, checkpoint_sha256=weights_sha256(folder))
+    cal.save(folder)
+    back = Calibration.load(folder)
+    assert back.calibrated and back.problem is None
+    assert back.temperatures == pytest.approx(cal.temperatures)
+    for c in cal.volume_scores:
+        assert back.volume_scores[c] == pytest.approx(cal.volume_scores[c], rel=1e-5)
+    assert back.describe(0.9)["calibrated"] is True
+    assert back.max_confidence == pytest.approx(39 / 41)
+
+
+def test_missing_file_gives_identity(tmp_path):
+    cal = Calibration.load(_folder_with_weights(tmp_path))
+    assert not cal.calibrated and cal.temperature("WT") == 1.0
+    assert "no calibration file" in cal.problem
+    d = cal.describe(0.9)
+    assert d["calibrated"] is False and "uncalibrated" in d["note"]
+    p = np.random.default_rng(0).random((4, 4, 4)).astype(np.float32)
+    assert np.array_equal(cal.probabilities("WT", p), p)
+
+
+@pytest.mark.parametrize("content", [
+    b"{ not json", b"\x80\x04\x95", pickle.dumps({"temperatures": {"WT": 2.0}}), b"[1, 2, 3]",
+    json.dumps({"format": "vlseg-calibration", "format_version": 1, "temperatures": {"WT": -1}}).encode(),
+])
+def test_corrupt_file_gives_identity_and_one_line_error(tmp_path, content):
+    folder = _folder_with_weights(tmp_path)
+    (folder / CALIBRATION_FILE).write_bytes(content)
+    cal = Calibration.load(folder)
+    assert not cal.calibrated and cal.temperatures == {}
+    assert cal.problem and "\n" not in cal.problem and CALIBRATION_FILE in cal.problem
+    with pytest.raises(ModelError) as e:
+        Calibration.load(folder, strict=True)
+    assert "\n" not in str(e.value)
+
+
+def test_calibration_for_other_weights_is_not_used(tmp_path):
+    folder = _folder_with_weights(tmp_path)
+    _fitted().save(folder)  # names sha256 "000..."
+    cal = Calibration.load(folder)
+    assert not cal.calibrated and "refit" in cal.problem
+
+
+def test_bundled_default_is_calibrated():
+    cal = Calibration.load(DEFAULT, strict=True)
+    assert cal.calibrated and set(cal.temperatures) == {"NCR", "ED", "ET", "TC", "WT"}
+    assert all(0.2 < t < 5 for t in cal.temperatures.values())
+    assert cal.exact(0.9) and cal.max_confidence >= 0.95
+    assert cal.fitted_on["seed"] not in (1, 2, 3)  # not training, selection or model-card test seeds
+
+
+def test_module_needs_no_torch():
+    code = ("import sys, vlseg.reasoning.calibration; "
+            "sys.exit(int('torch' in sys.modules or 'vlseg.model' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
