@@ -85,6 +85,25 @@ def measurement_to_json(t: TargetMeasurement) -> dict[str, Any]:
         "lobe_fractions": {k: round_fraction(v) for k, v in t.lobe_fractions},
         "location_reliable": t.location_reliable,
         "min_lesion_ml": t.min_lesion_ml,
+        # Lesions as counted (n_lesions of them, largest first), and the counting rule.
+        "lesions": [{
+            "volume_ml": round_ml(d.volume_ml),
+            "centroid_ras_mm": [round_mm(v) for v in d.centroid_ras_mm],
+            "centroid_mni_mm": None if d.centroid_mni_mm is None else [round_mm(v) for v in d.centroid_mni_mm],
+            "hemisphere": d.hemisphere, "crosses_midline": bool(d.crosses_midline),
+            "main_lobe": d.main_lobe,
+        } for d in t.lesion_details],
+        "lesion_merge_mm": t.merge_mm,
+        "uncounted_ml": round_ml(t.uncounted_ml),
+        # Location, ranked: involved (>= 10 %) and minor-extension (1-10 %) lobes.
+        "lobes_involved": list(t.lobes_involved),
+        "lobes_minor": list(t.lobes_minor),
+        "lobe_fractions_by_side": {k: {"left": round_fraction(lf), "right": round_fraction(rf)}
+                                   for k, lf, rf in t.lobe_sides},
+        "left_fraction": round_fraction(t.left_fraction),
+        "right_fraction": round_fraction(t.right_fraction),
+        "midline_method": t.midline_method,
+        "distances_mm": {k: round_mm(v) for k, v in t.distances_mm},
     }
 
 

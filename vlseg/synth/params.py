@@ -41,6 +41,9 @@ class SynthRanges:
     p_multifocal: float = 0.12                 # 2-3 lesions instead of 1
     n_multifocal: tuple[int, int] = (2, 3)
     multifocal_distance_mm: Range = (20.0, 60.0)
+    # Fixed MNI centres of the lesions (first = main lesion), e.g. for tests of counting and of
+    # midline shift; None: centres are drawn. Given: that many lesions, everything else drawn.
+    lesion_centres_mm: tuple[tuple[float, float, float], ...] | None = None
     p_small: float = 0.15                      # single small lesion
     p_infratentorial: float = 0.08             # centre may lie in cerebellum / brainstem WM
     core_radius_mm: Range = (9.0, 28.0)        # tumor-core equivalent radius
@@ -77,6 +80,10 @@ class SynthRanges:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {v}")
+        if self.lesion_centres_mm is not None and (
+                len(self.lesion_centres_mm) == 0
+                or any(len(c) != 3 for c in self.lesion_centres_mm)):
+            raise ValueError("lesion_centres_mm must be None or a non-empty tuple of (x, y, z) mm")
         if self.p_no_enhancement + self.p_no_necrosis > 1.0:
             raise ValueError("p_no_enhancement + p_no_necrosis must not exceed 1")
 

@@ -70,6 +70,12 @@ def sample_tumor(rng: np.random.Generator, tpl: Template, r: SynthRanges) -> Tum
         d = np.linalg.norm(allc - first, axis=1)
         near = allc[(d >= r.multifocal_distance_mm[0]) & (d <= r.multifocal_distance_mm[1])]
         centres.append(near[rng.integers(len(near))] if len(near) else first + rng.normal(0, 15, 3))
+    if r.lesion_centres_mm is not None:  # fixed centres (tests): the draws above stay the same
+        centres = [np.asarray(c, dtype=np.float64) for c in r.lesion_centres_mm]
+        if len(centres) > 1:
+            variant = "multifocal"
+        elif variant == "multifocal":
+            variant = "typical"
     lesions = []
     for i, c in enumerate(centres):
         rng_r = r.small_radius_mm if variant == "small" else r.core_radius_mm if i == 0 else r.satellite_radius_mm
