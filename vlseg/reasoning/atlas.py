@@ -221,7 +221,12 @@ def _downsample(image: np.ndarray, affine: np.ndarray, spacing_mm: float):
     old_sp = np.array(img.GetSpacing())
     size = [max(int(np.ceil(n * s / spacing_mm)), 4) for n, s in zip(img.GetSize(), old_sp)]
     sigma = [float(max(spacing_mm * spacing_mm - s * s, 0.0) ** 0.5 / 2.355) for s in old_sp]
-    smooth = sitk.SmoothingRecursiveGaussian(img, sigma) if max(sigma) > 0 else img
+    # Axis by axis (what SmoothingRecursiveGaussian does), skipping axes already as coarse as
+    # spacing_mm: thick slices have sigma 0 there, which ITK refuses.
+    smooth = img
+    for axis, s in enumerate(sigma):
+        if s > 0:
+            smooth = sitk.RecursiveGaussian(smooth, s, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
     return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(),
                          [spacing_mm] * 3, img.GetDirection(), 0.0, sitk.sitkFloat32)
 
