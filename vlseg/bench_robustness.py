@@ -9,7 +9,7 @@ draw the same phantom. The shift applied on top draws from ``SeedSequence(phanto
 spawn_key=(crc32(family), crc32(step)))``: one stream per case, family and step. Sharing the
 phantom across families makes the comparison between families paired (same anatomy and tumor).
 
-Cases are written once into ``<cache>/v<TESTSET_VERSION>-<spacing>mm/<family>/<case id>/`` in the
+Cases are written once into ``<cache>/v<TESTSET_VERSION>-gen<generator version>-<spacing>mm/<family>/<case id>/`` in the
 BraTS 2023 layout (int16 images, uint8 labels, the family's own grid and affine) plus a
 ``-shift.json`` record of what was drawn, and reused; regeneration is byte-identical in arrays.
 
@@ -83,7 +83,10 @@ def condition_name(family: str, subset: str) -> str:
 
 
 def cache_folder(root: str | Path, spacing_mm: float) -> Path:
-    return Path(root) / f"v{TESTSET_VERSION}-{float(spacing_mm):g}mm"
+    """Cached cases are keyed by this module's and the phantom generator's versions and the spacing."""
+    from vlseg.synth.phantom import GENERATOR_VERSION
+
+    return Path(root) / f"v{TESTSET_VERSION}-gen{GENERATOR_VERSION}-{float(spacing_mm):g}mm"
 
 
 # ----------------------------------------------------------------------------- test set
