@@ -21,15 +21,18 @@ from vlseg.language.rules import Span, ratio_spans
 from vlseg.reasoning.answer import (
     Facts,
     count_lines,
+    distance_lines,
     finish,
     help_lines,
-    location_lines,
+    location_or_reach_lines,
     midline_lines,
     ratio_lines,
     refuse_lines,
     segment_lines,
+    shift_lines,
     volume_lines,
 )
+from vlseg.language.places import structure_alternation
 from vlseg.reasoning.measure import TargetMeasurement
 from vlseg.reasoning.relations import Relations
 
@@ -65,6 +68,9 @@ class Intent:
     default_target: str | None = None     # target when none is named and no earlier turn
     min_targets: int = 1                  # ratio: a part and a whole
     spans: Callable[[str], list[Span] | None] | None = None  # intent-specific target phrases
+    places: bool = False                  # names lobes/sides/structures (not targets)
+    case_facts: tuple[str, ...] = ()      # case-level facts it reports ("midline_shift")
+    names_targets: bool = True            # False: a question about the case, not a region
 
     def decode(self, targets: Iterable[str]) -> tuple[str, ...]:
         """Concepts whose probabilities the answer needs, targets first."""
@@ -96,17 +102,30 @@ TABLE: tuple[Intent, ...] = (
         r"\b(separate|distinct|multiple|several) (lesions|tumors|foci|components|spots|masses)\b|"
         r"\bmore than one\b|\bsatellite\b"),
         count_lines, summary="how many lesions there are", default_target="WT"),
+    Intent("shift", re.compile(
+        r"\bmidline shift\w*|\bshift\w* (of )?the midline\b|\bmidline (is |been )?(shifted|displaced|"
+        r"deviated|pushed)\b|\bmass effect\b|\bshifted midline\b|\bsubfalcine\b"),
+        shift_lines, summary="whether the midline is shifted", default_target="WT",
+        case_facts=("midline_shift",), names_targets=False),
+    Intent("distance", re.compile(
+        rf"(?=.*\b({structure_alternation()})\b).*\b(how far|distances?|near\w*|close\w*|proximity|"
+        r"abut\w*|adjacent|next to|touch\w*|reach\w*|involv\w*|invad\w*|infiltrat\w*|margin|away|"
+        r"mm from|millimet\w* from|how many (mm|millimet\w*))\b"),
+        distance_lines, summary="how far it is from the motor cortex, Broca's area, the ventricles "
+        "or other structures", default_target="WT", places=True),
     Intent("midline", re.compile(
         r"\bmidline\b|\bbilateral\w*\b|\bboth (hemispheres|sides)\b|\bother (side|hemisphere)\b|"
         r"\bcross(es|ing|ed)? (over|the|to|into)\b|\bone or both\b|\bspans? (both|the two)\b"),
-        midline_lines, summary="whether it crosses the midline", default_target="WT"),
+        midline_lines, summary="whether it crosses the midline", default_target="WT",
+        case_facts=("midline_shift",)),
     Intent("location", re.compile(
         r"\bwhere\b|\bwhich (lobe|lobes|side|hemisphere|part of the brain|region of the brain|area)\b|"
         r"\bwhat (lobe|lobes|side|hemisphere|region of the brain|part of the brain)\b|\blocat\w*|"
         r"\blocaliz\w*|\bleft or right\b|\bright or left\b|\b(in|on) the (left|right)\b|\blobes?\b|"
         r"\bhemispheres?\b|\bposition\b|\bcoordinates?\b|\bcentroid\b|\b(frontal|parietal|temporal|"
         r"occipital|insula|insular|limbic)\b|\bwhich side\b"),
-        location_lines, summary="where it is (side, lobes)", default_target="WT"),
+        location_or_reach_lines, summary="where it is (side, lobes) or whether it reaches a lobe",
+        default_target="WT", places=True),
     Intent("volume", re.compile(
         rf"\bhow (big|large|small|extensive|much)\b|\bvolumes?\b|\bsizes?\b|\bhow many {_UNITS}\b|"
         r"\bmeasure\w*|\bdiameters?\b|\bdimensions?\b|\b(ml|cc|cm3|milliliters?)\b|\bextent\b|"

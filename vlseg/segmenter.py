@@ -25,7 +25,7 @@ from vlseg import __version__, intents, vocab
 from vlseg.concepts import CONCEPTS, SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import staged_folder, write_json_atomic
-from vlseg.io import Case, load_case, write_mask
+from vlseg.io import Case, brain_warnings, check_geometry, geometry_warnings, load_case, write_mask
 from vlseg.language import Parse, QueryParser, TargetRef
 from vlseg.reasoning import (
     DISCLAIMER,
@@ -38,7 +38,9 @@ from vlseg.reasoning import (
     relations,
     relations_to_json,
 )
+from vlseg.reasoning.grouping import lesion_parent
 from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
+from vlseg.reasoning.midline import case_midline_shift
 
 if TYPE_CHECKING:  # the model package is imported lazily at run time
     from vlseg.model.inference import PreparedCase
@@ -61,12 +63,14 @@ class Answer:
     model: dict[str, Any]
     timing_s: dict[str, float]
     case_id: str | None = None
+    warnings: list[str] = field(default_factory=list)  # about the scan: thick slices, not a brain
     parse: Parse | None = None
     measurements: list[TargetMeasurement] = field(default_factory=list)
+    case_facts: dict[str, Any] = field(default_factory=dict)  # e.g. midline shift, when asked
     _case: Case | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "query": self.query,
             "text": self.text,
             "refused": self.refused,
@@ -75,10 +79,14 @@ class Answer:
             "targets": [dict(t) for t in self.targets],
             "relations": relations_to_json(self.relations),
             "sequences_used": list(self.sequences_used),
+            "warnings": list(self.warnings),
             "model": dict(self.model),
             "timing_s": {k: round(v, 4) for k, v in self.timing_s.items()},
             "disclaimer": DISCLAIMER,
         }
+        if "midline_shift" in self.case_facts:
+            out.update(self.case_facts["midline_shift"])
+        return out
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``answer.json`` and one ``<CONCEPT>.nii.gz`` per target into ``out_dir``.
@@ -115,9 +123,11 @@ class _CaseState:
     # The one labelling of the case (vlseg.reasoning.labelling) and its probabilities.
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> bool (X, Y, Z) RAS+
     final_probs: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # said with every answer on the case
     locator: AtlasLocator | None = None  # fitted lazily on the first question
     locator_failed: str | None = None
     previous: Parse | None = None  # the last answered Parse, for "how big is it?"
+    case_facts: dict[str, Any] = field(default_factory=dict)  # case-level facts (midline shift)
     encode_s: float = 0.0
 
 
@@ -184,15 +194,19 @@ class Segmenter:
 
         t0 = time.perf_counter()
         case = source if isinstance(source, Case) else load_case(source)
+        check_geometry(case.source_grid)  # too small a field of view or too coarse: refused
+        warnings = geometry_warnings(case.source_grid) + brain_warnings(case.images, case.affine)
         # Encode image once
         prepared = prepare(self.model, case, device=self.device)
-        self._state = _CaseState(case=case, prepared=prepared, encode_s=time.perf_counter() - t0)
+        self._state = _CaseState(case=case, prepared=prepared, encode_s=time.perf_counter() - t0,
+                                 warnings=warnings)
         return {
             "case_id": case.case_id,
             "sequences": list(case.present),
             "shape": list(case.shape),
             "spacing_mm": [round(float(s), 4) for s in case.spacing],
             "encode_s": round(self._state.encode_s, 3),
+            "warnings": list(warnings),
         }
 
     def reset(self) -> None:
@@ -231,9 +245,13 @@ class Segmenter:
         if any(intents.get(q.intent).measures for q in questions):
             locator = self._locator()  # every target reports hemisphere and lobes
             for c in parse.concepts:
-                measured[c] = measure_target(c, state.final_probs[c], state.case.affine,
-                                             locator=locator, threshold=self.threshold,
-                                             mask=state.masks[c])
+                parent = lesion_parent(c)
+                measured[c] = measure_target(
+                    c, state.final_probs[c], state.case.affine, locator=locator,
+                    threshold=self.threshold, mask=state.masks[c],
+                    parent_mask=state.masks.get(parent) if parent else None)
+            for fact in dict.fromkeys(f for q in questions for f in intents.get(q.intent).case_facts):
+                self._case_fact(fact)
             if all(c in decoded for c in intents.RELATION_CONCEPTS):
                 rel = relations({c: self._mask(c) for c in intents.RELATION_CONCEPTS},
                                 state.case.affine)
@@ -245,11 +263,13 @@ class Segmenter:
             spec = intents.get(q.intent)
             q_rel = rel if spec.relations(q.concepts) else None
             facts = Facts.of([measured[c] for c in q.concepts], q_rel,
-                             phrases=[t.phrase for t in q.targets], reason=q.reason)
+                             phrases=[t.phrase for t in q.targets], reason=q.reason,
+                             places=[p.to_json() for p in q.places or parse.places],
+                             case=dict(state.case_facts))
             parts.append((q.intent, facts))
         grounded = bool(measured)
-        notes = (f"Location unavailable: {state.locator_failed}.",) \
-            if grounded and state.locator_failed else ()
+        notes = (*state.warnings, *((f"Location unavailable: {state.locator_failed}.",)
+                                    if grounded and state.locator_failed else ()))
         text = intents.answer_text_parts(parts, sequences_used=list(state.case.present),
                                          notes=notes)
         timing["total"] = time.perf_counter() - t0
@@ -284,6 +304,26 @@ class Segmenter:
         training validation and bench/evaluate_model.py score)."""
         return self._require_state().masks[concept]
 
+    def _case_fact(self, name: str) -> None:
+        """Compute a case-level fact once per case (``Intent.case_facts``); failures are
+        recorded as ``<name>_error`` and said in the answer, never raised."""
+        state = self._require_state()
+        if name in state.case_facts or f"{name}_error" in state.case_facts:
+            return
+        if name != "midline_shift":
+            raise ValueError(f"unknown case fact {name!r}")
+        locator = self._locator()
+        if locator is None:
+            state.case_facts[f"{name}_error"] = state.locator_failed or "no atlas registration"
+            return
+        try:
+            shift = case_midline_shift(state.case.images, state.case.affine, locator=locator,
+                                       exclude=state.masks.get("WT"))
+        except (VlsegError, ValueError, RuntimeError) as e:
+            state.case_facts[f"{name}_error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return
+        state.case_facts[name] = shift.to_json()
+
     def _locator(self) -> AtlasLocator | None:
         """Fit the atlas registration once per case; on failure, answer without location."""
         state = self._require_state()
@@ -312,9 +352,10 @@ class Segmenter:
         return Answer(
             query=parse.query, text=text, refused=parse.refused, intent=parse.intent,
             targets=targets, masks=masks, masks_ras=masks_ras, relations=rel,
+            warnings=list(state.warnings),
             sequences_used=list(state.case.present), model=self.model_info(), timing_s=timing,
             case_id=state.case.case_id, parse=parse, measurements=list(measurements),
-            _case=state.case,
+            case_facts=dict(state.case_facts), _case=state.case,
         )
 
     def model_info(self) -> dict[str, Any]:

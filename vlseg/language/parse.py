@@ -16,6 +16,7 @@ The reported score is the cosine similarity with the nearest phrasing of the cho
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from vlseg import intents, vocab
 from vlseg.errors import InputError
 from vlseg.language import bank, rules
+from vlseg.language.places import Place, find_places, without_places
 from vlseg.text.base import TextEncoder
 
 MAX_QUERY_CHARS = 500
@@ -60,6 +62,8 @@ class Parse:
     # A compound question ("where is it and how big?"): one single-intent Parse per question,
     # in the order asked; ``intent`` is the first one's and ``targets`` the union.
     parts: tuple["Parse", ...] = ()
+    # Lobes, sides and structures the question is about ("does it reach the occipital lobe?").
+    places: tuple[Place, ...] = ()
 
     def __post_init__(self) -> None:
         intents.get(self.intent)  # a ValueError naming the known intents
@@ -91,6 +95,8 @@ class Parse:
         }
         if self.parts:
             out["parts"] = [p.to_json() for p in self.parts]
+        if self.places:
+            out["places"] = [p.to_json() for p in self.places]
         return out
 
     @classmethod
@@ -100,10 +106,12 @@ class Parse:
             targets = tuple(TargetRef(phrase=str(t["phrase"]), concept=str(t["concept"]),
                                       score=float(t["score"])) for t in obj.get("targets", []))
             parts = tuple(cls.from_json(p) for p in obj.get("parts", ()))
+            places = tuple(Place(kind=str(p["kind"]), key=str(p["key"]), phrase=str(p["phrase"]))
+                           for p in obj.get("places", ()))
             return cls(query=str(obj["query"]), intent=str(obj["intent"]),
                        refused=bool(obj["refused"]), targets=targets,
                        refers_to_previous=bool(obj.get("refers_to_previous", False)),
-                       reason=obj.get("reason"), parts=parts)
+                       reason=obj.get("reason"), parts=parts, places=places)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"not a parse object: {e}") from e
 
@@ -190,11 +198,17 @@ class QueryParser:
 
     def _parse_text(self, query: str, text: str, previous: Parse | None) -> Parse:
         """One question (normalized ``text``) -> Parse."""
-        # Question type and target phrases.
+        # Question type, the places it names (not targets), and target phrases.
         intent = intents.detect(text)
-        spec_spans = intents.get(intent).spans if intent is not None else None
-        spans = ((spec_spans(text) if spec_spans is not None else None)
-                 or rules.relation_spans(text) or rules.split_targets(text))
+        spec = intents.get(intent) if intent is not None else None
+        places = (find_places(text, prefer_structures=intent == "distance")
+                  if spec is not None and spec.places else [])
+        whole_text, text = text, without_places(text, places) if places else text
+        if spec is not None and not spec.names_targets:  # "is there midline shift?"
+            spans: list[rules.Span] = []
+        else:
+            spans = ((spec.spans(text) if spec is not None and spec.spans is not None else None)
+                     or rules.relation_spans(text) or rules.split_targets(text))
         named = [s for s in spans if not s.is_reference]
         if intents.asks_for_help(text) and (not named or rules.keyword_concept(text) is None):
             return Parse(query=query, intent="help", refused=False, targets=())
@@ -229,7 +243,11 @@ class QueryParser:
                 continue
             resolved.append(ref)
 
-        return self._resolve(query, text, intent, resolved, previous)
+        parse = self._resolve(query, text, intent, resolved, previous)
+        if places and not parse.refused:
+            parse = dataclasses.replace(parse, places=tuple(places))
+        del whole_text
+        return parse
 
     # ------------------------------------------------------------------ steps
     def _check(self, query: Any) -> str:

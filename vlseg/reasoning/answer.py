@@ -34,6 +34,8 @@ class Facts:
     phrases: list[str] = field(default_factory=list)
     reason: str | None = None
     help_text: str | None = None
+    places: list[dict[str, Any]] = field(default_factory=list)  # lobes/sides/structures named
+    case: dict[str, Any] = field(default_factory=dict)  # case-level facts (midline shift)
 
     @classmethod
     def of(cls, targets: list[TargetMeasurement], relations: Relations | None = None,
@@ -196,6 +198,69 @@ def _unreliable(j: dict) -> str:
     return ""
 
 
+MIDLINE_SHIFT_REPORT_MM = 2.0  # a midline shift is reported from this size on
+
+
+def _reach(j: dict, asked: list[dict[str, Any]]) -> str:
+    if not j["present"]:
+        return _absent(j)
+    name = _name(j["concept"])
+    sides = [p["key"] for p in asked if p["kind"] == "side"]
+    lobes = [p["key"] for p in asked if p["kind"] == "lobe"]
+    side = sides[0] if sides else None
+    if not lobes:  # "is it in the left hemisphere?"
+        share = j.get(f"{side}_fraction")
+        if share is None:
+            return f"Which side the {name} is on is unknown (the scan could not be matched to the atlas)."
+        other = "right" if side == "left" else "left"
+        rest = j.get(f"{other}_fraction") or 0.0
+        if share >= 0.5:
+            tail = f" ({_pct(rest)} in the {other})" if rest >= 0.005 else ""
+            return f"Yes: {_pct(share)} of the {name} is in the {side} hemisphere{tail}."
+        if share >= 0.005:
+            return (f"Mostly not: {_pct(share)} of the {name} is in the {side} hemisphere, "
+                    f"{_pct(rest)} in the {other}.")
+        return f"No: the {name} is in the {other} hemisphere."
+    out = []
+    for lobe in lobes:
+        share = (j.get("lobe_fractions") or {}).get(lobe)
+        if share is not None and side is not None:
+            per_side = (j.get("lobe_sides") or {}).get(lobe)
+            share = per_side[0 if side == "left" else 1] if per_side else share
+        where = f"the {side + ' ' if side else ''}{lobe}{' lobe' if lobe in _LOBE_WORD else ''}"
+        if j.get("hemisphere") is None and share is None:
+            out.append(f"Whether the {name} reaches {where} is unknown (no atlas registration).")
+        elif share:
+            out.append(f"Yes: {_pct(share)} of the {name} is in {where}." if share >= 0.005 else
+                       f"Barely: less than 1% of the {name} is in {where}.")
+        else:
+            out.append(f"No: the {name} does not reach {where}.")
+    return " ".join(out) + _unreliable(j)
+
+
+_LOBE_WORD = frozenset({"frontal", "parietal", "temporal", "occipital", "limbic"})
+
+
+def _distance(j: dict, keys: list[str]) -> str:
+    from vlseg.reasoning.structures import structure
+
+    if not j["present"]:
+        return _absent(j)
+    name = _name(j["concept"])
+    dist = j.get("distances_mm") or {}
+    parts = []
+    for key in keys:
+        s = structure(key)
+        d = dist.get(key)
+        if d is None:
+            parts.append(f"the distance to the {s.name} is unknown (no atlas registration)")
+        elif d == 0:
+            parts.append(f"it touches or overlaps the {s.name}")
+        else:
+            parts.append(f"its closest point is {_num(d)} mm from the {s.name}")
+    return f"The {name}: " + "; ".join(parts) + "." + _unreliable(j)
+
+
 def _location(j: dict) -> str:
     if not j["present"]:
         return _absent(j)
@@ -291,6 +356,38 @@ def midline_lines(f: Facts) -> list[str]:
 
 def ratio_lines(f: Facts) -> list[str]:
     return _ratio(f.targets, f.relations)
+
+
+def location_or_reach_lines(f: Facts) -> list[str]:
+    """Where the target is; or, when the question names lobes or a side ("does it reach the
+    occipital lobe?"), a yes/no answer with the share of the target there."""
+    asked = [p for p in f.places if p["kind"] in ("lobe", "side")]
+    if not asked:
+        return location_lines(f)
+    return [_reach(j, asked) for j in f.targets]
+
+
+def distance_lines(f: Facts) -> list[str]:
+    keys = [p["key"] for p in f.places if p["kind"] == "structure"]
+    return [_distance(j, keys) for j in f.targets]
+
+
+def shift_lines(f: Facts) -> list[str]:
+    shift = f.case.get("midline_shift")
+    if not shift:
+        why = f.case.get("midline_shift_error") or "the scan could not be matched to the brain atlas"
+        return [f"The midline shift could not be measured: {why}."]
+    mm = shift["midline_shift_mm"]
+    if mm < MIDLINE_SHIFT_REPORT_MM:
+        line = (f"No midline shift: the midline structures lie {_num(mm)} mm from the brain's "
+                f"midline (a shift counts from {_num(MIDLINE_SHIFT_REPORT_MM)} mm).")
+    else:
+        side = shift.get("midline_shift_direction")
+        towards = f" towards the patient's {side}" if side else ""
+        line = f"The midline is shifted by {_num(mm)} mm{towards}."
+    if shift.get("midline_shift_reliable") is False:
+        line += " The match of the midline structures is weak, so treat this as approximate."
+    return [line]
 
 
 def help_lines(f: Facts, capabilities: str) -> list[str]:
