@@ -115,6 +115,12 @@ def true_ratio(name: str, labels: dict[str, np.ndarray]) -> float | None:
     return None if nw == 0 else float((labels[part] & labels[whole]).sum()) / nw
 
 
+def _display(path: str | Path) -> str:
+    """A path as written in results: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
 # ----------------------------------------------------------------------------- fit
 def fit(args: argparse.Namespace) -> int:
     from vlseg.concepts import CONCEPTS
@@ -156,14 +162,14 @@ def fit(args: argparse.Namespace) -> int:
                     rat_scores[name].append((rt - rs[0]) / rs[1])
         print(f"{path.name} ({i + 1}/{len(cases)}, {time.perf_counter() - t0:.0f} s)", flush=True)
     fitted_on = {
-        "cases": str(args.cases.relative_to(REPO) if args.cases.is_relative_to(REPO) else args.cases),
+        "cases": _display(args.cases),
         "generator": f"vlseg synth --n {args.n} --seed {args.seed} --spacing 2",
         "seed": args.seed, "spacing_mm": 2.0, "sequences": "all four",
         "temperature_cases": k, "conformal_cases": len(cases) - k,
         "ratio_cases": {r: len(v) for r, v in rat_scores.items()},
         "voxel_sample": f"per case and concept: {SAMPLE_UNCERTAIN} uncertain + {SAMPLE_REST} other brain voxels, "
                         "inverse-probability weighted",
-        "model": args.model,
+        "model": _display(args.model),
     }
     cal = cal.with_scores(vol_scores, rat_scores, checkpoint_sha256=weights_sha256(folder), fitted_on=fitted_on)
     out = cal.save(args.out or folder)
@@ -257,10 +263,10 @@ def coverage(args: argparse.Namespace) -> int:
             all_hits = sum((hits[m][q][k] for k in names), [])
             table[m][str(q)]["pooled"] = {"coverage": float(np.mean(all_hits)), "n": len(all_hits)}
     result = {
-        "model": args.model, "weights": {"folder": str(runner.weights_folder()),
+        "model": _display(args.model), "weights": {"folder": _display(runner.weights_folder()),
                                          "sha256": cal.checkpoint_sha256},
         "calibration": cal.describe(0.9),
-        "test_cases": {"folder": str(args.cases), "n": len(cases), "seed": args.seed, "spacing_mm": 2.0,
+        "test_cases": {"folder": _display(args.cases), "n": len(cases), "seed": args.seed, "spacing_mm": 2.0,
                        "generator": f"vlseg synth --n {args.n} --seed {args.seed} --spacing 2",
                        "sequences": "all four"},
         "levels": list(LEVELS), "target": "coverage within ±0.10 of Q",
