@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from vlseg import vocab
+from vlseg.numbers import fmt_ml
 
 CONVENTION = "radiological"
 PLANES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -84,5 +85,5 @@ def legend_label(code: str, volume_ml: float | None = None) -> str:
     """Legend text of one concept: code, name and (when measured) its volume."""
     label = f"{code} {vocab.name(code)}"
     if volume_ml is not None:
-        label += f" ({volume_ml:.1f} mL)" if volume_ml >= 1 else f" ({volume_ml:.2f} mL)"
+        label += f" ({fmt_ml(volume_ml)})"
     return label

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlseg import vocab
+from vlseg.numbers import fmt_number, fmt_pct, round_fraction, round_ml, round_mm
 from vlseg.concepts import SEQUENCES
 from vlseg.reasoning.measure import TargetMeasurement
 from vlseg.reasoning.relations import Relations
@@ -45,26 +46,8 @@ class Facts:
 
 
 # ---------------------------------------------------------------- rounding (text == JSON)
-def round_ml(v: float) -> float:
-    return round(float(v), 2 if abs(v) < 1 else 1)
-
-
-def round_mm(v: float | None) -> float | None:
-    return None if v is None else round(float(v), 1)
-
-
-def round_fraction(v: float | None) -> float | None:
-    return None if v is None else round(float(v), 2)
-
-
-def _num(v: float) -> str:
-    """Rounded JSON value -> text, without trailing zeros (12.0 -> "12", 0.05 -> "0.05")."""
-    s = f"{v:.2f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
-
-
-def _pct(f: float) -> str:
-    return f"{_num(round(f * 100, 0))}%"
+_num = fmt_number
+_pct = fmt_pct
 
 
 def measurement_to_json(t: TargetMeasurement) -> dict[str, Any]:
