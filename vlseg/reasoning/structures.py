@@ -179,14 +179,29 @@ def structure_points_mni(key: str) -> tuple[tuple[str, np.ndarray, np.ndarray], 
     return tuple(out)
 
 
-def _case_structure(locator: AtlasLocator, key: str) -> list[tuple[str, np.ndarray, cKDTree]]:
-    """Per side: (side, all points in case RAS mm, KD-tree of surface points), cached per case."""
+def _case_structure(locator: AtlasLocator, key: str) -> list[tuple[str, np.ndarray, cKDTree, np.ndarray]]:
+    """Per side: (side, all points in case RAS mm, KD-tree of its surface points, surface
+    bounding box (2, 3)), cached per case on the locator."""
     cache = locator.cache.setdefault("structures", {})
     if key not in cache:
         m2r = locator.mni_to_ras
-        cache[key] = [(side, apply_affine(m2r, pts), cKDTree(apply_affine(m2r, surf)))
-                      for side, pts, surf in structure_points_mni(key)]
+        rows = []
+        for side, pts, surf in structure_points_mni(key):
+            s = apply_affine(m2r, surf)
+            rows.append((side, apply_affine(m2r, pts), cKDTree(s), np.stack([s.min(0), s.max(0)])))
+        cache[key] = rows
     return cache[key]
+
+
+def _min_distance(tree: cKDTree, box: np.ndarray, surf: np.ndarray) -> float:
+    """Smallest distance from points ``surf`` to the tree's points: a thinned query gives an
+    upper bound, then only points that close to the structure's box are queried, bounded."""
+    bound = float(tree.query(surf[:: max(1, len(surf) // 256)], k=1)[0].min())
+    near = np.all((surf >= box[0] - bound) & (surf <= box[1] + bound), axis=1)
+    if not near.any():
+        return bound
+    d, _ = tree.query(surf[near], k=1, distance_upper_bound=bound + 1e-6)
+    return min(bound, float(d.min()))
 
 
 def _surface_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -222,14 +237,13 @@ def distances_mm(mask: np.ndarray, affine: np.ndarray, locator: AtlasLocator,
                 out[key] = max(0.0, float(np.abs(s).min()) - half_case)
             continue
         best = None
-        for _side, pts, tree in _case_structure(locator, key):
+        for _side, pts, tree, box in _case_structure(locator, key):
             ijk = np.rint(apply_affine(inv, pts)).astype(np.int64)
             inside = np.all((ijk >= 0) & (ijk < mask.shape), axis=1)
             if inside.any() and mask[tuple(ijk[inside].T)].any():
                 best = 0.0
                 break
-            d, _ = tree.query(surf, k=1)
-            gap = max(0.0, float(d.min()) - half_case - 0.5)  # 0.5: half an atlas voxel
+            gap = max(0.0, _min_distance(tree, box, surf) - half_case - 0.5)  # 0.5: half an atlas voxel
             best = gap if best is None else min(best, gap)
         out[key] = best
     return out
