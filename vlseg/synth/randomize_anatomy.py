@@ -40,6 +40,7 @@ class Anatomy:
     affine: np.ndarray            # 4x4 voxel -> MNI mm of ``tissue``
     ventricle_centre_mm: np.ndarray   # (3,)
     callosal_mm: np.ndarray       # (N, 3) MNI mm: white matter of the corpus callosum body
+    deep_mm: np.ndarray           # (M, 3) MNI mm: supratentorial points >= 25 mm inside the brain
     template: Template
 
 
@@ -64,6 +65,7 @@ def load_anatomy(fine: bool = False) -> Anatomy:
     vent_soft = np.clip(ndi.gaussian_filter(vent.astype(np.float32), 0.7) * 1.6, 0, 1)
     callosal = (np.abs(x) < 5) & (y > -32) & (y < 22) & (z > 8) & (z < 30) & (coarse[1] > 0.7)
     callosal_mm = mm[:, callosal].T.astype(np.float32)
+    deep_mm = mm[:, (tpl.depth_mm >= 25.0) & (z > -10) & ~vent].T.astype(np.float32)
     if fine:
         base = tpl.tissue.numpy()                           # (3, I, J, K) 1 mm
         affine = tpl.affine
@@ -78,7 +80,7 @@ def load_anatomy(fine: bool = False) -> Anatomy:
     tissue = np.stack([base[0], base[1], csf * (1 - w), csf * w]).astype(np.float32)
     t = torch.from_numpy(np.ascontiguousarray(tissue))
     return Anatomy(tissue=t, affine=np.asarray(affine, np.float64), ventricle_centre_mm=centre.astype(np.float64),
-                   callosal_mm=callosal_mm, template=tpl)
+                   callosal_mm=callosal_mm, deep_mm=deep_mm, template=tpl)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +227,11 @@ def sample_tumor_draw(rng: np.random.Generator, cfg: RandomizeConfig, anatomy: A
             spec.lesions[0], centre_mm=tuple(float(v) for v in c), rotation=(0.0, 0.0, 0.0),
             axes=(float(rng.uniform(1.4, 2.0)), float(rng.uniform(0.6, 0.9)), float(rng.uniform(0.55, 0.8))),
             radius_mm=float(min(spec.lesions[0].radius_mm, 18.0)))
+        spec = dataclasses.replace(spec, lesions=(first, *spec.lesions[1:]))
+    elif size == "large":
+        # Deep enough that the lesion is not cut off by the brain's surface.
+        c = anatomy.deep_mm[int(rng.integers(len(anatomy.deep_mm)))]
+        first = dataclasses.replace(spec.lesions[0], centre_mm=tuple(float(v) for v in c))
         spec = dataclasses.replace(spec, lesions=(first, *spec.lesions[1:]))
     fields: TumorFields = tumor_fields(rng, spec, tpl, r)
     stack, stack_aff = fields.tumor_stack()

@@ -161,7 +161,7 @@ def acquire(vol: np.ndarray, brain: np.ndarray, rng: np.random.Generator, cfg: R
         rec.steps.append(f"thick(axis={thick[0]}, {thick[1]:.1f} mm)")
     if rng.uniform() < cfg.p_lowres:
         z = float(rng.uniform(*cfg.lowres_zoom))
-        vol = run_monai(RandSimulateLowResolution(prob=1.0, zoom_range=(z, z)), vol, rng)
+        vol = run_monai(RandSimulateLowResolution(prob=1.0, downsample_mode="area", zoom_range=(z, z)), vol, rng)
         rec.steps.append(f"lowres({z:.2f})")
     if rng.uniform() < cfg.p_gamma:
         g = float(rng.uniform(*cfg.gamma))

@@ -40,7 +40,7 @@ class RandomizeConfig:
     p_no_necrosis: float = 0.2                  # solid enhancing core (no NCR)
     p_cyst: float = 0.2                         # fluid-filled part of the necrotic core (label NCR)
     small_radius_mm: Range = (2.5, 7.0)
-    large_radius_mm: Range = (28.0, 40.0)
+    large_radius_mm: Range = (31.0, 42.0)
     cyst_depth_mm: Range = (1.0, 6.0)           # cyst starts this far inside the necrosis
     tumor_reuse: float = 3.0                    # mean samples per generated tumor (pool); 1: always new
     tumor_pool: int = 8
