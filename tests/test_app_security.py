@@ -75,8 +75,9 @@ def _call(path: str, raw: bytes | None = None, method: str = "GET",
     async def send(msg):
         sent.append(msg)
 
+    headers = {"host": "127.0.0.1:7860", **(headers or {})}
     scope = {"type": "http", "path": path, "raw_path": raw or path.encode(), "method": method,
-             "headers": [(k.encode(), v.encode()) for k, v in (headers or {}).items()]}
+             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
     asyncio.run(RequestGuard(inner)(scope, None, send))
     return sent[0]["status"]
 

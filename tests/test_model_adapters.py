@@ -63,6 +63,10 @@ def test_adapter_is_small_and_round_trips_on_tiny(tmp_path):
     tensors = load_file(str(tmp_path / "ad" / ADAPTER_WEIGHTS))
     tensors["image_encoder.extra.lora_A.default.weight"] = torch.zeros(1)
     save_file(tensors, str(tmp_path / "ad" / ADAPTER_WEIGHTS))
+    with pytest.raises(ModelError, match="does not match"):  # its sha256 no longer matches
+        load_adapter(build_model("tiny"), tmp_path / "ad")
+    meta["provenance"]["weights_sha256"] = adapter_sha256(tmp_path / "ad")  # made consistent
+    (tmp_path / "ad" / ADAPTER_CONFIG).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="unexpected"):
         load_adapter(build_model("tiny"), tmp_path / "ad")
 
@@ -182,8 +186,10 @@ def test_serve_takes_an_adapter_and_refuses_a_tampered_one(adapter_on_random, tm
     assert loaded[0].model_info()["adapter"]["sha256"] == adapter_sha256(adapter_on_random)
     monkeypatch.undo()
     bad = _with_base_sha(adapter_on_random, tmp_path / "tampered", "d" * 64)
+    from app_fakes import free_port  # serve checks its port is free before the model loads
+
     rc = main(["serve", "--model", str(bad), "--outputs", str(tmp_path / "app2"),
-               "--samples", str(tmp_path / "samples")])
+               "--samples", str(tmp_path / "samples"), "--port", str(free_port())])
     err = capsys.readouterr().err
     assert rc == 2 and "trained on base checkpoint sha256 dddddddddddd" in err
     assert [ln for ln in err.splitlines() if "error" in ln] == [err.strip().splitlines()[-1]]

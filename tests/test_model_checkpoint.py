@@ -75,6 +75,11 @@ def _copy(folder: Path, dest: Path, mutate) -> Path:
     state = load_file(str(folder / "model.safetensors"))
     mutate(state)
     save_file(state, str(dest / "model.safetensors"))
+    # A self-consistent checkpoint (its config records the new weights' sha256), so the key
+    # checks are what refuses it; tests/test_hardening_weights.py covers a sha256 mismatch.
+    meta = json.loads((dest / "config.json").read_text())
+    meta["provenance"]["weights_sha256"] = checkpoint_sha256(dest)
+    (dest / "config.json").write_text(json.dumps(meta))
     return dest
 
 

@@ -1,7 +1,8 @@
 """`vlseg` command line. Each subcommand parses its arguments here and calls into the library.
 
 Environment variables are read here (and in the app's entry point) only; everything below gets
-plain arguments. Errors meant for the user print as one line on stderr and exit with status 2.
+plain arguments. Errors meant for the user print as one line on stderr and exit with status 2;
+anything unexpected prints one line too (exit status 1) and its traceback goes to a log file.
 """
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 from vlseg.errors import VlsegError
 
@@ -89,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--queue-size", type=int, default=None, help="max waiting requests (default 8)")
     s.add_argument("--temp-ttl", type=int, default=None,
                    help="seconds before uploads/outputs are deleted (default 3600)")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name clients use to reach the app, besides the bind address and "
+                        "localhost (repeatable; requests naming any other Host are refused)")
 
     s = sub.add_parser("bench", help="speed/memory benchmark of the Segmenter on a generated case")
     s.add_argument("--runs", type=int, default=5)
@@ -106,19 +113,59 @@ def _resolve(target: str) -> Callable:
     return getattr(importlib.import_module(module), func)
 
 
+def log_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where crash reports go: ``$VLSEG_LOG_DIR``, else ``~/.cache/vlseg/logs``."""
+    return Path(environ.get("VLSEG_LOG_DIR") or Path.home() / ".cache" / "vlseg" / "logs")
+
+
+def report_crash(command: str, exc: BaseException, folder: Path) -> Path | None:
+    """Write the traceback of an unexpected exception to a log file; its path, or None when the
+    log cannot be written. The user sees one line; the traceback is for the bug report."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        path.write_text(f"vlseg {command} (argv {sys.argv[1:]!r})\n{text}")
+        return path
+    except OSError:
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Exit status: 0 done, 2 a problem the user can fix (one line on
+    stderr), 1 an unexpected error (one line; the traceback goes to a log file), 130 Ctrl+C."""
     # OpenMP threads that spin while idle slow a busy small machine badly; must be set before
     # torch is imported (the subcommands import it lazily).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    prog = f"vlseg {args.command}"
     try:
         status = _resolve(COMMANDS[args.command])(args)
     except VlsegError as e:
-        print(f"vlseg {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {_first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"vlseg {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine's problem, not ours: disk full, permissions, ...
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"{prog}: error: {e.strerror or _first_line(e)}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory; try a smaller scan or a machine with more memory",
+              file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the boundary: one line for the user, the log for us
+        log = report_crash(args.command, e, log_dir())
+        details = f"; details in {log}" if log else ""
+        print(f"{prog}: internal error ({type(e).__name__}: {_first_line(e)}){details}; "
+              "please report it", file=sys.stderr)
+        return 1
     return int(status or 0)
 
 

@@ -1,4 +1,11 @@
-"""`vlseg segment`: answer one query on a scan, write answer.json and one mask per target."""
+"""`vlseg segment`: answer one query on a scan, write answer.json and one mask per target.
+
+Everything that needs no model is checked first, cheapest first, so a mistake costs a second,
+not a model load and a whole case: the arguments, the output folder (a folder this process can
+write, not a file, not under a file), then the scan (every file read and validated, the grids
+matched, the field of view and slice spacing within what the model answers). Only then does the
+model load.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +17,8 @@ from vlseg.errors import InputError
 
 
 def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    # 1. Arguments
     files = {s: getattr(args, s) for s in SEQUENCES if getattr(args, s, None)}
     if args.case and files:
         raise InputError("give either --case DIR or per-sequence files (--t1n/--t1c/--t2w/--t2f), not both")
@@ -17,17 +26,34 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no scan given: pass --case DIR or at least one of --t1n/--t1c/--t2w/--t2f")
     if not args.query or not args.query.strip():
         raise InputError("--query is empty; ask e.g. \"segment the necrotic core\"")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
 
+    # 2. The output folder
+    from vlseg.io import check_output_dir
+
+    try:
+        out = check_output_dir(args.out)
+    except InputError as e:
+        raise InputError(f"--out {e}") from None
+
+    # 3. The scan, read and validated once (the model gets this same Case)
+    from vlseg.io import check_geometry, load_case
+
+    case = load_case(args.case if args.case else files)
+    check_geometry(case.source_grid)
+
+    # 4. The model
     from vlseg.segmenter import Segmenter
 
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     seg = Segmenter.from_pretrained(args.model, device=args.device, threads=args.threads)
-    load_s = time.perf_counter() - t0
-    seg.set_case(args.case if args.case else files)
+    load_s = time.perf_counter() - t1
+    seg.set_case(case)
     answer = seg.ask(args.query)
     answer.timing_s["model_load"] = load_s
     answer.timing_s["wall"] = time.perf_counter() - t0
-    path = answer.save(args.out)
+    path = answer.save(out)
     print(answer.text)
     print(f"wrote {path} and {len(answer.masks)} mask(s)", file=sys.stderr)
     return 0

@@ -7,11 +7,20 @@
 * Gradio's upload/cache folder lives under the app's own output root and is swept by age
   (``delete_cache``), as are the app's outputs (``uploads.Janitor``);
 * the only extra path the server may serve is that output root; sample scans, checkpoints and
-  everything else are never served (``blocked_paths``), and ``strict_cors`` is on.
+  everything else are never served (``blocked_paths``), and ``strict_cors`` is on;
+* requests must name the app by its bind address, a loopback name, or a name given with
+  ``--allowed-host`` in their ``Host`` header, else 421 (DNS rebinding: a web page whose name
+  resolves to this machine must not reach the app), and cross-site writes are refused (403);
+* failed logins are throttled per client address (429 once ``login_max_failures`` failed within
+  ``login_window_s``).
 """
 from __future__ import annotations
 
 import os
+import re
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,8 @@ from vlseg.errors import InputError
 
 DEFAULT_PORT = 7860
 LOCALHOST = "127.0.0.1"
+LOOPBACK_NAMES: frozenset[str] = frozenset({"localhost", "127.0.0.1", "::1"})
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$|^[0-9a-f]*:[0-9a-f.]*:[0-9a-f:.]*$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class AppConfig:
     sample_seeds: tuple[int, ...] = (0, 1, 4)  # phantoms with all three sub-regions
     sample_spacing_mm: float = 1.0
     max_query_chars: int = 500
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the bind address and loopback
+    login_max_failures: int = 5  # failed logins per client address within login_window_s ...
+    login_window_s: int = 300  # ... before further attempts get 429
     auth: tuple[str, str] | None = field(default=None, repr=False)  # never printed
 
     def __post_init__(self) -> None:
@@ -57,6 +71,14 @@ class AppConfig:
             raise InputError("max_sessions must be >= max_cached_sessions >= 1")
         if not self.sample_seeds:
             raise InputError("at least one sample seed is needed")
+        hosts = tuple(str(h).strip().lower().rstrip(".") for h in self.allowed_hosts)
+        bad = [h for h, n in zip(self.allowed_hosts, hosts) if not _HOST_NAME.match(n)]
+        if bad:
+            raise InputError(f"--allowed-host {bad[0]!r} is not a host name; give a bare name such "
+                             "as mri.example.org (no scheme, port or path)")
+        object.__setattr__(self, "allowed_hosts", hosts)
+        if self.login_max_failures < 1 or self.login_window_s < 1:
+            raise InputError("login_max_failures and login_window_s must be at least 1")
         object.__setattr__(self, "output_root", Path(self.output_root).expanduser().resolve())
         object.__setattr__(self, "samples_dir", Path(self.samples_dir).expanduser().resolve())
 
@@ -99,6 +121,21 @@ def load_auth(env_value: str | None, auth_file: str | os.PathLike | None) -> tup
 
 def is_local_host(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
+
+
+def normalise_host(name: str) -> str:
+    """A Host header or host name without port, brackets or trailing dot, lower case."""
+    name = name.strip().lower()
+    if name.startswith("["):  # [::1]:7860
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:  # example.org:7860 (a bare IPv6 address has several colons)
+        name = name.split(":", 1)[0]
+    return name.rstrip(".")
+
+
+def accepted_hosts(config: AppConfig) -> frozenset[str]:
+    """Host names the server answers to: its bind address, loopback names, ``--allowed-host``."""
+    return frozenset({normalise_host(config.host), *LOOPBACK_NAMES, *config.allowed_hosts})
 
 
 def queue_kwargs(config: AppConfig) -> dict[str, Any]:
@@ -145,31 +182,107 @@ def prepare_dirs(config: AppConfig) -> None:
             pass
 
 
+class LoginThrottle:
+    """Failed logins per client address in a sliding window; thread-safe, bounded memory."""
+
+    def __init__(self, *, max_failures: int = 5, window_s: float = 300.0,
+                 max_clients: int = 10_000) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str, now: float | None = None) -> int:
+        """Seconds until ``client`` may try again (0: it may now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._failures.get(client, []) if now - t < self.window_s]
+            if recent:
+                self._failures[client] = recent
+            else:
+                self._failures.pop(client, None)
+            if len(recent) < self.max_failures:
+                return 0
+            return max(1, int(recent[-self.max_failures] + self.window_s - now + 0.999))
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._failures.setdefault(client, []).append(now)
+            self._failures.move_to_end(client)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
 class RequestGuard:
     """ASGI middleware in front of Gradio's routes.
 
+    * refuses requests (HTTP and websocket) whose ``Host`` is not one the app answers to with
+      421: a DNS-rebinding page (``Host: evil.example:7911``, its own ``Origin``) never reaches
+      a route, whatever its Origin says;
     * refuses ``/file=<http(s) URL>`` and ``/proxy=`` with 403: Gradio 6 fetches public URLs given
       to ``/gradio_api/file=`` on the caller's behalf, which this app never needs;
     * refuses state-changing requests (POST, PUT, ...) whose ``Origin`` is another site than the
       one serving the app (cross-site uploads or queue joins from a web page the user visits).
-      API clients such as gradio_client send no ``Origin`` and are not affected.
+      API clients such as gradio_client send no ``Origin`` and are not affected;
+    * throttles ``POST /login``: after ``max_failures`` failed attempts from one client address
+      within the window, further attempts get 429 with ``Retry-After``.
     """
 
     _BAD = ("/file=http:", "/file=https:", "/file=//", "/file=ftp:", "/proxy=")
     _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, hosts: frozenset[str] | None = None,
+                 throttle: LoginThrottle | None = None) -> None:
         self.app = app
+        self.hosts = frozenset(hosts) if hosts is not None else LOOPBACK_NAMES
+        self.throttle = throttle if throttle is not None else LoginThrottle()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and self._refuse(scope):
-            await send({"type": "http.response.start", "status": 403,
-                        "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"Not allowed."})
+        kind = scope.get("type")
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers") or []}
+        if normalise_host(headers.get("host", "")) not in self.hosts:
+            await _refuse(scope, send, 421, b"Misdirected request: unknown Host.")
+            return
+        if kind == "http" and self._refuse(scope, headers):
+            await _refuse(scope, send, 403, b"Not allowed.")
+            return
+        if kind == "http" and scope.get("method") == "POST" and \
+                scope.get("path", "").rstrip("/").endswith("/login"):
+            await self._login(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _refuse(self, scope: dict) -> bool:
+    async def _login(self, scope: dict, receive: Any, send: Any) -> None:
+        client = str((scope.get("client") or ("unknown",))[0])
+        wait = self.throttle.retry_after(client)
+        if wait:
+            await _refuse(scope, send, 429, b"Too many failed logins; try again later.",
+                          [(b"retry-after", str(wait).encode())])
+            return
+        status: list[int] = []
+
+        async def watch(message: dict) -> None:
+            if message.get("type") == "http.response.start":
+                status.append(int(message.get("status", 0)))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if status and 400 <= status[0] < 500:
+            self.throttle.failed(client)
+        elif status and status[0] < 300:
+            self.throttle.succeeded(client)
+
+    def _refuse(self, scope: dict, headers: dict[str, str]) -> bool:
         from urllib.parse import unquote, urlsplit
 
         raw = scope.get("raw_path") or b""
@@ -178,8 +291,6 @@ class RequestGuard:
             return True
         if scope.get("method", "GET") in self._SAFE_METHODS:
             return False
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers") or []}
         origin = headers.get("origin")
         if origin is None:
             return False
@@ -187,11 +298,24 @@ class RequestGuard:
         return origin == "null" or urlsplit(origin).netloc.lower() != host.lower()
 
 
+async def _refuse(scope: dict, send: Any, status: int, body: bytes,
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    if scope.get("type") == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain"), *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
 NoRemoteFetch = RequestGuard  # earlier name
 
 
-def middleware() -> list[Any]:
+def middleware(config: AppConfig | None = None) -> list[Any]:
     """Extra middleware for Gradio's FastAPI app (passed as ``launch(app_kwargs=...)``)."""
     from starlette.middleware import Middleware
 
-    return [Middleware(RequestGuard)]
+    if config is None:
+        return [Middleware(RequestGuard)]
+    throttle = LoginThrottle(max_failures=config.login_max_failures, window_s=config.login_window_s)
+    return [Middleware(RequestGuard, hosts=accepted_hosts(config), throttle=throttle)]

@@ -1,14 +1,22 @@
-"""Assemble and launch the app: model, sessions, samples, janitor, Gradio Blocks.
+"""Assemble and launch the app: model, sessions, samples, janitors, Gradio Blocks.
 
     app = create_app(AppConfig(output_root=..., samples_dir=...))
-    url = app.launch()          # non-blocking; app.close() stops it
+    url = app.launch()          # non-blocking; app.close() stops it and deletes every upload
+
+Uploads live in two places, both under the app's output root: Gradio's upload cache
+(``gradio/``: each upload is first a ``tmp*`` file, then moved into a hashed folder) and the
+sessions' folders (extracted zips, answers). Both are swept by age while the app runs (a failed
+or refused upload leaves its ``tmp*`` file behind; an empty one is removed after a minute) and
+emptied when it stops.
 """
 from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from vlseg.app import security
@@ -19,6 +27,45 @@ from vlseg.app.sessions import SessionStore, fork_segmenter
 from vlseg.app.uploads import Janitor
 
 
+EMPTY_UPLOAD_GRACE_S = 60.0  # an empty tmp* upload file older than this is an orphan
+
+
+class UploadCacheJanitor(Janitor):
+    """The Janitor for Gradio's upload cache: also removes empty ``tmp*`` files (uploads that
+    were refused or broke off before any byte arrived) once they are a minute old."""
+
+    def sweep(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        n = 0
+        if self.root.is_dir():
+            for child in self.root.glob("tmp*"):
+                try:
+                    st = child.lstat()
+                    if child.is_file() and st.st_size == 0 and now - st.st_mtime > EMPTY_UPLOAD_GRACE_S:
+                        child.unlink()
+                        n += 1
+                except OSError:
+                    continue
+        return n + super().sweep(now)
+
+
+def remove_contents(folder: Path) -> int:
+    """Delete everything inside ``folder`` (not the folder itself); return how many entries."""
+    n = 0
+    if not folder.is_dir():
+        return 0
+    for child in folder.iterdir():
+        try:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+            n += 1
+        except OSError:
+            continue
+    return n
+
+
 @dataclass
 class VlsegApp:
     config: AppConfig
@@ -26,15 +73,19 @@ class VlsegApp:
     store: SessionStore
     samples: SampleLibrary
     janitor: Janitor
+    cache_janitor: Janitor | None = None
     url: str | None = None
+    _closed: bool = field(default=False, repr=False)
 
     def launch(self, *, block: bool = False) -> str:
         """Start the server (queue + secure launch arguments); return the local URL."""
         self.samples.start_background()
-        self.janitor.start()
+        for janitor in self._janitors():
+            janitor.sweep()  # what an earlier run that was killed left behind
+            janitor.start()
         self.blocks.queue(**security.queue_kwargs(self.config))
         kwargs = security.launch_kwargs(self.config)
-        kwargs["app_kwargs"] = {"middleware": security.middleware()}
+        kwargs["app_kwargs"] = {"middleware": security.middleware(self.config)}
         if "_frontend" in inspect.signature(self.blocks.launch).parameters:
             # Gradio's own start-up probe gives up after one 3 s timeout (busy machines); it
             # would then ask for share=True. We probe with patience instead (wait_until_up).
@@ -48,9 +99,21 @@ class VlsegApp:
             self.blocks.block_thread()
         return local_url
 
+    def _janitors(self) -> list[Janitor]:
+        return [j for j in (self.janitor, self.cache_janitor) if j is not None]
+
     def close(self) -> None:
-        self.janitor.stop()
-        self.blocks.close()
+        """Stop the server and delete every upload and answer of this run (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for janitor in self._janitors():
+            janitor.stop()
+        try:
+            self.blocks.close()
+        finally:
+            n = remove_contents(self.config.gradio_temp_dir) + remove_contents(self.config.sessions_dir)
+            log_event(new_request_id(), op="close", n_deleted=n)
 
 
 def wait_until_up(url: str, *, timeout_s: float = 60.0) -> None:
@@ -97,5 +160,8 @@ def create_app(config: AppConfig, *, segmenter: Any = None,
                             spacing_mm=config.sample_spacing_mm, writer=sample_writer)
     janitor = Janitor(root=config.sessions_dir, ttl_s=config.temp_ttl_s,
                       interval_s=config.cleanup_interval_s)
+    cache_janitor = UploadCacheJanitor(root=config.gradio_temp_dir, ttl_s=config.temp_ttl_s,
+                                       interval_s=config.cleanup_interval_s)
     blocks = build_blocks(store=store, samples=samples, blocks_kwargs=security.blocks_kwargs(config))
-    return VlsegApp(config=config, blocks=blocks, store=store, samples=samples, janitor=janitor)
+    return VlsegApp(config=config, blocks=blocks, store=store, samples=samples, janitor=janitor,
+                    cache_janitor=cache_janitor)

@@ -27,7 +27,9 @@ from torch import nn
 from vlseg.errors import ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.model.registry import add_text_lora
-from vlseg.model.storage import file_sha256, git_commit, library_versions, load_safetensors, read_format_json
+from vlseg.model.storage import (
+    cached_sha256, git_commit, library_versions, load_safetensors, read_format_json, verify_sha256,
+)
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter.json"
@@ -105,7 +107,7 @@ def is_adapter_folder(path: str | Path) -> bool:
 
 def adapter_sha256(folder: str | Path) -> str:
     """SHA-256 of an adapter's weights file."""
-    return file_sha256(Path(folder) / ADAPTER_WEIGHTS)
+    return cached_sha256(Path(folder) / ADAPTER_WEIGHTS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,10 +217,13 @@ def read_adapter(path_dir: str | Path) -> AdapterInfo:
 
 
 def load_adapter_weights(model: nn.Module, path_dir: str | Path) -> None:
-    """Strictly load adapter tensors into a model that already has the adapter's structure."""
+    """Strictly load adapter tensors into a model that already has the adapter's structure,
+    after checking them against the SHA-256 adapter.json records."""
     weights = Path(path_dir) / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise ModelError(f"{weights}: adapter weights not found")
+    info = read_adapter(path_dir)
+    verify_sha256(weights, info.provenance.get("weights_sha256"), recorded_in=info.folder / ADAPTER_CONFIG)
     state = load_safetensors(weights)
     expected = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

@@ -14,7 +14,10 @@ from vlseg.errors import ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.model.config import ModelConfig, list_config_names
 from vlseg.model.registry import build_model
-from vlseg.model.storage import file_sha256, git_commit, library_versions, load_safetensors, read_format_json
+from vlseg.model.storage import (
+    cached_sha256, check_safetensors, git_commit, library_versions, load_safetensors, read_format_json,
+    verify_sha256,
+)
 from vlseg.model.vlseg_model import VLSegModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -29,7 +32,7 @@ TRAIN_HINT = "accelerate launch train/train.py --config train/configs/tiny_phant
 def checkpoint_sha256(path: str | Path) -> str:
     """SHA-256 of a checkpoint's weights file (``path`` = the folder or the .safetensors file)."""
     path = Path(path)
-    return file_sha256(path / WEIGHTS_FILE if path.is_dir() else path)
+    return cached_sha256(path / WEIGHTS_FILE if path.is_dir() else path)
 
 
 def save_checkpoint(model: VLSegModel, path_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:
@@ -119,13 +122,17 @@ def load_state_into(model: VLSegModel, weights: str | Path) -> None:
 
 
 def load_checkpoint(folder: str | Path) -> VLSegModel:
-    """Build the model a full checkpoint folder describes and strictly load its weights (CPU).
+    """Build the model a full checkpoint folder describes and strictly load its weights (CPU),
+    after checking them against the SHA-256 its config.json records.
 
     Callers normally use ``vlseg.model.load_model``, which also takes bundled names, weight
     files and LoRA adapter folders.
     """
     folder = Path(folder)
     meta = read_checkpoint_config(folder)
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    check_safetensors(folder / WEIGHTS_FILE)  # a pickle is named as one, before anything else
+    verify_sha256(folder / WEIGHTS_FILE, prov.get("weights_sha256"), recorded_in=folder / CONFIG_FILE)
     model = build_model(ModelConfig.from_dict(meta["model"]))
     load_state_into(model, folder / WEIGHTS_FILE)
     model.provenance = dict(meta.get("provenance") or {})  # type: ignore[attr-defined]

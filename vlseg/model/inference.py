@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vlseg.errors import ModelError
+from vlseg.errors import InputError, ModelError
 from vlseg.model.preprocess import (
     nonzero_bbox, normalize_case_images, pad_to_multiple, resample_to_spacing, uncrop_resample,
 )
@@ -61,9 +61,12 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
     spacing_in = tuple(float(s) for s in case.spacing)
     vol = resample_to_spacing(torch.from_numpy(images), spacing_in, cfg.spacing_mm, "trilinear")  # (4, x, y, z)
     model_shape = tuple(vol.shape[1:])
-    # Crop to the brain and pad to what the U-Net accepts
+    check_network_size(model_shape, cfg.spacing_mm, cfg.size_divisor)
+    # Crop to the brain and pad to what the U-Net accepts (at least 2 voxels at its bottleneck:
+    # instance norm needs more than one, so a small brain box in a big volume is padded more)
     crop = nonzero_bbox(vol, margin=CROP_MARGIN)
-    x, valid = pad_to_multiple(vol[(slice(None), *crop)], cfg.size_divisor)  # (4, d, h, w)
+    x, valid = pad_to_multiple(vol[(slice(None), *crop)], cfg.size_divisor,
+                               min_size=(2 * cfg.size_divisor,) * 3)  # (4, d, h, w)
     x = x.unsqueeze(0).to(dev)  # (1, 4, d, h, w)
     pres = torch.from_numpy(present).unsqueeze(0).to(dev)  # (1, 4)
     # Encode image once
@@ -79,6 +82,15 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
         spacing_model=cfg.spacing_mm, case_id=str(getattr(case, "case_id", "")), model_id=id(model),
         sliding_window=sliding,
     )
+
+
+def check_network_size(model_shape: tuple[int, ...], spacing_mm: float, divisor: int) -> None:
+    """Refuse a scan that is smaller than one voxel at the network's coarsest level."""
+    if min(model_shape) < divisor:
+        fov = "x".join(f"{n * spacing_mm:g}" for n in model_shape)
+        raise InputError(f"the scan is only {fov} mm ({'x'.join(map(str, model_shape))} voxels at the "
+                         f"model's {spacing_mm:g} mm spacing); the network needs at least {divisor} "
+                         f"voxels ({divisor * spacing_mm:g} mm) along each axis: give the whole-brain scan")
 
 
 def _sliding_features(model: VLSegModel, x: torch.Tensor, present: torch.Tensor, *, overlap: float

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from vlseg.errors import ModelError
+from vlseg.fileio import write_json_atomic
 
 
 def check_safetensors(path: str | Path) -> None:
@@ -74,6 +75,80 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# Hashes already computed, keyed by the file's identity: path, size, mtime, ctime and inode (a
+# rewrite changes size or mtime, and restoring the mtime still changes the ctime). Kept in this
+# process and in a small JSON under the user's cache folder, so the bundled checkpoint is hashed
+# once per install, not on every start.
+HASH_CACHE_ENTRIES = 64
+_hashes: dict[str, dict[str, Any]] = {}
+
+
+def default_hash_cache() -> Path:
+    return Path.home() / ".cache" / "vlseg" / "sha256-cache.json"
+
+
+def _identity(path: Path) -> tuple[str, dict[str, Any]]:
+    st = path.stat()
+    return str(path.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                 "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def cached_sha256(path: str | Path, *, cache_file: Path | None = None) -> str:
+    """SHA-256 of a file, computed once per file identity (see ``_identity``) and remembered in
+    this process and in ``cache_file`` (default ``~/.cache/vlseg/sha256-cache.json``; a cache
+    that cannot be read or written only costs a re-hash)."""
+    path = Path(path)
+    key, ident = _identity(path)
+    hit = _hashes.get(key)
+    if hit is not None and hit["id"] == ident:
+        return hit["sha256"]
+    cache_file = cache_file or default_hash_cache()
+    stored = _read_hash_cache(cache_file)
+    hit = stored.get(key)
+    if isinstance(hit, dict) and hit.get("id") == ident and isinstance(hit.get("sha256"), str):
+        _hashes[key] = hit
+        return hit["sha256"]
+    sha = file_sha256(path)
+    if _identity(path)[1] != ident:  # changed while being hashed: do not remember it
+        return sha
+    _hashes[key] = stored[key] = {"id": ident, "sha256": sha}
+    _write_hash_cache(cache_file, dict(list(stored.items())[-HASH_CACHE_ENTRIES:]))
+    return sha
+
+
+def _read_hash_cache(cache_file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_hash_cache(cache_file: Path, data: dict[str, Any]) -> None:
+    try:
+        write_json_atomic(cache_file, data)
+    except OSError:  # a read-only home: hash again next time
+        pass
+
+
+def verify_sha256(path: str | Path, expected: Any, *, recorded_in: str | Path) -> str:
+    """The file's SHA-256, which must equal ``expected`` (what its JSON records); else a one-line
+    ``ModelError``. Weights are never used unverified."""
+    path = Path(path)
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise ModelError(f"{recorded_in}: records no valid weights_sha256, so {path.name} cannot be "
+                         "verified; re-save the checkpoint or adapter with this vlseg version")
+    try:
+        sha = cached_sha256(path)
+    except OSError as e:
+        raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if sha != expected.lower():
+        raise ModelError(f"{path}: sha256 {sha[:12]}... does not match {expected[:12]}... recorded "
+                         f"in {Path(recorded_in).name}; the weights are corrupt or were modified: "
+                         "re-copy them (or retrain)")
+    return sha
 
 
 def git_commit() -> str | None:
