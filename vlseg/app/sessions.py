@@ -259,14 +259,20 @@ class SessionStore:
         self._touch_encoded(session)
         return encode_s
 
-    def ask(self, req: AskRequest) -> AskResponse:
-        """Answer one question on the session's case; writes overlay, masks and answer.json."""
-        session = self.get(req.session_id)
-        query = " ".join((req.query or "").split())
+    def check_query(self, query: str | None) -> str:
+        """The question with whitespace collapsed; InputError if empty or over the length limit
+        (callers check before any upload is read or scan encoded)."""
+        query = " ".join((query or "").split())
         if not query:
             raise InputError("the question is empty; type e.g. 'segment the enhancing tumor'")
         if len(query) > self.max_query_chars:
             raise InputError(f"the question is longer than {self.max_query_chars} characters; shorten it")
+        return query
+
+    def ask(self, req: AskRequest) -> AskResponse:
+        """Answer one question on the session's case; writes overlay, masks and answer.json."""
+        session = self.get(req.session_id)
+        query = self.check_query(req.query)
         with request_context("ask", session=session.short_id) as ctx:
             reencoded = False
             with self.inference_lock:
