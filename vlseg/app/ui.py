@@ -165,6 +165,7 @@ class ChatApp:
         """
         sid = self.store.ensure(sid)
         try:
+            self.store.check_query(query)  # before any upload is read or scan encoded
             work = self.store.output_dir / sid / f"upload-{uuid.uuid4().hex[:8]}"
             ups = collect_uploads(files or [], work)
             self.store.set_case(CaseRequest(session_id=sid, source=dict(ups.sequences),
