@@ -12,7 +12,8 @@ attachments. Here:
    |x| <= 10, y -8..14, z 0..20 mm, weighted by a Gaussian of 6 mm across the midline) is slid
    left-right, in MNI x through the atlas registration, by up to 20 mm in 0.5 mm steps (refined
    parabolically); the case image is sampled there and the weighted normalised cross-correlation
-   (NCC) picks the position. Voxels of a given ``exclude`` mask (the tumor) are left out.
+   (NCC) picks the position. Voxels of a given ``exclude`` mask (the tumor) are left out, and a
+   position where they take more than 40 % of the box's weight is not scored.
 3. The shift is the signed distance of the found septum point (template MNI (0, 3, 10) moved by
    the match) from the mid-sagittal plane, in the case's millimetres; positive = towards the
    patient's right. ``reliable`` is False when the best NCC is below 0.3 or the match sits at the
@@ -41,6 +42,7 @@ SEARCH_MM = 20.0
 STEP_MM = 0.5
 SEPTUM_MNI = (0.0, 3.0, 10.0)
 MIN_MATCH = 0.3
+MIN_KEPT = 0.6     # a position is scored only where >= 60 % of the box's weight is not excluded
 NO_SHIFT_MM = 0.5  # below this the direction is not named
 _ORDER = ("t1n", "t1c", "t2f", "t2w")  # T1-like first (the template is a T1)
 
@@ -122,6 +124,9 @@ def midline_shift(image: np.ndarray, affine: np.ndarray, *, locator: AtlasLocato
         ww = w
         if ex is not None:
             ww = w * (1.0 - ndimage.map_coordinates(ex, vox, order=0, mode="constant"))
+            if ww.sum() < MIN_KEPT * w.sum():  # mostly tumor there: a few voxels match anything
+                scores[i] = -1.0
+                continue
         scores[i] = _wncc(tvals, vals.astype(np.float64), ww)
     k = int(np.argmax(scores))
     best = float(shifts[k])
