@@ -1,0 +1,175 @@
+"""The server answers only requests addressed to it (DNS rebinding, issue 10 point 5), throttles
+failed logins, checks a question's length before reading uploads, and deletes uploads when it
+stops (point 6). Middleware tests run in process; the live-server ones use the fast stand-in
+model of test_app_server.py."""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import time
+
+import pytest
+
+from vlseg.app.security import AppConfig, LoginThrottle, RequestGuard, accepted_hosts
+
+
+def _call(guard: RequestGuard, headers: dict[str, str], *, path: str = "/config", method: str = "GET",
+          kind: str = "http", client=("10.0.0.9", 5555), status: int = 200) -> dict:
+    sent: list[dict] = []
+
+    async def inner(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": []})
+
+    async def send(msg):
+        sent.append(msg)
+
+    guard.app = inner
+    scope = {"type": kind, "path": path, "raw_path": path.encode(), "method": method,
+             "client": client, "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(guard(scope, None, send))
+    return sent[0]
+
+
+def _guard(tmp_path, **cfg) -> RequestGuard:
+    config = AppConfig(output_root=tmp_path / "o", samples_dir=tmp_path / "s", **cfg)
+    return RequestGuard(None, hosts=accepted_hosts(config))
+
+
+def test_spoofed_host_is_refused_even_with_a_matching_origin(tmp_path):
+    guard = _guard(tmp_path, port=7911)
+    evil = {"host": "evil.example:7911", "origin": "http://evil.example:7911"}
+    assert _call(guard, evil)["status"] == 421
+    assert _call(guard, evil, path="/gradio_api/upload", method="POST")["status"] == 421
+    assert _call(guard, {"host": "evil.example"})["status"] == 421
+    assert _call(guard, {})["status"] == 421  # no Host at all
+    assert _call(guard, {"host": "127.0.0.1.evil.example:7911"})["status"] == 421
+    for ok in ("127.0.0.1:7911", "localhost:7911", "LOCALHOST", "[::1]:7911", "localhost."):
+        assert _call(guard, {"host": ok})["status"] == 200, ok
+    # A right Host with a foreign Origin still cannot write (cross-site request).
+    assert _call(guard, {"host": "127.0.0.1:7911", "origin": "http://evil.example:7911"},
+                 path="/gradio_api/upload", method="POST")["status"] == 403
+
+
+def test_websocket_with_a_foreign_host_is_closed(tmp_path):
+    msg = _call(_guard(tmp_path), {"host": "evil.example"}, kind="websocket")
+    assert msg["type"] == "websocket.close"
+
+
+def test_bind_address_and_allowed_hosts(tmp_path):
+    guard = _guard(tmp_path, host="0.0.0.0", allowed_hosts=("MRI.example.org", "10.1.2.3"))
+    for ok in ("mri.example.org:7860", "10.1.2.3:7860", "127.0.0.1:7860", "0.0.0.0:7860"):
+        assert _call(guard, {"host": ok})["status"] == 200, ok
+    for bad in ("10.1.2.4:7860", "evil.example", "mri.example.org.evil.example"):
+        assert _call(guard, {"host": bad})["status"] == 421, bad
+    with pytest.raises(Exception, match="not a host name"):
+        AppConfig(output_root=tmp_path, samples_dir=tmp_path, allowed_hosts=("https://x.org/",))
+
+
+def test_failed_logins_are_throttled_per_client(tmp_path):
+    guard = _guard(tmp_path)
+    guard.throttle = LoginThrottle(max_failures=3, window_s=60)
+    local = {"host": "127.0.0.1:7860"}
+    for _ in range(3):
+        assert _call(guard, local, path="/login", method="POST", status=400)["status"] == 400
+    refused = _call(guard, local, path="/login", method="POST", status=200)  # even the right one
+    assert refused["status"] == 429 and dict(refused["headers"])[b"retry-after"]
+    other = _call(guard, local, path="/login", method="POST", status=200, client=("10.0.0.8", 1))
+    assert other["status"] == 200  # another client is not affected
+    t = LoginThrottle(max_failures=2, window_s=10)
+    t.failed("a", now=0.0)
+    t.failed("a", now=1.0)
+    assert t.retry_after("a", now=2.0) == 8 and t.retry_after("a", now=10.5) == 0
+
+
+def test_query_length_is_checked_before_uploads_are_read(tmp_path, monkeypatch):
+    import gradio as gr
+
+    from app_fakes import FakeSegmenter, fake_fork
+    from vlseg.app import ui
+    from vlseg.app.sessions import SessionStore
+
+    store = SessionStore(base=FakeSegmenter(), output_dir=tmp_path, max_query_chars=500, fork=fake_fork)
+    monkeypatch.setattr(ui, "collect_uploads", lambda *a, **k: pytest.fail("uploads were read"))
+    app = ui.ChatApp(store=store, samples=None)
+    with pytest.raises(gr.Error, match="longer than 500 characters"):
+        app.api_ask(["whatever.nii.gz"], "segment the edema " * 40, None)
+
+
+# ------------------------------------------------------------------------------ live server
+@pytest.fixture
+def live(tmp_path):
+    from app_fakes import FakeSegmenter, copy_case_writer, fake_fork, free_port, small_case
+    from vlseg.app.server import create_app
+
+    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    sample = small_case(tmp_path / "src", "SAMPLE", shift=5)
+    cfg = AppConfig(output_root=tmp_path / "out", samples_dir=tmp_path / "samples", port=free_port(),
+                    sample_seeds=(1,), sample_spacing_mm=2.0, max_file_size_mb=1,
+                    auth=("alice", "s3cret-pass"), login_max_failures=3)
+    app = create_app(cfg, segmenter=FakeSegmenter(), fork=fake_fork, sample_writer=copy_case_writer(sample))
+    app.launch()
+    yield app, small_case(tmp_path / "cases", "CASE-A", shift=2)
+    app.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _raw(port: int, path: str, host: str, method: str = "GET", headers: dict | None = None) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest(method, path, skip_host=True)
+    conn.putheader("Host", host)
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
+    conn.putheader("Content-Length", "0")
+    conn.endheaders()
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+@pytest.mark.slow
+def test_live_server_host_check_throttle_and_cleanup(live):
+    import httpx
+
+    app, case = live
+    port = app.config.port
+    evil = {"Origin": f"http://evil.example:{port}"}
+    for path, method in (("/config", "GET"), ("/gradio_api/upload", "POST"), ("/login", "POST"),
+                         ("/gradio_api/info", "GET")):
+        assert _raw(port, path, f"evil.example:{port}", method, evil) == 421, path
+    assert _raw(port, "/config", f"localhost:{port}") == 401  # reaches the app (auth on)
+
+    with httpx.Client(base_url=app.url) as h:
+        # A logged-in upload lands in Gradio's cache ...
+        assert h.post("/login", data={"username": "alice", "password": "s3cret-pass"}).status_code == 200
+        data = (case / "CASE-A-t1c.nii.gz").read_bytes()
+        assert h.post("/gradio_api/upload", files={"files": ("CASE-A-t1c.nii.gz", data)}).status_code == 200
+        big = h.post("/gradio_api/upload", files={"files": ("big-t1c.nii.gz", b"\0" * (2 << 20))})
+        assert big.status_code == 413
+        # ... and failed logins are throttled, the right password included.
+        for _ in range(3):
+            assert h.post("/login", data={"username": "alice", "password": "wrong"}).status_code == 400
+        r = h.post("/login", data={"username": "alice", "password": "s3cret-pass"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    time.sleep(1.0)  # Gradio moves uploads into its cache in a background task
+    assert list(app.config.gradio_temp_dir.rglob("CASE-A-t1c.nii.gz"))
+    answer = app.config.sessions_dir / "some-session" / "answer-001"
+    answer.mkdir(parents=True)
+    (answer / "ET.nii.gz").write_bytes(b"x")
+    # Empty tmp* upload files (refused or broken-off uploads) older than a minute are swept.
+    orphan = app.config.gradio_temp_dir / "tmpabc123"
+    orphan.write_bytes(b"")
+    old = time.time() - 120
+    os.utime(orphan, (old, old))
+    fresh = app.config.gradio_temp_dir / "tmpfresh"
+    fresh.write_bytes(b"")
+    app.cache_janitor.sweep()
+    assert not orphan.exists() and fresh.exists()
+    app.close()
+    assert list(app.config.gradio_temp_dir.iterdir()) == []
+    assert list(app.config.sessions_dir.iterdir()) == []
+    assert app.config.samples_dir.is_dir()  # generated samples are not uploads: kept
