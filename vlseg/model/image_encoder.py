@@ -1,4 +1,4 @@
-"""Image encoder-decoder: a residual U-Net (MONAI blocks) returning prompt-agnostic multi-scale features.
+"""Image encoder-decoder: a residual U-Net (MONAI-layout blocks, ``blocks.py``) returning prompt-agnostic multi-scale features.
 
 Input: the four sequences (SEQUENCES order, missing ones zero) plus four "present" indicator
 channels, so the network knows which zeros mean "not acquired" rather than "dark".
@@ -8,20 +8,17 @@ Output: decoder feature maps at ``head_scales`` scales, coarse -> fine, each pro
 from __future__ import annotations
 
 import torch
-from monai.networks.blocks import UnetOutBlock, UnetResBlock
-from monai.networks.layers import Conv
 from torch import nn
 
-NORM = ("instance", {"affine": True})
-ACT = ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
+from vlseg.model.blocks import OutBlock, ResBlock, conv_transpose
 
 
 class _Down(nn.Sequential):
     """Strided residual block, then ``n_extra`` residual blocks at the new scale."""
 
     def __init__(self, *, spatial_dims: int, c_in: int, c_out: int, n_extra: int, dropout: float) -> None:
-        blocks = [UnetResBlock(spatial_dims, c_in, c_out, 3, 2, NORM, ACT, dropout or None)]
-        blocks += [UnetResBlock(spatial_dims, c_out, c_out, 3, 1, NORM, ACT, dropout or None)
+        blocks = [ResBlock(spatial_dims, c_in, c_out, 3, 2, dropout=dropout or None)]
+        blocks += [ResBlock(spatial_dims, c_out, c_out, 3, 1, dropout=dropout or None)
                    for _ in range(n_extra)]
         super().__init__(*blocks)
 
@@ -31,9 +28,9 @@ class _Up(nn.Module):
 
     def __init__(self, *, spatial_dims: int, c_in: int, c_skip: int, c_out: int) -> None:
         super().__init__()
-        conv_t = Conv[Conv.CONVTRANS, spatial_dims]
+        conv_t = conv_transpose(spatial_dims)
         self.up = conv_t(c_in, c_out, kernel_size=2, stride=2, bias=False)
-        self.block = UnetResBlock(spatial_dims, c_out + c_skip, c_out, 3, 1, NORM, ACT)
+        self.block = ResBlock(spatial_dims, c_out + c_skip, c_out, 3, 1)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.block(torch.cat([self.up(x), skip], dim=1))
@@ -61,8 +58,8 @@ class ImageEncoder(nn.Module):
         self.channels = tuple(channels)
         self.head_scales = head_scales
         self.stem = nn.Sequential(
-            UnetResBlock(spatial_dims, in_channels, channels[0], 3, 1, NORM, ACT),
-            *[UnetResBlock(spatial_dims, channels[0], channels[0], 3, 1, NORM, ACT)
+            ResBlock(spatial_dims, in_channels, channels[0], 3, 1),
+            *[ResBlock(spatial_dims, channels[0], channels[0], 3, 1)
               for _ in range(max(res_blocks - 1, 0))],
         )
         self.downs = nn.ModuleList(
@@ -77,7 +74,7 @@ class ImageEncoder(nn.Module):
         )
         # 1x1 projections of the decoder levels the head reads, coarse -> fine.
         self.necks = nn.ModuleList(
-            UnetOutBlock(spatial_dims, channels[level], feature_dim)
+            OutBlock(spatial_dims, channels[level], feature_dim)
             for level in reversed(range(head_scales))
         )
 

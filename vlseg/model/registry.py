@@ -6,6 +6,7 @@ from typing import Any, Mapping
 from vlseg.model.config import ModelConfig, list_config_names, load_named_config
 from vlseg.model.vlseg_model import VLSegModel
 from vlseg.text import TextEncoder, build_text_encoder
+from vlseg.text.lora import inject_lora
 
 
 def list_models() -> list[str]:
@@ -22,12 +23,9 @@ def resolve_config(name_or_config: str | ModelConfig | Mapping[str, Any]) -> Mod
 
 
 def add_text_lora(text_encoder: TextEncoder, *, rank: int, alpha: int) -> None:
-    """Inject PEFT LoRA adapters into the text backbone; freeze everything but the adapters."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
-                      target_modules=list(text_encoder.lora_target_modules))
-    text_encoder.backbone = inject_adapter_in_model(lora, text_encoder.backbone)
+    """Inject LoRA adapters (PEFT's layout, ``vlseg.text.lora``) into the text backbone; freeze
+    everything but the adapters."""
+    inject_lora(text_encoder.backbone, tuple(text_encoder.lora_target_modules), rank=rank, alpha=alpha)
     for name, p in text_encoder.named_parameters():
         p.requires_grad_("lora_" in name)
     text_encoder.clear_cache()

@@ -19,9 +19,11 @@ def build_text_encoder(spec: str = DEFAULT_TEXT_ENCODER) -> TextEncoder:
     spec = (spec or "").strip()
     kind, _, rest = spec.partition(":")
     if kind == "minilm" and not rest:
-        from vlseg.text.hf import HFTextEncoder, minilm_dir
+        # Plain-torch BERT: loads in a fraction of a second, no transformers import.
+        from vlseg.text.bert import BertTextEncoder
+        from vlseg.text.hf import minilm_dir
 
-        return HFTextEncoder(name="minilm", model_dir=minilm_dir())
+        return BertTextEncoder(name="minilm", model_dir=minilm_dir())
     if kind == "hf" and rest:
         from vlseg.text.hf import HFTextEncoder
 
