@@ -9,7 +9,9 @@ import pytest
 
 from vlseg.reasoning.answer import measurement_to_json
 from vlseg.reasoning.atlas import AtlasLocator
-from vlseg.reasoning.grouping import MERGE_MM, group_lesions, lesion_parent, merge_pieces
+from vlseg.reasoning.grouping import (
+    MERGE_MM, group_lesions, lesion_core, lesion_masks, lesion_parent, merge_pieces,
+)
 from vlseg.reasoning.measure import measure_target
 from vlseg.synth import DEFAULT_RANGES, generate_case_with_info
 
@@ -19,9 +21,28 @@ def _ball(shape, centre, radius, spacing=(1.0, 1.0, 1.0)):
     return np.linalg.norm(g - np.asarray(centre, float)[:, None, None, None], axis=0) <= radius
 
 
-def test_parent_of_each_concept():
+def test_parent_and_core_of_each_concept():
     assert {c: lesion_parent(c) for c in ("NCR", "ED", "ET", "TC", "WT")} == {
         "NCR": "TC", "ET": "TC", "ED": "WT", "TC": None, "WT": None}
+    assert {c: lesion_core(c) for c in ("NCR", "ED", "ET", "TC", "WT")} == {
+        "NCR": None, "ET": None, "ED": "TC", "TC": None, "WT": "TC"}
+    masks = {c: np.zeros((2, 2, 2), bool) for c in ("WT", "TC")}
+    assert set(lesion_masks("ED", masks)) == {"parent_mask", "core_mask"}
+    assert lesion_masks("TC", masks) == {}
+
+
+def test_edema_islands_join_their_tumor():
+    shape = (90, 60, 40)
+    core = _ball(shape, (25, 30, 20), 8)
+    wt = _ball(shape, (25, 30, 20), 14) | _ball(shape, (55, 30, 20), 5)   # an edema island 16 mm off
+    assert group_lesions(wt, np.eye(4)).n == 2
+    assert group_lesions(wt, np.eye(4), core=core).n == 1
+    ed = wt & ~core
+    assert group_lesions(ed, np.eye(4), parent=wt, core=core).n == 1
+    # A second tumor (with its own core) stays a second lesion.
+    core2 = _ball(shape, (75, 30, 20), 4)
+    wt2 = wt | _ball(shape, (75, 30, 20), 7)
+    assert group_lesions(wt2, np.eye(4), core=core | core2).n == 2
 
 
 def test_pieces_within_merge_distance_are_one_lesion():
@@ -94,9 +115,8 @@ def _case(seed: int, ranges=DEFAULT_RANGES):
 def _measure_all(masks, affine, locator):
     out = {}
     for c, m in masks.items():
-        par = lesion_parent(c)
         out[c] = measure_target(c, m.astype(np.float32), affine, locator=locator, mask=m,
-                                parent_mask=masks[par] if par else None, distances=False)
+                                distances=False, **lesion_masks(c, masks))
     return out
 
 
@@ -115,7 +135,7 @@ def test_two_focus_phantom_counts_two_lesions_one_per_side(two_focus):
     masks, aff, loc, info = two_focus
     assert info["variant"] == "multifocal" and len(info["lesions"]) == 2
     ms = _measure_all(masks, aff, loc)
-    for c in ("WT", "TC", "NCR", "ET"):
+    for c in ("WT", "TC", "NCR", "ET", "ED"):
         assert ms[c].n_lesions == 2, (c, ms[c].lesion_volumes_ml)
     wt = ms["WT"]
     assert wt.hemisphere == "bilateral" and not wt.crosses_midline
@@ -137,7 +157,7 @@ def test_single_tumor_phantoms_count_one_even_with_specks(phantom_case_2mm):
     seg = np.asarray(nib.load(phantom_case_2mm / f"{case_id}-seg.nii.gz").dataobj)
     aff = nib.load(phantom_case_2mm / f"{case_id}-seg.nii.gz").affine
     masks = _masks(seg)
-    for seed in (1, 2):
+    for seed in (1, 0):  # seed 0: the edema has an island 5+ mm off the tumor
         _, aff2, m2, info = _case(seed)
         assert info["variant"] == "typical"
         counts = {c: r.n_lesions for c, r in _measure_all(m2, aff2, None).items() if r.present}

@@ -11,7 +11,10 @@ rules (docs/reasoning.md, "Lesion counting"):
 3. A sub-region inside a lesion (necrosis or enhancing tumor inside a core, edema around a
    tumor: ``lesion_parent``) is counted per lesion of its parent region: every parent lesion that
    holds some of it is one lesion of it ("necrosis within 1 lesion", not 12 specks).
-4. A lesion smaller than ``min_lesion_ml`` (the same minimum the mask uses, 0.05 mL by default)
+4. For the outer region (WT), a lesion is a tumor core with its edema: a piece holding no core
+   (``lesion_core``: TC) joins the nearest piece that holds one, however far, when the case has
+   a core at all (an edema island is that tumor's edema, not another tumor).
+5. A lesion smaller than ``min_lesion_ml`` (the same minimum the mask uses, 0.05 mL by default)
    is not counted; its voxels still count towards the volume. A present target always counts at
    least one lesion (its largest).
 """
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from scipy.spatial import cKDTree
 
 from vlseg import vocab
 
@@ -61,6 +66,37 @@ def lesion_parent(concept: str) -> str | None:
     if not holders:
         return None
     return min(holders, key=lambda c: len(c.parts)).code
+
+
+def _region_chain() -> tuple[str, ...]:
+    """The nested regions outermost first (WT, TC, ET), as vlseg.reasoning.labelling has them
+    (not imported: labelling imports measure, which imports this module)."""
+    cs = sorted((c for c in vocab.concepts() if c.region), key=lambda c: -len(c.parts))
+    chain = cs[:1]
+    for c in cs[1:]:
+        if set(c.parts) < set(chain[-1].parts):
+            chain.append(c)
+    return tuple(c.code for c in chain)
+
+
+def lesion_core(concept: str) -> str | None:
+    """The core region whose pieces define a lesion of ``concept``'s lesion region: TC for WT
+    and for ED (counted in WT); None for the others."""
+    chain = _region_chain()
+    holder = lesion_parent(concept) or concept
+    return chain[1] if len(chain) > 1 and holder == chain[0] else None
+
+
+def lesion_masks(concept: str, masks: dict) -> dict:
+    """``parent_mask`` / ``core_mask`` keyword arguments of ``measure_target`` for ``concept``
+    from a case's final masks (``vlseg.reasoning.labelling.final_masks``)."""
+    out = {}
+    parent, core = lesion_parent(concept), lesion_core(concept)
+    if parent is not None and masks.get(parent) is not None:
+        out["parent_mask"] = masks[parent]
+    if core is not None and masks.get(core) is not None:
+        out["core_mask"] = masks[core]
+    return out
 
 
 def spacing_mm(affine: np.ndarray) -> np.ndarray:
@@ -109,22 +145,46 @@ def merge_pieces(mask: np.ndarray, affine: np.ndarray, *, merge_mm: float = MERG
     return dense.astype(np.int32)[comps], int(dense.max())
 
 
+def _attach_to_cores(groups: np.ndarray, n: int, core: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, int]:
+    """Relabel groups holding no ``core`` voxel to the nearest group that holds one."""
+    has = np.zeros(n + 1, bool)
+    has[np.unique(groups[core & (groups > 0)])] = True
+    has[0] = False
+    if not has.any() or has[1:].all():
+        return groups, n
+    cored = np.isin(groups, np.flatnonzero(has))
+    pts = np.argwhere(cored)
+    tree = cKDTree(pts * spacing_mm(affine))
+    target = np.arange(n + 1)
+    for g in np.flatnonzero(~has[1:]) + 1:
+        q = np.argwhere(groups == g)
+        q = q[:: max(1, len(q) // 500)]
+        dist, i = tree.query(q * spacing_mm(affine), k=1)
+        near = pts[i[np.argmin(dist)]]
+        target[g] = groups[tuple(near)]
+    _, dense = np.unique(target, return_inverse=True)
+    return dense.astype(np.int32)[groups], int(dense.max())
+
+
 def group_lesions(mask: np.ndarray, affine: np.ndarray, *, min_lesion_ml: float = 0.05,
-                  merge_mm: float = MERGE_MM, parent: np.ndarray | None = None) -> LesionGroups:
+                  merge_mm: float = MERGE_MM, parent: np.ndarray | None = None,
+                  core: np.ndarray | None = None) -> LesionGroups:
     """Count the lesions of ``mask`` (rules in the module doc). ``parent``: the mask of the
-    region the concept is counted in (``lesion_parent``), on the same grid."""
+    region the concept is counted in (``lesion_parent``); ``core``: the core region's mask
+    (``lesion_core``) for the outer region; both on the same grid."""
     mask = np.asarray(mask, dtype=bool)
     vml = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])) / 1000.0)
     if not mask.any():
         return LesionGroups(np.zeros(mask.shape, np.int32), ())
+    for name, m in (("parent", parent), ("core", core)):
+        if m is not None and np.shape(m) != mask.shape:
+            raise ValueError(f"{name} shape {np.shape(m)} differs from mask shape {mask.shape}")
+    region = mask if parent is None else (np.asarray(parent, dtype=bool) | mask)
+    groups, n = merge_pieces(region, affine, merge_mm=merge_mm)
+    if core is not None and n > 1:
+        groups, n = _attach_to_cores(groups, n, np.asarray(core, dtype=bool), affine)
     if parent is not None:
-        parent = np.asarray(parent, dtype=bool)
-        if parent.shape != mask.shape:
-            raise ValueError(f"parent shape {parent.shape} differs from mask shape {mask.shape}")
-        groups, n = merge_pieces(parent | mask, affine, merge_mm=merge_mm)
         groups = np.where(mask, groups, 0)
-    else:
-        groups, n = merge_pieces(mask, affine, merge_mm=merge_mm)
     sizes = np.bincount(groups.ravel(), minlength=n + 1)[1:]
     min_vox = max(1, math.ceil(min_lesion_ml / vml - 1e-9)) if vml > 0 else 1
     keep = [i for i in np.argsort(-sizes, kind="stable") if sizes[i] >= min_vox and sizes[i] > 0]

@@ -254,7 +254,8 @@ def _absent(concept: str, score: float, hi_ml: float, min_lesion_ml: float) -> T
 def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
                    locator: AtlasLocator | None, threshold: float = 0.5,
                    min_lesion_ml: float = 0.05, mask: np.ndarray | None = None,
-                   parent_mask: np.ndarray | None = None, merge_mm: float = MERGE_MM,
+                   parent_mask: np.ndarray | None = None, core_mask: np.ndarray | None = None,
+                   merge_mm: float = MERGE_MM,
                    distances: bool | tuple[str, ...] | list[str] = True) -> TargetMeasurement:
     """Measure one target from its probability map (X, Y, Z) in [0, 1] on the grid ``affine``.
 
@@ -263,11 +264,13 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     only give the presence score and the volume range. Without it, ``clean_mask(prob)``.
     ``parent_mask``: the final mask of the region the concept is counted in
     (``vlseg.reasoning.grouping.lesion_parent``: TC for NCR / ET, WT for ED), so a sub-region
-    counts one lesion per lesion of its parent. ``merge_mm``: pieces this close are one lesion.
+    counts one lesion per lesion of its parent. ``core_mask``: the tumor core's final mask
+    (``lesion_core``: TC for WT and ED), so edema islands join their tumor. ``merge_mm``: pieces
+    this close are one lesion. ``**lesion_masks(concept, final_masks)`` gives both.
     ``distances``: with a locator, distances to all structures (True), none (False) or these.
     """
     prob, affine = _check_inputs(concept, prob, affine, threshold, min_lesion_ml)
-    for name, m in (("mask", mask), ("parent_mask", parent_mask)):
+    for name, m in (("mask", mask), ("parent_mask", parent_mask), ("core_mask", core_mask)):
         if m is not None and np.shape(m) != prob.shape:
             raise ValueError(f"{name} shape {np.shape(m)} differs from prob shape {prob.shape}")
     mask = None if mask is None else np.asarray(mask, dtype=bool)
@@ -283,6 +286,9 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
         support |= mask
     if parent_mask is not None:
         support |= parent_mask
+    if core_mask is not None:
+        core_mask = np.asarray(core_mask, dtype=bool)
+        support |= core_mask
     box = _crop_box(support)
     if box is None:
         return _absent(concept, 0.0, 0.0, min_lesion_ml)
@@ -303,7 +309,8 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
 
     # Lesions as a radiologist counts them: pieces merged, sub-regions per parent lesion.
     groups = group_lesions(target, crop_affine, min_lesion_ml=min_lesion_ml, merge_mm=merge_mm,
-                           parent=None if parent_mask is None else parent_mask[box])
+                           parent=None if parent_mask is None else parent_mask[box],
+                           core=None if core_mask is None else core_mask[box])
 
     # Centroid (world RAS mm) and RANO-style axial diameters.
     idx = np.argwhere(target).astype(np.float64)
