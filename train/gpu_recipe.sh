@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A bounded GPU run (issue 9): continue a run N steps in bf16 on CUDA, write checkpoint + log to $OUT.
+#
+#   OUT=/path/to/out train/gpu_recipe.sh [tiny|base] [STEPS] [RESUME]
+#
+#   tiny  (default) fine-tunes train/configs/tiny_randomized.yaml (2 mm, randomized + phantoms);
+#         RESUME defaults to runs/tiny_randomized (its newest checkpoint) when that exists.
+#   base  the 1.5 mm `base` preset on the same data mixture, from RESUME or from scratch.
+#   STEPS steps beyond the resume point (default 600).
+#   RESUME a run folder, a checkpoints/step_* folder, or "none".
+#
+# Phantoms are generated on the machine when missing (seconds with many cores); randomized
+# samples are rendered by the data workers. Everything the run writes goes to $OUT/<name>/:
+# config.yaml, log.jsonl, checkpoints/step_*/ (weights, optimizer, state), best/, summary.json.
+# On a lent device machine only the working tree travels: carry the resume checkpoint, e.g.
+#   carry: [runs/tiny_randomized/checkpoints/step_0000500]  and pass that folder as RESUME.
+# Continue it later on CPU with:
+#   cp -r $OUT/<name> runs/<name> && accelerate launch --cpu ... train/train.py --config <cfg> --resume
+# Tunables (environment, read only here): WORKERS (data workers, default: cores - 2), BATCH (crops per step).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${OUT:?set OUT to the output folder}"
+PRESET="${1:-tiny}"
+STEPS="${2:-600}"
+PY="${PYTHON:-.venv/bin/python}"
+[ -x "$PY" ] || PY=python
+VLSEG="$PY -m vlseg"
+CORES="$(nproc)"
+WORKERS="${WORKERS:-$(( CORES > 3 ? CORES - 2 : 1 ))}"
+CONFIG=train/configs/tiny_randomized.yaml
+
+case "$PRESET" in
+  tiny)
+    SPACING=2; NAME=tiny_randomized; BATCH="${BATCH:-8}"; CROP=64
+    DEFAULT_RESUME=runs/tiny_randomized
+    EXTRA=() ;;
+  base)
+    SPACING=1.5; NAME=base_randomized; BATCH="${BATCH:-2}"; CROP=128
+    DEFAULT_RESUME=none
+    EXTRA=(model=base init_checkpoint=null optim.lr=0.001 optim.warmup_steps=100) ;;
+  *) echo "gpu_recipe: error: preset must be tiny or base, got '$PRESET'" >&2; exit 2 ;;
+esac
+RESUME="${3:-$DEFAULT_RESUME}"
+if [ "$RESUME" != none ] && [ ! -e "$RESUME" ]; then
+  echo "gpu_recipe: note: no resume point at $RESUME; starting as the config says" >&2
+  RESUME=none
+fi
+
+TRAIN_DIR="work_data/phantoms_train_${SPACING}mm"
+VAL_DIR="work_data/phantoms_val_${SPACING}mm"
+OMP_NUM_THREADS=1 $VLSEG synth --out "$TRAIN_DIR" --n 240 --seed 1 --spacing "$SPACING" --workers "$CORES" > /dev/null
+OMP_NUM_THREADS=1 $VLSEG synth --out "$VAL_DIR" --n 12 --seed 2 --spacing "$SPACING" --workers "$CORES" > /dev/null
+
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/hardware.txt" 2>/dev/null || echo "no GPU" > "$OUT/hardware.txt"
+echo "cores: $CORES, workers: $WORKERS, preset: $PRESET, steps: $STEPS, resume: $RESUME" >> "$OUT/hardware.txt"
+
+"$PY" train/continue_run.py --config "$CONFIG" --from "$RESUME" --steps "$STEPS" --out "$OUT/$NAME" \
+  --no-progress --override \
+    name="$NAME" data.sources.1.path="$TRAIN_DIR" val.sources.0.path="$VAL_DIR" \
+    data.cache_dir="runs/cache_${SPACING}mm" data.num_workers="$WORKERS" data.cache_workers="$CORES" \
+    data.batch_size="$BATCH" "data.crop_size=[$CROP,$CROP,$CROP]" threads=4 \
+    checkpoint_every=200 keep_checkpoints=1 val.every=0 "${EXTRA[@]}" \
+  2>&1 | tee "$OUT/$NAME.out"
