@@ -38,7 +38,7 @@ from vlseg.reasoning import (
     relations,
     relations_to_json,
 )
-from vlseg.reasoning.grouping import lesion_parent
+from vlseg.reasoning.grouping import lesion_masks
 from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
 from vlseg.reasoning.midline import case_midline_shift
 
@@ -245,11 +245,11 @@ class Segmenter:
         if any(intents.get(q.intent).measures for q in questions):
             locator = self._locator()  # every target reports hemisphere and lobes
             for c in parse.concepts:
-                parent = lesion_parent(c)
+                # Lesions counted as a radiologist would: sub-regions per lesion of their parent
                 measured[c] = measure_target(
                     c, state.final_probs[c], state.case.affine, locator=locator,
                     threshold=self.threshold, mask=state.masks[c],
-                    parent_mask=state.masks.get(parent) if parent else None)
+                    **lesion_masks(c, state.masks))
             for fact in dict.fromkeys(f for q in questions for f in intents.get(q.intent).case_facts):
                 self._case_fact(fact)
             if all(c in decoded for c in intents.RELATION_CONCEPTS):

@@ -126,18 +126,31 @@ def _absent(j: dict) -> str:
     return f"No {_name(j['concept'])} was found."
 
 
+_SIDE_WORDS = {"left": "in the left hemisphere", "right": "in the right hemisphere",
+               "bilateral": "in both hemispheres"}
+
+
+def _lobe(name: str) -> str:
+    return f"{name} lobe" if name in _LOBE_WORD else name
+
+
 def _where(j: dict, *, fractions: bool = False) -> str | None:
+    """Side and lobes in words: involved lobes ranked (>= 10 % of the target), then the lobes it
+    only extends into (1-10 %); with ``fractions`` each involved lobe's share."""
     if j["hemisphere"] is None:
         return None
-    side = {"left": "in the left hemisphere", "right": "in the right hemisphere",
-            "bilateral": "in both hemispheres"}[j["hemisphere"]]
-    if not j["lobes"]:
+    side = _SIDE_WORDS[j["hemisphere"]]
+    involved = j.get("lobes_involved", j["lobes"])
+    minor = j.get("lobes_minor", [])
+    if not involved and not minor:
         return side
-    if fractions:
-        parts = [f"{lobe} {_pct(j['lobe_fractions'][lobe])}" for lobe in j["lobes"]
-                 if j["lobe_fractions"].get(lobe) is not None]
-        return f"{side} ({', '.join(parts)})"
-    return f"{side} ({', '.join(j['lobes'])})"
+    fr = j.get("lobe_fractions") or {}
+    names = [f"{_lobe(lobe)} ({_pct(fr[lobe])})" if fractions and fr.get(lobe) is not None
+             else _lobe(lobe) for lobe in involved]
+    text = f"{side}, involving the {_join(names)}" if names else side
+    if minor:
+        text += f"{',' if names else ''} with minor extension into the {_join([_lobe(m) for m in minor])}"
+    return text
 
 
 def _lesions(n: int) -> str:
@@ -170,9 +183,32 @@ def _volume_sentence(j: dict) -> str:
 
 
 def _count(j: dict) -> str:
+    """The number of lesions as counted (pieces within a few mm are one lesion; sub-regions per
+    lesion of their parent), then each lesion's volume and place."""
     if not j["present"]:
         return _absent(j)
-    return f"The {_name(j['concept'])} consists of {_lesions(j['n_lesions'])}."
+    name, n = _name(j["concept"]), j["n_lesions"]
+    lesions = j.get("lesions") or []
+    if n == 1:
+        text = f"The {name} is a single lesion" + (" (not multifocal)." if j["concept"] in ("WT", "TC")
+                                                   else ".")
+    else:
+        text = f"The {name} consists of {n} separate lesions" + (
+            " (multifocal)." if j["concept"] in ("WT", "TC") else ".")
+    if n > 1 and lesions:
+        each = []
+        for k, les in enumerate(lesions, start=1):
+            where = ""
+            if les.get("hemisphere"):
+                where = f" {_SIDE_WORDS[les['hemisphere']]}"
+                if les.get("main_lobe"):
+                    where += f", {_lobe(les['main_lobe'])}"
+            each.append(f"{k}) {_num(les['volume_ml'])} mL{where}")
+        text += " " + "; ".join(each) + "."
+    merge = j.get("lesion_merge_mm")
+    if merge is not None and n > 1:
+        text += f" Parts closer than {_num(merge)} mm are counted as one lesion."
+    return text
 
 
 def _unreliable(j: dict) -> str:
@@ -185,39 +221,31 @@ MIDLINE_SHIFT_REPORT_MM = 2.0  # a midline shift is reported from this size on
 
 
 def _reach(j: dict, asked: list[dict[str, Any]]) -> str:
+    """Yes/no for "does it reach the (left) occipital lobe?" / "is it in the left hemisphere?",
+    with the share of the target there (``vlseg.reasoning.location.reaches``)."""
+    from vlseg.reasoning.location import reaches
+
     if not j["present"]:
         return _absent(j)
     name = _name(j["concept"])
     sides = [p["key"] for p in asked if p["kind"] == "side"]
-    lobes = [p["key"] for p in asked if p["kind"] == "lobe"]
+    lobes = [p["key"] for p in asked if p["kind"] == "lobe"] or [None]
     side = sides[0] if sides else None
-    if not lobes:  # "is it in the left hemisphere?"
-        share = j.get(f"{side}_fraction")
-        if share is None:
-            return f"Which side the {name} is on is unknown (the scan could not be matched to the atlas)."
-        other = "right" if side == "left" else "left"
-        rest = j.get(f"{other}_fraction") or 0.0
-        if share >= 0.5:
-            tail = f" ({_pct(rest)} in the {other})" if rest >= 0.005 else ""
-            return f"Yes: {_pct(share)} of the {name} is in the {side} hemisphere{tail}."
-        if share >= 0.005:
-            return (f"Mostly not: {_pct(share)} of the {name} is in the {side} hemisphere, "
-                    f"{_pct(rest)} in the {other}.")
-        return f"No: the {name} is in the {other} hemisphere."
+    if j["hemisphere"] is None:
+        return f"Where the {name} lies is unknown (the scan could not be matched to the brain atlas)."
     out = []
     for lobe in lobes:
-        share = (j.get("lobe_fractions") or {}).get(lobe)
-        if share is not None and side is not None:
-            per_side = (j.get("lobe_sides") or {}).get(lobe)
-            share = per_side[0 if side == "left" else 1] if per_side else share
-        where = f"the {side + ' ' if side else ''}{lobe}{' lobe' if lobe in _LOBE_WORD else ''}"
-        if j.get("hemisphere") is None and share is None:
-            out.append(f"Whether the {name} reaches {where} is unknown (no atlas registration).")
-        elif share:
-            out.append(f"Yes: {_pct(share)} of the {name} is in {where}." if share >= 0.005 else
-                       f"Barely: less than 1% of the {name} is in {where}.")
+        r = reaches(j, lobe=lobe, hemisphere=side)
+        where = (f"the {side + ' ' if side else ''}{_lobe(lobe)}" if lobe is not None
+                 else f"the {side} hemisphere")
+        if r.answer:
+            share = _pct(r.fraction) if r.fraction >= 0.005 else "less than 1%"
+            out.append(f"Yes: {share} of the {name} is in {where}.")
+        elif r.fraction > 0:
+            out.append(f"Only marginally: {_pct(r.fraction) if r.fraction >= 0.005 else 'less than 1%'}"
+                       f" of the {name} is in {where}.")
         else:
-            out.append(f"No: the {name} does not reach {where}.")
+            out.append(f"No: the {name} does not reach {where}; it is {_where(j)}.")
     return " ".join(out) + _unreliable(j)
 
 
@@ -231,17 +259,22 @@ def _distance(j: dict, keys: list[str]) -> str:
         return _absent(j)
     name = _name(j["concept"])
     dist = j.get("distances_mm") or {}
-    parts = []
+    touching, apart, unknown = [], [], []
     for key in keys:
-        s = structure(key)
-        d = dist.get(key)
+        s, d = structure(key), dist.get(key)
         if d is None:
-            parts.append(f"the distance to the {s.name} is unknown (no atlas registration)")
+            unknown.append(f"the {s.name}")
         elif d == 0:
-            parts.append(f"it touches or overlaps the {s.name}")
+            touching.append(f"the {s.name}")
         else:
-            parts.append(f"its closest point is {_num(d)} mm from the {s.name}")
-    return f"The {name}: " + "; ".join(parts) + "." + _unreliable(j)
+            apart.append(f"{_num(d)} mm from the {s.name}")
+    said = ([f"touches or overlaps {_join(touching)}"] if touching else []) + \
+        ([f"is {_join(apart)} at its closest point"] if apart else [])
+    text = f"The {name} {' and '.join(said)}." if said else ""
+    if unknown:
+        text += (" " if text else "") + (f"The distance to {_join(unknown)} is unknown "
+                                         "(the scan could not be matched to the brain atlas).")
+    return text + _unreliable(j)
 
 
 def _location(j: dict) -> str:
