@@ -67,9 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chat", action="store_true",
                    help="treat the queries as one conversation ('how big is it?' refers back)")
 
-    s = sub.add_parser("segment", help="answer a query on a scan; writes answer.json and masks")
-    g = s.add_argument_group("input (give --case or per-sequence files)")
+    s = sub.add_parser("segment", help="answer a query on a scan or a cohort; writes answer.json and masks")
+    g = s.add_argument_group("input (give --case, per-sequence files, or --cases)")
     g.add_argument("--case", default=None, help="case folder (BraTS 2021/2023, MSD, or any subset)")
+    g.add_argument("--cases", nargs="+", default=None, metavar="PATH",
+                   help="cohort: case folders, folders of case folders, or text files listing case "
+                        "folders; writes OUT/<case>/, OUT/measurements.csv, OUT/failures.csv "
+                        "(exit 3 if some cases failed); resumable")
     for seq in ("t1n", "t1c", "t2w", "t2f"):
         g.add_argument(f"--{seq}", default=None, metavar="F", help=f"{seq} NIfTI file")
     s.add_argument("--query", required=True, help='e.g. "segment the necrotic core"')
@@ -78,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundled name, checkpoint folder or LoRA adapter folder (default: bundled)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--overwrite", action="store_true",
+                   help="with --cases: redo cases already answered with this query and model")
 
     s = sub.add_parser("serve", help="start the chat app (Gradio) on http://127.0.0.1:7860",
                        allow_abbrev=False)  # '--auth x' must not pass for '--auth-file x'

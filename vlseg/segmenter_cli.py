@@ -17,6 +17,12 @@ from vlseg.errors import InputError
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "cases", None):  # a cohort: vlseg/cohort/cli.py
+        from vlseg.cohort.cli import run as run_cohort
+
+        return run_cohort(args)
+    if getattr(args, "overwrite", False):
+        raise InputError("--overwrite goes with --cases (a cohort); a single case is always rewritten")
     t0 = time.perf_counter()
     # 1. Arguments
     files = {s: getattr(args, s) for s in SEQUENCES if getattr(args, s, None)}

@@ -1,0 +1,136 @@
+"""Answer one query on many cases with one loaded model: the loop each process runs.
+
+Per case: skip it if its answer is already there for this query and these weights (unless
+``overwrite``); else read -> encode -> ask (decode, measure) -> save, each stage timed. A case
+that fails is recorded with its one-line error and the loop goes on. Between cases the
+predictor forgets the case and freed memory is handed back to the OS, so a long cohort runs in
+flat memory.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from vlseg.cohort.cases import CaseRef
+from vlseg.cohort.tables import (
+    append_log,
+    clear_failure,
+    is_done,
+    read_answer,
+    record_failure,
+    weights_id,
+)
+from vlseg.errors import VlsegError
+from vlseg.io import load_case
+from vlseg.segmenter import Segmenter
+
+STAGES = ("read", "encode", "decode", "measure", "write")
+
+
+@dataclass
+class RunSummary:
+    """What one process did: counts and per-stage seconds summed over the cases it ran."""
+
+    answered: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (case_id, one-line error)
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    wall_s: float = 0.0
+
+
+def one_line(error: BaseException) -> str:
+    """The one line the single-case CLI prints after "error: " (other exceptions get their type)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, VlsegError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
+
+
+def _release_memory() -> None:
+    """Collect cycles and return freed heap pages to the OS (glibc keeps them otherwise, and a
+    long cohort of differently sized scans then grows in RSS without using more)."""
+    gc.collect()
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path) -> dict[str, float]:
+    """Read, encode, ask and save one case; returns the stage times (raises on failure)."""
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    case = load_case(ref.folder)
+    t1 = time.perf_counter()
+    seg.set_case(case)  # validate + encode the image once
+    t2 = time.perf_counter()
+    answer = seg.ask(query)
+    t3 = time.perf_counter()
+    times.update(read=t1 - t0, encode=t2 - t1)
+    times["decode"] = answer.timing_s.get("parse", 0.0) + answer.timing_s.get("decode", 0.0)
+    times["measure"] = (t3 - t2) - times["decode"]  # measure + compose
+    answer.timing_s.update(read=times["read"], encode=times["encode"])
+    answer.save(out / ref.case_id)
+    times["write"] = time.perf_counter() - t3
+    return times
+
+
+def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, overwrite: bool = False,
+              rank: int = 0, progress: bool = True, stream: TextIO | None = None,
+              desc: str = "cases",
+              after_case: Callable[[CaseRef, dict[str, Any]], None] | None = None) -> RunSummary:
+    """Run ``cases`` (this process's share) and return what happened; never raises for a case.
+
+    ``after_case(ref, record)`` is called after each case that ran (record: status, error or
+    stage times), once its memory has been released (benchmarks and tests look there).
+    """
+    from tqdm import tqdm
+
+    stream = stream if stream is not None else sys.stderr
+    weights = weights_id(seg.model_info())
+    summary = RunSummary()
+    start = time.perf_counter()
+    bar = tqdm(total=len(cases), desc=desc, unit="case", file=stream, disable=not progress,
+               dynamic_ncols=True, smoothing=0.1)
+    try:
+        for ref in cases:
+            if not overwrite and is_done(read_answer(out, ref.case_id), query, weights):
+                summary.skipped += 1
+                bar.update(1)
+                continue
+            record: dict[str, Any] = {"case": ref.case_id, "rank": rank}
+            try:
+                times = answer_case(seg, ref, query, out)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - one bad case never stops the cohort
+                error = one_line(e)
+                record_failure(out, ref.case_id, error, query=query)
+                summary.failed.append((ref.case_id, error))
+                record.update(status="failed", error=error)
+                bar.write(f"vlseg segment: {ref.case_id}: error: {error}", file=stream)
+            else:
+                clear_failure(out, ref.case_id)
+                summary.answered += 1
+                for k, v in times.items():
+                    summary.stage_s[k] += v
+                record.update(status="answered", **{f"{k}_s": round(v, 4) for k, v in times.items()})
+            finally:
+                seg.reset()
+                _release_memory()
+            append_log(out, rank, record)
+            if after_case is not None:
+                after_case(ref, record)
+            bar.set_postfix(failed=len(summary.failed), refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        summary.wall_s = time.perf_counter() - start
+    return summary
