@@ -1,4 +1,4 @@
-"""Overlay pictures and the slice viewer: orientation, colours, legend, centring on the target."""
+"""Overlay pictures: three planes, colours, legend, centring on the target."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,22 +22,10 @@ def test_target_center_inside_mask():
     assert render.target_center({"ET": np.zeros_like(m)}, m.shape) == (20, 24, 15)
 
 
-def test_axial_slice_radiological_orientation_and_colour():
-    img = _volume()
-    bg = render.to_display_uint8(img)
-    m = np.zeros(img.shape, np.uint8)
-    m[30:34, 40:44, 10] = 1  # right, anterior
-    rgb = render.axial_slice(bg, {"ET": m}, 10)
-    assert rgb.shape == (48, 40, 3) and rgb.dtype == np.uint8
-    c = rgb.astype(int)
-    tinted = c[..., 2] < c[..., 0] - 20  # yellow: blue channel clearly lower
-    rows, cols = np.nonzero(tinted)
-    # Radiological: patient's right (high x) on the viewer's left; anterior (high y) at the top.
-    assert cols.max() < 20 and rows.max() < 24
-    assert tinted.sum() == 16
-    # Toggled off -> plain grey.
-    grey = render.axial_slice(bg, {"ET": m}, 10, enabled=["WT"])
-    assert np.all(grey[..., 0] == grey[..., 2])
+def test_legend_text_uses_the_one_number_format():
+    assert render.legend_text("ET", 61.0) == "ET enhancing tumor (61 mL)"
+    assert render.legend_text("ET", 0.354) == "ET enhancing tumor (0.35 mL)"
+    assert render.legend_text("WT") == "WT whole tumor"
 
 
 def test_render_overlay_png_has_three_planes_and_legend(tmp_path):

@@ -1,4 +1,5 @@
-"""SessionStore: per-session isolation, cached encodings (LRU), re-encoding, query checks, logs."""
+"""SessionStore: per-session isolation, cached encodings (LRU), re-encoding, query checks, logs,
+the chat queue (questions kept in order), downloads named by case, and the viewer's data."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ import logging
 import threading
 
 import nibabel as nib
-import numpy as np
 import pytest
 
 from app_fakes import FakeSegmenter, fake_fork, small_case
@@ -38,11 +38,13 @@ def test_sessions_are_isolated(tmp_path, store):
     assert rb.answer_dir.is_relative_to(store.output_dir / b)
     ma = nib.load(ra.mask_files[0]).get_fdata()
     assert ma.sum() == 64 and ma[2:6, 8:12, 8:12].all()
-    # The viewers show each session's own mask.
-    va, vb = store.viewer_slice(a, 10, None), store.viewer_slice(b, 10, None)
-    assert not np.array_equal(va, vb)
+    # The viewers show each session's own mask (their own sheets, centred on their own tumour).
+    va, vb = store.viewer_payload(a), store.viewer_payload(b)
+    assert va["key"] != vb["key"] and va["planes"][0]["mask"] != vb["planes"][0]["mask"]
+    assert str(store.output_dir / a) in va["planes"][0]["mask"]
+    assert [c + o for c, o in zip(va["center"], va["offset"])] != [c + o for c, o in zip(vb["center"], vb["offset"])]
     # A session id that was never issued gets nothing.
-    assert store.viewer_slice("not-a-session", 10, None) is None
+    assert store.viewer_payload("not-a-session") is None
 
 
 def test_concurrent_sessions_never_mix(tmp_path, store):
@@ -73,7 +75,7 @@ def test_lru_eviction_reencodes_and_same_upload_reuses(tmp_path, store):
         store.set_case(CaseRequest(session_id=sid, source=d, label=d.name, fingerprint=d.name))
     assert store.n_encoded == 2  # max_cached
     first = store.get(sids[0])
-    assert first.segmenter is None and first.display is None  # evicted, memory freed
+    assert first.segmenter is None and first.viewer is None  # evicted, memory freed
     r = store.ask(AskRequest(session_id=sids[0], query="segment the edema"))
     assert r.reencoded and "CASE-0" in r.text
     seg = store.get(sids[0]).segmenter
@@ -123,3 +125,54 @@ def test_logs_carry_ids_and_timings_not_content(tmp_path, store, caplog):
     assert all(m.startswith("req=") and len(m.split()[0]) == 12 for m in app_lines)
     for secret in ("Smith", "SMITH", "JONES", "1950", str(tmp_path), ".nii"):
         assert secret not in text
+
+
+def test_chat_queue_keeps_every_question_in_order(tmp_path, store):
+    sid = store.new_session()
+    store.set_case(CaseRequest(session_id=sid, source=small_case(tmp_path, "Q", shift=3), label="Q"))
+    assert store.submit(sid, "   ") is None  # empty: nothing recorded
+    t1 = store.submit(sid, "segment the enhancing tumor")
+    t2 = store.submit(sid, "segment  the\nedema")
+    assert [t.question for t in store.turns(sid)] == ["segment the enhancing tumor", "segment the edema"]
+    assert all(t.answer is None and t.state == "queued" for t in store.turns(sid))
+    first = store.next_pending(sid)
+    assert first.id == t1.id and store.turns(sid)[0].state == "answering"
+    second = store.next_pending(sid)  # a second worker takes the next one, never the same
+    assert second.id == t2.id and store.next_pending(sid) is None
+    store.finish(second, "answer 2")
+    store.finish(first, "answer 1")
+    assert [(t.question, t.answer) for t in store.turns(sid)] == [
+        ("segment the enhancing tumor", "answer 1"), ("segment the edema", "answer 2")]
+    note = store.submit(sid, "Load X", kind="note", answer="Loaded X")
+    assert note.state == "done" and store.next_pending(sid) is None
+
+
+def test_downloads_named_by_case_and_refusals_bring_no_result(tmp_path, store):
+    sid = store.new_session()
+    up = small_case(tmp_path, "BraTS-GLI-00007-000", shift=3)
+    files = {p.name.rsplit("-", 1)[1].split(".")[0]: p for p in up.glob("*-t*.nii.gz")}
+    resp = store.set_case(CaseRequest(session_id=sid, source=files, label=None))
+    assert resp.case_id == "BraTS-GLI-00007-000" and resp.label == "BraTS-GLI-00007-000"
+    r = store.ask(AskRequest(session_id=sid, query="segment the enhancing tumor"))
+    assert r.has_result and [p.name for p in r.downloads] == ["BraTS-GLI-00007-000_ET.nii.gz",
+                                                               "BraTS-GLI-00007-000_all.zip"]
+    assert [p.name for p in r.mask_files] == ["ET.nii.gz"]  # the API keeps answer.json's names
+    assert "<table>" in r.table_html and r.overlay_png is not None
+    refused = store.ask(AskRequest(session_id=sid, query="segment the liver"))
+    assert not refused.has_result and refused.downloads == [] and refused.table_html == ""
+
+
+def test_viewer_survives_eviction_and_switches_sequence(tmp_path, store):
+    dirs = [small_case(tmp_path, f"V-{i}", shift=2 + 5 * i) for i in range(3)]
+    sids = [store.new_session() for _ in dirs]
+    store.set_case(CaseRequest(session_id=sids[0], source=dirs[0], label="V-0"))
+    store.ask(AskRequest(session_id=sids[0], query="segment the enhancing tumor"))
+    before = store.viewer_payload(sids[0])
+    assert [c["code"] for c in before["concepts"]] == ["ET"] and before["seq"] == "t1c"
+    for sid, d in zip(sids[1:], dirs[1:]):  # two more cases push the first out of the LRU
+        store.set_case(CaseRequest(session_id=sid, source=d, label=d.name))
+    assert store.get(sids[0]).viewer is None and store.get(sids[0]).masks_ras == {}
+    after = store.viewer_payload(sids[0], "t2f")  # re-read from disk; masks unpacked
+    assert [c["code"] for c in after["concepts"]] == ["ET"] and after["seq"] == "t2f"
+    assert after["planes"][0]["mask"] == before["planes"][0]["mask"]
+    assert store.viewer_sequences(sids[0]) == (["t1n", "t1c", "t2w", "t2f"], "t2f")

@@ -87,3 +87,31 @@ def legend_label(code: str, volume_ml: float | None = None) -> str:
     if volume_ml is not None:
         label += f" ({fmt_ml(volume_ml)})"
     return label
+
+
+def plane_axes(axis: int) -> tuple[tuple[int, bool], tuple[int, bool]]:
+    """How :func:`display_plane` lays out a plane: ``((row_axis, row_flipped), (col_axis,
+    col_flipped))``. Row ``r`` of the picture shows voxel ``N - 1 - r`` along ``row_axis`` when
+    flipped, else voxel ``r`` (columns alike). Read off ``display_plane`` itself, so viewers
+    that map clicks to voxels follow the one convention."""
+    shape = (2, 3, 4)  # distinct sizes tell the axes apart
+    found: dict[str, tuple[int, bool]] = {}
+    for k in (a for a in range(3) if a != axis):
+        probe = display_plane(np.indices(shape)[k], axis, 0)  # voxel index along k per pixel
+        along_rows = probe.shape[0] == shape[k] and probe[0, 0] != probe[-1, 0]
+        first = int(probe[0, 0])
+        found["row" if along_rows else "col"] = (k, first == shape[k] - 1)
+    return found["row"], found["col"]
+
+
+def window_keeping(volume: np.ndarray, keep: np.ndarray | None = None, *, low: float = 0.5,
+                   high: float = 99.99) -> tuple[float, float]:
+    """Display range that never saturates what matters: the ``low``/``high`` percentiles of the
+    non-zero voxels, with the top raised to the brightest voxel inside ``keep`` (a mask, e.g. the
+    tumor) so no voxel of it is clipped to white."""
+    lo, hi = window(volume, low=low, high=high)
+    if keep is not None:
+        sel = np.asarray(keep, dtype=bool)
+        if sel.shape == np.shape(volume) and sel.any():
+            hi = max(hi, float(np.asarray(volume, dtype=np.float32)[sel].max()))
+    return lo, hi if hi > lo else lo + 1.0

@@ -1,7 +1,9 @@
-"""Pictures of masks over the scan: a three-plane overlay per answer and an axial slice viewer.
+"""Pictures of masks over the scan: the three-plane overlay shown with each answer in the chat.
 
-All arrays are RAS+ ``(X, Y, Z)``. Orientation, side marks, windowing and colours follow the one
-picture convention of ``vlseg.picture`` (radiological).
+All arrays are RAS+ ``(X, Y, Z)``. Orientation, side marks and colours follow the one picture
+convention of ``vlseg.picture`` (radiological); the window never clips the tumor
+(:func:`vlseg.picture.window_keeping`); legend volumes use the one number format of
+``vlseg.numbers``. The interactive slice viewer's data lives in ``viewer.py``.
 """
 from __future__ import annotations
 
@@ -12,11 +14,25 @@ import numpy as np
 
 from vlseg import picture, vocab
 from vlseg.fileio import atomic_path
-from vlseg.picture import ALPHA, blend, to_display_uint8
+from vlseg.numbers import fmt_ml
+from vlseg.picture import ALPHA, blend
 
 BACKGROUND_PREFERENCE: tuple[str, ...] = ("t1c", "t2f", "t1n", "t2w")
-__all__ = ["ALPHA", "axial_slice", "blend", "crop_box", "pick_background", "render_overlay",
-           "target_center", "to_display_uint8"]
+__all__ = ["ALPHA", "blend", "crop_box", "legend_text", "pick_background", "render_overlay",
+           "target_center", "windowed_uint8"]
+
+
+def windowed_uint8(volume: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Window to uint8 by :func:`vlseg.picture.window_keeping` (no voxel of ``keep`` clipped)."""
+    vol = np.asarray(volume, dtype=np.float32)
+    lo, hi = picture.window_keeping(vol, keep)
+    return (np.clip((vol - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def legend_text(code: str, volume_ml: float | None = None) -> str:
+    """Legend entry: code, name and volume in the one number format ("ET enhancing tumor (61 mL)")."""
+    label = f"{code} {vocab.name(code)}"
+    return label if volume_ml is None else f"{label} ({fmt_ml(volume_ml)})"
 
 
 def pick_background(images: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
@@ -51,21 +67,6 @@ def crop_box(volume: np.ndarray, margin: int = 4) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
-def axial_slice(background_u8: np.ndarray, masks: Mapping[str, np.ndarray], z: int,
-                enabled: Sequence[str] | None = None, *, min_size: int = 0) -> np.ndarray:
-    """One axial slice of the whole volume with the enabled concept masks -> (H, W, 3) uint8.
-
-    ``min_size``: grids smaller than this (pixels, longer side) are zoomed by an integer factor.
-    """
-    z = int(np.clip(z, 0, background_u8.shape[2] - 1))
-    shown = {c: picture.display_plane(m, 2, z) for c, m in masks.items() if enabled is None or c in enabled}
-    rgb = blend(picture.display_plane(background_u8, 2, z), shown)  # (H, W, 3)
-    if min_size and max(rgb.shape[:2]) < min_size:  # small grids: nearest-neighbour zoom
-        k = int(np.ceil(min_size / max(rgb.shape[:2])))
-        rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
-    return rgb
-
-
 def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
                    spacing: Sequence[float], out_path: str | Path, *,
                    title: str | None = None, volumes_ml: Mapping[str, float | None] | None = None,
@@ -78,7 +79,10 @@ def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndar
     from matplotlib.patches import Patch
 
     seq, vol = pick_background(images)
-    bg = to_display_uint8(vol)
+    union = None
+    for m in masks.values():
+        union = np.asarray(m).astype(bool) if union is None else union | np.asarray(m).astype(bool)
+    bg = windowed_uint8(vol, union)
     # Crop to the head (non-zero voxels, plus a margin) so the brain fills the panels.
     box = crop_box(vol)
     bg = bg[box]
@@ -106,7 +110,7 @@ def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndar
     for concept in vocab.codes():
         if concept not in masks:
             continue
-        label = picture.legend_label(concept, (volumes_ml or {}).get(concept))
+        label = legend_text(concept, (volumes_ml or {}).get(concept))
         if not np.asarray(masks[concept]).any():
             label += " (none found)"
         handles.append(Patch(facecolor=np.asarray(colors[concept]) / 255.0, label=label))

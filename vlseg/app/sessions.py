@@ -8,6 +8,11 @@ own case, cached encoding and chat context, so sessions never see each other's d
 
 Memory is bounded: only the ``max_cached`` most recently used sessions keep their encoded scan
 (LRU); an evicted session keeps the path of its scan and is re-encoded on its next question.
+
+The chat itself lives here too, as a list of :class:`Turn` per session: a question is recorded
+(``submit``) the moment it is sent and answered later, in order (``next_pending`` / ``finish``),
+so no question is lost while another one is being answered and every answer stays with its
+question. The browser only ever shows what this list says.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import hashlib
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +29,15 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from vlseg import vocab
 from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.app import render
 from vlseg.app.logging import request_context
+from vlseg.app.results import named_downloads, safe_case_id, table_html
+from vlseg.app.viewer import ViewerCase
 
 Progress = Callable[[float, str], None]
-VIEWER_MIN_PX = 320  # slice-viewer images of small grids are zoomed to at least this size
+MAX_TURNS = 200  # chat turns kept per session (oldest dropped)
 
 
 class SegmenterLike(Protocol):
@@ -60,7 +67,7 @@ def fork_segmenter(base: Any) -> SegmenterLike:
 class CaseRequest:
     session_id: str
     source: Path | Mapping[str, Path]  # case folder or {sequence: file}
-    label: str  # what the chat calls this case ("sample-1-seed11-1mm", "your upload")
+    label: str | None  # what the chat calls this case (None: the case id from the file names)
     fingerprint: str | None = None  # content hash; the same upload twice reuses the encoding
 
 
@@ -73,6 +80,7 @@ class CaseResponse:
     spacing_mm: tuple[float, float, float]
     encode_s: float
     reused: bool  # True when the same scan was already encoded for this session
+    case_id: str = "case"  # file-name-safe id (downloads are named <case_id>_<concept>.nii.gz)
 
 
 @dataclass(frozen=True)
@@ -88,34 +96,30 @@ class AskResponse:
     refused: bool
     intent: str
     answer_json: dict[str, Any]
-    table: list[list[Any]]  # rows of MEASUREMENT_HEADERS
+    table_html: str  # measurements table ("" without targets), see results.py
     overlay_png: Path | None
-    mask_files: list[Path]
+    mask_files: list[Path]  # as answer.json names them (<concept>.nii.gz; the HTTP API's files)
+    downloads: list[Path]  # <case_id>_<concept>.nii.gz + <case_id>_all.zip (the UI's files)
     answer_dir: Path
     reencoded: bool
-    focus_slice: int | None = None  # axial index (RAS+) through the target, for the viewer
+    center: tuple[int, int, int] | None = None  # voxel (RAS+) through the target, for the viewer
+
+    @property
+    def has_result(self) -> bool:
+        """True when the answer brings something to show beside the chat (masks or numbers)."""
+        return bool(self.mask_files or self.answer_json.get("targets"))
 
 
-MEASUREMENT_HEADERS: list[str] = [
-    "concept", "region", "found", "volume (mL)", "range (mL)", "lesions", "max diameter (mm)",
-    "perpendicular (mm)", "hemisphere", "crosses midline", "lobes",
-]
+@dataclass
+class Turn:
+    """One exchange in the chat: the question at once, the answer when it is ready."""
 
-
-def measurement_rows(targets: list[dict[str, Any]]) -> list[list[Any]]:
-    rows = []
-    for t in targets:
-        rng = t.get("volume_ml_range") or [None, None]
-        rows.append([
-            t.get("concept"), vocab.names().get(t.get("concept", ""), ""),
-            "yes" if t.get("present") else "no",
-            t.get("volume_ml"),
-            "" if rng[0] is None else f"{rng[0]}–{rng[1]}",
-            t.get("n_lesions"), t.get("max_diameter_mm"), t.get("perpendicular_diameter_mm"),
-            t.get("hemisphere") or "", "yes" if t.get("crosses_midline") else "no",
-            ", ".join(t.get("lobes") or []),
-        ])
-    return rows
+    id: int
+    question: str
+    kind: str = "ask"  # "ask" (answered by the model) or "note" (case loads, messages)
+    answer: str | None = None  # None while queued or being answered
+    picture: Path | None = None  # overlay shown with the answer
+    state: str = "queued"  # queued -> answering -> done
 
 
 def fingerprint_files(files: Mapping[str, Path]) -> str:
@@ -139,14 +143,38 @@ class Session:
     source: Path | Mapping[str, Path] | None = None
     label: str | None = None
     fingerprint: str | None = None
+    case_id: str = "case"
     segmenter: SegmenterLike | None = None  # None when no case or evicted from the LRU
-    display: np.ndarray | None = None  # (X, Y, Z) uint8 background for the slice viewer
+    viewer: ViewerCase | None = None  # images + sprite sheets of the slice viewer
+    viewer_seq: str | None = None  # sequence shown in the viewer
     masks_ras: dict[str, np.ndarray] = field(default_factory=dict)  # latest mask per concept
+    packed_masks: dict[str, tuple[tuple[int, ...], bytes]] = field(default_factory=dict)  # when evicted
+    volumes_ml: dict[str, float | None] = field(default_factory=dict)
+    center: tuple[int, int, int] | None = None  # voxel the viewer's crosshair jumps to
+    focus: int = 0  # bumped when the crosshair should jump to ``center``
+    case_gen: int = 0  # bumped per new case (the viewer's key)
     n_answers: int = 0
+    turns: list[Turn] = field(default_factory=list)
+    n_turns: int = 0
 
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+    def pack_masks(self) -> None:
+        """Keep the masks compressed (an evicted session's viewer still shows them)."""
+        for c, m in self.masks_ras.items():
+            self.packed_masks[c] = (m.shape, zlib.compress(np.packbits(m.astype(bool)).tobytes(), 1))
+        self.masks_ras = {}
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """The latest mask per concept, unpacked if the session was evicted."""
+        if self.packed_masks and not self.masks_ras:
+            for c, (shape, data) in self.packed_masks.items():
+                bits = np.unpackbits(np.frombuffer(zlib.decompress(data), np.uint8))
+                self.masks_ras[c] = bits[:int(np.prod(shape))].reshape(shape)
+            self.packed_masks = {}
+        return self.masks_ras
 
 
 class SessionStore:
@@ -165,6 +193,7 @@ class SessionStore:
         self.max_query_chars = max_query_chars
         self.inference_lock = threading.Lock()  # the Segmenter is not thread-safe
         self._meta_lock = threading.Lock()
+        self._chat_lock = threading.Lock()  # guards every session's turns
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._encoded: OrderedDict[str, None] = OrderedDict()  # LRU of sessions holding encodings
 
@@ -222,8 +251,8 @@ class SessionStore:
                     if old.segmenter is not None:
                         old.segmenter.reset()
                     old.segmenter = None
-                    old.display = None
-                    old.masks_ras = {}
+                    old.viewer = None  # sprite sheets on disk stay valid
+                    old.pack_masks()
 
     # ----------------------------------------------------------------- the two operations
     def set_case(self, req: CaseRequest, progress: Progress | None = None) -> CaseResponse:
@@ -241,10 +270,14 @@ class SessionStore:
             case = load_case(req.source)  # InputError on every bad input
             progress(0.5, "encoding the scan (once per case)")
             with self.inference_lock:
+                session.case_gen += 1
                 encode_s = self._encode_locked(session, case)
-                session.source, session.label = req.source, req.label
-                session.fingerprint = req.fingerprint
-                session.masks_ras = {}
+                session.source, session.fingerprint = req.source, req.fingerprint
+                session.case_id = safe_case_id(getattr(case, "case_id", None) or req.label)
+                session.label = req.label or session.case_id
+                session.masks_ras, session.packed_masks, session.volumes_ml = {}, {}, {}
+                session.center, session.focus = None, session.focus + 1
+                session.viewer_seq = None
             ctx.set(n_sequences=len(case.present), sequences=list(case.present), encode_s=encode_s)
             return self._case_response(session, encode_s=encode_s, reused=False)
 
@@ -255,9 +288,14 @@ class SessionStore:
         seg.set_case(case)
         encode_s = time.perf_counter() - t0
         session.segmenter = seg
-        session.display = render.to_display_uint8(render.pick_background(case.images)[1])
+        session.viewer = self._make_viewer(session, case)
         self._touch_encoded(session)
         return encode_s
+
+    def _make_viewer(self, session: Session, case: Any) -> ViewerCase:
+        key = f"{session.short_id}-{session.case_gen}"
+        return ViewerCase(images=case.images, spacing=tuple(float(v) for v in case.spacing),
+                          out_dir=session.out_dir / "viewer", key=key)
 
     def check_query(self, query: str | None) -> str:
         """The question with whitespace collapsed; InputError if empty or over the length limit
@@ -293,41 +331,109 @@ class SessionStore:
             session.n_answers += 1
             answer_dir = session.out_dir / f"answer-{session.n_answers:03d}"
             ans.save(answer_dir)
-            mask_files = [answer_dir / f"{c}.nii.gz" for c in ans.masks_ras]
-            overlay, focus = None, None
+            mask_files = [p for p in (answer_dir / f"{c}.nii.gz" for c in ans.masks_ras) if p.is_file()]
+            answer_json = ans.to_json()
+            overlay, center = None, None
             if ans.masks_ras:
-                focus = render.target_center(ans.masks_ras, case.shape)[2]
-                session.masks_ras.update({c: np.asarray(m, dtype=np.uint8)
+                center = render.target_center(ans.masks_ras, case.shape)
+                session.masks().update({c: np.asarray(m, dtype=np.uint8)
                                           for c, m in ans.masks_ras.items()})
                 vols = {t["concept"]: t.get("volume_ml") for t in ans.targets}
+                session.volumes_ml.update(vols)
+                session.center, session.focus = center, session.focus + 1
                 overlay = render.render_overlay(
                     case.images, ans.masks_ras, case.spacing, answer_dir / "overlay.png",
                     volumes_ml=vols, title=f"{session.label or 'case'}: " + ", ".join(ans.masks_ras))
+            downloads = (named_downloads(answer_dir, answer_json, session.case_id)
+                         if ans.targets else [])
             ctx.set(intent=ans.intent, refused=ans.refused, n_targets=len(ans.targets),
                     concepts=[t["concept"] for t in ans.targets], evicted=reencoded)
             return AskResponse(
                 session_id=session.id, text=ans.text, refused=ans.refused, intent=ans.intent,
-                answer_json=ans.to_json(), table=measurement_rows(ans.targets), overlay_png=overlay,
-                mask_files=[p for p in mask_files if p.is_file()], answer_dir=answer_dir,
-                reencoded=reencoded, focus_slice=focus,
+                answer_json=answer_json, table_html=table_html(answer_json), overlay_png=overlay,
+                mask_files=mask_files, downloads=downloads, answer_dir=answer_dir,
+                reencoded=reencoded, center=center,
             )
 
     # ----------------------------------------------------------------- viewer
-    def viewer_slice(self, session_id: str | None, z: int | None,
-                     enabled: list[str] | None) -> np.ndarray | None:
-        """Axial slice ``z`` of the session's scan with its latest masks; None without a scan."""
+    def viewer_payload(self, session_id: str | None, seq: str | None = None,
+                       url: Callable[[Path], str] = str) -> dict[str, Any] | None:
+        """The slice viewer's data for the session's scan and masks so far; None without a scan.
+
+        ``seq`` switches the background sequence (default: the one shown, else T1c/FLAIR/T1/T2).
+        After an LRU eviction the scan is re-read (not re-encoded) to draw a new sequence.
+        """
         if not session_id:
             return None
         try:
             session = self.get(session_id)
         except VlsegError:
             return None
-        display = session.display
-        if display is None:
+        viewer = session.viewer
+        if viewer is None:
+            if session.source is None:
+                return None
+            from vlseg.io import load_case
+
+            viewer = session.viewer = self._make_viewer(session, load_case(session.source))
+        if seq not in viewer.sequences:
+            seq = session.viewer_seq if session.viewer_seq in viewer.sequences else None
+        if seq is None:
+            seq = render.pick_background(viewer.images)[0]
+        session.viewer_seq = seq
+        return viewer.payload(seq=seq, masks=dict(session.masks()), volumes_ml=dict(session.volumes_ml),
+                              center=session.center, focus=session.focus, url=url)
+
+    def viewer_sequences(self, session_id: str | None) -> tuple[list[str], str | None]:
+        """Sequences the session's scan has, and the one the viewer shows."""
+        try:
+            session = self.get(session_id) if session_id else None
+        except VlsegError:
+            session = None
+        if session is None or session.viewer is None:
+            return [], None
+        return session.viewer.sequences, session.viewer_seq
+
+    # ----------------------------------------------------------------- the chat
+    def submit(self, session_id: str, question: str, *, kind: str = "ask",
+               answer: str | None = None) -> Turn | None:
+        """Record a question now (answered later, in order); None for an empty one."""
+        text = " ".join((question or "").split())
+        if not text:
             return None
-        zz = display.shape[2] // 2 if z is None else int(z)
-        return render.axial_slice(display, dict(session.masks_ras), zz, enabled,
-                                  min_size=VIEWER_MIN_PX)
+        session = self.get(session_id)
+        with self._chat_lock:
+            session.n_turns += 1
+            turn = Turn(id=session.n_turns, question=text, kind=kind, answer=answer,
+                        state="done" if answer is not None else "queued")
+            session.turns.append(turn)
+            del session.turns[:-MAX_TURNS]
+        return turn
+
+    def next_pending(self, session_id: str) -> Turn | None:
+        """The oldest queued question of the session, marked as being answered."""
+        session = self.get(session_id)
+        with self._chat_lock:
+            for turn in session.turns:
+                if turn.state == "queued" and turn.kind == "ask":
+                    turn.state = "answering"
+                    return turn
+        return None
+
+    def finish(self, turn: Turn, answer: str, picture: Path | None = None) -> None:
+        with self._chat_lock:
+            turn.answer, turn.picture, turn.state = answer, picture, "done"
+
+    def turns(self, session_id: str | None) -> list[Turn]:
+        """A snapshot of the session's chat (empty for an unknown session)."""
+        if not session_id:
+            return []
+        try:
+            session = self.get(session_id)
+        except VlsegError:
+            return []
+        with self._chat_lock:
+            return [copy.copy(t) for t in session.turns]
 
     def _case_response(self, session: Session, *, encode_s: float, reused: bool) -> CaseResponse:
         assert session.segmenter is not None
@@ -337,5 +443,5 @@ class SessionStore:
             session_id=session.id, label=session.label or "case", sequences=present,
             shape=tuple(int(v) for v in case.shape),  # type: ignore[arg-type]
             spacing_mm=tuple(round(float(v), 3) for v in case.spacing),  # type: ignore[arg-type]
-            encode_s=round(encode_s, 3), reused=reused,
+            encode_s=round(encode_s, 3), reused=reused, case_id=session.case_id,
         )

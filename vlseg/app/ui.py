@@ -1,28 +1,38 @@
 """The Gradio chat app: layout, event handlers, and the ``/ask`` HTTP API endpoint.
 
-Layout: a case panel (sample cases or an upload of 1-4 NIfTI sequences or a .zip of a case folder),
-a chat panel (each answer adds grounded text, an overlay picture, a measurements table and mask
-downloads), and a slice viewer (axial slider + per-concept overlay toggles) for the whole volume.
+Layout (one screen at 1400×900, stacked at phone width): a case panel (sample cases, or an upload
+of 1-4 NIfTI sequences or a .zip of a case folder), the chat (each answer brings grounded text and
+the three-plane overlay with legend and volumes), and beside it the results: a three-plane slice
+viewer (``viewer.py`` + ``static/viewer.js``), the measurements table and downloads named by case.
+
+Asking is two steps so that no question is ever lost: ``submit`` records the question in the
+session's chat at once (no queue, no model), then ``answer_next`` (queued, one model call at a
+time) answers the oldest waiting question. Every step redraws the chat from the session's own
+list, so answers stay attached to their questions whatever order the browser sees replies in.
 
 Every model call goes through ``SessionStore`` (one inference lock, per-session Segmenters).
-Handlers never raise for a user mistake: the message goes into the chat and the app keeps running.
+Handlers never raise for a user mistake: the message goes into the chat and the app keeps running;
+a refused or failed question leaves the picture, table, files and viewer as they were.
 """
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 
-from vlseg import vocab
 from vlseg.errors import VlsegError
 from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
-    MEASUREMENT_HEADERS, AskRequest, CaseRequest, CaseResponse, SessionStore, fingerprint_files,
+    AskRequest, CaseRequest, CaseResponse, SessionStore, Turn, fingerprint_files,
 )
 from vlseg.app.uploads import collect_uploads
+from vlseg.app.viewer import SEQUENCE_BUTTONS
 
 TITLE = "vlseg — ask a brain-tumor MRI"
 EXAMPLE_QUERIES = [
@@ -34,12 +44,13 @@ EXAMPLE_QUERIES = [
     "what can you segment?",
 ]
 INTRO = (
-    "Pick a sample case or upload 1–4 NIfTI sequences (file names like BraTS: `…-t1n/-t1c/-t2w/-t2f"
-    ".nii.gz` or `…_t1/_t1ce/_t2/_flair.nii.gz`), or a `.zip` of a BraTS case folder. Then ask, e.g. "
-    "*segment the enhancing tumor*. Research tool output, not a diagnosis: the bundled model was "
-    "trained on synthetic phantoms."
+    "Pick a sample case or upload 1–4 NIfTI sequences (BraTS names: `…-t1n/-t1c/-t2w/-t2f.nii.gz` "
+    "or `…_t1/_t1ce/_t2/_flair.nii.gz`) or a `.zip` of a case folder, then ask. Research tool "
+    "output, not a diagnosis: the bundled model was trained on synthetic phantoms."
 )
-
+STATIC = Path(__file__).with_name("static")
+QUEUED = "*Queued — answered right after the question above…*"
+ANSWERING = "*Answering…*"
 
 _ABS_PATH = re.compile(r"(?<![\w.])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")
 
@@ -58,6 +69,36 @@ def _user_message(e: BaseException) -> str:
     return f"⚠️ Something went wrong on the server (error id {rid}); the app is still running — try again."
 
 
+def file_url(path: Path) -> str:
+    """URL of a file under the app's outputs (served by Gradio's file route; page-relative)."""
+    return "gradio_api/file=" + quote(str(Path(path).resolve()))
+
+
+def chat_messages(turns: list[Turn]) -> list[dict[str, Any]]:
+    """The chat as Gradio messages: each question, then its answer (or where it waits) and picture."""
+    msgs: list[dict[str, Any]] = []
+    for t in turns:
+        msgs.append({"role": "user", "content": t.question})
+        if t.answer is None:
+            msgs.append({"role": "assistant", "content": ANSWERING if t.state == "answering" else QUEUED})
+            continue
+        msgs.append({"role": "assistant", "content": t.answer})
+        if t.picture is not None and Path(t.picture).is_file():
+            msgs.append({"role": "assistant", "content": {
+                "path": str(t.picture), "alt_text": "Mask over the scan: axial, coronal and sagittal "
+                "planes through the target, with legend and volumes"}})
+    return msgs
+
+
+def _waiting(turns: list[Turn]) -> str:
+    n = sum(1 for t in turns if t.answer is None)
+    return "" if n == 0 else f"{n} question{'s' if n > 1 else ''} waiting for an answer…"
+
+
+def _seq_choices(seqs: list[str]) -> list[tuple[str, str]]:
+    return [(SEQUENCE_BUTTONS.get(s, s), s) for s in seqs]
+
+
 class ChatApp:
     """Event handlers bound to one SessionStore and SampleLibrary."""
 
@@ -65,30 +106,36 @@ class ChatApp:
         self.store = store
         self.samples = samples
 
+    def _chat(self, sid: str | None) -> list[dict[str, Any]]:
+        return chat_messages(self.store.turns(sid))
+
+    def _viewer(self, sid: str | None, seq: str | None = None) -> str:
+        payload = self.store.viewer_payload(sid, seq, url=file_url)
+        return "" if payload is None else json.dumps(payload)
+
     # ----------------------------------------------------------------- case loading
-    def _case_loaded(self, resp: CaseResponse, chat: list[dict], note: str = "",
-                     what: str = "") -> tuple:
+    def _case_loaded(self, resp: CaseResponse, note: str = "", what: str = "") -> tuple:
         shape = "×".join(str(v) for v in resp.shape)
         sp = "×".join(f"{v:g}" for v in resp.spacing_mm)
-        info = (f"**Case:** {resp.label} · sequences {', '.join(resp.sequences)} · {shape} voxels "
-                f"at {sp} mm" + ("" if resp.reused else f" · encoded in {resp.encode_s:.1f} s"))
+        info = (f"**Case:** {resp.label} · {', '.join(resp.sequences)} · {shape} voxels at {sp} mm"
+                + ("" if resp.reused else f" · encoded in {resp.encode_s:.1f} s"))
         missing = [s for s in ("t1n", "t1c", "t2w", "t2f") if s not in resp.sequences]
         text = (f"Loaded **{resp.label}** ({', '.join(resp.sequences)}{note}). "
                 + (f"Missing sequences ({', '.join(missing)}) are treated as absent. " if missing else "")
                 + "Ask e.g. *segment the enhancing tumor* or *how big is the edema?*")
-        chat = list(chat or []) + [{"role": "user", "content": what or f"(load {resp.label})"},
-                                   {"role": "assistant", "content": text}]
-        z = resp.shape[2]
-        view = self.store.viewer_slice(resp.session_id, z // 2, list(vocab.codes()))
-        return (resp.session_id, chat, info, view,
-                gr.Slider(minimum=0, maximum=z - 1, value=z // 2, step=1, interactive=True))
+        sid = resp.session_id
+        self.store.submit(sid, what or f"Load {resp.label}", kind="note", answer=text)
+        viewer = self._viewer(sid)
+        seqs, shown = self.store.viewer_sequences(sid)
+        return (sid, self._chat(sid), info, viewer,
+                gr.Radio(choices=_seq_choices(seqs), value=shown, interactive=True),
+                "", None)
 
-    def _case_failed(self, sid: str, chat: list[dict], e: BaseException, what: str) -> tuple:
-        chat = list(chat or []) + [{"role": "user", "content": what},
-                                   {"role": "assistant", "content": _user_message(e)}]
-        return sid, chat, gr.skip(), gr.skip(), gr.skip()
+    def _case_failed(self, sid: str, e: BaseException, what: str) -> tuple:
+        self.store.submit(sid, what, kind="note", answer=_user_message(e))
+        return sid, self._chat(sid), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def load_sample(self, name: str | None, sid: str | None, chat: list[dict] | None,
+    def load_sample(self, name: str | None, sid: str | None,
                     progress: gr.Progress = gr.Progress()) -> tuple:
         sid = self.store.ensure(sid)
         try:
@@ -104,51 +151,79 @@ class ChatApp:
                 CaseRequest(session_id=sid, source=self.samples.path(name), label=name,
                             fingerprint=f"sample:{name}"),
                 progress=lambda f, msg: progress(f, desc=msg))
-            return self._case_loaded(resp, chat or [])
+            return self._case_loaded(resp)
         except Exception as e:  # noqa: BLE001 - shown in the chat; the app keeps running
-            return self._case_failed(sid, chat or [], e, f"(load {name})")
+            return self._case_failed(sid, e, f"Load {name or 'a sample case'}")
 
-    def load_upload(self, files: list[str] | None, sid: str | None, chat: list[dict] | None,
+    def load_upload(self, files: list[str] | None, sid: str | None,
                     progress: gr.Progress = gr.Progress()) -> tuple:
         sid = self.store.ensure(sid)
+        names = ", ".join(Path(f).name for f in (files or [])) or "nothing"
         try:
             progress(0.05, desc="checking uploaded files")
             work = self.store.output_dir / sid / f"upload-{uuid.uuid4().hex[:8]}"
             ups = collect_uploads(files or [], work)
             progress(0.15, desc="checking uploaded files")
             resp = self.store.set_case(
-                CaseRequest(session_id=sid, source=dict(ups.sequences), label="your upload",
+                CaseRequest(session_id=sid, source=dict(ups.sequences), label=None,
                             fingerprint=fingerprint_files(ups.sequences)),
                 progress=lambda f, msg: progress(f, desc=msg))
             note = f"; ignored {', '.join(ups.ignored)}" if ups.ignored else ""
-            return self._case_loaded(resp, chat or [], note, what="(upload)")
+            out = self._case_loaded(resp, note, what=f"Upload {strip_dirs(names)}")
+            return (*out, gr.File(value=None))  # the upload box clears after a load
         except Exception as e:  # noqa: BLE001
-            return self._case_failed(sid, chat or [], e, "(upload)")
+            return (*self._case_failed(sid, e, f"Upload {strip_dirs(names)}"), gr.skip())
 
     # ----------------------------------------------------------------- chat
-    def ask(self, query: str, sid: str | None, chat: list[dict] | None,
-            enabled: list[str] | None, z: float | None) -> tuple:
+    def submit(self, query: str | None, sid: str | None) -> tuple:
+        """Step 1 (instant, no queue): the question joins the chat; the box clears."""
         sid = self.store.ensure(sid)
-        chat = list(chat or []) + [{"role": "user", "content": query or ""}]
         try:
-            resp = self.store.ask(AskRequest(session_id=sid, query=query or ""))
+            self.store.submit(sid, query or "")
         except Exception as e:  # noqa: BLE001
-            chat.append({"role": "assistant", "content": _user_message(e)})
-            return sid, chat, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            self.store.submit(sid, query or "(question)", kind="note", answer=_user_message(e))
+        turns = self.store.turns(sid)
+        return sid, chat_messages(turns), "", _waiting(turns)
+
+    def submit_example(self, index: int | None, sid: str | None) -> tuple:
+        """Clicking an example asks it."""
+        if index is None or not 0 <= int(index) < len(EXAMPLE_QUERIES):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return self.submit(EXAMPLE_QUERIES[int(index)], sid)
+
+    def answer_next(self, sid: str | None) -> tuple:
+        """Step 2 (queued, one model call at a time): answer the oldest waiting question."""
+        keep = (gr.skip(), gr.skip(), gr.skip(), gr.skip())  # table, files, viewer, sequence
+        if not sid:
+            return (self._chat(sid), *keep, "")
+        try:
+            turn = self.store.next_pending(sid)
+        except VlsegError:
+            return (self._chat(sid), *keep, "")
+        if turn is None:
+            turns = self.store.turns(sid)
+            return (chat_messages(turns), *keep, _waiting(turns))
+        try:
+            resp = self.store.ask(AskRequest(session_id=sid, query=turn.question))
+        except Exception as e:  # noqa: BLE001 - a failed question keeps everything shown
+            self.store.finish(turn, _user_message(e))
+            turns = self.store.turns(sid)
+            return (chat_messages(turns), *keep, _waiting(turns))
         text = resp.text
         if resp.reencoded:
             text += " *(The scan was re-encoded: it had been unloaded to save memory.)*"
-        chat.append({"role": "assistant", "content": text})
-        if resp.focus_slice is not None:
-            z = resp.focus_slice  # show the slice through the target
-        view = self.store.viewer_slice(sid, None if z is None else int(z), enabled)
-        files = [str(p) for p in resp.mask_files] or None
-        overlay = str(resp.overlay_png) if resp.overlay_png else None
-        slider = gr.skip() if resp.focus_slice is None else gr.Slider(value=resp.focus_slice)
-        return sid, chat, "", overlay, resp.table, files, view, slider
+        self.store.finish(turn, text, resp.overlay_png)
+        turns = self.store.turns(sid)
+        if not resp.has_result:  # refused / capability answers: nothing new to show
+            return (chat_messages(turns), *keep, _waiting(turns))
+        files = [str(p) for p in resp.downloads] or None
+        viewer = self._viewer(sid)
+        return (chat_messages(turns), resp.table_html, files, viewer, gr.skip(), _waiting(turns))
 
-    def view(self, sid: str | None, z: float | None, enabled: list[str] | None) -> Any:
-        return self.store.viewer_slice(sid, None if z is None else int(z), enabled)
+    def change_sequence(self, sid: str | None, seq: str | None) -> Any:
+        if not sid or not seq:
+            return gr.skip()
+        return self._viewer(sid, seq)
 
     def refresh_samples(self) -> tuple:
         ready = self.samples.ready()
@@ -186,6 +261,10 @@ def _dropper(store: SessionStore) -> Any:
     return drop
 
 
+def _static(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
 def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: dict[str, Any]) -> gr.Blocks:
     """The whole UI; ``blocks_kwargs`` carries the cache-cleanup settings from security.py."""
     app = ChatApp(store=store, samples=samples)
@@ -194,10 +273,11 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
         # A plain function, not the bound method: Gradio deep-copies the page config (which
         # holds this callback) per request, and a bound method would copy the store and model.
         sid = gr.State(None, delete_callback=_dropper(store))
-        gr.Markdown(f"## {TITLE}\n{INTRO}")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                gr.Markdown("### 1 · Case")
+        # The page's own stylesheet, injected into <head> (layout, chat, table).
+        gr.HTML("", head=f"<style>{_static('app.css')}</style>", js_on_load=None, elem_id="app-style")
+        gr.Markdown(f"### {TITLE}\n{INTRO}", elem_id="intro")
+        with gr.Row(elem_id="main", equal_height=False):
+            with gr.Column(scale=2, min_width=240, elem_id="case-col"):
                 sample_radio = gr.Radio(choices=samples.ready(), label="Sample cases",
                                         elem_id="sample-radio")
                 sample_status = gr.Markdown(samples.status(), elem_id="sample-status")
@@ -205,37 +285,31 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                                             elem_id="load-sample")
                 uploads = gr.File(label="…or upload 1–4 NIfTI sequences or a .zip",
                                   file_count="multiple", file_types=[".nii", ".gz", ".zip"],
-                                  elem_id="upload")
+                                  elem_id="upload", height=120)
                 load_upload_btn = gr.Button("Load uploaded scans", elem_id="load-upload")
                 case_info = gr.Markdown("*No case loaded.*", elem_id="case-info")
-            with gr.Column(scale=2, min_width=420):
-                gr.Markdown("### 2 · Chat")
-                chat = gr.Chatbot(label="Answers", height=360, elem_id="chat",
-                                  feedback_options=None)
-                with gr.Row():
+            with gr.Column(scale=4, min_width=330, elem_id="chat-col"):
+                chat = gr.Chatbot(show_label=False, height="min(62vh, 600px)", elem_id="chat",
+                                  feedback_options=None, buttons=[], layout="bubble",
+                                  placeholder="Load a case, then ask about it.")
+                with gr.Row(elem_id="ask-row"):
                     query = gr.Textbox(placeholder="e.g. segment the enhancing tumor", show_label=False,
-                                       scale=5, max_lines=2, elem_id="query")
-                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
-                gr.Examples(EXAMPLE_QUERIES, inputs=[query], label="Try")
-        with gr.Row():
-            overlay = gr.Image(label="Mask over the scan (3 planes through the target)",
-                               type="filepath", format="png", interactive=False, elem_id="overlay")
-        with gr.Row():
-            table = gr.Dataframe(headers=MEASUREMENT_HEADERS, value=[], type="array",
-                                 interactive=False, label="Measurements", wrap=True,
-                                 elem_id="measurements")
-        masks_out = gr.File(label="Mask NIfTI files (input grid)", file_count="multiple",
-                            interactive=False, elem_id="masks")
-        with gr.Accordion("Slice viewer (whole volume)", open=True):
-            with gr.Row():
-                with gr.Column(scale=1, min_width=240):
-                    zslider = gr.Slider(0, 1, value=0, step=1, label="Axial slice",
-                                        interactive=False, elem_id="zslider")
-                    toggles = gr.CheckboxGroup(
-                        choices=[(f"{c.code} {c.name}", c.code) for c in vocab.concepts()],
-                        value=list(vocab.codes()), label="Overlays", elem_id="toggles")
-                viewer = gr.Image(label="Axial slice", type="numpy", interactive=False,
-                                  format="png", height=360, elem_id="viewer")
+                                       scale=5, max_lines=2, elem_id="query", container=False)
+                    send = gr.Button("Ask", variant="primary", scale=1, min_width=70, elem_id="ask")
+                ask_status = gr.Markdown("", elem_id="ask-status")
+                examples = gr.Dataset(components=[query], samples=[[q] for q in EXAMPLE_QUERIES],
+                                      label="Try (click to ask)", type="index", elem_id="examples",
+                                      layout="gallery", samples_per_page=len(EXAMPLE_QUERIES))
+            with gr.Column(scale=5, min_width=330, elem_id="result-col"):
+                seq_radio = gr.Radio(choices=[], label="Sequence under the masks", elem_id="viewer-seq",
+                                     interactive=True)
+                viewer = gr.HTML("", html_template='<div class="vv-host"></div>',
+                                 js_on_load=_static("viewer.js"), css_template=_static("viewer.css"),
+                                 elem_id="viewer", apply_default_css=False)
+                table = gr.HTML("", elem_id="measurements")
+                downloads = gr.File(label="Downloads (named by case; the zip has masks, answer.json "
+                                    "and a CSV)", file_count="multiple", interactive=False,
+                                    elem_id="downloads", height=140)
 
         # Hidden components of the HTTP API (`client.predict(files, query, api_name="/ask")`).
         with gr.Column(visible=False):
@@ -245,20 +319,26 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
             api_masks = gr.File(file_count="multiple", label="masks")
             api_btn = gr.Button("ask")
 
-        case_outputs = [sid, chat, case_info, viewer, zslider]
-        load_sample_btn.click(app.load_sample, [sample_radio, sid, chat], case_outputs,
+        case_outputs = [sid, chat, case_info, viewer, seq_radio, table, downloads]
+        load_sample_btn.click(app.load_sample, [sample_radio, sid], case_outputs,
                               show_progress_on=[case_info], api_name="ui_load_sample", **heavy)
-        load_upload_btn.click(app.load_upload, [uploads, sid, chat], case_outputs,
+        load_upload_btn.click(app.load_upload, [uploads, sid], case_outputs + [uploads],
                               show_progress_on=[case_info], api_name="ui_load_upload", **heavy)
-        ask_outputs = [sid, chat, query, overlay, table, masks_out, viewer, zslider]
-        for k, trigger in enumerate((send.click, query.submit)):
-            trigger(app.ask, [query, sid, chat, toggles, zslider], ask_outputs,
-                    api_name=f"ui_chat_{k}", **heavy)
-        for k, trigger in enumerate((zslider.change, toggles.change)):
-            trigger(app.view, [sid, zslider, toggles], [viewer], trigger_mode="always_last",
-                    api_name=f"ui_view_{k}",
-                    concurrency_id="viewer", concurrency_limit=2, api_visibility="private",
-                    show_progress="hidden")
+
+        # Asking: record at once (no queue), then answer in order (queued with the model).
+        submit_outputs = [sid, chat, query, ask_status]
+        answer_outputs = [chat, table, downloads, viewer, seq_radio, ask_status]
+        triggers = [(send.click, app.submit, [query, sid]), (query.submit, app.submit, [query, sid]),
+                    (examples.click, app.submit_example, [examples, sid])]
+        for k, (trigger, fn, inputs) in enumerate(triggers):
+            trigger(fn, inputs, submit_outputs, queue=False, trigger_mode="multiple",
+                    show_progress="hidden", api_name=f"ui_submit_{k}", api_visibility="private",
+                    ).then(app.answer_next, [sid], answer_outputs, show_progress_on=[ask_status],
+                           api_name=f"ui_answer_{k}", trigger_mode="multiple", **heavy)
+        seq_radio.input(app.change_sequence, [sid, seq_radio], [viewer], api_name="ui_sequence",
+                        concurrency_id="viewer", concurrency_limit=2, api_visibility="private",
+                        show_progress="minimal", trigger_mode="always_last")
+
         timer = gr.Timer(2.0, active=len(samples.ready()) < len(samples.names))
         timer.tick(app.refresh_samples, None, [sample_radio, sample_status, timer],
                    api_name="ui_samples_tick", api_visibility="private", show_progress="hidden", queue=False)
@@ -272,4 +352,4 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
     return demo
 
 
-__all__ = ["ChatApp", "build_blocks", "TITLE"]
+__all__ = ["ChatApp", "build_blocks", "chat_messages", "TITLE"]
