@@ -311,7 +311,8 @@ def plot_chart(result: dict[str, Any], path: str | Path) -> Path:
         for j, lab in enumerate(labels):
             vals = [result["summary"][lab][n][concept]["dice"] for n in names]
             sds = [result["summary"][lab][n][concept]["dice_sd"] for n in names]
-            ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, yerr=sds, capsize=2,
+            err = [[min(s, v) for s, v in zip(sds, vals)], [min(s, 1 - v) for s, v in zip(sds, vals)]]  # within [0, 1]
+            ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, yerr=err, capsize=2,
                    color=colours[j % len(colours)], label=lab, error_kw={"elinewidth": 0.8})
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(f"{concept} Dice")
