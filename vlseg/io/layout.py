@@ -45,8 +45,13 @@ def find_case_files(source: str | os.PathLike | Mapping[str, str | os.PathLike |
     if not path.exists():
         raise InputError("not found; give a case folder, a NIfTI file or per-sequence files",
                          str(path))
-    if path.is_dir() and reader_for(path) is None:  # a case folder (a reader may claim a series folder)
-        return _from_folder(path)
+    if path.is_dir():
+        reader = reader_for(path)  # a reader may claim a folder: a series, or a study it splits
+        if reader is None:
+            return _from_folder(path)
+        if hasattr(reader, "study_files"):  # e.g. DICOM: {sequence: series path}, case id
+            images, case_id = reader.study_files(path)
+            return CaseFiles(images=images, layout=reader.name.lower(), case_id=case_id)
     return _from_file(path)
 
 

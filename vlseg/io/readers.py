@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from vlseg.errors import InputError
+from vlseg.io.dicom import DicomReader
 from vlseg.io.nifti import NiftiReader
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Header, Volume
 
@@ -43,7 +44,7 @@ class Reader(Protocol):
 
 
 # The registry: asked in order, the first reader whose ``can_read`` says yes reads the file.
-READERS: list[Reader] = [NiftiReader()]
+READERS: list[Reader] = [NiftiReader(), DicomReader()]
 
 
 def register_reader(reader: Reader, *, first: bool = True) -> None:

@@ -1,0 +1,398 @@
+"""A DICOM study folder: its files grouped into series, and the MR series mapped to sequences.
+
+Headers are read with pydicom (no pixel data); series are told apart by SeriesInstanceUID.
+Each MR image series is mapped to t1n / t1c / t2w / t2f from, in order of trust:
+
+1. a ``--series SEQ=...`` override (series number, SeriesInstanceUID or description);
+2. its SeriesDescription and ProtocolName (``FLAIR``, ``T2``, ``T1 ... POST/GD/+C``, ...);
+3. its acquisition tags: inversion time (FLAIR: TI > 1500 ms with a long TE), echo and
+   repetition times (T2: TE > 60 ms, TR > 1500 ms; T1: TE < 30 ms), and the contrast agent
+   (ContrastBolusAgent present: T1 post-contrast).
+
+Series that are not MR images (SEG, SR, presentation states), localizers, and derived maps
+(ADC, DWI, perfusion, SWI, subtractions) are never mapped. Two series for one sequence, or none
+at all, is a one-line error listing the series found (number, description, image count) and how
+to pick one with ``--series``. Patient identifiers are compared, never shown.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from vlseg.concepts import SEQUENCES, canonical_sequence
+from vlseg.errors import InputError
+
+MAX_FILES = 20_000  # files examined in one study folder
+MAX_DEPTH = 8  # sub-folder levels searched for DICOM files
+_PREAMBLE = 128
+# SOP classes read as MR images: MR, Enhanced MR, Legacy Converted Enhanced MR.
+MR_IMAGE_CLASSES: frozenset[str] = frozenset({
+    "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4"})
+_HEADER_TAGS = [
+    "SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
+    "ProtocolName", "ImageType", "EchoTime", "RepetitionTime", "InversionTime", "ContrastBolusAgent",
+    "ScanningSequence", "StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate",
+    "FrameOfReferenceUID", "NumberOfFrames", "ImageOrientationPatient", "ImagePositionPatient",
+    "SharedFunctionalGroupsSequence",
+]
+# Words in a description that rule a series out (derived maps, localizers, other contrasts).
+_EXCLUDE = re.compile(r"\b(adc|dwi|diff\w*|trace|tensor|dti|perf\w*|dsc|dce|asl|swi|swan|"
+                      r"localizer|locali[sz]er|scout|survey|loc|mip|subtract\w*|sub|map|"
+                      r"fa|tof|angio|mra|spectro\w*|svs|csi)\b", re.I)
+_FLAIR = re.compile(r"flair|dark[-_ ]?fluid|\btirm\b|\bt2f\b|\bfl\b", re.I)
+_T2 = re.compile(r"\bt2|t2w|\bt2\b|t2[-_ ]?(tse|fse|w)", re.I)
+_T1 = re.compile(r"\bt1|t1w|mprage|mp[-_ ]?rage|spgr|bravo|tfl|vibe|\bt1n\b|\bt1c\b", re.I)
+_POST = re.compile(r"post|\+\s*c\b|\bgd\b|gad\w*|contrast|\bce\b|t1c\b|t1ce|\bc\+|enh", re.I)
+_PRE = re.compile(r"\bpre\b|native|t1n\b|non[-_ ]?contrast|w/?o\b", re.I)
+
+
+@dataclass
+class Series:
+    """One series of a study, from its headers: what it is and where its files are."""
+
+    uid: str
+    number: int | None
+    description: str
+    protocol: str
+    n_images: int  # files (each single- or multi-frame)
+    files: list[Path] = field(default_factory=list)
+    is_mr_image: bool = True
+    excluded: str = ""  # why it is never mapped (localizer, derived map, not an MR image)
+    echo_ms: float | None = None
+    repetition_ms: float | None = None
+    inversion_ms: float | None = None
+    contrast: bool = False
+    multiframe: bool = False
+    sequence: str | None = None  # what its tags say (None: not recognised)
+    evidence: str = ""  # "description" | "acquisition tags"
+
+    def label(self) -> str:
+        num = f"#{self.number}" if self.number is not None else "#?"
+        desc = self.description or self.protocol or "no description"
+        return f"{num} '{desc}' ({self.n_images} {'file' if self.multiframe else 'image'}" \
+               f"{'s' if self.n_images != 1 else ''})"
+
+
+@dataclass
+class Study:
+    """The series of one DICOM study folder, in series-number order."""
+
+    folder: Path
+    series: list[Series]
+    n_other_files: int = 0  # files that are not DICOM
+
+    def listing(self) -> str:
+        parts = []
+        for s in self.series:
+            what = s.sequence or (s.excluded or "not recognised")
+            parts.append(f"{s.label()} -> {what}")
+        return "; ".join(parts) if parts else "none"
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file: 128-byte preamble then ``DICM`` (never raises)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_PREAMBLE + 4)
+        return head[_PREAMBLE:_PREAMBLE + 4] == b"DICM"
+    except OSError:
+        return False
+
+
+def walk_files(folder: Path, *, max_files: int = MAX_FILES) -> list[Path]:
+    """Regular files under ``folder`` (hidden entries skipped, links not followed), sorted."""
+    out: list[Path] = []
+    stack = [(folder, 0)]
+    while stack:
+        d, depth = stack.pop()
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            raise InputError(f"cannot be listed ({e.strerror or e}); check its permissions", str(d)) from None
+        for e in entries:
+            if e.name.startswith(".") or e.is_symlink():
+                continue
+            if e.is_dir(follow_symlinks=False):
+                if depth < MAX_DEPTH:
+                    stack.append((Path(e.path), depth + 1))
+            elif e.is_file(follow_symlinks=False) and e.name.upper() != "DICOMDIR":
+                out.append(Path(e.path))
+                if len(out) > max_files:
+                    raise InputError(f"holds more than {max_files:,} files; give one study folder",
+                                     str(folder))
+    return sorted(out)
+
+
+def holds_dicom(folder: Path, *, budget: int = 64) -> bool:
+    """Cheap: a DICOM file among the first ``budget`` files found under ``folder``."""
+    stack = [(folder, 0)]
+    seen = 0
+    while stack and seen < budget:
+        d, depth = stack.pop(0)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith(".") or e.is_symlink():
+                continue
+            if e.is_dir(follow_symlinks=False):
+                if depth < MAX_DEPTH:
+                    stack.append((Path(e.path), depth + 1))
+            elif e.is_file(follow_symlinks=False):
+                seen += 1
+                if is_dicom_file(Path(e.path)):
+                    return True
+                if seen >= budget:
+                    break
+    return False
+
+
+def _float(ds, name: str) -> float | None:
+    try:
+        v = ds.get(name)
+        return float(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _enhanced_timing(ds) -> tuple[float | None, float | None, float | None]:
+    """TE, TR, TI of an enhanced (multi-frame) MR image from its shared functional groups."""
+    te = tr = ti = None
+    try:
+        shared = ds.SharedFunctionalGroupsSequence[0]
+    except (AttributeError, IndexError, KeyError):
+        return te, tr, ti
+    for seq_name, tag, kind in (("MRTimingAndRelatedParametersSequence", "RepetitionTime", "tr"),
+                                ("MREchoSequence", "EffectiveEchoTime", "te"),
+                                ("MRModifierSequence", "InversionTimes", "ti")):
+        try:
+            item = getattr(shared, seq_name)[0]
+            v = item.get(tag)
+            v = v[0] if isinstance(v, (list, tuple)) or getattr(v, "VM", 1) > 1 else v
+            value = float(v) if v not in (None, "") else None
+        except (AttributeError, IndexError, TypeError, ValueError, KeyError):
+            value = None
+        if kind == "te":
+            te = value
+        elif kind == "tr":
+            tr = value
+        else:
+            ti = value
+    return te, tr, ti
+
+
+def sequence_from_text(text: str, *, contrast: bool = False) -> str | None:
+    """t1n/t1c/t2w/t2f from a series description or protocol name, else None."""
+    if not text or _EXCLUDE.search(text.replace("_", " ")):
+        return None
+    low = text.replace("_", " ")
+    if _FLAIR.search(low):
+        return "t2f"
+    if _T1.search(low):
+        if _POST.search(low):
+            return "t1c"
+        if _PRE.search(low):
+            return "t1n"
+        return "t1c" if contrast else "t1n"
+    if _T2.search(low):
+        return "t2w"
+    return None
+
+
+def sequence_from_tags(s: Series) -> str | None:
+    """t1n/t1c/t2w/t2f from TE/TR/TI and the contrast agent, else None."""
+    te, tr, ti = s.echo_ms, s.repetition_ms, s.inversion_ms
+    if ti is not None and ti > 1500 and (te is None or te > 50):
+        return "t2f"
+    if te is not None and te > 60 and (tr is None or tr > 1500):
+        return "t2w"
+    if te is not None and te < 30:
+        return "t1c" if s.contrast else "t1n"
+    return None
+
+
+def _classify(s: Series) -> None:
+    if not s.is_mr_image or s.excluded:
+        return
+    text = f"{s.description} {s.protocol}".strip()
+    if _EXCLUDE.search(text.replace("_", " ")):
+        s.excluded = "derived or localizer"
+        return
+    for t in (s.description, s.protocol):
+        seq = sequence_from_text(t, contrast=s.contrast)
+        if seq is not None:
+            s.sequence, s.evidence = seq, "description"
+            return
+    seq = sequence_from_tags(s)
+    if seq is not None:
+        s.sequence, s.evidence = seq, "acquisition tags"
+
+
+def scan_study(folder: str | os.PathLike) -> Study:
+    """Read the headers of every DICOM file under ``folder`` and group them into series."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    folder = Path(folder)
+    files = walk_files(folder) if folder.is_dir() else [folder]
+    by_uid: dict[str, Series] = {}
+    patients: set[tuple] = set()
+    studies: set[str] = set()
+    others = 0
+    for f in files:
+        if not is_dicom_file(f):
+            others += 1
+            continue
+        try:
+            ds = dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError):
+            others += 1
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if not uid:
+            others += 1
+            continue
+        s = by_uid.get(uid)
+        if s is None:
+            sop = str(ds.get("SOPClassUID", ""))
+            image_type = [str(x).upper() for x in (ds.get("ImageType") or [])]
+            number = ds.get("SeriesNumber")
+            s = by_uid[uid] = Series(
+                uid=uid, number=int(number) if number not in (None, "") else None,
+                description=str(ds.get("SeriesDescription", "") or "").strip(),
+                protocol=str(ds.get("ProtocolName", "") or "").strip(), n_images=0,
+                is_mr_image=sop in MR_IMAGE_CLASSES,
+                echo_ms=_float(ds, "EchoTime"), repetition_ms=_float(ds, "RepetitionTime"),
+                inversion_ms=_float(ds, "InversionTime"),
+                contrast=bool(str(ds.get("ContrastBolusAgent", "") or "").strip()),
+                multiframe=int(ds.get("NumberOfFrames", 1) or 1) > 1)
+            if not s.is_mr_image:
+                s.excluded = f"not an MR image ({ds.get('Modality', '?')})"
+            elif "LOCALIZER" in image_type:
+                s.excluded = "localizer"
+            if s.multiframe and s.echo_ms is None:
+                s.echo_ms, s.repetition_ms, s.inversion_ms = _enhanced_timing(
+                    dcmread(f, stop_before_pixels=True))
+            if s.is_mr_image:
+                studies.add(str(ds.get("StudyInstanceUID", "")))
+                patients.add((str(ds.get("PatientID", "")), str(ds.get("PatientName", "")),
+                              str(ds.get("PatientBirthDate", ""))))
+        s.n_images += 1
+        s.files.append(f)
+    if len(patients) > 1:
+        raise InputError(f"holds MR series of {len(patients)} different patients; give one "
+                         "patient's study per folder", str(folder))
+    if len(studies) > 1:
+        raise InputError(f"holds MR series of {len(studies)} different studies; give one study "
+                         "per folder", str(folder))
+    series = sorted(by_uid.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
+    for s in series:
+        _classify(s)
+    return Study(folder=folder, series=series, n_other_files=others)
+
+
+# A small cache of scanned studies: a study's headers are read once per process, not once per
+# series read (keyed by folder, its file count and newest modification time).
+_CACHE: "OrderedDict[tuple, Study]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8
+
+
+def _cache_key(folder: Path) -> tuple:
+    files = walk_files(folder) if folder.is_dir() else [folder]
+    newest = max((f.stat().st_mtime_ns for f in files), default=0)
+    return (str(folder.resolve()), len(files), newest)
+
+
+def cached_study(folder: str | os.PathLike) -> Study:
+    folder = Path(folder)
+    key = _cache_key(folder)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
+    study = scan_study(folder)
+    with _CACHE_LOCK:
+        _CACHE[key] = study
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return study
+
+
+def _match(study: Study, spec: str) -> Series:
+    """The series a ``--series`` value names: series number, SeriesInstanceUID or description."""
+    spec = spec.strip()
+    hits = [s for s in study.series if s.uid == spec]
+    if not hits and spec.lstrip("#").isdigit():
+        hits = [s for s in study.series if s.number == int(spec.lstrip("#"))]
+    if not hits:
+        low = spec.lower()
+        hits = [s for s in study.series if low in (s.description.lower(), s.protocol.lower())]
+    if len(hits) != 1:
+        why = "matches no series" if not hits else f"matches {len(hits)} series"
+        raise InputError(f"--series value {spec!r} {why}; the study holds: {study.listing()}",
+                         str(study.folder))
+    if not hits[0].is_mr_image:
+        raise InputError(f"--series {spec!r} is {hits[0].excluded}; pick an MR image series",
+                         str(study.folder))
+    return hits[0]
+
+
+def parse_overrides(values: list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """``["t1c=7", "flair=AX FLAIR"]`` -> ``{"t1c": "7", "t2f": "AX FLAIR"}`` (InputError if bad)."""
+    out: dict[str, str] = {}
+    for v in values or ():
+        seq, sep, spec = str(v).partition("=")
+        if not sep or not spec.strip():
+            raise InputError(f"--series {v!r}: give SEQ=SERIES, e.g. t1c=7 (series number), "
+                             "t2f='AX FLAIR' (description) or t1n=<SeriesInstanceUID>")
+        try:
+            key = canonical_sequence(seq.strip())
+        except ValueError as e:
+            raise InputError(f"--series {v!r}: {e}") from None
+        if key in out:
+            raise InputError(f"--series gives {key} twice; give one series per sequence")
+        out[key] = spec
+    return out
+
+
+def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> dict[str, Series]:
+    """sequence -> the one series that holds it; InputError (one line, the series listed) when
+    a sequence has two candidates or no sequence is found."""
+    overrides = dict(overrides or {})
+    chosen: dict[str, Series] = {}
+    for seq, spec in overrides.items():
+        chosen[seq] = _match(study, spec)
+    taken = {s.uid for s in chosen.values()}
+    if len(taken) != len(chosen):
+        raise InputError("--series names one series for two sequences; give one series per "
+                         "sequence", str(study.folder))
+    for seq in SEQUENCES:
+        if seq in chosen:
+            continue
+        cands = [s for s in study.series if s.sequence == seq and s.uid not in taken]
+        if len(cands) > 1:
+            names = ", ".join(s.label() for s in cands)
+            raise InputError(f"has {len(cands)} series that look like {seq} ({names}); pick one "
+                             f"with --series {seq}=NUMBER; the study holds: {study.listing()}",
+                             str(study.folder))
+        if cands:
+            chosen[seq] = cands[0]
+    if not chosen:
+        mr = [s for s in study.series if s.is_mr_image]
+        what = "no MR image series" if not mr else "no series recognised as T1, T1 post-contrast, T2 or FLAIR"
+        raise InputError(f"holds {what}; the study holds: {study.listing()}; name them with "
+                         "--series t1c=NUMBER (or description or SeriesInstanceUID)", str(study.folder))
+    return {s: chosen[s] for s in SEQUENCES if s in chosen}
+
+
+__all__ = ["Series", "Study", "scan_study", "cached_study", "map_sequences", "parse_overrides",
+           "is_dicom_file", "holds_dicom", "walk_files", "sequence_from_text", "sequence_from_tags",
+           "MR_IMAGE_CLASSES"]
