@@ -1,9 +1,12 @@
-"""Screenshot of the chat app for the README: sample case + one question, in headless Chromium.
+"""Screenshots of the chat app for the README: a sample case and two questions, in headless Chromium.
 
-    python serve/screenshot.py --out docs/screenshot.png [--model CKPT] [--samples DIR]
+    python serve/screenshot.py --out docs/screenshot.png --narrow-out docs/screenshot-narrow.png \
+        [--model CKPT] [--samples DIR]
 
 Starts the app on a free localhost port with the given (default: bundled) model, loads the first
-sample case, asks the question and saves a full-page PNG. Needs Debian's /usr/bin/chromium.
+sample case, asks the questions back to back (the second waits in the queue) and saves what a
+1400×900 screen shows without scrolling; ``--narrow-out`` adds a full-page shot 400 px wide.
+Needs Debian's /usr/bin/chromium.
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+WAIT_MS = 300_000
+DONE = ("() => { const t = document.querySelector('#chat').innerText;"
+        " return !t.includes('Answering') && !t.includes('Queued'); }")
 
 
 def _free_port() -> int:
@@ -24,13 +30,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ask_all(page, sample: str, queries: list[str]) -> None:
+    page.locator("#load-sample").wait_for(timeout=WAIT_MS)
+    page.get_by_label(sample).check(timeout=WAIT_MS)
+    page.click("#load-sample")
+    page.locator("#chat").get_by_text("Loaded").wait_for(timeout=WAIT_MS)
+    page.locator("#viewer canvas").first.wait_for(timeout=WAIT_MS)
+    for q in queries:
+        page.fill("#query textarea", q)
+        page.press("#query textarea", "Enter")
+        page.wait_for_timeout(500)
+    page.wait_for_function(DONE, timeout=WAIT_MS)
+    page.locator("#chat img").last.wait_for(timeout=WAIT_MS)
+    page.wait_for_timeout(1500)  # pictures and viewer tiles finish drawing
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="1400×900 screenshot (PNG)")
+    p.add_argument("--narrow-out", default=None, help="also a 400 px wide full-page screenshot")
     p.add_argument("--model", default=None)
     p.add_argument("--samples", default=str(Path("~/.cache/vlseg/samples").expanduser()))
-    p.add_argument("--query", default="segment the enhancing tumor")
+    p.add_argument("--query", action="append", default=None,
+                   help="question(s) to ask (default: the enhancing tumor, then the edema)")
     a = p.parse_args(argv)
+    queries = a.query or ["segment the enhancing tumor", "segment the necrotic core and the edema"]
 
     from playwright.sync_api import sync_playwright
 
@@ -45,20 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print("waiting for sample cases ...", file=sys.stderr)
             app.samples.wait()
+            sample = app.samples.names[0]
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 1400})
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(app.url)
-                page.get_by_label(app.samples.names[0]).check(timeout=60_000)
-                page.click("#load-sample")
-                page.locator("#chat").get_by_text("Loaded").wait_for(timeout=300_000)
-                n = page.locator("#chat .message-row").count()
-                page.fill("#query textarea", a.query)
-                page.click("#ask")
-                page.locator("#chat .message-row").nth(n + 1).wait_for(timeout=300_000)
-                page.locator("#overlay img").wait_for(timeout=60_000)
-                page.wait_for_timeout(1000)
-                page.screenshot(path=a.out, full_page=True)
+                _ask_all(page, sample, queries)
+                page.screenshot(path=a.out)
+                if a.narrow_out:
+                    narrow = browser.new_page(viewport={"width": 400, "height": 860})
+                    narrow.goto(app.url)
+                    _ask_all(narrow, sample, queries[:1])
+                    narrow.screenshot(path=a.narrow_out, full_page=True)
                 browser.close()
         finally:
             app.close()

@@ -82,8 +82,9 @@ def test_browser_sample_case_chat(real_app, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(app.url)
+            page.locator("#load-sample").wait_for(timeout=60_000)
             # A disguised file gets a clear message in the chat; the page keeps working.
             evil = tmp_path / "scan-t1c.nii.gz"
             evil.write_text("<html><script>alert(1)</script></html>")
@@ -98,14 +99,20 @@ def test_browser_sample_case_chat(real_app, tmp_path):
             n_before = page.locator("#chat .message-row").count()
             page.fill("#query textarea", "segment the enhancing tumor")
             page.click("#ask")
-            # The answer text (grounded, with the disclaimer) and the overlay picture appear.
-            answer_row = page.locator("#chat .message-row").nth(n_before + 1)
-            answer_row.wait_for(timeout=120_000)
-            page.locator("#overlay img").wait_for(timeout=60_000)
-            answer = answer_row.inner_text()
+            # The question shows at once; the answer text (grounded, with the disclaimer), the
+            # overlay picture in its bubble, the table and the viewer's legend follow.
+            question = page.locator("#chat .message-row").nth(n_before)
+            question.wait_for(timeout=10_000)
+            assert question.inner_text().strip() == "segment the enhancing tumor"
+            page.wait_for_function(
+                "() => !document.querySelector('#chat').innerText.includes('Answering')"
+                " && !document.querySelector('#chat').innerText.includes('Queued')", timeout=120_000)
+            answer = page.locator("#chat .message-row").nth(n_before + 1).inner_text()
             assert "enhancing" in answer.lower() and "not a diagnosis" in answer.lower()
-            assert page.locator("#overlay img").get_attribute("src")
+            page.locator("#chat img").last.wait_for(timeout=60_000)
             assert page.locator("#measurements").get_by_text("ET", exact=True).count() >= 1
+            page.locator("#viewer").get_by_text("enhancing tumor").wait_for(timeout=60_000)
+            assert page.locator("#downloads").inner_text().replace("\n", "").count(f"{sample}_ET.nii.gz") == 1
             page.wait_for_timeout(500)
             page.screenshot(path=str(shot), full_page=True)
         finally:

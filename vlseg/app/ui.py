@@ -178,10 +178,14 @@ class ChatApp:
     def submit(self, query: str | None, sid: str | None) -> tuple:
         """Step 1 (instant, no queue): the question joins the chat; the box clears."""
         sid = self.store.ensure(sid)
-        try:
-            self.store.submit(sid, query or "")
-        except Exception as e:  # noqa: BLE001
-            self.store.submit(sid, query or "(question)", kind="note", answer=_user_message(e))
+        text = " ".join((query or "").split())
+        if text:
+            try:
+                self.store.check_query(text)
+                self.store.submit(sid, text)
+            except Exception as e:  # noqa: BLE001 - e.g. too long: said at once, never queued
+                shown = text if len(text) <= 200 else text[:200] + "…"
+                self.store.submit(sid, shown, kind="note", answer=_user_message(e))
         turns = self.store.turns(sid)
         return sid, chat_messages(turns), "", _waiting(turns)
 
@@ -269,7 +273,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
     """The whole UI; ``blocks_kwargs`` carries the cache-cleanup settings from security.py."""
     app = ChatApp(store=store, samples=samples)
     heavy = {"concurrency_id": "inference", "api_visibility": "private"}
-    with gr.Blocks(title=TITLE, **blocks_kwargs) as demo:
+    with gr.Blocks(title=TITLE, fill_width=True, **blocks_kwargs) as demo:
         # A plain function, not the bound method: Gradio deep-copies the page config (which
         # holds this callback) per request, and a bound method would copy the store and model.
         sid = gr.State(None, delete_callback=_dropper(store))

@@ -96,7 +96,8 @@ function layout(canvas, p) {  // fit the tile with its physical aspect, centred
   const cw = canvas.clientWidth || 200;
   const [h, w] = p.tile;
   const ph = h * p.aspect;
-  const ch = Math.round(cw * Math.min(1.25, Math.max(0.6, ph / w)));
+  // Two rows of planes fit one screen: each at most a third of the window high.
+  const ch = Math.round(Math.min(cw * Math.min(1.25, Math.max(0.6, ph / w)), Math.max(180, window.innerHeight * 0.34)));
   if (canvas.width !== Math.round(cw * dpr) || canvas.height !== Math.round(ch * dpr)) {
     canvas.width = Math.round(cw * dpr); canvas.height = Math.round(ch * dpr);
     canvas.style.height = ch + 'px';
