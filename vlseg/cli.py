@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "serve": "vlseg.app.cli:run",
     "bench": "vlseg.bench:run_cli",
     "models": "vlseg.model.cli:run_cli",
+    "mcp": "vlseg.mcp_server:run_cli",
 }
 
 
@@ -47,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     s.add_argument("--spacing", type=float, default=1.0,
                    help="voxel size in mm (default 1 = 240x240x155; 2 = 120x120x78, same field of view)")
+    s.add_argument("--format", default="nifti", choices=["nifti", "dicom"],
+                   help="nifti (BraTS files) or dicom (one DICOM study per case: an MR series per "
+                        "sequence with realistic tags)")
+    s.add_argument("--dicom-layout", default="flat", choices=["flat", "nested"],
+                   help="with --format dicom: all files in one folder, or one folder per series")
+    s.add_argument("--oblique", action="store_true", help="with --format dicom: oblique slices")
+    s.add_argument("--slice-step", type=int, default=1,
+                   help="with --format dicom: keep every n-th slice (thick slices)")
+    s.add_argument("--enhanced", action="store_true",
+                   help="with --format dicom: one multi-frame (enhanced MR) file per series")
 
     s = sub.add_parser("render", help="montage of a case: 4 sequences x 3 planes with label contour")
     s.add_argument("case", help="case folder (or a single NIfTI file)")
@@ -54,12 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seg", default=None, help="label map to outline (default: the case's own seg)")
 
     s = sub.add_parser("evaluate", help="Dice/HD95 (case-wise and lesion-wise) of predictions vs ground truth")
-    s.add_argument("--pred", required=True, help="folder of predicted label maps")
+    s.add_argument("--pred", required=True,
+                   help="folder of predicted label maps, or a `vlseg segment --cases` output folder")
     s.add_argument("--gt", required=True, help="folder of ground-truth label maps (or case folders)")
     s.add_argument("--out", default=None, help="folder for metrics.csv / metrics.json (default: --pred)")
     s.add_argument("--pred-convention", default="brats2023", choices=["brats2023", "brats2021", "msd"])
     s.add_argument("--gt-convention", default=None, choices=["brats2023", "brats2021", "msd"],
                    help="default: from the layout (MSD labelsTr/ -> msd, *_seg -> brats2021, else brats2023)")
+    s.add_argument("--definition", default="brats2023", choices=["brats2023", "brats2025"],
+                   help="lesion-wise rule: official BraTS 2023 (default) or BraTS 2025 one-to-one matching")
 
     s = sub.add_parser("parse", help="print the JSON parse of each query, one per line")
     s.add_argument("queries", nargs="+", help="queries; '-' reads one query per line from stdin")
@@ -69,13 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="answer a query on a scan or a cohort; writes answer.json and masks")
     g = s.add_argument_group("input (give --case, per-sequence files, or --cases)")
-    g.add_argument("--case", default=None, help="case folder (BraTS 2021/2023, MSD, or any subset)")
+    g.add_argument("--case", default=None,
+                   help="case folder (BraTS 2021/2023, MSD, or any subset) or a DICOM study folder")
     g.add_argument("--cases", nargs="+", default=None, metavar="PATH",
                    help="cohort: case folders, folders of case folders, or text files listing case "
                         "folders; writes OUT/<case>/, OUT/measurements.csv, OUT/failures.csv "
                         "(exit 3 if some cases failed); resumable")
     for seq in ("t1n", "t1c", "t2w", "t2f"):
         g.add_argument(f"--{seq}", default=None, metavar="F", help=f"{seq} NIfTI file")
+    g.add_argument("--series", action="append", default=[], metavar="SEQ=SERIES",
+                   help="DICOM: the series holding a sequence, by series number, description or "
+                        "SeriesInstanceUID, e.g. --series t1c=7 (repeatable)")
     s.add_argument("--query", required=True, help='e.g. "segment the necrotic core"')
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--model", default=None,
@@ -102,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a host name clients use to reach the app, besides the bind address and "
                         "localhost (repeatable; requests naming any other Host are refused)")
+    s.add_argument("--mcp", action="store_true",
+                   help="also serve the MCP tools (load_case, ask) at /gradio_api/mcp/ (loopback "
+                        "--host only; off by default)")
+
+    s = sub.add_parser("mcp", help="run an MCP server over stdio with the tools load_case and ask")
+    s.add_argument("--model", default=None, help="bundled name, checkpoint folder or LoRA adapter folder")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--out", default=None,
+                   help="folder for answers and masks (default ~/.cache/vlseg/mcp)")
 
     s = sub.add_parser("bench", help="speed/memory benchmark of the Segmenter on a generated case")
     s.add_argument("--runs", type=int, default=5)

@@ -109,7 +109,10 @@ class Answer:
         with staged_folder(out, manifest=ANSWER_FILE, previous=_listed_masks(out / ANSWER_FILE)) as stage:
             for concept, name in names.items():
                 write_mask(self.masks_ras[concept], self._case, stage / name)
-            write_json_atomic(stage / ANSWER_FILE, self.to_json())
+            from vlseg.io.dicom_seg import save_extras  # a DICOM-SEG too, for DICOM input
+
+            extras = save_extras(self, stage)
+            write_json_atomic(stage / ANSWER_FILE, {**self.to_json(), **extras})
         return out / ANSWER_FILE
 
 
@@ -389,7 +392,8 @@ def _listed_masks(answer_json: Path) -> list[str]:
     """Mask file names an earlier answer.json in the folder lists (none if unreadable)."""
     try:
         doc = json.loads(answer_json.read_text())
-        return [str(t["mask"]) for t in doc.get("targets", []) if isinstance(t, dict) and t.get("mask")]
+        extra = [str(doc["dicom_seg"]["file"])] if isinstance(doc.get("dicom_seg"), dict) else []
+        return [str(t["mask"]) for t in doc.get("targets", []) if isinstance(t, dict) and t.get("mask")] + extra
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return []
 

@@ -46,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
     # 3. The scan, read and validated once (the model gets this same Case)
     from vlseg.io import check_geometry, load_case
 
-    case = load_case(args.case if args.case else files)
+    if getattr(args, "series", None):  # a DICOM study with chosen series
+        from vlseg.io.dicom_case import load_study
+
+        if not args.case:
+            raise InputError("--series goes with --case DIR (a DICOM study folder)")
+        case = load_study(args.case, series=args.series)
+    else:
+        case = load_case(args.case if args.case else files)
     check_geometry(case.source_grid)
 
     # 4. The model

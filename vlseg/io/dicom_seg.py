@@ -1,0 +1,134 @@
+"""DICOM-SEG out: an answer's masks as one DICOM Segmentation (highdicom) for DICOM input.
+
+The SEG references the series whose grid the masks are on (the case's reference series, the
+grid ``write_mask`` writes NIfTI masks on), carries one segment per answered concept with
+SNOMED CT coded concepts, the algorithm's identification (vlseg, version, model sha256), and
+copies the source's patient and study modules, as the standard requires for a derived object
+of the same study. It is written with the answer (``Answer.save`` calls :func:`save_extras`),
+inside the same staged publish as answer.json, which lists it.
+
+Frames are placed from the reference grid's geometry (a ``highdicom.Volume``), so the SEG and
+the NIfTI masks agree voxel for voxel.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from vlseg.io.dicom import _datasets, hd_affine, is_dicom_source, series_of
+
+SEG_FILE = "segmentation.dcm"
+
+# concept -> (segmented property type, label); category: morphologically abnormal structure.
+# Codes from pydicom's SNOMED CT dictionary (pydicom.sr.codedict.codes.SCT).
+_TYPES: dict[str, tuple[str, str]] = {
+    "NCR": ("Necrosis", "necrotic tumor core"),
+    "ED": ("Edema", "peritumoral edema"),
+    "ET": ("Neoplasm", "enhancing tumor"),
+    "TC": ("Neoplasm", "tumor core"),
+    "WT": ("Neoplasm", "whole tumor"),
+}
+
+
+def is_dicom_case(case: Any) -> bool:
+    """True when every sequence of the case was read from a DICOM series."""
+    sources = {k: v for k, v in getattr(case, "sources", {}).items() if k != "seg"}
+    return bool(sources) and all(is_dicom_source(p) for p in sources.values())
+
+
+def reference_source(case: Any) -> Path:
+    """The series the masks' grid comes from: the first sequence ``load_case`` read."""
+    return Path(case.sources[case.present[0]])
+
+
+def _lab(rgb: tuple[int, int, int]):
+    import highdicom as hd
+
+    return hd.color.CIELabColor.from_rgb(*[int(v) for v in rgb]) if hasattr(
+        hd.color.CIELabColor, "from_rgb") else None
+
+
+def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.PathLike, *,
+              model: Mapping[str, Any]) -> Path:
+    """Write ``masks_ras`` (concept -> (X, Y, Z) RAS+ 0/1) as a BINARY DICOM-SEG at ``path``."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from vlseg import __version__, vocab
+
+    path = Path(path)
+    if not masks_ras:
+        raise ValueError("a DICOM-SEG needs at least one mask")
+    series, _ = series_of(reference_source(case))
+    sources = _datasets(series, pixels=False)
+    sha = str(model.get("checkpoint_sha256") or "")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="vlseg", family=codes.cid7162.ArtificialIntelligence, version=__version__,
+        source="vlseg " + str(model.get("name") or "model"),
+        parameters={"model": str(model.get("name") or ""), "model_sha256": sha} if sha else
+        {"model": str(model.get("name") or "")})
+    descriptions, stacked = [], []
+    for number, (concept, mask) in enumerate(masks_ras.items(), start=1):
+        type_name, label = _TYPES[concept]
+        color = vocab.concept(concept).color
+        kwargs = {}
+        lab = _lab(color)
+        if lab is not None:
+            kwargs["display_color"] = lab
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=f"{concept} {label}"[:64],
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=getattr(codes.SCT, type_name),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm, anatomic_regions=[codes.SCT.Brain],
+            tracking_uid=hd.UID(), tracking_id=f"vlseg {concept}", **kwargs))
+        src = case.to_source(np.asarray(mask).astype(np.uint8))  # (col, row, slice)
+        stacked.append(src.transpose(2, 1, 0))  # (slice, row, col)
+    array = np.stack(stacked, axis=-1).astype(np.uint8)  # (S, rows, cols, segments)
+    volume = hd.Volume(array=array, affine=hd_affine(case.source_grid), coordinate_system="PATIENT",
+                       frame_of_reference_uid=str(sources[0].FrameOfReferenceUID),
+                       channels={"SegmentNumber": list(range(1, len(descriptions) + 1))})
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=volume,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="vlseg",
+        manufacturer_model_name=str(model.get("name") or "vlseg")[:64],
+        software_versions=f"vlseg {__version__}", device_serial_number=(sha[:16] or "none"),
+        content_label="VLSEG", content_description="vlseg answer masks"[:64],
+        series_description="vlseg segmentation", omit_empty_frames=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path
+
+
+def save_extras(answer: Any, stage: Path) -> dict[str, Any]:
+    """``Answer.save``'s hook: for DICOM input write the SEG into the staging folder; return
+    what answer.json adds (``{"dicom_seg": {...}}``), or ``{}`` for other input."""
+    case = getattr(answer, "_case", None)
+    if case is None or not answer.masks_ras or not is_dicom_case(case):
+        return {}
+    write_seg(case, answer.masks_ras, stage / SEG_FILE, model=answer.model)
+    return {"dicom_seg": {"file": SEG_FILE, "segments": list(answer.masks_ras),
+                          "references": case.present[0]}}
+
+
+def read_seg_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Read a vlseg DICOM-SEG back: ``{concept: (slice, row, col) uint8}`` and the LPS affine
+    of that (slice, row, col) array (for tests and checks)."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(path)
+    vol = seg.get_volume(combine_segments=False, allow_missing_positions=True)
+    out = {}
+    for i, desc in enumerate(seg.SegmentSequence):
+        concept = str(desc.SegmentLabel).split(" ")[0]
+        out[concept] = np.asarray(vol.array[..., i]).astype(np.uint8)
+    return out, np.asarray(vol.affine)
+
+
+__all__ = ["SEG_FILE", "write_seg", "save_extras", "is_dicom_case", "read_seg_masks",
+           "reference_source"]
