@@ -1,10 +1,14 @@
-"""Segmentation metrics: case-wise Dice/HD95 and BraTS 2023 lesion-wise Dice/HD95.
+"""Segmentation metrics: case-wise Dice/HD95 and challenge lesion-wise Dice/HD95.
 
-``vlseg evaluate`` (:mod:`vlseg.metrics.evaluate`) scores a folder of predicted label maps
-against a folder of ground truth with these functions.
+HD95 is the surface-area-weighted one BraTS uses (``surface.py``); ``overlap.hd95`` keeps the
+boundary-voxel variant (MONAI's ``compute_hausdorff_distance``) for comparison.
+``vlseg evaluate`` (:mod:`vlseg.metrics.evaluate`) scores a folder of predictions against a folder
+of ground truth with these functions.
 """
-from vlseg.metrics.casewise import case_metrics
-from vlseg.metrics.lesionwise import lesion_wise
+from vlseg.metrics.casewise import case_hd95, case_metrics
+from vlseg.metrics.lesionwise import DEFINITIONS, lesion_wise
 from vlseg.metrics.overlap import HD95_EMPTY, complete_concepts, dice, hd95
+from vlseg.metrics.surface import hd95_surfel, surface_distances
 
-__all__ = ["HD95_EMPTY", "case_metrics", "complete_concepts", "dice", "hd95", "lesion_wise"]
+__all__ = ["DEFINITIONS", "HD95_EMPTY", "case_hd95", "case_metrics", "complete_concepts", "dice", "hd95",
+           "hd95_surfel", "lesion_wise", "surface_distances"]

@@ -1,10 +1,17 @@
 """``vlseg evaluate``: score a folder of predictions against a folder of ground truth.
 
-Cases are matched by id (see :mod:`vlseg.metrics.sources` for the accepted layouts). A ground
-truth case without a prediction is reported and scored as an empty prediction; predictions
-without ground truth are reported and ignored. Prints a per-concept table and writes
-``metrics.csv`` (one row per case and concept) and ``metrics.json`` (per case + summary)
+Cases are matched by id (see :mod:`vlseg.metrics.sources` for the accepted layouts; a
+``vlseg segment --cases`` output folder is one: ``OUT/<case>/<CONCEPT>.nii.gz``). A ground truth
+case without a prediction is reported and scored as an empty prediction; predictions without
+ground truth are reported and ignored. Shows a progress bar, prints a per-concept table and
+writes ``metrics.csv`` (one row per case and concept) and ``metrics.json`` (per case + summary)
 atomically.
+
+``definition`` picks the lesion-wise rule (:mod:`vlseg.metrics.lesionwise`): ``brats2023`` (the
+official BraTS 2023 rule, the default) or ``brats2025`` (one-to-one matching). Case-wise Dice
+and HD95 are the same under both. Spacing is the ground truth's, and a prediction on another
+grid is refused: the official script takes the spacing from the *prediction's* header, so a
+prediction saved with a wrong or default (1 mm) header silently changes every mm figure there.
 """
 from __future__ import annotations
 
@@ -26,9 +33,9 @@ from vlseg.metrics.overlap import HD95_EMPTY
 from vlseg.metrics.sources import discover, guess_convention, load_labels, precheck_grids
 
 DILATION_ITERS = 3
-MIN_LESION_VOXELS = 50
+MIN_LESION_MM3 = 50.0
 CSV_COLUMNS = ("case_id", "concept", "prediction", "dice", "hd95", "lesion_dice", "lesion_hd95",
-               "n_tp", "n_fn", "n_fp", "gt_voxels", "pred_voxels", "gt_ml", "pred_ml")
+               "n_tp", "n_fn", "n_fp", "pq", "gt_voxels", "pred_voxels", "gt_ml", "pred_ml")
 SUMMARY_METRICS = ("dice", "hd95", "lesion_dice", "lesion_hd95")
 
 
@@ -75,7 +82,8 @@ def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
 
 
 def evaluate_folders(pred: str | Path, gt: str | Path, *, pred_convention: str = "brats2023",
-                     gt_convention: str | None = None, log: TextIO | None = None) -> dict[str, Any]:
+                     gt_convention: str | None = None, definition: str = "brats2023",
+                     log: TextIO | None = None, progress: bool = False) -> dict[str, Any]:
     """Score every ground-truth case; return the ``metrics.json`` content (``rows`` included).
 
     ``gt_convention=None`` takes it from the layout (MSD ``labelsTr/`` -> msd, ``*_seg`` ->
@@ -97,9 +105,12 @@ def evaluate_folders(pred: str | Path, gt: str | Path, *, pred_convention: str =
     unmatched = sorted(set(pred_sources) - set(gt_sources))
     precheck_grids([(gt_sources[c], pred_sources[c]) for c in matched])
 
+    from tqdm import tqdm
+
     rows: list[dict[str, Any]] = []
     cases: dict[str, Any] = {}
-    for case_id in sorted(gt_sources):
+    for case_id in tqdm(sorted(gt_sources), desc="evaluate", unit="case", disable=not progress,
+                        file=sys.stderr, dynamic_ncols=True, leave=False):
         gsrc = gt_sources[case_id]
         conv = gt_convention or guess_convention(gsrc)
         truth = load_labels(gsrc, conv, option="--gt-convention")
@@ -115,8 +126,8 @@ def evaluate_folders(pred: str | Path, gt: str | Path, *, pred_convention: str =
             pred_masks = {c: np.zeros(truth.grid.shape, bool) for c in truth.masks}
         spacing = truth.grid.spacing
         voxel_ml = float(np.prod(spacing)) / 1000.0
-        scores = case_metrics(pred_masks, truth.masks, spacing, dilation_iters=DILATION_ITERS,
-                              min_size_voxels=MIN_LESION_VOXELS)
+        scores = case_metrics(pred_masks, truth.masks, spacing, definition=definition,
+                              dilation_iters=DILATION_ITERS, min_volume_mm3=MIN_LESION_MM3)
         status = "found" if psrc is not None else "missing"
         cases[case_id] = {"prediction": psrc.where if psrc else None, "ground_truth": gsrc.where,
                           "gt_convention": conv, "spacing_mm": list(spacing), "concepts": scores}
@@ -134,8 +145,10 @@ def evaluate_folders(pred: str | Path, gt: str | Path, *, pred_convention: str =
         "unmatched_predictions": unmatched,
         "skipped": {"ground_truth": gt_skipped, "prediction": pred_skipped},
         "settings": {"pred": str(pred), "gt": str(gt), "pred_convention": pred_convention,
-                     "gt_convention": gt_convention or "auto", "dilation_iters": DILATION_ITERS,
-                     "min_lesion_voxels": MIN_LESION_VOXELS, "hd95_empty_mm": HD95_EMPTY},
+                     "gt_convention": gt_convention or "auto", "definition": definition,
+                     "dilation_iters": DILATION_ITERS, "min_lesion_mm3": MIN_LESION_MM3,
+                     "hd95": "surface-area weighted (surface-distance method), mm at the GT spacing",
+                     "hd95_empty_mm": HD95_EMPTY},
         "versions": _versions(),
         "rows": rows,
     }
@@ -154,16 +167,20 @@ def run_cli(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (Path(args.pred) if Path(args.pred).is_dir() else Path(args.pred).parent)
     if out.exists() and not out.is_dir():
         raise InputError("--out must be a folder (metrics.csv and metrics.json are written there)", str(out))
+    definition = getattr(args, "definition", "brats2023")
     result = evaluate_folders(args.pred, args.gt, pred_convention=args.pred_convention,
-                              gt_convention=args.gt_convention, log=sys.stdout)
+                              gt_convention=args.gt_convention, definition=definition,
+                              progress=not getattr(args, "no_progress", False))
     rows = result.pop("rows")
     write_bytes_atomic(out / "metrics.csv", _csv_bytes(rows))
     write_json_atomic(out / "metrics.json", result)
 
     print(format_table(result["summary"]))
     n = len(result["cases"])
-    print(f"\n{n} case(s) scored; lesion-wise: BraTS 2023 rule (dilation {DILATION_ITERS}, "
-          f"lesions < {MIN_LESION_VOXELS} voxels ignored, missed/spurious = Dice 0, HD95 {HD95_EMPTY:g} mm)")
+    rule = (f"BraTS 2023 rule (dilation {DILATION_ITERS}, GT lesions <= {MIN_LESION_MM3:g} mm3 ignored"
+            if definition == "brats2023" else "BraTS 2025 rule (one-to-one, IoU >= 0.5")
+    print(f"\n{n} case(s) scored; HD95 surface-weighted in mm; lesion-wise: {rule}, "
+          f"missed/spurious = Dice 0, HD95 {HD95_EMPTY:g} mm)")
     if result["missing_predictions"]:
         print(f"missing predictions, scored as empty: {', '.join(result['missing_predictions'])}")
     if result["unmatched_predictions"]:

@@ -15,8 +15,10 @@ HD95 is computed on boundary voxels (mask voxels with a face-neighbour outside t
 SciPy's exact Euclidean distance transform in physical units (``sampling=spacing``), like
 MONAI's ``compute_hausdorff_distance(..., percentile=95)``: the distances from each surface to
 the other are taken, the 95th percentile of each direction is computed and the larger one is
-returned. (The BraTS reference scripts use DeepMind's surfel-area-weighted variant; values agree
-to within a voxel or so.)
+returned. This is *not* the BraTS HD95: BraTS weights each surface element by its area
+(``surface.py``), and the two can differ by far more than a voxel (one spurious 1-voxel blob:
+1.4 mm here, 63 mm there). ``case_metrics`` and ``vlseg evaluate`` use the BraTS one; this one
+stays for comparison with MONAI.
 
 ``case_metrics`` (every concept of a case, with the lesion-wise scores) is in ``casewise.py``.
 """
