@@ -282,3 +282,21 @@ def test_mixture_streams_randomized_samples_with_every_concept_supervised():
     t = {c: a["targets"][i].numpy().astype(bool) for i, c in enumerate(a["concepts"])}
     assert t["WT"].any() and not (t["TC"] & ~t["WT"]).any() and np.array_equal(t["TC"], t["NCR"] | t["ET"])
     assert CONCEPT_BIT["WT"] > 0
+
+
+# ----------------------------------------------------------------------------- written cases
+
+def test_written_randomized_case_loads_with_its_labels(tmp_path):
+    from vlseg.io import load_case
+    from vlseg.synth.randomize_cli import main, write_randomized_case
+
+    s = synth(**WITH_TUMOR)
+    folder = write_randomized_case(tmp_path, s, 7, 0)
+    again = write_randomized_case(tmp_path, s, 7, 0)                     # complete: skipped
+    assert again == folder
+    files = {k: folder / f"{folder.name}-{k}.nii.gz" for k in (*SEQUENCES, "seg")}
+    case = load_case({k: files[k] for k in SEQUENCES}, label=files["seg"], label_convention="brats2023")
+    assert set(case.images) == set(SEQUENCES) and case.labels is not None
+    assert np.allclose(case.spacing, SPACING)
+    assert case.labels["WT"].any() and not (case.labels["TC"] & ~case.labels["WT"]).any()
+    assert main(["--out", str(tmp_path), "--n", "0"]) == 2

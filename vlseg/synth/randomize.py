@@ -51,6 +51,7 @@ class RandomizedSample:
     labels: dict[str, np.ndarray]    # "NCR", "ED", "ET": (X, Y, Z) bool
     brain: np.ndarray                # (X, Y, Z) bool
     raw: np.ndarray                  # (4, X, Y, Z) float32 intensities before normalization
+    affine: np.ndarray               # 4x4 index -> world mm (RAS) of the arrays
     record: dict[str, Any]           # what was drawn (JSON-able)
 
 
@@ -123,7 +124,8 @@ class RandomizedSynth:
         record = {"spacing_mm": self.spacing_mm, **info, "contrast": "realistic" if c.realistic else "free",
                   "means": {s: dict(zip(LABELS, map(float, c.means[i]))) for i, s in enumerate(SEQUENCES)},
                   "acquisition": acq, "shape": list(images.shape[1:])}
-        return RandomizedSample(images=images, labels=lm.labels, brain=lm.brain, raw=raw, record=record)
+        return RandomizedSample(images=images, labels=lm.labels, brain=lm.brain, raw=raw, affine=lm.affine,
+                                record=record)
 
 
 def _children(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
