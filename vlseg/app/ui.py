@@ -49,6 +49,7 @@ INTRO = (
     "output, not a diagnosis: the bundled model was trained on synthetic phantoms."
 )
 STATIC = Path(__file__).with_name("static")
+MAX_WAITING = 5  # questions one session may have waiting; more are refused with a reason, not dropped
 QUEUED = "*Queued — answered right after the question above…*"
 ANSWERING = "*Answering…*"
 
@@ -182,6 +183,10 @@ class ChatApp:
         if text:
             try:
                 self.store.check_query(text)
+                waiting = sum(1 for t in self.store.turns(sid) if t.answer is None)
+                if waiting >= MAX_WAITING:
+                    raise VlsegError(f"{waiting} questions are already waiting; ask this again once "
+                                     "they are answered.")
                 self.store.submit(sid, text)
             except Exception as e:  # noqa: BLE001 - e.g. too long: said at once, never queued
                 shown = text if len(text) <= 200 else text[:200] + "…"

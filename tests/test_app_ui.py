@@ -1,0 +1,79 @@
+"""The chat handlers without a browser: questions recorded at once and answered in order, a
+refusal or failure that leaves the results alone, limits said in the chat, examples that ask."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app_fakes import FakeSegmenter, fake_fork, small_case
+from vlseg.app import ui
+from vlseg.app.sessions import CaseRequest, SessionStore
+
+SKIP = {"__type__": "update"}
+
+
+@pytest.fixture
+def chat_app(tmp_path):
+    store = SessionStore(base=FakeSegmenter(), output_dir=tmp_path / "sessions", fork=fake_fork)
+    sid = store.new_session()
+    store.set_case(CaseRequest(session_id=sid, source=small_case(tmp_path, "CASE-U", shift=3), label=None))
+    return ui.ChatApp(store=store, samples=None), sid
+
+
+def _texts(chat):
+    return [m["content"] for m in chat if isinstance(m["content"], str)]
+
+
+def test_questions_show_at_once_and_are_answered_in_order(chat_app):
+    app, sid = chat_app
+    _, chat, box, status = app.submit("segment the enhancing tumor", sid)
+    assert box == "" and _texts(chat) == ["segment the enhancing tumor", ui.QUEUED]
+    _, chat, _, status = app.submit("how big is the edema?", sid)
+    assert _texts(chat)[-2:] == ["how big is the edema?", ui.QUEUED] and "2 questions" in status
+    chat, table, files, viewer, _, status = app.answer_next(sid)
+    texts = _texts(chat)
+    assert texts[1].startswith("enhancing tumor of case CASE-U") and texts[-1] == ui.QUEUED
+    assert "<table>" in table and [f.rsplit("/", 1)[1] for f in files] == ["CASE-U_ET.nii.gz", "CASE-U_all.zip"]
+    assert [c["code"] for c in json.loads(viewer)["concepts"]] == ["ET"]
+    assert any(isinstance(m["content"], dict) and m["content"]["path"].endswith("overlay.png") for m in chat)
+    chat, *_ = app.answer_next(sid)
+    assert _texts(chat)[-1].startswith("peritumoral edema of case CASE-U")
+    # A spare answer step (nothing waiting) changes nothing.
+    chat2, table, files, viewer, seq, status = app.answer_next(sid)
+    assert chat2 == chat and table == files == viewer == seq == SKIP and status == ""
+
+
+def test_refused_and_failed_questions_keep_the_results(chat_app, monkeypatch):
+    app, sid = chat_app
+    app.submit("segment the liver", sid)
+    chat, *kept, status = app.answer_next(sid)
+    assert _texts(chat)[-1].startswith("I can segment") and kept == [SKIP] * 4
+
+    def boom(req):
+        raise RuntimeError("disk full at /secret/path")
+
+    monkeypatch.setattr(app.store, "ask", boom)
+    app.submit("segment the edema", sid)
+    chat, *kept, status = app.answer_next(sid)
+    assert "went wrong on the server" in _texts(chat)[-1] and "/secret" not in _texts(chat)[-1]
+    assert kept == [SKIP] * 4
+
+
+def test_limits_are_said_in_the_chat_never_silently(chat_app):
+    app, sid = chat_app
+    _, chat, _, _ = app.submit("   ", sid)
+    assert len(chat) == 0 or "   " not in _texts(chat)  # empty: nothing recorded
+    _, chat, _, _ = app.submit("x" * 2000, sid)
+    assert "longer than" in _texts(chat)[-1] and len(_texts(chat)[-2]) < 300
+    for k in range(ui.MAX_WAITING):
+        app.submit(f"segment the edema {k}", sid)
+    _, chat, _, _ = app.submit("one more", sid)
+    assert _texts(chat)[-2] == "one more" and "already waiting" in _texts(chat)[-1]
+
+
+def test_clicking_an_example_asks_it(chat_app):
+    app, sid = chat_app
+    _, chat, _, _ = app.submit_example(1, sid)
+    assert _texts(chat)[-2:] == [ui.EXAMPLE_QUERIES[1], ui.QUEUED]
+    assert app.submit_example(99, sid) == (SKIP,) * 4
