@@ -81,6 +81,10 @@ def _stop_on_sigterm() -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     config = config_from_args(args)
+    mcp = bool(getattr(args, "mcp", False))
+    if mcp and not is_local_host(config.host):
+        raise InputError("--mcp serves tools that read files on this machine; use it with a "
+                         "loopback --host (127.0.0.1 or localhost)")
     precheck(config)
     app_logging.configure()
     if not is_local_host(config.host) and config.auth is None:
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from vlseg.app.server import create_app
 
     print("vlseg serve: loading the model ...", file=sys.stderr, flush=True)
-    app = create_app(config)
+    app = create_app(config, mcp=mcp)
     _stop_on_sigterm()
     try:
         url = app.launch()

@@ -74,6 +74,7 @@ class VlsegApp:
     samples: SampleLibrary
     janitor: Janitor
     cache_janitor: Janitor | None = None
+    mcp: bool = False  # also serve the MCP tools at /gradio_api/mcp/ (vlseg serve --mcp)
     url: str | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -86,6 +87,7 @@ class VlsegApp:
         self.blocks.queue(**security.queue_kwargs(self.config))
         kwargs = security.launch_kwargs(self.config)
         kwargs["app_kwargs"] = {"middleware": security.middleware(self.config)}
+        kwargs["mcp_server"] = self.mcp  # mounted on this same app: behind the same Host checks
         if "_frontend" in inspect.signature(self.blocks.launch).parameters:
             # Gradio's own start-up probe gives up after one 3 s timeout (busy machines); it
             # would then ask for share=True. We probe with patience instead (wait_until_up).
@@ -143,8 +145,9 @@ def _use_app_temp_dirs(config: AppConfig) -> None:
 
 def create_app(config: AppConfig, *, segmenter: Any = None,
                sample_writer: SampleWriter | None = None,
-               fork: Callable[[Any], Any] = fork_segmenter) -> VlsegApp:
-    """Build everything; ``segmenter`` defaults to ``Segmenter.from_pretrained(config.model)``."""
+               fork: Callable[[Any], Any] = fork_segmenter, mcp: bool = False) -> VlsegApp:
+    """Build everything; ``segmenter`` defaults to ``Segmenter.from_pretrained(config.model)``.
+    ``mcp``: add the MCP tools (``vlseg.mcp_server``) with their own forked segmenter."""
     security.prepare_dirs(config)
     _use_app_temp_dirs(config)
     if segmenter is None:
@@ -163,5 +166,10 @@ def create_app(config: AppConfig, *, segmenter: Any = None,
     cache_janitor = UploadCacheJanitor(root=config.gradio_temp_dir, ttl_s=config.temp_ttl_s,
                                        interval_s=config.cleanup_interval_s)
     blocks = build_blocks(store=store, samples=samples, blocks_kwargs=security.blocks_kwargs(config))
+    if mcp:
+        from vlseg.mcp_server import CaseTools, add_gradio_tools
+
+        add_gradio_tools(blocks, CaseTools(segmenter=fork(segmenter),
+                                           out_root=config.sessions_dir / "mcp"))
     return VlsegApp(config=config, blocks=blocks, store=store, samples=samples, janitor=janitor,
-                    cache_janitor=cache_janitor)
+                    cache_janitor=cache_janitor, mcp=mcp)

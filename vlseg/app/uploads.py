@@ -29,18 +29,21 @@ from typing import Iterable, Literal
 
 from vlseg.concepts import SEQUENCES
 from vlseg.errors import InputError
-from vlseg.io import READERS, NiftiReader, classify, has_reader_suffix, looks_like_nifti
+from vlseg.io import READERS, NiftiReader, classify, has_reader_suffix, looks_like_nifti, reader_for
 from vlseg.io.classify import NAMING_HINT
+from vlseg.io.dicom_study import looks_like_dicom
 
 Kind = Literal["nifti", "nifti_gz", "zip", "scan"]  # "scan": claimed by another registered reader
 
 MAX_FILES_PER_REQUEST = 8
 ZIP_MAX_MEMBERS = 32
+ZIP_STUDY_MAX_MEMBERS = 4000  # a zipped DICOM study: one file per slice
 ZIP_MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed
 ZIP_MAX_RATIO = 200.0  # uncompressed/compressed for large members (zeros compress ~1000x)
 _RATIO_FREE_BYTES = 64 * 1024**2  # members smaller than this may compress arbitrarily well
 _CHUNK = 1024 * 1024
-_HELP = "upload 1-4 NIfTI files (.nii or .nii.gz, one per sequence) or a .zip of a BraTS case folder"
+_HELP = ("upload 1-4 NIfTI files (.nii or .nii.gz, one per sequence), a .zip of a BraTS case "
+         "folder or a .zip of a DICOM study")
 
 
 def _display(path: Path) -> str:
@@ -111,8 +114,10 @@ def _safe_member_path(name: str) -> PurePosixPath | None:
 
 def safe_extract_zip(zip_path: str | Path, dest: str | Path, *, max_members: int = ZIP_MAX_MEMBERS,
                      max_total_bytes: int = ZIP_MAX_TOTAL_BYTES,
-                     max_ratio: float = ZIP_MAX_RATIO) -> list[Path]:
+                     max_ratio: float = ZIP_MAX_RATIO, tree: bool = False) -> list[Path]:
     """Extract the NIfTI members of a zip into ``dest`` (flat, unique names); return their paths.
+    ``tree``: extract every regular member under its own (checked) relative path instead (a
+    DICOM study, whose files often have no suffix and repeat names across series folders).
 
     Sizes are counted while decompressing (a zip's own size fields can lie). Any violation
     removes everything extracted so far and raises InputError.
@@ -136,9 +141,10 @@ def safe_extract_zip(zip_path: str | Path, dest: str | Path, *, max_members: int
                     raise InputError("the zip holds a link or special file; zip plain files only", shown)
                 if info.flag_bits & 0x1:
                     raise InputError("the zip is encrypted; upload an unencrypted zip", shown)
-                if not has_reader_suffix(rel.name):
+                if not tree and not has_reader_suffix(rel.name):
                     continue  # READMEs, JSON sidecars ...: ignored, never written
-                target = dest / rel.name
+                target = dest / (rel if tree else rel.name)
+                target.parent.mkdir(parents=True, exist_ok=True)
                 if target.exists():
                     raise InputError(f"the zip holds two files named {rel.name}; zip one case", shown)
                 member_bytes = 0
@@ -192,9 +198,14 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
     if len(paths) > max_files:
         raise InputError(f"{len(paths)} files were uploaded (at most {max_files}); {_HELP}")
     files: list[Path] = []
+    studies: list[Path] = []
     for i, p in enumerate(paths):
         kind = sniff(p)
-        if kind == "zip":
+        if kind == "zip" and zip_holds_dicom(p):  # a DICOM study: its reader maps the series
+            folder = Path(work_dir) / f"zip{i}"
+            safe_extract_zip(p, folder, max_members=ZIP_STUDY_MAX_MEMBERS, tree=True)
+            studies.append(folder)
+        elif kind == "zip":
             members = safe_extract_zip(p, Path(work_dir) / f"zip{i}")
             for m in members:
                 sniff(m)
@@ -202,6 +213,14 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
         else:
             files.append(p)
     result = UploadSet()
+    for folder in studies:
+        reader = reader_for(folder)
+        if reader is None or not hasattr(reader, "study_files"):
+            raise InputError(f"the zip holds no readable DICOM study; {_HELP}")
+        for seq, series in reader.study_files(folder)[0].items():
+            if seq in result.sequences:
+                raise InputError(f"two uploads hold the {seq} sequence; upload one study")
+            result.sequences[seq] = series
     for f in files:
         fc = classify(f, depth="header")
         if fc.role == "not_scan":
@@ -223,6 +242,22 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
     if not result.sequences:
         raise InputError(f"no MRI sequence among the uploaded files; {_HELP}")
     return result
+
+
+def zip_holds_dicom(zip_path: str | Path, *, probe: int = 16) -> bool:
+    """True if one of the first ``probe`` file members of a zip starts like a DICOM file."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir()][:probe]
+            for info in members:
+                if info.flag_bits & 0x1:
+                    return False
+                with zf.open(info) as f:
+                    if looks_like_dicom(f.read(132)):
+                        return True
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+        return False
+    return False
 
 
 class Janitor:

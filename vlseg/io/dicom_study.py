@@ -94,12 +94,16 @@ class Study:
         return "; ".join(parts) if parts else "none"
 
 
+def looks_like_dicom(head: bytes) -> bool:
+    """The first bytes of a DICOM Part 10 file: a 128-byte preamble then ``DICM``."""
+    return head[_PREAMBLE:_PREAMBLE + 4] == b"DICM"
+
+
 def is_dicom_file(path: Path) -> bool:
-    """A DICOM Part 10 file: 128-byte preamble then ``DICM`` (never raises)."""
+    """A DICOM Part 10 file (by content, never raises)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(_PREAMBLE + 4)
-        return head[_PREAMBLE:_PREAMBLE + 4] == b"DICM"
+            return looks_like_dicom(f.read(_PREAMBLE + 4))
     except OSError:
         return False
 
@@ -394,5 +398,5 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
 
 
 __all__ = ["Series", "Study", "scan_study", "cached_study", "map_sequences", "parse_overrides",
-           "is_dicom_file", "holds_dicom", "walk_files", "sequence_from_text", "sequence_from_tags",
+           "is_dicom_file", "looks_like_dicom", "holds_dicom", "walk_files", "sequence_from_text", "sequence_from_tags",
            "MR_IMAGE_CLASSES"]

@@ -175,11 +175,15 @@ def _series_datasets(frames: np.ndarray, aff: np.ndarray, seq: str, number: int,
 
 def write_dicom_study(case: str | os.PathLike | Mapping[str, nib.Nifti1Image], out_dir: str | os.PathLike,
                       *, style: DicomStyle = DicomStyle(), patient: Mapping[str, str] | None = None,
-                      sequences: tuple[str, ...] = SEQUENCES, seed: str = "0") -> Path:
+                      sequences: tuple[str, ...] = SEQUENCES, seed: str = "0",
+                      study_seed: str | None = None, first_number: int = 2) -> Path:
     """Write the sequences of a phantom case (a folder from :func:`vlseg.synth.write_case`, or a
     mapping sequence -> NIfTI image) as one DICOM study into ``out_dir``; return ``out_dir``.
 
     ``patient`` overrides the fake patient/study identifiers (e.g. to test that none leak).
+    ``study_seed`` (default ``seed``) makes the study and frame-of-reference UIDs, so a second
+    call with the same ``study_seed`` adds series to the same study; ``first_number`` is the
+    first series number.
     """
     from pydicom import dcmwrite
 
@@ -189,11 +193,12 @@ def write_dicom_study(case: str | os.PathLike | Mapping[str, nib.Nifti1Image], o
     now = _dt.datetime(2024, 5, 17, 9, 30, 0)
     study = dict(FAKE_PATIENT)
     study.update(patient or {})
-    study.update(StudyInstanceUID=_uid(seed, "study"), FrameOfReferenceUID=_uid(seed, "for"),
+    study_seed = seed if study_seed is None else study_seed
+    study.update(StudyInstanceUID=_uid(study_seed, "study"), FrameOfReferenceUID=_uid(study_seed, "for"),
                  StudyDate=now.strftime("%Y%m%d"), StudyTime=now.strftime("%H%M%S"),
                  SeriesDate=now.strftime("%Y%m%d"), StudyDescription="MRI BRAIN W/WO CONTRAST",
                  BodyPartExamined="BRAIN", PatientPosition="HFS")
-    for number, seq in enumerate((s for s in SEQUENCES if s in images), start=2):
+    for number, seq in enumerate((s for s in SEQUENCES if s in images), start=first_number):
         img = images[seq]
         frames, aff = _lps_frames(np.asarray(img.get_fdata(dtype=np.float32)), img.affine, style)
         datasets = _series_datasets(frames, aff, seq, number, study=study, style=style, seed=seed)

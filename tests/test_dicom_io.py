@@ -1,0 +1,214 @@
+"""DICOM in: studies (flat, nested, LPS, oblique, thick, multi-frame) through the reader seam,
+series mapping (descriptions, acquisition tags, --series), and clear refusals."""
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from dicom_cases import FILLED_TAGS, PHI_STRINGS, phantom_images, study
+
+from vlseg.errors import InputError
+from vlseg.io import Grid, load_case, reader_for, to_ras, write_mask
+from vlseg.io.dicom import DicomReader
+from vlseg.io.dicom_case import load_study
+from vlseg.io.dicom_study import parse_overrides, scan_study
+
+
+@pytest.fixture(scope="module")
+def images(phantom_case_2mm):
+    return phantom_images(phantom_case_2mm)
+
+
+@pytest.fixture(scope="module")
+def studies(images, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dicom")
+    return {
+        "flat": study(images, root / "flat", seed="flat", patient=FILLED_TAGS),
+        "oblique": study(images, root / "oblique", seed="obl", orientation="oblique", layout="nested"),
+        "thick": study(images, root / "thick", seed="thick", slice_step=4),
+        "tags": study(images, root / "tags", seed="tags", descriptions=False),
+        "enhanced": study(images, root / "enh", seed="enh", enhanced=True, layout="nested"),
+    }
+
+
+def _ras(img: nib.Nifti1Image):
+    return to_ras(np.asarray(img.get_fdata(dtype=np.float32)), Grid(shape=img.shape, affine=img.affine))
+
+
+def _same_voxels(case, images, *, tol=1e-3):
+    for seq in case.present:
+        ref, grid = _ras(images[seq])
+        assert grid.mismatch(Grid(shape=case.shape, affine=case.affine)) is None
+        scale = float(np.abs(ref).max())
+        assert np.abs(case.images[seq] - ref).max() <= tol * scale, seq
+
+
+def test_the_reader_seam_claims_studies_not_nifti_folders(studies, phantom_case_2mm):
+    assert isinstance(reader_for(studies["flat"]), DicomReader)
+    assert isinstance(reader_for(studies["oblique"] / "SE0002"), DicomReader)
+    assert reader_for(phantom_case_2mm) is None  # a NIfTI case folder stays a folder
+
+
+def test_flat_lps_study_maps_series_and_keeps_exact_geometry(studies, images):
+    case = load_case(studies["flat"])
+    assert case.present == ("t1n", "t1c", "t2w", "t2f")
+    assert case.layout == "dicom" and case.case_id == "flat"
+    _same_voxels(case, images)
+    # Stored LPS: columns run right->left and rows anterior->posterior; the source grid says so.
+    assert np.allclose(np.sign(np.diag(case.source_grid.affine)[:2]), [-1, -1])
+
+
+def test_acquisition_tags_alone_tell_the_sequences_apart(studies, images):
+    s = scan_study(studies["tags"])
+    assert {x.sequence for x in s.series} == {"t1n", "t1c", "t2w", "t2f"}
+    assert {x.evidence for x in s.series} == {"acquisition tags"}
+    _same_voxels(load_case(studies["tags"]), images)
+
+
+def test_oblique_nested_study_masks_go_back_voxel_exact(studies, images, tmp_path):
+    case = load_case(studies["oblique"])
+    rot = case.source_grid.affine[:3, :3] / 2.0
+    assert np.abs(rot - np.round(rot)).max() > 0.1  # really oblique
+    # The same voxels as the phantom, in the phantom's voxel order after reorientation.
+    ref, _ = _ras(images["t1c"])
+    assert np.abs(case.images["t1c"] - ref).max() <= 1e-3 * float(ref.max())
+    seg, _ = _ras(images["seg"])
+    path = write_mask((seg > 0).astype(np.uint8), case, tmp_path / "WT.nii.gz")
+    out = nib.load(path)
+    assert np.allclose(out.affine, case.source_grid.affine, atol=1e-4)
+    assert np.array_equal(case.from_source(np.asarray(out.dataobj)), (seg > 0).astype(np.uint8))
+
+
+def test_thick_slices_spacing_comes_from_positions_not_slice_thickness(studies):
+    from pydicom import dcmread
+
+    case = load_case(studies["thick"])
+    assert np.allclose(sorted(case.spacing), [2.0, 2.0, 8.0], atol=1e-4)
+    ds = dcmread(next(p for p in sorted(studies["thick"].iterdir()) if p.is_file()))
+    assert abs(float(ds.SliceThickness) - 6.4) < 1e-3  # a gap: thickness != spacing
+
+
+def test_enhanced_multiframe_series_read_like_single_frame(studies, images):
+    case = load_case(studies["enhanced"])
+    assert case.present == ("t1n", "t1c", "t2w", "t2f")
+    _same_voxels(case, images)
+
+
+def test_two_candidates_for_a_sequence_is_one_line_listing_the_series(images, tmp_path):
+    folder = study(images, tmp_path / "dup", seed="dup")
+    study(images, tmp_path / "dup", seed="dup2", sequences=("t1c",), study_seed="dup",
+          first_number=10)  # a second T1 post series in the same study
+    with pytest.raises(InputError) as e:
+        load_case(folder)
+    msg = str(e.value)
+    assert "\n" not in msg and "look like t1c" in msg and "--series t1c=" in msg
+    assert "'AX T1 SE POST GD'" in msg and "AX T2 FLAIR" in msg
+    uids = {s.number: s.uid for s in scan_study(folder).series}
+    case = load_study(folder, series=["t1c=3"])
+    assert case.case_id == "dup" and case.present == ("t1n", "t1c", "t2w", "t2f")
+    case_uid = load_study(folder, series={"t1c": uids[3]})
+    assert np.array_equal(case.images["t1c"], case_uid.images["t1c"])
+    with pytest.raises(InputError, match="matches no series"):
+        load_study(folder, series=["t1c=42"])
+    with pytest.raises(InputError, match="SEQ=SERIES"):
+        parse_overrides(["t1c"])
+    with pytest.raises(InputError, match="unknown|sequence"):
+        parse_overrides(["dwi=3"])
+
+
+def test_unrecognised_series_listed_with_the_override_hint(images, tmp_path):
+    folder = study(images, tmp_path / "odd", seed="odd", sequences=("t1n",))
+    from pydicom import dcmread
+
+    for f in folder.iterdir():  # a series whose description and tags say nothing
+        ds = dcmread(f)
+        ds.SeriesDescription, ds.ProtocolName = "SERIES A", "PROTO A"
+        for tag in ("EchoTime", "RepetitionTime"):
+            delattr(ds, tag)
+        ds.save_as(f)
+    with pytest.raises(InputError) as e:
+        load_case(folder)
+    assert "not recognised" in str(e.value) and "--series" in str(e.value)
+    assert load_study(folder, series=["t1n=SERIES A"]).present == ("t1n",)
+
+
+def test_mixed_patients_refused_without_naming_them(images, tmp_path):
+    folder = study(images, tmp_path / "mixed", seed="m1", sequences=("t1n", "t2w"), patient=FILLED_TAGS)
+    study(images, tmp_path / "mixed", seed="m2", sequences=("t1c",),
+          patient={"PatientID": "OTHER-1", "PatientName": "ROE^RICHARD"})
+    with pytest.raises(InputError, match="2 different patients") as e:
+        load_case(folder)
+    assert not any(s in str(e.value) for s in PHI_STRINGS + ("ROE", "OTHER-1"))
+
+
+def test_gantry_tilt_and_missing_slices_refused_clearly(images, tmp_path):
+    tilted = study(images, tmp_path / "tilt", seed="tilt", sequences=("t1c",), gantry_tilt_deg=15.0)
+    with pytest.raises(InputError, match=r"gantry tilt \(slices sheared by 15.0 degrees\)"):
+        load_case(tilted)
+    gap = study(images, tmp_path / "gap", seed="gap", sequences=("t1c",))
+    files = sorted(p for p in gap.iterdir() if p.is_file())
+    from pydicom import dcmread
+
+    middle = sorted(files, key=lambda f: float(dcmread(f).ImagePositionPatient[2]))[20]
+    middle.unlink()
+    with pytest.raises(InputError, match="irregular slice spacing"):
+        load_case(gap)
+
+
+def test_non_mr_files_and_derived_series_are_ignored(studies, images, tmp_path):
+    folder = tmp_path / "with-extras"
+    shutil.copytree(studies["flat"], folder)
+    (folder / "README.txt").write_text("exported by PACS")
+    adc = study(images, tmp_path / "adc", seed="adc", sequences=("t2w",), study_seed="flat",
+                patient=FILLED_TAGS, first_number=20)
+    from pydicom import dcmread
+
+    for f in adc.iterdir():
+        ds = dcmread(f)
+        ds.SeriesDescription, ds.ImageType = "ADC map", ["DERIVED", "PRIMARY", "ADC"]
+        ds.save_as(folder / f"ADC-{f.name}")
+    case = load_case(folder)
+    assert case.present == ("t1n", "t1c", "t2w", "t2f")
+    assert any(s.excluded for s in scan_study(folder).series)
+
+
+def test_app_upload_of_a_zipped_study_maps_its_series(studies, tmp_path):
+    from vlseg.app.uploads import collect_uploads
+
+    zpath = tmp_path / "study.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(studies["oblique"].rglob("*")):
+            if f.is_file():
+                zf.write(f, f"export/{f.relative_to(studies['oblique'])}")
+    ups = collect_uploads([zpath], tmp_path / "work")
+    assert sorted(ups.sequences) == ["t1c", "t1n", "t2f", "t2w"]
+    assert load_case(dict(ups.sequences)).present == ("t1n", "t1c", "t2w", "t2f")
+    assert not any(s in ups.describe() for s in PHI_STRINGS)
+
+
+def test_app_upload_zip_with_traversal_is_refused(studies, tmp_path):
+    from vlseg.app.uploads import collect_uploads
+
+    zpath = tmp_path / "evil.zip"
+    one = next(p for p in sorted(studies["flat"].iterdir()) if p.is_file())
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.write(one, "IM0001")
+        zf.write(one, "../../escape")
+    with pytest.raises(InputError, match="unsafe path"):
+        collect_uploads([zpath], tmp_path / "work")
+    assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def test_synth_cli_writes_a_dicom_study(tmp_path, monkeypatch):
+    from vlseg.cli import main
+
+    assert main(["synth", "--out", str(tmp_path), "--n", "1", "--spacing", "4", "--format", "dicom",
+                 "--slice-step", "2"]) == 0
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    case = load_case(folder)
+    assert case.present == ("t1n", "t1c", "t2w", "t2f")
+    assert np.allclose(sorted(case.spacing), [4.0, 4.0, 8.0], atol=1e-4)

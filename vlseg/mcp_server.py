@@ -1,0 +1,198 @@
+"""`vlseg mcp`: the segmenter as Model Context Protocol tools, for LLM agents and assistants.
+
+Two tools, the same over stdio (``vlseg mcp``, the official ``mcp`` SDK's FastMCP) and over the
+app's HTTP server (``vlseg serve --mcp``, Gradio's MCP endpoint, loopback only):
+
+* ``load_case(path, series=None)``: a case folder (BraTS/MSD/any named NIfTI files) or a DICOM
+  study folder the server can read; encodes it once and returns the case summary (sequences,
+  shape, spacing, warnings; for DICOM which series was read as which sequence).
+* ``ask(question)``: answers a question about the loaded case; returns the answer text, the
+  measurements (answer.json's targets), and the paths of the written answer.json, masks and,
+  for DICOM input, the DICOM-SEG.
+
+:class:`CaseTools` holds the state (one Segmenter, loaded on the first ``load_case``) and is
+what both transports call. Tool errors are one line (the same messages as the CLI) and never
+quote patient tags. Nothing is written to stdout but the protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from vlseg.errors import InputError, VlsegError
+
+DEFAULT_OUT = Path("~/.cache/vlseg/mcp")
+INSTRUCTIONS = (
+    "Promptable 3D brain-tumor MRI segmentation with grounded answers. Call load_case with a case "
+    "folder (BraTS-style NIfTI files) or a DICOM study folder first, then ask questions such as "
+    "'segment the necrotic core' or 'how big is the enhancing tumor and which lobe is it in?'. "
+    "Answers come with measurements and the paths of the written masks. Research tool, not a "
+    "diagnosis.")
+
+
+class CaseTools:
+    """The MCP tools' state: a lazily loaded Segmenter, the case that is set, the output root."""
+
+    def __init__(self, *, segmenter: Any = None, factory: Callable[[], Any] | None = None,
+                 out_root: str | os.PathLike) -> None:
+        if segmenter is None and factory is None:
+            raise ValueError("give a segmenter or a factory that builds one")
+        self._seg = segmenter
+        self._factory = factory
+        self.out_root = Path(out_root).expanduser()
+        self._lock = threading.Lock()
+        self._case_id: str | None = None
+        self._n = 0
+
+    def _segmenter(self) -> Any:
+        if self._seg is None:
+            self._seg = self._factory()
+        return self._seg
+
+    def load_case(self, path: str, series: dict[str, str] | None = None) -> dict[str, Any]:
+        """Load and encode a scan: a case folder (NIfTI files named like BraTS, e.g.
+        case-t1c.nii.gz) or a DICOM study folder. ``series`` (DICOM only) picks the series of a
+        sequence by number, description or SeriesInstanceUID, e.g. {"t1c": "7"}. Returns the
+        case summary: sequences, shape, spacing in mm, warnings."""
+        from vlseg.io import check_geometry, load_case
+        from vlseg.io.dicom import is_dicom_source, series_of
+        from vlseg.io.dicom_case import load_study
+
+        src = Path(str(path)).expanduser()
+        with self._lock:
+            case = load_study(src, series=series) if series else load_case(src)
+            check_geometry(case.source_grid)
+            summary = self._segmenter().set_case(case)
+            self._case_id = case.case_id
+            dicom = all(is_dicom_source(p) for k, p in case.sources.items() if k != "seg")
+            summary["format"] = "dicom" if dicom else "nifti"
+            if dicom:
+                summary["series"] = {seq: series_of(Path(p))[0].label()
+                                     for seq, p in case.sources.items() if seq != "seg"}
+            return summary
+
+    def ask(self, question: str) -> dict[str, Any]:
+        """Ask a question about the loaded case, e.g. "segment the whole tumor" or "how far is the
+        edema from the midline?". Returns the answer text, the measurements (volumes in mL,
+        diameters, location, intervals) and the paths of answer.json, the masks (NIfTI, in the
+        scan's own grid) and, for DICOM input, the DICOM-SEG."""
+        if not str(question or "").strip():
+            raise InputError("the question is empty; ask e.g. 'segment the necrotic core'")
+        with self._lock:
+            if self._case_id is None:
+                raise InputError("no case is loaded; call load_case with a case or DICOM study "
+                                 "folder first")
+            answer = self._segmenter().ask(str(question))
+            self._n += 1
+            out = self.out_root / _safe_name(self._case_id) / f"{time.strftime('%Y%m%d-%H%M%S')}-{self._n:03d}"
+            answer_json = answer.save(out)
+            doc = answer.to_json()
+            seg = out / "segmentation.dcm"
+            return {
+                "text": answer.text,
+                "refused": answer.refused,
+                "measurements": doc["targets"],
+                "warnings": doc["warnings"],
+                "answer_json": str(answer_json),
+                "masks": {c: str(out / f"{c}.nii.gz") for c in answer.masks_ras},
+                "dicom_seg": str(seg) if seg.is_file() else None,
+            }
+
+
+def _safe_name(name: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))[:80].strip(".")
+    return keep or "case"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def build_server(tools: CaseTools):
+    """A FastMCP server exposing ``tools`` (stdio transport: ``server.run("stdio")``)."""
+    from mcp.server.fastmcp import FastMCP
+    from mcp.server.fastmcp.exceptions import ToolError
+
+    server = FastMCP("vlseg", instructions=INSTRUCTIONS, log_level="WARNING")
+
+    def call(fn: Callable[..., dict], *args: Any, **kwargs: Any) -> dict:
+        # Library code must never write to stdout: it carries the protocol.
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                return fn(*args, **kwargs)
+            except VlsegError as e:
+                raise ToolError(_one_line(e)) from None
+            except OSError as e:
+                raise ToolError(e.strerror or _one_line(e)) from None
+
+    @server.tool(description=CaseTools.load_case.__doc__)
+    def load_case(path: str, series: dict[str, str] | None = None) -> dict[str, Any]:
+        return call(tools.load_case, path, series)
+
+    @server.tool(description=CaseTools.ask.__doc__)
+    def ask(question: str) -> dict[str, Any]:
+        return call(tools.ask, question)
+
+    return server
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``vlseg mcp``: check the arguments, then serve over stdio until the client disconnects."""
+    from vlseg.io import check_output_dir
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    try:
+        out = check_output_dir(Path(args.out or DEFAULT_OUT).expanduser())
+    except InputError as e:
+        raise InputError(f"--out {e}") from None
+
+    def factory():
+        from vlseg.segmenter import Segmenter
+
+        with contextlib.redirect_stdout(sys.stderr):
+            return Segmenter.from_pretrained(args.model, device=args.device, threads=args.threads)
+
+    if args.model is not None:  # a bad --model fails now, not at the first tool call
+        from vlseg.model import resolve_model
+
+        resolve_model(args.model)
+    build_server(CaseTools(factory=factory, out_root=out)).run("stdio")
+    return 0
+
+
+
+
+
+def add_gradio_tools(blocks: Any, tools: CaseTools) -> None:
+    """``vlseg serve --mcp``: the same two tools as Gradio API endpoints, which Gradio's MCP
+    server (``launch(mcp_server=True)``) lists as MCP tools named ``load_case`` and ``ask``."""
+    import gradio as gr
+
+    def guarded(fn: Callable[..., dict], *args: Any) -> dict:
+        try:
+            return fn(*args)
+        except VlsegError as e:
+            raise gr.Error(_one_line(e), print_exception=False) from None
+        except OSError as e:
+            raise gr.Error(e.strerror or _one_line(e), print_exception=False) from None
+
+    def load_case(path: str, series: dict | None = None) -> dict:
+        return guarded(tools.load_case, path, series)
+
+    def ask(question: str) -> dict:
+        return guarded(tools.ask, question)
+
+    load_case.__doc__, ask.__doc__ = CaseTools.load_case.__doc__, CaseTools.ask.__doc__
+    with blocks:
+        gr.api(load_case, api_name="mcp_load_case", concurrency_id="inference")
+        gr.api(ask, api_name="mcp_ask", concurrency_id="inference")
+
+__all__ = ["CaseTools", "build_server", "run_cli", "add_gradio_tools", "INSTRUCTIONS"]
