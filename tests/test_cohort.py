@@ -140,6 +140,13 @@ def test_cohort_tables_failures_and_resume(random_checkpoint, cohort, tmp_path, 
     assert main(argv + ["--overwrite"]) == 0
     assert (out / "case-a" / "answer.json").stat().st_mtime_ns != stamp
 
+    # vlseg evaluate takes the cohort folder as it is (CSV files and state folder ignored).
+    assert main(["evaluate", "--pred", str(out), "--gt", str(cohort), "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert sorted(report["cases"]) == ["case-a", "case-b", "case-c"]
+    assert all(list(c["concepts"]) == ["ET"] for c in report["cases"].values())
+    assert report["settings"]["definition"] == "brats2023"
+
 
 def test_half_written_case_is_not_done(random_checkpoint, cohort, tmp_path, no_atlas):
     """A case whose save was interrupted (masks staged or moved, no answer.json) is redone."""
