@@ -228,7 +228,7 @@ def sample_tumor_draw(rng: np.random.Generator, cfg: RandomizeConfig, anatomy: A
             axes=(float(rng.uniform(1.4, 2.0)), float(rng.uniform(0.6, 0.9)), float(rng.uniform(0.55, 0.8))),
             radius_mm=float(min(spec.lesions[0].radius_mm, 18.0)))
         spec = dataclasses.replace(spec, lesions=(first, *spec.lesions[1:]))
-    elif size == "large":
+    elif size == "large" and site == "supratentorial":
         # Deep enough that the lesion is not cut off by the brain's surface.
         c = anatomy.deep_mm[int(rng.integers(len(anatomy.deep_mm)))]
         first = dataclasses.replace(spec.lesions[0], centre_mm=tuple(float(v) for v in c))
