@@ -191,8 +191,9 @@ class DicomReader:
     def can_read(self, path: Path) -> bool:
         """A folder with DICOM files under it, or a DICOM file (by its DICM marker)."""
         try:
-            if path.is_dir():
-                return holds_dicom(path)
+            if path.is_dir():  # a NIfTI case folder with a stray DICOM file stays a NIfTI case
+                return not any(p.name.lower().endswith((".nii", ".nii.gz")) for p in path.iterdir()
+                               ) and holds_dicom(path)
             if path.name.lower().endswith(DICOM_SUFFIXES):
                 return True
             return path.is_file() and is_dicom_file(path)
