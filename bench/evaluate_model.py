@@ -29,17 +29,15 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
              limit: int | None = None) -> dict:
     import torch
 
-    from vlseg import vocab
     from vlseg.concepts import CONCEPTS
     from vlseg.io import load_case
     from vlseg.metrics import case_metrics
     from vlseg.model import describe_source, load_model
-    from vlseg.model.inference import decode, prepare
-    from vlseg.reasoning.labelling import final_masks
+    from vlseg.predict import concept_prompts, predict_masks
 
     torch.set_num_threads(threads)
     model = load_model(model_path)
-    prompts = model.embed_prompts([vocab.concept(c).canonical_prompt for c in CONCEPTS])  # (5, E)
+    prompts = concept_prompts(model)  # (5, E)
     folders = sorted(p for p in cases_dir.iterdir() if p.is_dir())[:limit]
     per_case: list[dict] = []
     for folder in folders:
@@ -49,9 +47,8 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
         for subset_name, subset in SUBSETS.items():
             sub = dataclasses.replace(case, images={s: a for s, a in case.images.items() if s in subset})
             t0 = time.perf_counter()
-            probs = decode(model, prepare(model, sub), prompts)  # (5, X, Y, Z)
-            # The masks users get: the same cleaning as Segmenter and training validation
-            pred = final_masks(dict(zip(CONCEPTS, probs)), case.affine, threshold=threshold)
+            # The masks users get: the same labelling as Segmenter and training validation
+            pred = predict_masks(model, sub, threshold=threshold, prompts=prompts)
             seconds = time.perf_counter() - t0
             scores = case_metrics(pred, case.labels, case.spacing)
             per_case.append({"case": case.case_id, "subset": subset_name, "seconds": round(seconds, 2),

@@ -136,3 +136,30 @@ def test_sub_regions_are_one_labelling(phantom_case_2mm, tmp_path):
     # A later single question reuses the same labelling.
     again = seg.ask("how big is the necrotic core?")
     assert np.array_equal(again.masks_ras["NCR"].astype(bool), m["NCR"])
+
+
+def test_calibrated_intervals_in_json_and_text(phantom_case_2mm):
+    """Volume and ratio intervals at the asked confidence, in answer.json and said in the text."""
+    from vlseg import Segmenter
+
+    seg = Segmenter.from_pretrained(confidence=0.9)
+    assert seg.calibration.calibrated        # the bundled model ships its calibration
+    seg.set_case(phantom_case_2mm)
+    ans = seg.ask("how big is the tumor core and what fraction of it is necrotic?")
+    doc = ans.to_json()
+    assert doc["confidence"] == 0.9 and doc["calibration"]["calibrated"] is True
+    widths = {}
+    for t in doc["targets"]:
+        lo, hi = t["volume_ml_interval"]
+        assert lo <= t["volume_ml"] <= hi
+        widths[t["concept"]] = hi - lo
+    lo, hi = doc["relations"]["necrotic_fraction_of_core_interval"]
+    assert lo <= doc["relations"]["necrotic_fraction_of_core"] <= hi
+    assert "90% interval" in ans.text and ans.text.count("Intervals:") == 1
+    wide = seg.ask("how big is the tumor core?", confidence=0.99).to_json()
+    lo99, hi99 = wide["targets"][0]["volume_ml_interval"]
+    assert wide["confidence"] == 0.99 and hi99 - lo99 >= widths["TC"]
+    with pytest.raises(Exception, match="between 0 and 1"):
+        seg.ask("how big is it?", confidence=1.5)
+    where = seg.ask("where is the tumor?")
+    assert "Intervals:" not in where.text     # explained only where an interval is shown

@@ -14,8 +14,9 @@ BraTS 2023 layout (int16 images, uint8 labels, the family's own grid and affine)
 ``-shift.json`` record of what was drawn, and reused; regeneration is byte-identical in arrays.
 
 Scoring goes through the predictor's own path (``Segmenter.from_pretrained``; ``load_case``,
-``prepare`` once per sequence subset, ``decode`` the five canonical prompts, ``clean_mask`` at the
-Segmenter's threshold, as ``Segmenter`` and ``bench/evaluate_model.py`` do) and the project's
+``vlseg.predict.predict_masks`` once per sequence subset: encode, decode the five canonical
+prompts, the case's one nested labelling at the Segmenter's threshold, as ``Segmenter`` and
+``bench/evaluate_model.py`` do) and the project's
 metrics (``vlseg.metrics.case_metrics``: Dice and HD95 per concept).
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Callable, Iterable
 import nibabel as nib
 import numpy as np
 
-from vlseg.concepts import CONCEPT_NAMES, CONCEPTS, SEQUENCES
+from vlseg.concepts import CONCEPTS, SEQUENCES
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.synth import shifts
 
@@ -183,13 +184,10 @@ def build_testset(root: str | Path, *, cases_per_family: int, families: Iterable
 
 # ----------------------------------------------------------------------------- scoring
 def predict_concepts(seg: Any, case: Any, prompts: Any) -> dict[str, np.ndarray]:
-    """Cleaned boolean masks for all five concepts, as ``Segmenter`` makes them (RAS+ case grid)."""
-    from vlseg.model.inference import decode, prepare
-    from vlseg.reasoning import clean_mask
+    """Boolean masks for all five concepts, as ``Segmenter`` makes them (RAS+ case grid)."""
+    from vlseg.predict import predict_masks
 
-    prepared = prepare(seg.model, case, device=seg.device)             # encode image once
-    probs = decode(seg.model, prepared, prompts)                       # (5, X, Y, Z)
-    return {c: clean_mask(p, case.affine, threshold=seg.threshold) for c, p in zip(CONCEPTS, probs)}
+    return predict_masks(seg.model, case, threshold=seg.threshold, prompts=prompts, device=seg.device)
 
 
 def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str], None] = print
@@ -198,7 +196,9 @@ def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str]
     from vlseg.io import load_case
     from vlseg.metrics import case_metrics
 
-    prompts = seg.model.embed_prompts([CONCEPT_NAMES[c] for c in CONCEPTS])  # (5, E)
+    from vlseg.predict import concept_prompts
+
+    prompts = concept_prompts(seg.model)  # (5, E)
     rows: list[dict[str, Any]] = []
     for family, folders in testset.items():
         subsets = [s for f, s in conditions([family])]

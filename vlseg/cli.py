@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundled name, checkpoint folder or LoRA adapter folder (default: bundled)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--confidence", type=float, default=0.9,
+                   help="confidence level of the volume and ratio intervals (default 0.9)")
     s.add_argument("--overwrite", action="store_true",
                    help="with --cases: redo cases already answered with this query and model")
 

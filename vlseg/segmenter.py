@@ -38,6 +38,9 @@ from vlseg.reasoning import (
     relations,
     relations_to_json,
 )
+from vlseg.numbers import fmt_pct, round_fraction, round_ml
+from vlseg.reasoning.answer import interval_note
+from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, RATIOS, Calibration
 from vlseg.reasoning.grouping import lesion_masks
 from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
 from vlseg.reasoning.midline import case_midline_shift
@@ -67,6 +70,9 @@ class Answer:
     parse: Parse | None = None
     measurements: list[TargetMeasurement] = field(default_factory=list)
     case_facts: dict[str, Any] = field(default_factory=dict)  # e.g. midline shift, when asked
+    relations_json: dict[str, Any] | None = None  # relations with their intervals, as answered
+    confidence: float | None = None  # the intervals' confidence level (measured answers)
+    calibration: dict[str, Any] | None = None  # how the intervals were calibrated
     _case: Case | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -77,7 +83,8 @@ class Answer:
             "intent": self.intent,
             "intents": list(self.parse.intents) if self.parse is not None else [self.intent],
             "targets": [dict(t) for t in self.targets],
-            "relations": relations_to_json(self.relations),
+            "relations": (self.relations_json if self.relations_json is not None
+                          else relations_to_json(self.relations)),
             "sequences_used": list(self.sequences_used),
             "warnings": list(self.warnings),
             "model": dict(self.model),
@@ -86,6 +93,9 @@ class Answer:
         }
         if "midline_shift" in self.case_facts:
             out.update(self.case_facts["midline_shift"])
+        if self.confidence is not None:
+            out["confidence"] = self.confidence
+            out["calibration"] = self.calibration
         return out
 
     def save(self, out_dir: str | Path) -> Path:
@@ -138,9 +148,17 @@ class Segmenter:
     """Promptable segmentation + grounded answers for one case at a time (not thread-safe)."""
 
     def __init__(self, *, model: VLSegModel, device: str = "cpu", checkpoint: Path | None = None,
-                 parser: QueryParser | None = None, threshold: float = 0.5) -> None:
+                 parser: QueryParser | None = None, threshold: float = 0.5,
+                 calibration: Calibration | None = None,
+                 confidence: float = DEFAULT_CONFIDENCE) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.confidence = _check_confidence(confidence)
+        # Calibrated intervals stored beside the weights (identity when there are none)
+        if calibration is None:
+            calibration = (Calibration.load(checkpoint) if checkpoint is not None
+                           else Calibration.identity("no checkpoint folder"))
+        self.calibration = calibration
         self.model = model.eval().to(device)
         self.device = device
         self.threshold = threshold
@@ -177,7 +195,8 @@ class Segmenter:
         """A Segmenter with its own case and chat state sharing this one's model and parser
         (one per chat session; nothing is reloaded, the checkpoint hash is computed once)."""
         other = Segmenter(model=self.model, device=self.device, checkpoint=self.checkpoint,
-                          parser=self.parser, threshold=self.threshold)
+                          parser=self.parser, threshold=self.threshold,
+                          calibration=self.calibration, confidence=self.confidence)
         other._model_info = self.model_info()
         return other
 
@@ -217,7 +236,7 @@ class Segmenter:
         self._state = None
 
     # ----------------------------------------------------------------- asking
-    def ask(self, query: str) -> Answer:
+    def ask(self, query: str, *, confidence: float | None = None) -> Answer:
         """Answer one query about the case that is set; chat context carries over between calls.
 
         The intent table (``vlseg.intents``) says what each kind of question decodes and which
@@ -260,23 +279,57 @@ class Segmenter:
                                 state.case.affine)
         timing["measure"] = time.perf_counter() - t2
 
+        # Calibrated intervals at the asked confidence, in the JSON the text is built from
+        level = self.confidence if confidence is None else _check_confidence(confidence)
+        target_json, rel_json = self._with_intervals(measured, rel, level)
+
         # Compose: each question's sentences through its intent's composer
         parts = []
         for q in questions:
             spec = intents.get(q.intent)
-            q_rel = rel if spec.relations(q.concepts) else None
-            facts = Facts.of([measured[c] for c in q.concepts], q_rel,
-                             phrases=[t.phrase for t in q.targets], reason=q.reason,
-                             places=[p.to_json() for p in q.places or parse.places],
-                             case=dict(state.case_facts))
+            facts = Facts(targets=[target_json[c] for c in q.concepts],
+                          relations=rel_json if spec.relations(q.concepts) else None,
+                          phrases=[t.phrase for t in q.targets], reason=q.reason,
+                          places=[p.to_json() for p in q.places or parse.places],
+                          case=dict(state.case_facts), confidence=level)
             parts.append((q.intent, facts))
         grounded = bool(measured)
         notes = (*state.warnings, *((f"Location unavailable: {state.locator_failed}.",)
                                     if grounded and state.locator_failed else ()))
         text = intents.answer_text_parts(parts, sequences_used=list(state.case.present),
                                          notes=notes)
+        if f"{fmt_pct(level)} interval " in text:  # explain the intervals once, where shown
+            notes += (interval_note(level, calibrated=self.calibration.calibrated),)
+            text = intents.answer_text_parts(parts, sequences_used=list(state.case.present),
+                                             notes=notes)
         timing["total"] = time.perf_counter() - t0
-        return self._answer(parse, text, [measured[c] for c in parse.concepts], rel, timing)
+        answer = self._answer(parse, text, [measured[c] for c in parse.concepts], rel, timing,
+                              target_json=target_json, relations_json=rel_json)
+        answer.confidence = level if grounded else None
+        answer.calibration = self.calibration.describe(level) if grounded else None
+        return answer
+
+    def _with_intervals(self, measured: dict[str, TargetMeasurement], rel: Relations | None,
+                        level: float) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        """answer.json entries of the measured targets and relations, with
+        ``volume_ml_interval`` per target and ``<ratio>_interval`` per ratio at ``level``."""
+        state = self._require_state()
+        cal, affine = self.calibration, state.case.affine
+        out: dict[str, dict[str, Any]] = {}
+        for c, m in measured.items():
+            j = measurement_to_json(m)
+            lo, hi = cal.volume_interval(c, state.final_probs[c], state.masks[c], affine, level)
+            j["volume_ml_interval"] = [round_ml(lo), round_ml(hi)]
+            out[c] = j
+        rel_json = relations_to_json(rel)
+        if rel_json is not None:
+            for name in RATIOS:
+                if rel_json.get(name) is None:
+                    continue
+                iv = cal.ratio_interval(name, state.final_probs, state.masks, affine, level)
+                rel_json[f"{name}_interval"] = None if iv is None else [round_fraction(iv[0]),
+                                                                         round_fraction(iv[1])]
+        return out, rel_json
 
     # ----------------------------------------------------------------- internals
     def _ensure_probs(self, concepts: list[str]) -> None:
@@ -341,7 +394,9 @@ class Segmenter:
         return state.locator
 
     def _answer(self, parse: Parse, text: str, measurements: list[TargetMeasurement],
-                rel: Relations | None, timing: dict[str, float]) -> Answer:
+                rel: Relations | None, timing: dict[str, float], *,
+                target_json: dict[str, dict[str, Any]] | None = None,
+                relations_json: dict[str, Any] | None = None) -> Answer:
         state = self._require_state()
         targets: list[dict[str, Any]] = []
         masks: dict[str, np.ndarray] = {}
@@ -351,14 +406,14 @@ class Segmenter:
             mask_ras = self._mask(m.concept).astype(np.uint8)
             masks_ras[m.concept] = mask_ras
             masks[m.concept] = state.case.to_source(mask_ras)
-            targets.append(_target_json(ref, m))
+            targets.append(_target_json(ref, (target_json or {}).get(m.concept) or measurement_to_json(m)))
         return Answer(
             query=parse.query, text=text, refused=parse.refused, intent=parse.intent,
             targets=targets, masks=masks, masks_ras=masks_ras, relations=rel,
             warnings=list(state.warnings),
             sequences_used=list(state.case.present), model=self.model_info(), timing_s=timing,
             case_id=state.case.case_id, parse=parse, measurements=list(measurements),
-            case_facts=dict(state.case_facts), _case=state.case,
+            case_facts=dict(state.case_facts), relations_json=relations_json, _case=state.case,
         )
 
     def model_info(self) -> dict[str, Any]:
@@ -398,13 +453,24 @@ def _listed_masks(answer_json: Path) -> list[str]:
         return []
 
 
-def _target_json(ref: TargetRef, m: TargetMeasurement) -> dict[str, Any]:
-    """answer.json entry for one target: the reasoning module's rounded measurement (the exact
-    values the answer text quotes) plus the phrase and mask file name."""
-    out: dict[str, Any] = {"concept": m.concept, "phrase": ref.phrase,
-                           "parse_score": round(float(ref.score), 3), "mask": f"{m.concept}.nii.gz"}
-    out.update(measurement_to_json(m))
+def _target_json(ref: TargetRef, measured: dict[str, Any]) -> dict[str, Any]:
+    """answer.json entry for one target: the rounded measurement (the exact values the answer
+    text quotes, intervals included) plus the phrase and mask file name."""
+    concept = measured["concept"]
+    out: dict[str, Any] = {"concept": concept, "phrase": ref.phrase,
+                           "parse_score": round(float(ref.score), 3), "mask": f"{concept}.nii.gz"}
+    out.update(measured)
     return out
+
+
+def _check_confidence(q: float) -> float:
+    try:
+        q = float(q)
+    except (TypeError, ValueError):
+        raise InputError(f"confidence must be a number between 0 and 1, got {q!r}") from None
+    if not 0.0 < q < 1.0:
+        raise InputError(f"confidence must be between 0 and 1 (e.g. 0.9 for 90 % intervals), got {q}")
+    return q
 
 
 __all__ = ["Segmenter", "Answer", "DISCLAIMER", "CONCEPTS", "SEQUENCES"]

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--query is empty; ask e.g. \"segment the necrotic core\"")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
+    if not 0.0 < args.confidence < 1.0:
+        raise InputError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {args.confidence}")
 
     # 2. The output folder
     from vlseg.io import check_output_dir
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from vlseg.segmenter import Segmenter
 
     t1 = time.perf_counter()
-    seg = Segmenter.from_pretrained(args.model, device=args.device, threads=args.threads)
+    seg = Segmenter.from_pretrained(args.model, device=args.device, threads=args.threads,
+                                    confidence=args.confidence)
     load_s = time.perf_counter() - t1
     seg.set_case(case)
     answer = seg.ask(args.query)

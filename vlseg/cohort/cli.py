@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    seg = Segmenter.from_pretrained(args.model, device=args.device, threads=threads)
+    seg = Segmenter.from_pretrained(args.model, device=args.device, threads=threads,
+                                    confidence=getattr(args, "confidence", 0.9))
     load_s = time.perf_counter() - t0
     parse = seg.parser.parse(args.query)
     if parse.refused:

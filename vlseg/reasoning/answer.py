@@ -36,6 +36,7 @@ class Facts:
     reason: str | None = None
     help_text: str | None = None
     places: list[dict[str, Any]] = field(default_factory=list)  # lobes/sides/structures named
+    confidence: float | None = None  # level of the targets' volume_ml_interval / ratio intervals
     case: dict[str, Any] = field(default_factory=dict)  # case-level facts (midline shift)
 
     @classmethod
@@ -157,25 +158,39 @@ def _lesions(n: int) -> str:
     return f"{n} lesion" if n == 1 else f"{n} lesions"
 
 
-def _volume(j: dict) -> str:
+def _volume(j: dict, q: float | None = None) -> str:
+    """"61 mL (90% interval 55–68 mL)": the calibrated interval when there is one."""
+    iv = j.get("volume_ml_interval")
+    if iv is not None and q is not None:
+        return f"{_num(j['volume_ml'])} mL ({_pct(q)} interval {_num(iv[0])}–{_num(iv[1])} mL)"
     lo, hi = j["volume_ml_range"]
     if lo == hi:  # a hard (0/1) map has no probability spread to report
         return f"{_num(j['volume_ml'])} mL"
     return f"{_num(j['volume_ml'])} mL (range {_num(lo)} to {_num(hi)} mL)"
 
 
-def _segment(j: dict) -> str:
+def interval_note(q: float, *, calibrated: bool) -> str:
+    """The one sentence that explains the intervals of an answer."""
+    if calibrated:
+        return (f"Intervals: the true value lies inside a {_pct(q)} interval about "
+                f"{_num(round(q * 10, 1))} times in 10 (calibrated on validation phantoms, not on "
+                "real scans).")
+    return ("Intervals: this model has no calibration file, so the intervals are rough "
+            "probability ranges without a coverage guarantee.")
+
+
+def _segment(j: dict, q: float | None = None) -> str:
     if not j["present"]:
         return _absent(j)
     where = _where(j)
-    return (f"{_cap(_name(j['concept']))}: {_volume(j)}, {_lesions(j['n_lesions'])}"
+    return (f"{_cap(_name(j['concept']))}: {_volume(j, q)}, {_lesions(j['n_lesions'])}"
             + (f", {where}." if where else "."))
 
 
-def _volume_sentence(j: dict) -> str:
+def _volume_sentence(j: dict, q: float | None = None) -> str:
     if not j["present"]:
         return _absent(j)
-    s = f"The {_name(j['concept'])} measures {_volume(j)}."
+    s = f"The {_name(j['concept'])} measures {_volume(j, q)}."
     if j["max_diameter_mm"] is not None:
         s += (f" Longest axial diameter {_num(j['max_diameter_mm'])} mm, "
               f"perpendicular {_num(j['perpendicular_diameter_mm'])} mm.")
@@ -314,7 +329,12 @@ def _relation_sentences(r: dict) -> list[str]:
     return out
 
 
-def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None) -> list[str]:
+# Ratio keys of the relations JSON, by (part, whole).
+_NAMED_RATIOS = {("NCR", "TC"): "necrotic_fraction_of_core", ("ET", "TC"): "enhancing_fraction_of_core",
+                 ("ED", "WT"): "edema_fraction_of_whole"}
+
+
+def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None = None) -> list[str]:
     concepts = [j["concept"] for j in js]
     if len(concepts) >= 2:
         part, whole = concepts[0], concepts[1]
@@ -329,11 +349,14 @@ def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None) -> list[str]:
     if key in fractions and fractions[key] is not None:
         a, b = key.split("/")
         vols = r["volumes_ml"]
+        iv = (r or {}).get(f"{_NAMED_RATIOS.get((a, b), '')}_interval")
+        interval = (f"; {_pct(q)} interval {_pct(iv[0])[:-1]}–{_pct(iv[1])}"
+                    if iv is not None and q is not None else "")
         lines.append(f"The {_name(a)} makes up {_pct(fractions[key])} of the {_name(b)} "
-                     f"({_num(vols[a])} of {_num(vols[b])} mL).")
+                     f"({_num(vols[a])} of {_num(vols[b])} mL{interval}).")
     else:
         for j in js:
-            lines.append(_volume_sentence(j))
+            lines.append(_volume_sentence(j, q))
         if r is None:
             lines.append("The ratio needs both regions; one of them was not measured.")
         else:
@@ -351,11 +374,12 @@ def _clean_phrase(p: str) -> str:
 
 # ---------------------------------------------------------------- composers (one per answer kind)
 def segment_lines(f: Facts) -> list[str]:
-    return [_segment(j) for j in f.targets] + (_relation_sentences(f.relations) if f.relations else [])
+    return ([_segment(j, f.confidence) for j in f.targets]
+            + (_relation_sentences(f.relations) if f.relations else []))
 
 
 def volume_lines(f: Facts) -> list[str]:
-    return [_volume_sentence(j) for j in f.targets]
+    return [_volume_sentence(j, f.confidence) for j in f.targets]
 
 
 def count_lines(f: Facts) -> list[str]:
@@ -371,7 +395,7 @@ def midline_lines(f: Facts) -> list[str]:
 
 
 def ratio_lines(f: Facts) -> list[str]:
-    return _ratio(f.targets, f.relations)
+    return _ratio(f.targets, f.relations, f.confidence)
 
 
 def location_or_reach_lines(f: Facts) -> list[str]:

@@ -1,0 +1,41 @@
+"""The masks users get for a whole case in one call, for benchmarks and evaluation.
+
+``Segmenter`` answers questions and caches per concept; benchmarks want every concept of many
+cases. Both go through the same steps — encode once, decode every concept with its canonical
+prompt, then the case's one nested labelling (``vlseg.reasoning.labelling.final_masks``) — so a
+figure measured here is a figure about what ``Segmenter`` returns.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vlseg import vocab
+from vlseg.concepts import CONCEPTS
+from vlseg.reasoning.labelling import final_masks
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlseg.io import Case
+    from vlseg.model.vlseg_model import VLSegModel
+
+
+def concept_prompts(model: VLSegModel) -> torch.Tensor:
+    """Embeddings of the bundled concepts' canonical prompts, (5, E), in ``CONCEPTS`` order."""
+    return model.embed_prompts([vocab.concept(c).canonical_prompt for c in CONCEPTS])
+
+
+def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
+                  prompts: torch.Tensor | None = None,
+                  device: str | None = None) -> dict[str, np.ndarray]:
+    """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them."""
+    from vlseg.model.inference import decode, prepare
+
+    if prompts is None:
+        prompts = concept_prompts(model)
+    prepared = prepare(model, case, device=device)        # encode image once
+    probs = decode(model, prepared, prompts)              # (5, X, Y, Z)
+    probs = np.asarray(probs)
+    return final_masks(dict(zip(CONCEPTS, probs)), case.affine, threshold=threshold)
