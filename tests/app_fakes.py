@@ -27,6 +27,7 @@ class FakeSegmenter:
         self._case: Case | None = None
         self.n_encodes = 0
         self.queries: list[str] = []
+        self.confidences: list[float | None] = []
 
     def set_case(self, source: Any) -> dict[str, Any]:
         case = source if isinstance(source, Case) else load_case(source)
@@ -43,9 +44,10 @@ class FakeSegmenter:
     def reset(self) -> None:
         self._case = None
 
-    def ask(self, query: str) -> Answer:
+    def ask(self, query: str, *, confidence: float | None = None) -> Answer:
         case = self.case
         self.queries.append(query)
+        self.confidences.append(confidence)
         if self.delay_s:
             time.sleep(self.delay_s)
         q = query.lower()

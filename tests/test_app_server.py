@@ -86,6 +86,11 @@ def test_api_ask_returns_answer_json_and_masks(server):
     encodes = [s.segmenter.n_encodes for s in app.store._sessions.values()
                if s.segmenter is not None and s.label == "api upload" and s.n_answers == 2]
     assert encodes == [1]
+    # The intervals' confidence is a parameter of /ask (default 0.9).
+    client.predict(_files(cases["CASE-A"]), "how big is the edema?", 0.8, api_name="/ask")
+    fakes = [s.segmenter for s in app.store._sessions.values()
+             if s.segmenter is not None and s.label == "api upload"]
+    assert fakes and fakes[0].confidences[-2:] == [0.9, 0.8]
 
 
 def test_page_config_does_not_drag_the_model_along(server):

@@ -44,7 +44,7 @@ class SegmenterLike(Protocol):
     """What the app needs from ``vlseg.Segmenter``."""
 
     def set_case(self, source: Any) -> dict[str, Any]: ...
-    def ask(self, query: str) -> Any: ...
+    def ask(self, query: str, *, confidence: float | None = None) -> Any: ...
     def reset(self) -> None: ...
     @property
     def case(self) -> Any: ...
@@ -87,6 +87,7 @@ class CaseResponse:
 class AskRequest:
     session_id: str
     query: str
+    confidence: float | None = None  # level of the volume / ratio intervals (None: default)
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,8 @@ class SessionStore:
                     reencoded = True
                 seg = session.segmenter
                 assert seg is not None
-                ans = seg.ask(query)
+                ans = (seg.ask(query) if req.confidence is None
+                       else seg.ask(query, confidence=req.confidence))
                 case = seg.case
                 self._touch_encoded(session)
             session.n_answers += 1

@@ -200,7 +200,7 @@ class ChatApp:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return self.submit(EXAMPLE_QUERIES[int(index)], sid)
 
-    def answer_next(self, sid: str | None) -> tuple:
+    def answer_next(self, sid: str | None, confidence: float | None = None) -> tuple:
         """Step 2 (queued, one model call at a time): answer the oldest waiting question."""
         keep = (gr.skip(), gr.skip(), gr.skip(), gr.skip())  # table, files, viewer, sequence
         if not sid:
@@ -213,7 +213,8 @@ class ChatApp:
             turns = self.store.turns(sid)
             return (chat_messages(turns), *keep, _waiting(turns))
         try:
-            resp = self.store.ask(AskRequest(session_id=sid, query=turn.question))
+            resp = self.store.ask(AskRequest(session_id=sid, query=turn.question,
+                                             confidence=_confidence(confidence)))
         except Exception as e:  # noqa: BLE001 - a failed question keeps everything shown
             self.store.finish(turn, _user_message(e))
             turns = self.store.turns(sid)
@@ -241,8 +242,10 @@ class ChatApp:
                 self.samples.status(), gr.Timer(active=not done))
 
     # ----------------------------------------------------------------- HTTP API
-    def api_ask(self, files: list[str] | None, query: str, sid: str | None) -> tuple:
-        """``/ask``: (sequence files, query) -> (answer JSON, mask files). Same schema as answer.json.
+    def api_ask(self, files: list[str] | None, query: str, confidence: float | None,
+                sid: str | None) -> tuple:
+        """``/ask``: (sequence files, query[, confidence]) -> (answer JSON, mask files). Same
+        schema as answer.json; ``confidence`` (default 0.9) sets the intervals' level.
 
         Within one client session, sending the same files again reuses the cached encoding and
         the chat context (follow-up questions work).
@@ -255,12 +258,22 @@ class ChatApp:
             self.store.set_case(CaseRequest(session_id=sid, source=dict(ups.sequences),
                                             label="api upload",
                                             fingerprint=fingerprint_files(ups.sequences)))
-            resp = self.store.ask(AskRequest(session_id=sid, query=query or ""))
+            resp = self.store.ask(AskRequest(session_id=sid, query=query or "",
+                                             confidence=_confidence(confidence)))
         except VlsegError as e:
             raise gr.Error(strip_dirs(str(e)), print_exception=False) from None
         except Exception as e:  # noqa: BLE001
             raise gr.Error(_user_message(e).lstrip("⚠️ "), print_exception=False) from None
         return resp.answer_json, [str(p) for p in resp.mask_files], sid
+
+
+def _confidence(value: Any) -> float | None:
+    """The interval confidence from the UI or API: 0.5-0.99, else the default (None)."""
+    try:
+        q = float(value)
+    except (TypeError, ValueError):
+        return None
+    return q if 0.5 <= q <= 0.99 else None
 
 
 def _dropper(store: SessionStore) -> Any:
@@ -316,6 +329,8 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                                  js_on_load=_static("viewer.js"), css_template=_static("viewer.css"),
                                  elem_id="viewer", apply_default_css=False)
                 table = gr.HTML("", elem_id="measurements")
+                confidence = gr.Slider(0.5, 0.99, value=0.9, step=0.01, elem_id="confidence",
+                                       label="Interval confidence (next answers)")
                 downloads = gr.File(label="Downloads (named by case; the zip has masks, answer.json "
                                     "and a CSV)", file_count="multiple", interactive=False,
                                     elem_id="downloads", height=140)
@@ -324,6 +339,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
         with gr.Column(visible=False):
             api_files = gr.File(file_count="multiple", label="files")
             api_query = gr.Textbox(label="query")
+            api_confidence = gr.Number(value=0.9, label="confidence", minimum=0.5, maximum=0.99)
             api_answer = gr.JSON(label="answer")
             api_masks = gr.File(file_count="multiple", label="masks")
             api_btn = gr.Button("ask")
@@ -342,7 +358,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
         for k, (trigger, fn, inputs) in enumerate(triggers):
             trigger(fn, inputs, submit_outputs, queue=False, trigger_mode="multiple",
                     show_progress="hidden", api_name=f"ui_submit_{k}", api_visibility="private",
-                    ).then(app.answer_next, [sid], answer_outputs, show_progress_on=[ask_status],
+                    ).then(app.answer_next, [sid, confidence], answer_outputs, show_progress_on=[ask_status],
                            api_name=f"ui_answer_{k}", trigger_mode="multiple", **heavy)
         seq_radio.input(app.change_sequence, [sid, seq_radio], [viewer], api_name="ui_sequence",
                         concurrency_id="viewer", concurrency_limit=2, api_visibility="private",
@@ -353,7 +369,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                    api_name="ui_samples_tick", api_visibility="private", show_progress="hidden", queue=False)
         demo.load(app.refresh_samples, None, [sample_radio, sample_status, timer],
                   api_name="ui_samples_load", api_visibility="private", show_progress="hidden", queue=False)
-        api_btn.click(app.api_ask, [api_files, api_query, sid], [api_answer, api_masks, sid],
+        api_btn.click(app.api_ask, [api_files, api_query, api_confidence, sid], [api_answer, api_masks, sid],
                       api_name="ask", concurrency_id="inference", api_visibility="public",
                       api_description="Answer a question on a scan: files = 1-4 NIfTI sequences "
                       "(names carry the sequence, e.g. ...-t2f.nii.gz) or a .zip of a case folder; "
