@@ -131,3 +131,20 @@ def test_unknown_intent_or_sequence_raises():
         compose_answer(intent="help", targets=[], phrases=[], relations=None, sequences_used=["dwi"])
     assert set(INTENTS) == {"segment", "volume", "location", "midline", "ratio", "count", "help", "refuse",
                             "distance", "shift"}
+
+
+def test_count_answer_names_each_lesion_and_multifocal_cores():
+    from vlseg.reasoning.answer import Facts, count_lines
+
+    wt = {"concept": "WT", "present": True, "n_lesions": 1, "lesion_merge_mm": 5.0,
+          "lesions": [{"volume_ml": 40.0, "hemisphere": "left", "main_lobe": "frontal"}]}
+    tc = {"concept": "TC", "present": True, "n_lesions": 2, "lesion_merge_mm": 5.0,
+          "lesions": [{"volume_ml": 12.0, "hemisphere": "left", "main_lobe": "frontal"},
+                      {"volume_ml": 3.5, "hemisphere": "left", "main_lobe": "parietal"}]}
+    lines = count_lines(Facts(targets=[wt], companions={"TC": tc}))
+    assert lines[0] == "The whole tumor is a single lesion (not multifocal)."
+    assert "2 separate tumor cores" in lines[1] and "multifocal" in lines[1]
+    (line,) = count_lines(Facts(targets=[tc]))
+    assert line.startswith("The tumor core consists of 2 separate lesions (multifocal).")
+    assert "1) 12 mL in the left hemisphere, frontal lobe; 2) 3.5 mL in the left hemisphere, parietal lobe." in line
+    assert "closer than 5 mm are counted as one lesion" in line

@@ -71,12 +71,15 @@ class Intent:
     places: bool = False                  # names lobes/sides/structures (not targets)
     case_facts: tuple[str, ...] = ()      # case-level facts it reports ("midline_shift")
     names_targets: bool = True            # False: a question about the case, not a region
+    # Other concepts measured to answer about these targets (count: the cores inside a WT).
+    companions: Callable[[tuple[str, ...]], tuple[str, ...]] = lambda targets: ()
 
     def decode(self, targets: Iterable[str]) -> tuple[str, ...]:
-        """Concepts whose probabilities the answer needs, targets first."""
+        """Concepts whose probabilities the answer needs, targets (and companions) first."""
         if not self.measures:
             return ()
-        wanted = tuple(dict.fromkeys(targets))
+        targets = tuple(targets)
+        wanted = tuple(dict.fromkeys(targets + self.companions(targets)))
         if self.relations(wanted):
             wanted += tuple(c for c in RELATION_CONCEPTS if c not in wanted)
         return wanted
@@ -101,7 +104,8 @@ TABLE: tuple[Intent, ...] = (
         rf"\bhow many\b(?!\s+{_UNITS}\b)|\bnumber of\b|\bcount\b|\bmultifocal\b|\bmulticentric\b|"
         r"\b(separate|distinct|multiple|several) (lesions|tumors|foci|components|spots|masses)\b|"
         r"\bmore than one\b|\bsatellite\b"),
-        count_lines, summary="how many lesions there are", default_target="WT"),
+        count_lines, summary="how many lesions there are", default_target="WT",
+        companions=lambda targets: ("TC",) if "WT" in targets else ()),
     Intent("shift", re.compile(
         r"\bmidline shift\w*|\bshift\w* (of )?the midline\b|\bmidline (is |been )?(shifted|displaced|"
         r"deviated|pushed)\b|\bmass effect\b|\bshifted midline\b|\bsubfalcine\b"),

@@ -266,7 +266,10 @@ class Segmenter:
         rel: Relations | None = None
         if any(intents.get(q.intent).measures for q in questions):
             locator = self._locator()  # every target reports hemisphere and lobes
-            for c in parse.concepts:
+            asked_or_companion = tuple(dict.fromkeys(
+                parse.concepts + tuple(c for q in questions
+                                       for c in intents.get(q.intent).companions(q.concepts))))
+            for c in asked_or_companion:
                 # Lesions counted as a radiologist would: sub-regions per lesion of their parent
                 measured[c] = measure_target(
                     c, state.final_probs[c], state.case.affine, locator=locator,
@@ -291,7 +294,9 @@ class Segmenter:
                           relations=rel_json if spec.relations(q.concepts) else None,
                           phrases=[t.phrase for t in q.targets], reason=q.reason,
                           places=[p.to_json() for p in q.places or parse.places],
-                          case=dict(state.case_facts), confidence=level)
+                          case=dict(state.case_facts), confidence=level,
+                          companions={c: target_json[c] for c in spec.companions(q.concepts)
+                                      if c in target_json})
             parts.append((q.intent, facts))
         grounded = bool(measured)
         notes = (*state.warnings, *((f"Location unavailable: {state.locator_failed}.",)

@@ -37,6 +37,7 @@ class Facts:
     help_text: str | None = None
     places: list[dict[str, Any]] = field(default_factory=list)  # lobes/sides/structures named
     confidence: float | None = None  # level of the targets' volume_ml_interval / ratio intervals
+    companions: dict[str, dict[str, Any]] = field(default_factory=dict)  # other measured concepts
     case: dict[str, Any] = field(default_factory=dict)  # case-level facts (midline shift)
 
     @classmethod
@@ -383,7 +384,14 @@ def volume_lines(f: Facts) -> list[str]:
 
 
 def count_lines(f: Facts) -> list[str]:
-    return [_count(j) for j in f.targets]
+    lines = [_count(j) for j in f.targets]
+    wt = next((j for j in f.targets if j["concept"] == "WT"), None)
+    tc = f.companions.get("TC")
+    if wt is not None and tc is not None and wt["present"] and tc["present"] \
+            and tc["n_lesions"] > wt["n_lesions"]:
+        lines.append(f"Within it there are {tc['n_lesions']} separate tumor cores, so the tumor "
+                     "is multifocal (the cores share one area of edema).")
+    return lines
 
 
 def location_lines(f: Facts) -> list[str]:
