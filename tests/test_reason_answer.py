@@ -142,8 +142,11 @@ def test_count_answer_names_each_lesion_and_multifocal_cores():
           "lesions": [{"volume_ml": 12.0, "hemisphere": "left", "main_lobe": "frontal"},
                       {"volume_ml": 3.5, "hemisphere": "left", "main_lobe": "parietal"}]}
     lines = count_lines(Facts(targets=[wt], companions={"TC": tc}))
-    assert lines[0] == "The whole tumor is a single lesion (not multifocal)."
+    assert lines[0] == "The whole tumor is a single contiguous lesion."
     assert "2 separate tumor cores" in lines[1] and "multifocal" in lines[1]
+    one_core = dict(tc, n_lesions=1, lesions=tc["lesions"][:1])
+    assert count_lines(Facts(targets=[wt], companions={"TC": one_core}))[1] == \
+        "It has one tumor core (not multifocal)."
     (line,) = count_lines(Facts(targets=[tc]))
     assert line.startswith("The tumor core consists of 2 separate lesions (multifocal).")
     assert "1) 12 mL in the left hemisphere, frontal lobe; 2) 3.5 mL in the left hemisphere, parietal lobe." in line

@@ -206,8 +206,9 @@ def _count(j: dict) -> str:
     name, n = _name(j["concept"]), j["n_lesions"]
     lesions = j.get("lesions") or []
     if n == 1:
-        text = f"The {name} is a single lesion" + (" (not multifocal)." if j["concept"] in ("WT", "TC")
-                                                   else ".")
+        text = {"WT": f"The {name} is a single contiguous lesion.",
+                "TC": f"The {name} is a single lesion (not multifocal)."}.get(
+                    j["concept"], f"The {name} is a single lesion.")
     else:
         text = f"The {name} consists of {n} separate lesions" + (
             " (multifocal)." if j["concept"] in ("WT", "TC") else ".")
@@ -387,10 +388,12 @@ def count_lines(f: Facts) -> list[str]:
     lines = [_count(j) for j in f.targets]
     wt = next((j for j in f.targets if j["concept"] == "WT"), None)
     tc = f.companions.get("TC")
-    if wt is not None and tc is not None and wt["present"] and tc["present"] \
-            and tc["n_lesions"] > wt["n_lesions"]:
-        lines.append(f"Within it there are {tc['n_lesions']} separate tumor cores, so the tumor "
-                     "is multifocal (the cores share one area of edema).")
+    if wt is not None and tc is not None and wt["present"] and tc["present"]:
+        if tc["n_lesions"] > wt["n_lesions"]:
+            lines.append(f"Within it there are {tc['n_lesions']} separate tumor cores, so the tumor "
+                         "is multifocal (the cores share one area of edema).")
+        elif wt["n_lesions"] == 1:
+            lines.append("It has one tumor core (not multifocal).")
     return lines
 
 
