@@ -77,6 +77,8 @@ def test_shard_splits_every_case_once():
     (["--cases", "MISSING"], "not found"),
     (["--cases", "COHORT", "--case", "COHORT/case-a"], "not both"),
     (["--cases", "COHORT", "--threads", "0"], "--threads"),
+    (["--cases", "COHORT", "--confidence", "1.5"], "--confidence"),
+    (["--case", "COHORT/case-a", "--confidence", "0"], "--confidence"),
     (["--cases", "COHORT", "--out", "COHORT/case-a"], "input case folders"),
     (["--case", "COHORT/case-a", "--overwrite"], "--overwrite goes with --cases"),
 ])
@@ -158,6 +160,16 @@ def test_half_written_case_is_not_done(random_checkpoint, cohort, tmp_path, no_a
     assert main(argv) == 0
     assert json.loads((out / "case-a" / "answer.json").read_text())["query"] == QUERY
     assert not (out / "case-a" / ".vlseg-staging-x").exists()
+
+
+def test_resume_redoes_answers_at_another_confidence():
+    from vlseg.cohort.tables import is_done
+
+    weights = {"model_sha256": "a" * 64, "adapter_sha256": None}
+    answer = {"query": "q", "model": {"checkpoint_sha256": "a" * 64}, "confidence": 0.9}
+    assert is_done(answer, "q", weights, 0.9)
+    assert not is_done(answer, "q", weights, 0.8)
+    assert is_done(dict(answer, confidence=None), "q", weights, 0.8)  # refused: no intervals
 
 
 def test_tables_add_interval_columns_when_answers_have_them(tmp_path):

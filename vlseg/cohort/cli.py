@@ -69,6 +69,9 @@ def check_args(args: argparse.Namespace) -> tuple[list[CaseRef], Path]:
         raise InputError("--query is empty; ask e.g. \"segment the necrotic core\"")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
+    confidence = getattr(args, "confidence", 0.9)
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {confidence}")
     try:
         out = check_output_dir(args.out)
     except InputError as e:
@@ -114,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     procs.wait()
     if not procs.is_main:
         return EXIT_SOME_FAILED if summary.failed else 0
-    answered, failed = write_tables(out, cases, args.query, weights_id(seg.model_info()))
+    answered, failed = write_tables(out, cases, args.query, weights_id(seg.model_info()),
+                                    getattr(seg, "confidence", None))
     skipped = f", {summary.skipped} already answered" if summary.skipped and procs.world_size == 1 else ""
     print(f"answered {answered} of {len(cases)} case(s){skipped}; {failed} failed"
           f"{f' (see {out / FAILURES})' if failed else ''}; wrote {out / MEASUREMENTS}")

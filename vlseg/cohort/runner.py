@@ -101,7 +101,8 @@ def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, ov
                dynamic_ncols=True, smoothing=0.1)
     try:
         for ref in cases:
-            if not overwrite and is_done(read_answer(out, ref.case_id), query, weights):
+            if not overwrite and is_done(read_answer(out, ref.case_id), query, weights,
+                                         getattr(seg, "confidence", None)):
                 summary.skipped += 1
                 bar.update(1)
                 continue

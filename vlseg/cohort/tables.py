@@ -51,9 +51,13 @@ def read_answer(out: Path, case_id: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def is_done(answer: Mapping[str, Any] | None, query: str, weights: Mapping[str, str | None]) -> bool:
-    """An answer counts for this run only if it answered the same query with the same weights."""
+def is_done(answer: Mapping[str, Any] | None, query: str, weights: Mapping[str, str | None],
+            confidence: float | None = None) -> bool:
+    """An answer counts for this run only if it answered the same query with the same weights
+    (and, for measured answers, at the same interval confidence)."""
     if answer is None or answer.get("query") != query or not isinstance(answer.get("model"), Mapping):
+        return False
+    if confidence is not None and answer.get("confidence") not in (None, confidence):
         return False
     return weights_id(answer["model"]) == dict(weights)
 
@@ -136,7 +140,7 @@ def _csv(columns: Iterable[str], rows: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def write_tables(out: Path, cases: list[CaseRef], query: str,
-                 weights: Mapping[str, str | None]) -> tuple[int, int]:
+                 weights: Mapping[str, str | None], confidence: float | None = None) -> tuple[int, int]:
     """Rebuild ``measurements.csv`` and ``failures.csv`` for ``cases`` from the output folder.
 
     A case is answered when its answer.json matches the query and weights; otherwise it is a
@@ -147,7 +151,7 @@ def write_tables(out: Path, cases: list[CaseRef], query: str,
     failures: list[dict[str, str]] = []
     for ref in cases:
         answer = read_answer(out, ref.case_id)
-        if is_done(answer, query, weights):
+        if is_done(answer, query, weights, confidence):
             rows.extend(measurement_rows(ref.case_id, answer))  # type: ignore[arg-type]
         else:
             failures.append({"case": ref.case_id,
