@@ -22,9 +22,12 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 import numpy as np
+from scipy import ndimage
 
 from vlseg import vocab
-from vlseg.reasoning.measure import clean_mask
+from vlseg.reasoning.measure import clean_mask, min_voxels
+
+_FULL = np.ones((3, 3, 3), dtype=bool)
 
 
 def region_chain() -> tuple[str, ...]:
@@ -86,7 +89,48 @@ def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshol
     for b, (outer, inner) in derived.items():
         if outer in masks and inner in masks:
             masks[b] = masks[outer] & ~masks[inner]
+    if all(b in masks for b in derived) and derived:
+        _absorb_specks(masks, affine, chain, tuple(derived), min_lesion_ml)
     for c, p in probs.items():
         if c not in masks and c not in chain:
             masks[c] = clean_mask(p, affine, threshold=threshold, min_lesion_ml=min_lesion_ml)
     return masks
+
+
+def _absorb_specks(masks: dict[str, np.ndarray], affine: np.ndarray, chain: tuple[str, ...],
+                   derived: tuple[str, ...], min_lesion_ml: float) -> None:
+    """Pieces of a derived class below the minimum lesion size (thin shells where two region
+    boundaries nearly meet) take the class that surrounds them most, so the derived classes are
+    cleaned like the regions; the regions are then rebuilt from the classes so they still nest
+    exactly (in place)."""
+    bases = [c for c in vocab.base_codes() if c in masks]
+    lab = np.zeros(next(iter(masks.values())).shape, dtype=np.uint8)  # 0 background, k+1 class
+    for k, b in enumerate(bases):
+        lab[masks[b]] = k + 1
+    limit = min_voxels(min_lesion_ml, affine)
+    changed = False
+    for b in derived:
+        code = bases.index(b) + 1
+        comps, n = ndimage.label(lab == code, structure=_FULL)
+        if n == 0:
+            continue
+        sizes = np.bincount(comps.ravel())[1:]
+        small = np.flatnonzero(sizes < limit) + 1
+        for k, box in enumerate(ndimage.find_objects(comps), start=1):
+            if box is None or k not in small:
+                continue
+            grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+            piece = comps[grown] == k
+            ring = ndimage.binary_dilation(piece, structure=_FULL) & ~piece
+            around = lab[grown][ring]
+            around = around[around != code]
+            new = int(np.bincount(around).argmax()) if around.size else 0
+            lab[grown][piece] = new
+            changed = True
+    if not changed:
+        return
+    for k, b in enumerate(bases):
+        masks[b] = lab == k + 1
+    for c in chain:
+        parts = vocab.concept(c).parts
+        masks[c] = np.isin(lab, [bases.index(p) + 1 for p in parts if p in bases])

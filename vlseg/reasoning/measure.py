@@ -121,6 +121,11 @@ def clean_mask(prob: np.ndarray, affine: np.ndarray, *, threshold: float = 0.5,
     return lesions(np.asarray(prob) >= threshold, min_vox)[0] > 0
 
 
+def min_voxels(min_lesion_ml: float, affine: np.ndarray) -> int:
+    """The smallest lesion, in voxels of the grid ``affine``."""
+    return _min_voxels(min_lesion_ml, affine)
+
+
 def _min_voxels(min_lesion_ml: float, affine: np.ndarray) -> int:
     return max(1, math.ceil(min_lesion_ml / voxel_volume_ml(affine) - 1e-9))
 

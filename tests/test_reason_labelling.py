@@ -1,0 +1,40 @@
+"""One labelling per case: nested regions from the outside in, derived classes without specks."""
+from __future__ import annotations
+
+import numpy as np
+
+from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources, region_chain
+
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+
+
+def _ball(shape, centre, r):
+    x, y, z = np.indices(shape)
+    return ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) <= r * r
+
+
+def test_chain_and_sources():
+    assert region_chain() == ("WT", "TC", "ET")
+    assert labelling_sources(["NCR"]) == ("WT", "TC", "ET")
+    assert labelling_sources(["ED", "WT"]) == ("WT", "TC", "ET")
+
+
+def test_masks_nest_exactly_and_specks_are_absorbed():
+    shape = (40, 40, 40)
+    wt, tc, et = _ball(shape, (20, 20, 20), 14), _ball(shape, (20, 20, 20), 9), _ball(shape, (20, 20, 20), 9)
+    et &= ~_ball(shape, (20, 20, 20), 6)          # an enhancing rim around necrosis
+    probs = {"WT": np.where(wt, 0.9, 0.05), "TC": np.where(tc, 0.9, 0.05), "ET": np.where(et, 0.9, 0.05)}
+    probs["ET"][20, 20, 20] = 0.9                  # one ET voxel inside the necrosis: an NCR hole
+    probs["TC"][20, 20, 34] = 0.9                  # TC reaching one voxel past the rim
+    probs = {c: p.astype(np.float32) for c, p in probs.items()}
+    m = final_masks(probs, AFFINE)
+    assert np.array_equal(m["NCR"] | m["ET"], m["TC"]) and not (m["NCR"] & m["ET"]).any()
+    assert np.array_equal(m["NCR"] | m["ED"] | m["ET"], m["WT"])
+    assert not (m["ED"] & m["TC"]).any()
+    from scipy import ndimage
+    for c in ("NCR", "ED", "ET"):
+        n = ndimage.label(m[c], structure=np.ones((3, 3, 3)))[1]
+        assert n == 1, (c, n)                     # no specks left in any class
+    assert m["NCR"][20, 20, 20]                    # the lone ET voxel joined the necrosis around it
+    p = final_probabilities(probs)
+    assert np.allclose(p["NCR"], np.clip(probs["TC"] - probs["ET"], 0, 1))
