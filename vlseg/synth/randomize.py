@@ -32,6 +32,7 @@ from vlseg.model.preprocess import normalize_volume
 from vlseg.synth.randomize_anatomy import (
     LABELS,
     MARGIN_VOX,
+    TUMOR_LABELS,
     Anatomy,
     LabelMap,
     TumorDraw,
@@ -151,4 +152,4 @@ def _crop(lm: LabelMap) -> LabelMap:
                     texture=np.ascontiguousarray(lm.texture[b]), affine=affine)
 
 
-__all__ = ["RandomizeConfig", "RandomizedSample", "RandomizedSynth", "DEFAULT_RANDOMIZE"]
+__all__ = ["DEFAULT_RANDOMIZE", "TUMOR_LABELS", "RandomizeConfig", "RandomizedSample", "RandomizedSynth"]

@@ -29,6 +29,7 @@ from vlseg.synth.tumor import FAR, TumorFields, TumorSpec, sample_tumor, tumor_f
 
 LABELS: tuple[str, ...] = ("GM", "WM", "CSF", "VENT", "ED", "NCR", "ET", "CYST")
 N_NORMAL = 4
+TUMOR_LABELS: tuple[str, ...] = ("NCR", "ED", "ET")   # the hard labels a sample carries (concept codes)
 MARGIN_VOX = 2  # kept around the brain, as the preprocessing cache does
 
 
@@ -310,7 +311,7 @@ def render_labels(draw: SpatialDraw, tumor: TumorDraw, shape: tuple[int, int, in
     tissue *= np.where(brain, 1.0 / np.maximum(brain_frac, 1e-3), 0.0).astype(np.float32)
     frac = np.zeros((len(LABELS), *shape), np.float32)
     frac[:N_NORMAL] = tissue
-    labels = {k: np.zeros(shape, bool) for k in ("NCR", "ED", "ET")}
+    labels = {k: np.zeros(shape, bool) for k in TUMOR_LABELS}
     if core is not None:
         spec = tumor.spec
         assert spec is not None

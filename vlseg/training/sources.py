@@ -21,13 +21,13 @@ import torch
 from vlseg.concepts import CONCEPT_PARTS, CONCEPTS
 from vlseg.errors import InputError
 from vlseg.io.layout import CaseFiles, find_case_files, is_nifti_name
-from vlseg.synth.randomize import RandomizeConfig, RandomizedSynth
+from vlseg.synth.randomize import TUMOR_LABELS, RandomizeConfig, RandomizedSynth
 from vlseg.training.augment import augment, random_crop
 from vlseg.training.config import AugmentConfig, SourceConfig
 from vlseg.training.prompts import sample_prompt
 
 CONCEPT_BIT: dict[str, int] = {c: 1 << k for k, c in enumerate(CONCEPTS)}
-_FULL_KINDS = ("phantoms", "brats2023", "brats2021", "msd", "randomized")
+_FULL_KINDS = ("phantoms", "brats2023", "brats2021", "msd")
 _KIND_CONVENTION = {"phantoms": "brats2023", "brats2023": "brats2023", "brats2021": "brats2021", "msd": "msd"}
 
 
@@ -45,6 +45,8 @@ def available_concepts(source: SourceConfig) -> tuple[str, ...]:
     """Concepts the source's label files can provide."""
     if source.kind in _FULL_KINDS:
         return CONCEPTS
+    if source.kind == "randomized":
+        return closure(TUMOR_LABELS)
     assert source.label_map is not None
     return closure(sorted(set(source.label_map.values())))
 
@@ -182,7 +184,7 @@ def randomized_sample(synth: RandomizedSynth, rng: np.random.Generator) -> Cache
     """One rendered sample in the cache's form (bits of every concept, all sequences present)."""
     s = synth.sample(rng)
     bits = np.zeros(s.brain.shape, dtype=np.uint8)
-    for c in CONCEPTS:
+    for c in closure(TUMOR_LABELS):
         for part in CONCEPT_PARTS[c]:
             bits[s.labels[part]] |= CONCEPT_BIT[c]
     return CachedSample(images=s.images, bits=bits, present=np.ones(s.images.shape[0], dtype=bool))
