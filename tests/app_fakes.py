@@ -5,6 +5,7 @@ threshold otherwise, so answers differ between cases: enough to test the app, no
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -119,3 +120,19 @@ def small_case(root: Path, case_id: str, *, shift: int, size: int = 4) -> Path:
         nib.save(nib.Nifti1Image(img, aff), folder / f"{case_id}-{seq}.nii.gz")
     nib.save(nib.Nifti1Image(seg, aff), folder / f"{case_id}-seg.nii.gz")
     return folder
+
+
+GRADIO_ENV = ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")
+
+
+def save_gradio_env() -> dict[str, str | None]:
+    """The Gradio variables ``create_app`` sets, to put back with ``restore_env`` after a test."""
+    return {k: os.environ.get(k) for k in GRADIO_ENV}
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

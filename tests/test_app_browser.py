@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app_fakes import FakeSegmenter, copy_case_writer, fake_fork, free_port
+from app_fakes import FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env, save_gradio_env
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def fake_app(tmp_path_factory, phantom_case_2mm):
     from vlseg.app.security import AppConfig
     from vlseg.app.server import create_app
 
-    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    saved = save_gradio_env()
     tmp = tmp_path_factory.mktemp("browser")
     cfg = AppConfig(output_root=tmp / "out", samples_dir=tmp / "samples", port=free_port(),
                     sample_seeds=(3,), sample_spacing_mm=2.0)
@@ -52,11 +52,7 @@ def fake_app(tmp_path_factory, phantom_case_2mm):
         shutil.copyfile(f, up / f"BraTS-GLI-00042-000-{seq}")
     yield app, up
     app.close()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(saved)
 
 
 @pytest.fixture

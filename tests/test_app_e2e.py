@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from app_fakes import copy_case_writer, free_port
+from app_fakes import copy_case_writer, free_port, restore_env, save_gradio_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def real_app(tmp_path_factory, phantom_case_2mm):
     from vlseg.model.checkpoint import save_checkpoint
     from vlseg.model.registry import build_model
 
-    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    saved = save_gradio_env()
     tmp = tmp_path_factory.mktemp("e2e")
     torch.manual_seed(0)
     ckpt = save_checkpoint(build_model("tiny"), tmp / "tiny-random",
@@ -43,11 +43,7 @@ def real_app(tmp_path_factory, phantom_case_2mm):
     assert app.samples.wait(120)
     yield app, phantom_case_2mm
     app.close()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(saved)
 
 
 def test_e2e_answer_through_gradio_client(real_app):

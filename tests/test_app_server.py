@@ -16,7 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from app_fakes import FakeSegmenter, copy_case_writer, fake_fork, free_port, small_case
+from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env,
+                       save_gradio_env, small_case)
 
 pytestmark = pytest.mark.slow
 
@@ -39,18 +40,14 @@ def _start(tmp: Path, *, auth=None, queue_max_size: int = 2, max_file_size_mb: i
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    saved = save_gradio_env()
     tmp = tmp_path_factory.mktemp("appserver")
     app = _start(tmp)
     cases = {name: small_case(tmp / "cases", name, shift=shift, size=size)
              for name, shift, size in (("CASE-A", 2, 4), ("CASE-B", 12, 6))}
     yield app, cases
     app.close()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(saved)
 
 
 def _files(case_dir: Path, seqs=("t1n", "t1c", "t2w", "t2f")):
@@ -283,7 +280,7 @@ def test_load_twice_queue_size_no_server_errors(server):
 
 
 def test_auth_protects_every_route(tmp_path):
-    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    saved = save_gradio_env()
     app = _start(tmp_path, auth=("alice", "s3cret-pass"))
     try:
         port = app.config.port
@@ -300,8 +297,4 @@ def test_auth_protects_every_route(tmp_path):
             assert h.get("/gradio_api/info").status_code == 200
     finally:
         app.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)

@@ -93,16 +93,17 @@ def test_query_length_is_checked_before_uploads_are_read(tmp_path, monkeypatch):
     monkeypatch.setattr(ui, "collect_uploads", lambda *a, **k: pytest.fail("uploads were read"))
     app = ui.ChatApp(store=store, samples=None)
     with pytest.raises(gr.Error, match="longer than 500 characters"):
-        app.api_ask(["whatever.nii.gz"], "segment the edema " * 40, None)
+        app.api_ask(["whatever.nii.gz"], "segment the edema " * 40, 0.9, None)
 
 
 # ------------------------------------------------------------------------------ live server
 @pytest.fixture
 def live(tmp_path):
-    from app_fakes import FakeSegmenter, copy_case_writer, fake_fork, free_port, small_case
+    from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env,
+                           save_gradio_env, small_case)
     from vlseg.app.server import create_app
 
-    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    saved = save_gradio_env()
     sample = small_case(tmp_path / "src", "SAMPLE", shift=5)
     cfg = AppConfig(output_root=tmp_path / "out", samples_dir=tmp_path / "samples", port=free_port(),
                     sample_seeds=(1,), sample_spacing_mm=2.0, max_file_size_mb=1,
@@ -111,11 +112,7 @@ def live(tmp_path):
     app.launch()
     yield app, small_case(tmp_path / "cases", "CASE-A", shift=2)
     app.close()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(saved)
 
 
 def _raw(port: int, path: str, host: str, method: str = "GET", headers: dict | None = None) -> int:

@@ -91,14 +91,15 @@ def _raw_status(port: int, path: str, host: str) -> int:
 
 
 def test_serve_mcp_over_http_behind_the_host_checks(dicom_study, tmp_path):
-    from app_fakes import FakeSegmenter, copy_case_writer, fake_fork, free_port, small_case
+    from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env,
+                           save_gradio_env, small_case)
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
     from vlseg.app.security import AppConfig
     from vlseg.app.server import create_app
 
-    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    saved = save_gradio_env()
     cfg = AppConfig(output_root=tmp_path / "out", samples_dir=tmp_path / "samples", port=free_port(),
                     sample_seeds=(1,), sample_spacing_mm=2.0)
     app = create_app(cfg, segmenter=FakeSegmenter(), fork=fake_fork, mcp=True,
@@ -129,11 +130,7 @@ def test_serve_mcp_over_http_behind_the_host_checks(dicom_study, tmp_path):
         assert _raw_status(port, "/gradio_api/mcp/schema", "evil.example") == 421
     finally:
         app.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
 
 
 def test_serve_mcp_needs_a_loopback_host(capsys):
