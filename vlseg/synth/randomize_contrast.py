@@ -6,7 +6,10 @@ Only the relations that define the tumor labels are then enforced:
 
 * ET on t1c is brighter than every other label on t1c (its surroundings, NCR included);
 * ET enhances: relative to normal tissue (mean of GM and WM), ET is brighter on t1c than on t1n;
-* ED is brighter than WM on t2w and on t2f.
+* ED is brighter than WM on t2w, and than the parenchyma it infiltrates (GM and WM) on t2f
+  (BraTS 2023 defines it as the surrounding FLAIR hyperintensity);
+* NCR and ED differ (relative difference >= ``separation``) in at least one sequence, otherwise
+  the core's boundary in a non-enhancing tumor would be invisible in every sequence.
 
 Everything else (which tissue is darker, how CSF looks, ...) is left free.
 """
@@ -42,10 +45,16 @@ def enforce_relations(means: np.ndarray, rng: np.random.Generator, cfg: Randomiz
     """Adjust (a copy of) ``means`` (4, 8) so the label-defining relations hold with a margin."""
     m = means.copy()
     t1n, t1c, t2w, t2f = (_S[s] for s in ("t1n", "t1c", "t2w", "t2f"))
-    et, wm, ed = _L["ET"], _L["WM"], _L["ED"]
-    # Edema is bright on T2 and FLAIR (relative to white matter).
-    for s in (t2w, t2f):
-        m[s, ed] = max(m[s, ed], m[s, wm] * (1 + rng.uniform(*cfg.ed_margin)))
+    et, wm, gm, ed, ncr = _L["ET"], _L["WM"], _L["GM"], _L["ED"], _L["NCR"]
+    # Edema is bright on T2 (relative to white matter) and on FLAIR (relative to GM and WM).
+    m[t2w, ed] = max(m[t2w, ed], m[t2w, wm] * (1 + rng.uniform(*cfg.ed_margin)))
+    m[t2f, ed] = max(m[t2f, ed], max(m[t2f, wm], m[t2f, gm]) * (1 + rng.uniform(*cfg.ed_margin)))
+    # Necrosis and edema differ somewhere; if not, push necrosis away in one random sequence.
+    rel = np.abs(m[:, ncr] - m[:, ed]) / ((m[:, ncr] + m[:, ed]) / 2)
+    if rel.max() < cfg.separation:
+        s = int(rng.integers(len(SEQUENCES)))
+        gap = (2 + cfg.separation) / (2 - cfg.separation) * (1 + rng.uniform(0.0, cfg.separation))  # ratio
+        m[s, ncr] = m[s, ed] * gap if rng.uniform() < 0.5 else m[s, ed] / gap
     # Enhancing tumor is the brightest label on t1c.
     others = [i for i in range(len(LABELS)) if i != et]
     m[t1c, et] = max(m[t1c, et], m[t1c, others].max() * (1 + rng.uniform(*cfg.et_margin)))

@@ -45,14 +45,15 @@ class RandomizeConfig:
     tumor_reuse: float = 3.0                    # mean samples per generated tumor (pool); 1: always new
     tumor_pool: int = 8
     # --- contrast: per-label Gaussian mixture, per sequence ---
-    p_realistic_contrast: float = 0.35          # start from the phantom table (jittered) instead of free
+    p_realistic_contrast: float = 0.5           # start from the phantom table (jittered) instead of free
     realistic_jitter: Range = (0.7, 1.4)
     free_mean: Range = (0.05, 1.0)              # free draw of every label's mean
     label_std: Range = (0.0, 0.12)              # within-label std / mean
     tumor_texture: Range = (0.0, 0.2)           # tumor heterogeneity std / mean
     et_margin: Range = (0.15, 0.8)              # ET on t1c >= (1 + m) x every other label on t1c
     enhancement_margin: Range = (0.1, 0.5)      # ET t1c/t1n, relative to GM/WM, >= (1 + m)
-    ed_margin: Range = (0.1, 0.6)               # ED >= (1 + m) x WM on t2w and t2f
+    ed_margin: Range = (0.1, 0.6)               # ED >= (1 + m) x WM on t2w, x max(GM, WM) on t2f
+    separation: float = 0.25                    # NCR vs ED relative difference, in >= 1 sequence
     # --- artefacts (probability per sequence) ---
     p_bias: float = 0.8
     bias_coeff: Range = (0.0, 0.3)              # MONAI RandBiasField polynomial coefficients
@@ -96,6 +97,8 @@ class RandomizeConfig:
             raise InputError("randomize.p_multifocal + p_small + p_large must not exceed 1")
         if self.p_callosal + self.p_infratentorial > 1.0:
             raise InputError("randomize.p_callosal + p_infratentorial must not exceed 1")
+        if not 0.0 <= self.separation <= 1.0:
+            raise InputError(f"randomize.separation must lie in [0, 1], got {self.separation}")
         if self.tumor_reuse < 1.0 or self.tumor_pool < 1:
             raise InputError("randomize.tumor_reuse must be >= 1 and tumor_pool >= 1")
         if self.ghost_period[0] < 2:
