@@ -9,11 +9,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_cases import FILLED_TAGS, PHI_STRINGS, phantom_images, study
+from dicom_cases import (FILLED_TAGS, FLAIR_STEP, PHI_STRINGS, T1C_MARGIN, mixed_grid_study,
+                         phantom_images, study)
 
 from vlseg.errors import InputError
 from vlseg.io import Grid, load_case, reader_for, to_ras, write_mask
-from vlseg.io.dicom import DicomReader
+from vlseg.io.dicom import DicomReader, grid_plan
 from vlseg.io.dicom_case import load_study
 from vlseg.io.dicom_study import parse_overrides, scan_study
 
@@ -212,3 +213,95 @@ def test_synth_cli_writes_a_dicom_study(tmp_path, monkeypatch):
     case = load_case(folder)
     assert case.present == ("t1n", "t1c", "t2w", "t2f")
     assert np.allclose(sorted(case.spacing), [4.0, 4.0, 8.0], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- different grids
+
+
+@pytest.fixture(scope="module")
+def mixed(images, tmp_path_factory):
+    return mixed_grid_study(images, tmp_path_factory.mktemp("mixed") / "mixed")
+
+
+def _inside(src: nib.Nifti1Image, grid_affine: np.ndarray, shape) -> np.ndarray:
+    """Voxels of a grid whose centres fall between the voxel centres of ``src`` (no border)."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    world = ijk @ grid_affine[:3, :3].T + grid_affine[:3, 3]
+    vox = (world - src.affine[:3, 3]) @ np.linalg.inv(src.affine[:3, :3]).T
+    ok = np.all((vox >= -1e-6) & (vox <= np.array(src.shape[:3]) - 1 + 1e-6), axis=1)
+    return ok.reshape(shape)
+
+
+def test_series_on_different_grids_are_resampled_onto_the_t1c_series(mixed, images):
+    from nibabel.processing import resample_from_to
+
+    folder, fine = mixed
+    case = load_case(folder)
+    assert case.present == ("t1n", "t1c", "t2w", "t2f") and case.case_id == "mixed"
+    ref_seq, ref_path, resampled = grid_plan(case)
+    assert (ref_seq, resampled) == ("t1c", ["t1n", "t2w", "t2f"])
+    assert isinstance(reader_for(ref_path), DicomReader)
+    # The case is on the 1 mm T1c grid (its 180 mm field of view), the T1c voxels untouched.
+    m = T1C_MARGIN
+    t1c_nifti = fine["t1c"].slicer[m:-m, m:-m, :]
+    t1c_ras, t1c_grid = _ras(t1c_nifti)
+    assert t1c_grid.mismatch(Grid(shape=case.shape, affine=case.affine)) is None
+    assert np.allclose(case.spacing, (1.0, 1.0, 1.0), atol=1e-4)
+    assert np.abs(case.images["t1c"] - t1c_ras).max() <= 1e-3 * float(t1c_ras.max())
+    # The 5 mm FLAIR agrees with the same thick NIfTI FLAIR resampled by nibabel/scipy (linear)
+    # wherever both interpolate (between its slice centres): the geometry is exact.
+    thick = fine["t2f"].slicer[:, :, FLAIR_STEP // 2::FLAIR_STEP]
+    thick = nib.Nifti1Image(thick.get_fdata(dtype=np.float32), thick.affine)
+    expected = np.asarray(resample_from_to(thick, t1c_nifti, order=1, mode="nearest").dataobj)
+    inside = _inside(thick, t1c_nifti.affine, t1c_nifti.shape)
+    assert 0.9 < inside.mean() < 1.0  # the slab of thick slices ends before the T1c's
+    got = case.images["t2f"]
+    assert np.abs(got[inside] - expected[inside]).max() <= 1e-3 * float(expected.max())
+    # So does the 2 mm T1 (another resolution and field of view).
+    t1n = nib.Nifti1Image(images["t1n"].get_fdata(dtype=np.float32), images["t1n"].affine)
+    t1n_truth = np.asarray(resample_from_to(t1n, t1c_nifti, order=1, mode="nearest").dataobj)
+    inside2 = _inside(images["t1n"], t1c_nifti.affine, t1c_nifti.shape)
+    assert np.abs(case.images["t1n"][inside2] - t1n_truth[inside2]).max() <= 1e-3 * float(t1n_truth.max())
+
+
+def test_reference_series_can_be_chosen(mixed, images, tmp_path):
+    folder, _ = mixed
+    case = load_study(folder, reference="flair")
+    assert np.allclose(sorted(case.spacing), [1.0, 1.0, float(FLAIR_STEP)], atol=1e-4)
+    assert grid_plan(case)[0] == "t2f" and grid_plan(case)[2] == ["t1n", "t1c", "t2w"]
+    one = study(images, tmp_path / "one", seed="one", sequences=("t1c", "t2f"))
+    with pytest.raises(InputError, match=r"--reference t2w: the study has no t2w series \(it has t1c, t2f\)"):
+        load_study(one, reference="t2w")
+    with pytest.raises(InputError, match="--reference 'dwi'"):
+        load_study(one, reference="dwi")
+    assert grid_plan(load_case(folder))[0] == "t1c"  # loading it again plans it again
+
+
+def test_series_in_another_frame_of_reference_are_refused_by_name(images, tmp_path):
+    from pydicom import dcmread
+
+    folder, _ = mixed_grid_study(images, tmp_path / "for")
+    for f in folder.iterdir():
+        ds = dcmread(f)
+        if ds.SeriesNumber == 3:  # the FLAIR: same study, another session's frame of reference
+            ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.1"
+            ds.save_as(f)
+    with pytest.raises(InputError) as e:
+        load_case(folder)
+    msg = str(e.value)
+    assert "\n" not in msg and "another frame of reference" in msg
+    assert "#3 'AX T2 FLAIR'" in msg and "(t2f)" in msg and "#2 'AX T1 SE POST GD'" in msg
+
+
+def test_a_study_folder_and_a_folder_of_studies_are_cases(studies, images, tmp_path):
+    from vlseg.cohort import find_cases
+
+    root = tmp_path / "cohort"
+    shutil.copytree(studies["flat"], root / "flat-study")
+    shutil.copytree(studies["oblique"], root / "nested-study")
+    assert [r.case_id for r in find_cases([root])] == ["flat-study", "nested-study"]
+    assert [r.case_id for r in find_cases([root / "flat-study"])] == ["flat-study"]
+    assert [r.case_id for r in find_cases([root / "nested-study"])] == ["nested-study"]
+    one = tmp_path / "one-study-cohort"
+    shutil.copytree(studies["oblique"], one / "only-study")
+    assert [r.case_id for r in find_cases([one])] == ["only-study"]

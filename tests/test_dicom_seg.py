@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_cases import FILLED_TAGS, PHI_STRINGS, phantom_images, study
+from dicom_cases import FILLED_TAGS, PHI_STRINGS, mixed_grid_study, phantom_images, study
 
 from vlseg.io import Grid, load_case, to_ras
 from vlseg.io.dicom import _grid_from
@@ -82,11 +82,13 @@ def test_segment_writes_a_seg_with_the_answer_and_leaks_no_patient_data(filled, 
     # What the standard asks of a derived SEG: references, codes, algorithm, patient/study.
     seg = hd.seg.segread(seg_path)
     src = scan_study(filled)
-    t1n = next(s for s in src.series if s.sequence == "t1n")
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1n.uid
+    t1c = next(s for s in src.series if s.sequence == "t1c")  # all on one grid: t1c is the reference
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1c.uid
+    assert doc["dicom"] == {"reference": "t1c", "resampled": []}
+    assert doc["dicom_seg"]["references"] == "t1c"
     from pydicom import dcmread
 
-    first = dcmread(t1n.files[0], stop_before_pixels=True)
+    first = dcmread(t1c.files[0], stop_before_pixels=True)
     assert seg.StudyInstanceUID == first.StudyInstanceUID
     assert seg.FrameOfReferenceUID == first.FrameOfReferenceUID
     assert str(seg.PatientName) == FILLED_TAGS["PatientName"] and seg.PatientID == FILLED_TAGS["PatientID"]
@@ -113,10 +115,41 @@ def test_segment_writes_a_seg_with_the_answer_and_leaks_no_patient_data(filled, 
     assert {p.name for p in out.iterdir()} == {"ED.nii.gz", "answer.json"}
 
 
+def test_series_on_other_grids_are_answered_on_the_t1c_grid(images, tmp_path, capsys):
+    """A 1 mm T1c beside a 5 mm FLAIR on another field of view and 2 mm T1/T2: answered on the
+    T1c grid; the SEG references the T1c series and agrees with the NIfTI masks."""
+    import highdicom as hd
+
+    from vlseg.cli import main
+
+    folder, fine = mixed_grid_study(images, tmp_path / "mixed", patient=FILLED_TAGS)
+    out = tmp_path / "answer"
+    assert main(["segment", "--case", str(folder), "--query", QUERY, "--out", str(out),
+                 "--threads", "1"]) == 0, capsys.readouterr().err
+    doc = json.loads((out / "answer.json").read_text())
+    assert doc["sequences_used"] == ["t1n", "t1c", "t2w", "t2f"]
+    assert doc["dicom"] == {"reference": "t1c", "resampled": ["t1n", "t2w", "t2f"]}
+    assert any(t["present"] for t in doc["targets"])
+    masks = {t["concept"]: out / t["mask"] for t in doc["targets"]}
+    t1c = next(s for s in scan_study(folder).series if s.sequence == "t1c")
+    for path in masks.values():  # NIfTI masks on the T1c series grid (1 mm, 180 mm across)
+        img = nib.load(path)
+        assert img.shape == (180, 180, 80) and np.allclose(img.header.get_zooms(), 1.0)
+    seg_path = out / doc["dicom_seg"]["file"]
+    assert hd.seg.segread(seg_path).ReferencedSeriesSequence[0].SeriesInstanceUID == t1c.uid
+    _seg_equals_nifti(seg_path, masks)
+    assert not [s for s in PHI_STRINGS if s.lower() in (out / "answer.json").read_text().lower()]
+
+
 def test_cohort_measurements_have_no_patient_data(filled, tmp_path, capsys):
     from vlseg.cli import main
 
     out = tmp_path / "cohort-out"
+    # A study folder given directly is one case, like the folder of studies it sits in.
+    status = main(["segment", "--cases", str(filled), "--query", "how big is the whole tumor",
+                   "--out", str(tmp_path / "one-study"), "--threads", "1"])
+    assert status == 0, capsys.readouterr().err
+    assert (tmp_path / "one-study" / "study-1").is_dir()
     status = main(["segment", "--cases", str(filled.parent), "--query", "how big is the whole tumor",
                    "--out", str(out), "--threads", "1"])
     printed = capsys.readouterr()

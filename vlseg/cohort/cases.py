@@ -1,13 +1,16 @@
 """Which cases a cohort run covers: ``--cases PATH [PATH ...]`` -> case folders, in order.
 
 A PATH is one of
-  * a case folder: it holds sequence files directly (``<case>-t1c.nii.gz``, ``t1.nii.gz``, ...);
+  * a case folder: it holds sequence files directly (``<case>-t1c.nii.gz``, ``t1.nii.gz``, ...),
+    or a registered reader reads the folder as one case (e.g. a DICOM study, flat or nested;
+    asked through the reader seam, ``reader_for`` and the reader's ``is_one_case``);
   * a folder of case folders: every non-hidden sub-folder is a case (one that turns out not to
     be a readable case is a *failure* of the run, not an argument error);
   * a text file with one case folder per line (blank lines and ``#`` comments skipped; relative
     paths are relative to the text file's folder).
 
-Only names are looked at here (``vlseg.io.classify`` at depth "name"); each case is read and
+Only names are looked at here (``vlseg.io.classify`` at depth "name"; a reader that claims a
+folder may read a header per sub-folder to tell a case from a folder of cases); each case is read and
 validated when its turn comes, so one bad case never stops the others. The case id is the
 folder's name: it names the output folder ``OUT/<case_id>/``, so two cases with one name are
 refused before anything runs.
@@ -44,6 +47,17 @@ def _holds_sequences(folder: Path) -> bool:
                for p in entries)
 
 
+def _read_as_one_case(folder: Path) -> bool:
+    """True if a registered reader claims ``folder`` as a whole (e.g. a DICOM study). A reader
+    that claims folders of cases too (anything with its files somewhere below) says which it
+    is through ``is_one_case``."""
+    reader = reader_for(folder)
+    if reader is None:
+        return False
+    one = getattr(reader, "is_one_case", None)
+    return True if one is None else bool(one(folder))
+
+
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -75,7 +89,7 @@ def _expand(path: Path) -> list[Path]:
             raise InputError("is a scan file; --cases takes case folders (give its folder), or use "
                              "--case/--t1n/--t1c/--t2w/--t2f for one case", str(path))
         return _read_list(path)
-    if _holds_sequences(path):
+    if _holds_sequences(path) or _read_as_one_case(path):
         return [path]
     subs = _subfolders(path)
     if not subs:

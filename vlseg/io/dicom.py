@@ -13,16 +13,31 @@ stack, irregular slice spacing, several images per position (multi-echo) and mix
 orientations are refused with one line saying what to do. Voxels keep the series' own order
 (columns, rows, slices), so masks map back voxel-exactly and a DICOM-SEG can reference them.
 
+Series on different grids (a 3D 1 mm T1c beside 2D 5 mm FLAIR/T2 on other fields of view, as
+scanners export them) are put on one *reference series* grid: t1c, else t2f, t1n, t2w (or the
+caller's ``reference``). :meth:`DicomReader.study_files` makes that plan when it maps the study
+(every series must share the reference's FrameOfReferenceUID; a missing one counts as shared,
+since a study holds one patient), and :meth:`DicomReader.read` then returns each other series
+resampled onto the reference grid with SimpleITK linear interpolation in patient (LPS) space,
+from the exact DICOM geometry. The plan is kept in this process for the series paths
+``study_files`` returned (the latest mapping of a study wins), so ``load_case(folder)``,
+``load_case({seq: series path})`` (uploads, ``--series``) and ``read_header`` agree. Masks and
+the DICOM-SEG are on that grid and reference that series; :func:`grid_plan` tells which series
+was the reference and which were resampled.
+
 Nothing from the patient/study modules ever appears in a message.
 """
 from __future__ import annotations
 
 import os
+import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vlseg.concepts import canonical_sequence
 from vlseg.errors import InputError
 from vlseg.io.dicom_study import (
     Series,
@@ -31,13 +46,18 @@ from vlseg.io.dicom_study import (
     holds_dicom,
     is_dicom_file,
     map_sequences,
+    walk_files,
 )
-from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, Header, Volume, fmt_shape
+from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, Header, Volume, fmt_shape, ras_grid
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # highdicom volumes index (slice, row, column); vlseg keeps (column, row, slice) like dcm2niix.
 _SRC = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+# The series whose grid the others are resampled onto, in order of preference.
+REFERENCE_ORDER: tuple[str, ...] = ("t1c", "t2f", "t1n", "t2w")
+MIN_COVERAGE = 0.10  # a resampled series must cover at least this share of the reference grid
+_NO_LIMIT = 2 ** 62  # grids planned before the caller's voxel limit is known (checked on reading)
 
 
 # ----------------------------------------------------------------------------- series lookup
@@ -125,6 +145,20 @@ def _diagnose(datasets, where: str) -> InputError:
     return InputError("is not a regularly spaced volume", where)
 
 
+def _series_geometry(series: Series, where: str):
+    """:func:`_geometry` of a series from its headers, cached on the (cached) Series."""
+    if series.geometry is None:
+        series.geometry = _geometry(series, _datasets(series, pixels=False), where)
+    return series.geometry
+
+
+def _native_grid(series: Series, path: Path, max_voxels: int) -> Grid:
+    geo = _series_geometry(series, str(path))
+    shape = tuple(int(s) for s in geo.spatial_shape)
+    _check_size(shape, path, max_voxels)
+    return _grid_from(geo.affine, shape)
+
+
 def _grid_from(hd_affine: np.ndarray, shape_src: tuple[int, int, int]) -> Grid:
     """highdicom (slice, row, col) LPS affine -> vlseg Grid on (col, row, slice) in RAS."""
     affine = _LPS_TO_RAS @ np.asarray(hd_affine, dtype=np.float64) @ _SRC
@@ -202,10 +236,12 @@ class DicomReader:
 
     def read_header(self, path: Path, *, max_voxels: int = DEFAULT_MAX_VOXELS) -> Header:
         series, _ = series_of(path)
-        geo = _geometry(series, _datasets(series, pixels=False), str(path))
-        shape = tuple(int(s) for s in geo.spatial_shape)
-        _check_size(shape, path, max_voxels)
-        return Header(grid=_grid_from(geo.affine, shape), channels=1, sequence=series.sequence)
+        grid = _native_grid(series, path, max_voxels)
+        onto = _onto(path)
+        if onto is not None:  # read onto its study's reference grid
+            _check_size(onto.grid.shape, path, max_voxels)
+            grid = onto.grid
+        return Header(grid=grid, channels=1, sequence=series.sequence)
 
     def read(self, path: Path, *, max_voxels: int = DEFAULT_MAX_VOXELS,
              channels: int | None = None) -> Volume:
@@ -215,9 +251,10 @@ class DicomReader:
             raise InputError(f"is a DICOM series (one 3D volume); expected a 4D image with {channels} "
                              "channels", str(path))
         series, _ = series_of(path)
-        header_sets = _datasets(series, pixels=False)
-        geo = _geometry(series, header_sets, str(path))  # refuses bad geometry before pixels
-        _check_size(tuple(int(s) for s in geo.spatial_shape), path, max_voxels)
+        _native_grid(series, path, max_voxels)  # refuses bad geometry before pixels
+        onto = _onto(path)
+        if onto is not None:
+            _check_size(onto.grid.shape, path, max_voxels)
         datasets = _datasets(series, pixels=True)
         try:
             with warnings.catch_warnings():
@@ -240,15 +277,39 @@ class DicomReader:
             raise InputError("has non-finite voxel values", str(path))
         grid = _grid_from(vol.affine, array.shape)
         data = np.ascontiguousarray(array.transpose(2, 1, 0))  # (col, row, slice) = (X, Y, Z)
+        if onto is not None:
+            data, grid = resample_onto(data, grid, onto.grid, path, onto.label), onto.grid
         return Volume(data=data, grid=grid, path=path)
 
     # -- the study seam: a folder that holds several series is split into sequences
-    def study_files(self, path: Path, overrides: dict[str, str] | None = None
-                    ) -> tuple[dict[str, Path], str]:
-        """``{sequence: series path}`` and a case id (the folder name) for a study folder."""
+    def study_files(self, path: Path, overrides: dict[str, str] | None = None, *,
+                    reference: str | None = None) -> tuple[dict[str, Path], str]:
+        """``{sequence: series path}`` and a case id (the folder name) for a study folder.
+
+        Also plans the study's grid: series not on the reference series' grid (``reference``,
+        else the first of :data:`REFERENCE_ORDER`) are read onto it from then on."""
         study = cached_study(path)
         chosen = map_sequences(study, overrides)
-        return {seq: series_path(s, study) for seq, s in chosen.items()}, path.name
+        paths = {seq: series_path(s, study) for seq, s in chosen.items()}
+        _plan_grids(study, chosen, paths, reference)
+        return paths, path.name
+
+    def is_one_case(self, path: Path) -> bool:
+        """Whether a folder this reader claims is *one* study (a case), not a folder of studies:
+        DICOM files directly in it (a flat export), or several sub-folders whose DICOM files
+        all belong to one study (one folder per series). Reads one header per sub-folder."""
+        try:
+            if not path.is_dir():
+                return False
+            entries = sorted((p for p in path.iterdir() if not p.name.startswith(".")),
+                             key=lambda p: p.name)
+            if any(p.is_file() and not p.is_symlink() and is_dicom_file(p) for p in entries):
+                return True
+            studies = [first_study_uid(p) for p in entries if p.is_dir() and not p.is_symlink()]
+            studies = [u for u in studies if u is not None]
+            return len(studies) > 1 and len(set(studies)) == 1
+        except OSError:
+            return False
 
 
 def series_path(series: Series, study: Study) -> Path:
@@ -263,14 +324,155 @@ def series_path(series: Series, study: Study) -> Path:
     return parent if not others else series.files[0]
 
 
-def resolve_study(folder: str | os.PathLike, overrides: dict[str, str] | None = None) -> dict[str, Path]:
-    """``{sequence: series path}`` for a DICOM study folder, with ``--series`` overrides; pass
-    it to ``load_case`` / ``Segmenter.set_case``."""
+def resolve_study(folder: str | os.PathLike, overrides: dict[str, str] | None = None, *,
+                  reference: str | None = None) -> dict[str, Path]:
+    """``{sequence: series path}`` for a DICOM study folder, with ``--series`` overrides and the
+    reference series (``reference``: a sequence); pass it to ``load_case`` / ``Segmenter.set_case``."""
     folder = Path(folder)
     if not folder.is_dir() or not holds_dicom(folder):
         raise InputError("is not a folder of DICOM files; --series goes with a DICOM study given "
                          "as --case", str(folder))
-    return DicomReader().study_files(folder, overrides)[0]
+    return DicomReader().study_files(folder, overrides, reference=reference)[0]
+
+
+def first_study_uid(folder: Path) -> str | None:
+    """StudyInstanceUID of the first DICOM file found under ``folder`` (None: no DICOM there)."""
+    from pydicom import dcmread
+
+    for f in walk_files(folder):
+        if is_dicom_file(f):
+            try:
+                ds = dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            except Exception:  # noqa: BLE001 - unreadable: the study scan reports it later
+                continue
+            return str(ds.get("StudyInstanceUID", "") or "")
+    return None
+
+
+# ----------------------------------------------------------------------------- one grid per study
+
+
+@dataclass(frozen=True)
+class _Onto:
+    """A series' place in its study's plan: resampled onto the reference series' grid."""
+
+    sequence: str  # the reference series' sequence
+    path: Path  # the reference series path
+    grid: Grid  # its grid (vlseg order, RAS affine)
+    label: str  # its label, for messages
+
+
+_PLAN: dict[str, _Onto] = {}  # resolved series path -> where it is read onto
+_PLAN_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> str:
+    return str(Path(path).resolve())
+
+
+def _onto(path: Path) -> _Onto | None:
+    with _PLAN_LOCK:
+        return _PLAN.get(_key(path))
+
+
+def pick_reference(sequences, reference: str | None = None) -> str:
+    """The reference sequence among ``sequences``: ``reference`` if given, else REFERENCE_ORDER."""
+    if reference:
+        try:
+            seq = canonical_sequence(str(reference).strip())
+        except ValueError as e:
+            raise InputError(f"--reference {reference!r}: {e}") from None
+        if seq not in sequences:
+            raise InputError(f"--reference {seq}: the study has no {seq} series (it has "
+                             f"{', '.join(sequences)})")
+        return seq
+    return next(s for s in REFERENCE_ORDER if s in sequences)
+
+
+def _plan_grids(study: Study, chosen: dict[str, Series], paths: dict[str, Path],
+                reference: str | None) -> None:
+    """Check the chosen series share a frame of reference; record which are resampled."""
+    ref_seq = pick_reference(tuple(chosen), reference)
+    ref = chosen[ref_seq]
+    other = [f"{s.label()} ({seq})" for seq, s in chosen.items()
+             if s.frame_of_reference and ref.frame_of_reference
+             and s.frame_of_reference != ref.frame_of_reference]
+    if other:
+        raise InputError(f"series {', '.join(other)} {'is' if len(other) == 1 else 'are'} in another "
+                         f"frame of reference than the reference series {ref.label()} ({ref_seq}), "
+                         "so not registered to it; register them first or pick series with "
+                         "--series", str(study.folder))
+    ref_grid = _native_grid(ref, paths[ref_seq], _NO_LIMIT)
+    target = ras_grid(ref_grid)
+    plan: dict[str, _Onto | None] = {}
+    for seq, s in chosen.items():
+        native = ref_grid if seq == ref_seq else _native_grid(s, paths[seq], _NO_LIMIT)
+        plan[_key(paths[seq])] = (None if ras_grid(native).mismatch(target) is None else
+                                  _Onto(ref_seq, paths[ref_seq], ref_grid, ref.label()))
+    with _PLAN_LOCK:
+        for key, onto in plan.items():
+            if onto is None:
+                _PLAN.pop(key, None)
+            else:
+                _PLAN[key] = onto
+
+
+def _sitk_image(grid: Grid, data: np.ndarray | None = None):
+    """A SimpleITK image on ``grid`` in LPS (exact spacing, direction and origin)."""
+    import SimpleITK as sitk
+
+    lps = _LPS_TO_RAS @ grid.affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    if data is None:
+        img = sitk.Image([int(n) for n in grid.shape], sitk.sitkFloat32)
+    else:  # numpy (z, y, x) is SimpleITK's (x, y, z)
+        img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32))
+    img.SetSpacing([float(v) for v in spacing])
+    img.SetOrigin([float(v) for v in lps[:3, 3]])
+    img.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    return img
+
+
+def resample_onto(data: np.ndarray, grid: Grid, target: Grid, path: Path, target_label: str = ""
+                  ) -> np.ndarray:
+    """``data`` (X, Y, Z on ``grid``) resampled onto ``target`` with SimpleITK linear
+    interpolation in patient space; voxels outside the series are 0. Refuses a series that
+    covers less than MIN_COVERAGE of the target."""
+    import SimpleITK as sitk
+
+    out = sitk.Resample(_sitk_image(grid, data), _sitk_image(target), sitk.Transform(),
+                        sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
+    arr = np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0), dtype=np.float32)
+    inside = np.isfinite(arr)
+    covered = float(inside.mean())
+    if covered < MIN_COVERAGE:
+        raise InputError(f"covers only {100 * covered:.0f}% of the reference series "
+                         f"{target_label or ''} grid it is resampled onto; give series of the same "
+                         "anatomy", str(path))
+    arr[~inside] = 0.0
+    return arr
+
+
+def grid_plan(case) -> tuple[str, Path, list[str]]:
+    """A DICOM case's grid: (reference sequence, its series path, sequences resampled onto it).
+
+    The reference is the first of REFERENCE_ORDER whose series is natively on the case's grid
+    (the grid its masks and DICOM-SEG are on)."""
+    target = Grid(shape=case.shape, affine=case.affine)
+    sources = {k: Path(v) for k, v in case.sources.items() if k != "seg"}
+    native = {}
+    for seq, p in sources.items():
+        series, _ = series_of(p)
+        native[seq] = ras_grid(_native_grid(series, p, _NO_LIMIT)).mismatch(target) is None
+    on_grid = [s for s in REFERENCE_ORDER if native.get(s)]
+    resampled = [s for s in REFERENCE_ORDER if s in native and not native[s]]
+    if on_grid:
+        return on_grid[0], sources[on_grid[0]], [s for s in case.present if s in resampled]
+    onto = next((o for o in map(_onto, sources.values()) if o is not None), None)
+    if onto is None:
+        raise InputError("no series of the case is on its grid; load the study again",
+                         str(next(iter(sources.values()))))
+    return onto.sequence, onto.path, [s for s in case.present if s in resampled]
 
 
 def is_dicom_source(path: str | os.PathLike) -> bool:
@@ -279,5 +481,6 @@ def is_dicom_source(path: str | os.PathLike) -> bool:
     return (p.is_dir() and holds_dicom(p)) or (p.is_file() and is_dicom_file(p))
 
 
-__all__ = ["DicomReader", "DICOM_SUFFIXES", "series_of", "series_path", "resolve_study",
-           "is_dicom_source", "hd_affine"]
+__all__ = ["DicomReader", "DICOM_SUFFIXES", "REFERENCE_ORDER", "series_of", "series_path",
+           "resolve_study", "is_dicom_source", "hd_affine", "grid_plan", "pick_reference",
+           "resample_onto", "first_study_uid"]

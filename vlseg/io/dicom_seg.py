@@ -1,7 +1,7 @@
 """DICOM-SEG out: an answer's masks as one DICOM Segmentation (highdicom) for DICOM input.
 
 The SEG references the series whose grid the masks are on (the case's reference series, the
-grid ``write_mask`` writes NIfTI masks on), carries one segment per answered concept with
+grid ``write_mask`` writes NIfTI masks on; series on other grids were resampled onto it), carries one segment per answered concept with
 SNOMED CT coded concepts, the algorithm's identification (vlseg, version, model sha256), and
 copies the source's patient and study modules, as the standard requires for a derived object
 of the same study. It is written with the answer (``Answer.save`` calls :func:`save_extras`),
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vlseg.io.dicom import _datasets, hd_affine, is_dicom_source, series_of
+from vlseg.io.dicom import _datasets, grid_plan, hd_affine, is_dicom_source, series_of
 
 SEG_FILE = "segmentation.dcm"
 
@@ -40,8 +40,9 @@ def is_dicom_case(case: Any) -> bool:
 
 
 def reference_source(case: Any) -> Path:
-    """The series the masks' grid comes from: the first sequence ``load_case`` read."""
-    return Path(case.sources[case.present[0]])
+    """The series the masks' grid comes from: the study's reference series (t1c, else t2f, t1n,
+    t2w, natively on the case's grid; the other series were resampled onto it)."""
+    return Path(grid_plan(case)[1])
 
 
 def _lab(rgb: tuple[int, int, int]):
@@ -107,13 +108,19 @@ def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.Pat
 
 def save_extras(answer: Any, stage: Path) -> dict[str, Any]:
     """``Answer.save``'s hook: for DICOM input write the SEG into the staging folder; return
-    what answer.json adds (``{"dicom_seg": {...}}``), or ``{}`` for other input."""
+    what answer.json adds, or ``{}`` for other input: ``{"dicom": {"reference": "t1c",
+    "resampled": ["t2f", ...]}, "dicom_seg": {...}}`` (the series whose grid the masks are on,
+    and the sequences resampled onto it)."""
     case = getattr(answer, "_case", None)
-    if case is None or not answer.masks_ras or not is_dicom_case(case):
+    if case is None or not is_dicom_case(case):
         return {}
-    write_seg(case, answer.masks_ras, stage / SEG_FILE, model=answer.model)
-    return {"dicom_seg": {"file": SEG_FILE, "segments": list(answer.masks_ras),
-                          "references": case.present[0]}}
+    ref_seq, _, resampled = grid_plan(case)
+    out: dict[str, Any] = {"dicom": {"reference": ref_seq, "resampled": resampled}}
+    if answer.masks_ras:
+        write_seg(case, answer.masks_ras, stage / SEG_FILE, model=answer.model)
+        out["dicom_seg"] = {"file": SEG_FILE, "segments": list(answer.masks_ras),
+                            "references": ref_seq}
+    return out
 
 
 def read_seg_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:

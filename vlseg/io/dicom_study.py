@@ -70,6 +70,8 @@ class Series:
     multiframe: bool = False
     sequence: str | None = None  # what its tags say (None: not recognised)
     evidence: str = ""  # "description" | "acquisition tags"
+    frame_of_reference: str = ""  # FrameOfReferenceUID ("" when the files lack it)
+    geometry: object = field(default=None, repr=False, compare=False)  # cached by vlseg.io.dicom
 
     def label(self) -> str:
         num = f"#{self.number}" if self.number is not None else "#?"
@@ -275,7 +277,8 @@ def scan_study(folder: str | os.PathLike) -> Study:
                 echo_ms=_float(ds, "EchoTime"), repetition_ms=_float(ds, "RepetitionTime"),
                 inversion_ms=_float(ds, "InversionTime"),
                 contrast=bool(str(ds.get("ContrastBolusAgent", "") or "").strip()),
-                multiframe=int(ds.get("NumberOfFrames", 1) or 1) > 1)
+                multiframe=int(ds.get("NumberOfFrames", 1) or 1) > 1,
+                frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or "").strip())
             if not s.is_mr_image:
                 s.excluded = f"not an MR image ({ds.get('Modality', '?')})"
             elif "LOCALIZER" in image_type:

@@ -10,6 +10,8 @@ patient/study modules filled with fake identifiers, and a choice of geometry:
 * ``orientation="oblique"``: the same voxels in a world rotated by ``tilt_deg`` about two axes;
 * ``slice_step=n``: every n-th slice kept (thick slices), with SliceThickness smaller than the
   spacing (a slice gap), so a reader that trusted SliceThickness would get the geometry wrong;
+* ``fov_margin=m``: ``m`` voxels cut from each in-plane edge (a smaller field of view, another
+  origin), e.g. a 2D FLAIR planned on a tighter box than the 3D T1c beside it;
 * ``enhanced=True``: one multi-frame (legacy-converted enhanced MR) file per series.
 
 The voxels are the phantom's own (no resampling), so the reader's geometry can be checked
@@ -63,6 +65,7 @@ class DicomStyle:
     enhanced: bool = False  # one multi-frame file per series
     descriptions: bool = True  # False: uninformative series descriptions ("SERIES 3")
     gantry_tilt_deg: float = 0.0  # > 0: slices sheared along y (a gantry-tilted CT-like stack)
+    fov_margin: int = 0  # voxels cut from each in-plane edge (a smaller field of view)
 
     def __post_init__(self) -> None:
         if self.orientation not in ("axial", "oblique"):
@@ -71,6 +74,8 @@ class DicomStyle:
             raise ValueError(f"layout must be 'flat' or 'nested', got {self.layout!r}")
         if self.slice_step < 1:
             raise ValueError("slice_step must be >= 1")
+        if self.fov_margin < 0:
+            raise ValueError("fov_margin must be >= 0")
 
 
 def _rotation(deg: float) -> np.ndarray:
@@ -83,6 +88,13 @@ def _rotation(deg: float) -> np.ndarray:
 def _lps_frames(data: np.ndarray, affine_ras: np.ndarray, style: DicomStyle
                 ) -> tuple[np.ndarray, np.ndarray]:
     """RAS+ volume (X, Y, Z) -> frames (S, rows, cols) and the LPS affine of (col, row, slice)."""
+    if style.fov_margin:  # a smaller field of view: the origin moves in by the margin
+        m = style.fov_margin
+        if 2 * m >= min(data.shape[:2]):
+            raise ValueError(f"fov_margin {m} leaves no voxels of {data.shape[:2]}")
+        data = data[m:-m, m:-m, :]
+        affine_ras = affine_ras @ np.array([[1, 0, 0, m], [0, 1, 0, m], [0, 0, 1, 0], [0, 0, 0, 1]],
+                                           dtype=float)
     if style.slice_step > 1:  # thick slices: every n-th slice, centred in its block
         n = style.slice_step
         data = data[:, :, n // 2::n]
