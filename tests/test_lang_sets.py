@@ -55,3 +55,23 @@ def test_negation_and_set_phrasing(parser, query, concepts):
     p = parser.parse(query)
     assert not p.refused, p.reason
     assert p.concepts == concepts
+
+
+def test_a_refused_part_of_a_compound_question_is_kept_and_said(parser):
+    p = parser.parse("how big is the tumor, and can you segment the hippocampus?")
+    assert p.intents == ("volume", "refuse") and p.intent == "volume" and not p.refused
+    assert p.concepts == ("WT",) and "hippocampus" in p.parts[1].reason
+    from vlseg.intents import answer_text_parts
+    from vlseg.reasoning.answer import Facts
+
+    text = answer_text_parts([("refuse", Facts(reason=p.parts[1].reason)),
+                              ("refuse", Facts(reason="x"))], sequences_used=[])
+    assert text.splitlines()[0].startswith("I can't answer that: “hippocampus”")
+    assert "I can segment and measure" not in text   # one line per refused part, no long list
+
+
+@pytest.mark.parametrize("query", ["is it multifocal?", "Is the tumour multicentric?",
+                                   "are there several separate lesions?"])
+def test_multifocality_is_a_count_of_the_tumor(parser, query):
+    p = parser.parse(query)
+    assert (p.intent, p.concepts) == ("count", ("WT",))

@@ -201,6 +201,8 @@ def answer_text_parts(parts: list[tuple[str, Facts]], *, sequences_used: list[st
         spec = get(intent)
         if spec.measures and not facts.targets and spec.min_targets < 2:
             lines.append("No target region was named. " + capabilities_text())
+        elif intent == "refuse" and len(parts) > 1:  # one part of a compound question
+            lines.append(spec.compose(facts)[0])
         else:
             lines.extend(line for line in spec.compose(facts) if line not in lines)
     grounded = any(get(intent).measures for intent, _ in parts)

@@ -120,6 +120,7 @@ bilateral bilaterally both count number present presence visible seen exist exis
 ratio proportion percent percentage share amount relative compared compare versus vs it's am
 overall total help approximately far extend extends extending spread spreads
 reach reaches involve involves affect affects everything roughly exactly up out go new another next frontal parietal
+multifocal multicentric unifocal solitary single several multiple separate distinct satellite foci focus
 temporal occipital insula insular limbic deep any some all there's i'd i'm could i
 """.split())
 # Prepositions: kept inside a phrase ("enhancing part of the tumor"), dropped at its edges.

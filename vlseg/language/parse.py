@@ -181,20 +181,20 @@ class QueryParser:
 
     def _parse_compound(self, query: str, clauses: list[str], previous: Parse | None) -> Parse:
         parts: list[Parse] = []
-        refused: list[Parse] = []
         prev = previous
         for clause in clauses:
             p = self._parse_text(query, clause, prev)
-            (refused if p.refused else parts).append(p)
+            parts.append(p)  # a refused part stays, so the answer says what it could not do
             if not p.refused and p.targets:
                 prev = p  # "where is the tumor, and how big is it?": "it" is the tumor
-        if not parts:
-            return refused[0]
+        answered = [p for p in parts if not p.refused]
+        if not answered:
+            return parts[0]
         if len(parts) == 1:
             return parts[0]
-        targets = _dedupe([t for p in parts for t in p.targets])
-        return Parse(query=query, intent=parts[0].intent, refused=False, targets=tuple(targets),
-                     refers_to_previous=parts[0].refers_to_previous, parts=tuple(parts))
+        targets = _dedupe([t for p in answered for t in p.targets])
+        return Parse(query=query, intent=answered[0].intent, refused=False, targets=tuple(targets),
+                     refers_to_previous=answered[0].refers_to_previous, parts=tuple(parts))
 
     def _parse_text(self, query: str, text: str, previous: Parse | None) -> Parse:
         """One question (normalized ``text``) -> Parse."""
