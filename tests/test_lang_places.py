@@ -25,6 +25,10 @@ def parser():
      [("structure", "thalamus"), ("structure", "brainstem")]),
     ("how many mm is the lesion from the midline", "distance", ("WT",), [("structure", "midline")]),
     ("near the precentral gyrus?", "distance", ("WT",), [("structure", "motor_cortex")]),
+    ("Which hemisphere is involved?", "location", ("WT",), []),
+    ("Does the lesion extend across the corpus callosum?", "distance", ("WT",),
+     [("structure", "corpus_callosum")]),
+    ("Is there involvement of the motor strip?", "distance", ("WT",), [("structure", "motor_cortex")]),
     ("is there midline shift?", "shift", ("WT",), []),
     ("any mass effect on the midline?", "shift", ("WT",), []),
 ])

@@ -114,6 +114,7 @@ TABLE: tuple[Intent, ...] = (
     Intent("distance", re.compile(
         rf"(?=.*\b({structure_alternation()})\b).*\b(how far|distances?|near\w*|close\w*|proximity|"
         r"abut\w*|adjacent|next to|touch\w*|reach\w*|involv\w*|invad\w*|infiltrat\w*|margin|away|"
+        r"extend\w* (across|into|to)|across|spread\w*|"
         r"mm from|millimet\w* from|how many (mm|millimet\w*))\b"),
         distance_lines, summary="how far it is from the motor cortex, Broca's area, the ventricles "
         "or other structures", default_target="WT", places=True),

@@ -120,7 +120,8 @@ bilateral bilaterally both count number present presence visible seen exist exis
 ratio proportion percent percentage share amount relative compared compare versus vs it's am
 overall total help approximately far extend extends extending spread spreads
 reach reaches involve involves affect affects everything roughly exactly up out go new another next frontal parietal
-multifocal multicentric unifocal solitary single several multiple separate distinct satellite foci focus
+multifocal multicentric unifocal solitary single several multiple separate distinct satellite foci focus involved involvement
+involving extension extending extended across spread spreading closest nearest close near
 temporal occipital insula insular limbic deep any some all there's i'd i'm could i
 """.split())
 # Prepositions: kept inside a phrase ("enhancing part of the tumor"), dropped at its edges.
