@@ -105,3 +105,23 @@ def test_cross_site_posts_refused():
         assert _call("/gradio_api/upload", method="POST", headers=hdr) == 403, origin
         assert _call("/gradio_api/queue/join", method="POST", headers=hdr) == 403, origin
         assert _call("/", method="GET", headers=hdr) == 200  # reading the page is harmless
+
+
+def test_an_adapters_base_checkpoint_is_blocked_too(tmp_path, random_checkpoint):
+    """With --model pointing at a LoRA adapter, neither the adapter nor its base is served."""
+    import torch
+
+    from vlseg.app.security import AppConfig, launch_kwargs
+    from vlseg.model import load_model
+    from vlseg.model.adapters import add_adapters, save_adapter
+    from vlseg.model.loading import checkpoint_ref
+
+    torch.manual_seed(1)
+    model = load_model(random_checkpoint)
+    spec = add_adapters(model, rank=2, alpha=4.0, text_rank=4)
+    adapter = save_adapter(model, spec, tmp_path / "adapter", base=checkpoint_ref(random_checkpoint),
+                           provenance={"steps": 0})
+    cfg = AppConfig(output_root=tmp_path / "out", samples_dir=tmp_path / "samples", model=str(adapter))
+    blocked = launch_kwargs(cfg)["blocked_paths"]
+    assert str(adapter.resolve()) in blocked
+    assert str(random_checkpoint.resolve()) in blocked

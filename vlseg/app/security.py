@@ -148,11 +148,25 @@ def blocks_kwargs(config: AppConfig) -> dict[str, Any]:
     return {"delete_cache": (config.cleanup_interval_s, config.temp_ttl_s), "analytics_enabled": False}
 
 
+def model_folders(model: str | None) -> list[Path]:
+    """Every folder the app's weights come from (an adapter's base checkpoint too), so none of
+    them is ever served."""
+    if not model or not Path(model).exists():
+        return []
+    folders = [Path(model).resolve()]
+    try:
+        from vlseg.model.loading import resolve_model
+
+        source = resolve_model(model)
+        folders += [p.resolve() for p in (source.checkpoint, source.adapter) if p is not None]
+    except Exception:  # noqa: BLE001 - an unusable model is refused later, with its own message
+        pass
+    return list(dict.fromkeys(folders))
+
+
 def launch_kwargs(config: AppConfig) -> dict[str, Any]:
     """Arguments for ``Blocks.launch``; ``share`` is pinned to False."""
-    blocked = [str(config.samples_dir)]
-    if config.model and Path(config.model).exists():
-        blocked.append(str(Path(config.model).resolve()))
+    blocked = [str(config.samples_dir)] + [str(p) for p in model_folders(config.model)]
     return {
         "server_name": config.host,
         "server_port": config.port,
