@@ -51,7 +51,6 @@ is empty in the masks has no interval (None).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -177,14 +176,12 @@ def _check_q(q: float) -> None:
 
 def weights_sha256(folder: str | Path) -> str | None:
     """SHA-256 of the weights in ``folder`` (model.safetensors, else adapter.safetensors)."""
+    from vlseg.model.storage import cached_sha256  # the model loader's cache: hashed once
+
     for name in WEIGHT_FILES:
         path = Path(folder) / name
         if path.is_file():
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            return h.hexdigest()
+            return cached_sha256(path)
     return None
 
 
