@@ -1,8 +1,8 @@
 """The masks users get for a whole case in one call, for benchmarks and evaluation.
 
 ``Segmenter`` answers questions and caches per concept; benchmarks want every concept of many
-cases. Both go through the same steps — encode once, decode every concept with its canonical
-prompt, then the case's one nested labelling (``vlseg.reasoning.labelling.final_masks``) — so a
+cases. Both go through the same steps — encode once, decode the regions with their canonical
+prompts, then the case's one nested labelling (``vlseg.reasoning.labelling.final_masks``) — so a
 figure measured here is a figure about what ``Segmenter`` returns.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from vlseg import vocab
 from vlseg.concepts import CONCEPTS
-from vlseg.reasoning.labelling import final_masks
+from vlseg.reasoning.labelling import final_masks, labelling_sources
 
 if TYPE_CHECKING:
     import torch
@@ -23,19 +23,21 @@ if TYPE_CHECKING:
 
 
 def concept_prompts(model: VLSegModel) -> torch.Tensor:
-    """Embeddings of the bundled concepts' canonical prompts, (5, E), in ``CONCEPTS`` order."""
-    return model.embed_prompts([vocab.concept(c).canonical_prompt for c in CONCEPTS])
+    """Embeddings of the canonical prompts the labelling needs (WT, TC, ET: NCR and ED are
+    derived from them), (3, E), in ``labelling_sources(CONCEPTS)`` order."""
+    return model.embed_prompts([vocab.concept(c).canonical_prompt for c in labelling_sources(CONCEPTS)])
 
 
 def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
                   prompts: torch.Tensor | None = None,
                   device: str | None = None) -> dict[str, np.ndarray]:
-    """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them."""
+    """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them
+    (it too decodes only the labelling's sources)."""
     from vlseg.model.inference import decode, prepare
 
     if prompts is None:
         prompts = concept_prompts(model)
     prepared = prepare(model, case, device=device)        # encode image once
-    probs = decode(model, prepared, prompts)              # (5, X, Y, Z)
-    probs = np.asarray(probs)
-    return final_masks(dict(zip(CONCEPTS, probs)), case.affine, threshold=threshold)
+    probs = decode(model, prepared, prompts)              # (3, X, Y, Z)
+    sources = labelling_sources(CONCEPTS)
+    return final_masks(dict(zip(sources, probs)), case.affine, threshold=threshold)
