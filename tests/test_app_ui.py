@@ -77,3 +77,30 @@ def test_clicking_an_example_asks_it(chat_app):
     _, chat, _, _ = app.submit_example(1, sid)
     assert _texts(chat)[-2:] == [ui.EXAMPLE_QUERIES[1], ui.QUEUED]
     assert app.submit_example(99, sid) == (SKIP,) * 4
+
+
+def test_zipped_dicom_study_loads_through_the_upload_path(phantom_case_2mm, tmp_path):
+    """A nested-layout DICOM study, zipped: its series are folders, yet it loads, is asked about,
+    and the same zip sent again reuses the encoding (fingerprint of the uploaded bytes)."""
+    import zipfile
+
+    from dicom_cases import phantom_images, study
+
+    folder = study(phantom_images(phantom_case_2mm), tmp_path / "dicom", seed="ui", layout="nested")
+    zpath = tmp_path / "study.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"export/{f.relative_to(folder)}")
+    base = FakeSegmenter()
+    store = SessionStore(base=base, output_dir=tmp_path / "sessions", fork=fake_fork)
+    app = ui.ChatApp(store=store, samples=None)
+    sid, chat, info, viewer, *_ = app.load_upload([str(zpath)], None, progress=lambda *a, **k: None)
+    assert "went wrong" not in _texts(chat)[-1] and _texts(chat)[-1].startswith("Loaded")
+    assert "t1c" in info and json.loads(viewer)["seq"] == "t1c"
+    seg = store.get(sid).segmenter
+    assert seg.n_encodes == 1
+    app.load_upload([str(zpath)], sid, progress=lambda *a, **k: None)
+    assert store.get(sid).segmenter is seg and seg.n_encodes == 1  # same bytes: reused
+    answer, masks, _ = app.api_ask([str(zpath)], "segment the enhancing tumor", None, sid)
+    assert answer["targets"][0]["concept"] == "ET" and seg.n_encodes == 1

@@ -17,7 +17,6 @@ question. The browser only ever shows what this list says.
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 import time
 import uuid
@@ -121,17 +120,6 @@ class Turn:
     answer: str | None = None  # None while queued or being answered
     picture: Path | None = None  # overlay shown with the answer
     state: str = "queued"  # queued -> answering -> done
-
-
-def fingerprint_files(files: Mapping[str, Path]) -> str:
-    """sha256 over (sequence, content) pairs: identifies the same scan uploaded again."""
-    h = hashlib.sha256()
-    for seq in sorted(files):
-        h.update(seq.encode())
-        with open(files[seq], "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- per-session state

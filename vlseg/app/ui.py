@@ -29,7 +29,7 @@ from vlseg.errors import VlsegError
 from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
-    AskRequest, CaseRequest, CaseResponse, SessionStore, Turn, fingerprint_files,
+    AskRequest, CaseRequest, CaseResponse, SessionStore, Turn,
 )
 from vlseg.app.uploads import collect_uploads
 from vlseg.app.viewer import SEQUENCE_BUTTONS
@@ -167,7 +167,7 @@ class ChatApp:
             progress(0.15, desc="checking uploaded files")
             resp = self.store.set_case(
                 CaseRequest(session_id=sid, source=dict(ups.sequences), label=None,
-                            fingerprint=fingerprint_files(ups.sequences)),
+                            fingerprint=ups.fingerprint),
                 progress=lambda f, msg: progress(f, desc=msg))
             note = f"; ignored {', '.join(ups.ignored)}" if ups.ignored else ""
             out = self._case_loaded(resp, note, what=f"Upload {strip_dirs(names)}")
@@ -257,7 +257,7 @@ class ChatApp:
             ups = collect_uploads(files or [], work)
             self.store.set_case(CaseRequest(session_id=sid, source=dict(ups.sequences),
                                             label="api upload",
-                                            fingerprint=fingerprint_files(ups.sequences)))
+                                            fingerprint=ups.fingerprint))
             resp = self.store.ask(AskRequest(session_id=sid, query=query or "",
                                              confidence=_confidence(confidence)))
         except VlsegError as e:

@@ -16,6 +16,7 @@ logged.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 import shutil
 import stat
@@ -180,6 +181,7 @@ class UploadSet:
     sequences: dict[str, Path] = field(default_factory=dict)  # canonical seq -> path
     label: Path | None = None
     ignored: list[str] = field(default_factory=list)
+    fingerprint: str = ""  # sha256 of the uploaded files' bytes (the same upload again matches)
 
     def describe(self) -> str:
         order = [s for s in SEQUENCES if s in self.sequences]
@@ -212,7 +214,7 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
             files.extend(members)
         else:
             files.append(p)
-    result = UploadSet()
+    result = UploadSet(fingerprint=fingerprint_uploads(paths))
     for folder in studies:
         reader = reader_for(folder)
         if reader is None or not hasattr(reader, "study_files"):
@@ -242,6 +244,22 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
     if not result.sequences:
         raise InputError(f"no MRI sequence among the uploaded files; {_HELP}")
     return result
+
+
+def fingerprint_uploads(paths: Iterable[str | Path]) -> str:
+    """sha256 over the uploaded files' bytes (each zip or NIfTI as sent, in any order): identifies
+    the same scan uploaded again, whatever it unpacks to (a DICOM study's series are folders)."""
+    digests = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        digests.append(h.digest())
+    total = hashlib.sha256()
+    for d in sorted(digests):
+        total.update(d)
+    return total.hexdigest()
 
 
 def zip_holds_dicom(zip_path: str | Path, *, probe: int = 16) -> bool:
