@@ -176,3 +176,42 @@ def test_viewer_survives_eviction_and_switches_sequence(tmp_path, store):
     assert [c["code"] for c in after["concepts"]] == ["ET"] and after["seq"] == "t2f"
     assert after["planes"][0]["mask"] == before["planes"][0]["mask"]
     assert store.viewer_sequences(sids[0]) == (["t1n", "t1c", "t2w", "t2f"], "t2f")
+
+
+def test_evicted_viewer_is_not_kept_and_masks_stay_packed(tmp_path, store, monkeypatch):
+    import vlseg.io
+
+    dirs = [small_case(tmp_path, f"W-{i}", shift=2 + 5 * i) for i in range(3)]
+    sids = [store.new_session() for _ in dirs]
+    store.set_case(CaseRequest(session_id=sids[0], source=dirs[0], label="W-0"))
+    store.ask(AskRequest(session_id=sids[0], query="segment the enhancing tumor"))
+    for sid, d in zip(sids[1:], dirs[1:]):
+        store.set_case(CaseRequest(session_id=sid, source=d, label=d.name))
+    first = store.get(sids[0])
+    packed = dict(first.packed_masks)
+    assert first.segmenter is None and packed and first.masks_ras == {}
+    for seq in (None, "t2f"):  # drawing the evicted session holds nothing past the call
+        p = store.viewer_payload(sids[0], seq)
+        assert [c["code"] for c in p["concepts"]] == ["ET"]
+        assert first.viewer is None and first.masks_ras == {} and first.packed_masks == packed
+    assert store.n_encoded == 2
+    # Re-encoding reads the scan once and keeps the masks found before the eviction.
+    reads = []
+    real = vlseg.io.load_case
+    monkeypatch.setattr(vlseg.io, "load_case", lambda src: reads.append(src) or real(src))
+    r = store.ask(AskRequest(session_id=sids[0], query="segment the edema"))
+    assert r.reencoded and len(reads) == 1 and first.viewer is not None
+    assert sorted(first.masks_ras) == ["ED", "ET"] and first.packed_masks == {}
+    assert sorted(c["code"] for c in store.viewer_payload(sids[0])["concepts"]) == ["ED", "ET"]
+    assert len(reads) == 1
+
+
+def test_reencode_reuses_an_existing_viewer(tmp_path, store):
+    d = small_case(tmp_path, "R-0", shift=3)
+    sid = store.new_session()
+    store.set_case(CaseRequest(session_id=sid, source=d, label="R-0"))
+    s = store.get(sid)
+    viewer = s.viewer
+    s.segmenter = None  # the encoding dropped, the viewer still held
+    r = store.ask(AskRequest(session_id=sid, query="segment the edema"))
+    assert r.reencoded and s.viewer is viewer

@@ -136,6 +136,7 @@ class Session:
     segmenter: SegmenterLike | None = None  # None when no case or evicted from the LRU
     viewer: ViewerCase | None = None  # images + sprite sheets of the slice viewer
     viewer_seq: str | None = None  # sequence shown in the viewer
+    sequences: list[str] = field(default_factory=list)  # the scan's sequences (kept when evicted)
     masks_ras: dict[str, np.ndarray] = field(default_factory=dict)  # latest mask per concept
     packed_masks: dict[str, tuple[tuple[int, ...], bytes]] = field(default_factory=dict)  # when evicted
     volumes_ml: dict[str, float | None] = field(default_factory=dict)
@@ -157,12 +158,16 @@ class Session:
         self.masks_ras = {}
 
     def masks(self) -> dict[str, np.ndarray]:
-        """The latest mask per concept, unpacked if the session was evicted."""
+        """The latest mask per concept. While evicted (no Segmenter) an unpacked copy: the packed
+        masks stay, so the LRU's memory cap still holds; once re-encoded they are unpacked for good."""
         if self.packed_masks and not self.masks_ras:
+            unpacked = {}
             for c, (shape, data) in self.packed_masks.items():
                 bits = np.unpackbits(np.frombuffer(zlib.decompress(data), np.uint8))
-                self.masks_ras[c] = bits[:int(np.prod(shape))].reshape(shape)
-            self.packed_masks = {}
+                unpacked[c] = bits[:int(np.prod(shape))].reshape(shape)
+            if self.segmenter is None:
+                return unpacked
+            self.masks_ras, self.packed_masks = unpacked, {}
         return self.masks_ras
 
 
@@ -270,21 +275,24 @@ class SessionStore:
             ctx.set(n_sequences=len(case.present), sequences=list(case.present), encode_s=encode_s)
             return self._case_response(session, encode_s=encode_s, reused=False)
 
-    def _encode_locked(self, session: Session, case: Any) -> float:
-        """Encode ``case`` into the session's own Segmenter (caller holds the inference lock)."""
+    def _encode_locked(self, session: Session, case: Any, viewer: ViewerCase | None = None) -> float:
+        """Encode ``case`` into the session's own Segmenter (caller holds the inference lock);
+        ``viewer``: the case's viewer when one is already built (a re-encode of the same scan)."""
         seg = session.segmenter or self._fork(self._base)
         t0 = time.perf_counter()
         seg.set_case(case)
         encode_s = time.perf_counter() - t0
         session.segmenter = seg
-        session.viewer = self._make_viewer(session, case)
+        session.viewer = viewer or self._make_viewer(session, case)
         self._touch_encoded(session)
         return encode_s
 
     def _make_viewer(self, session: Session, case: Any) -> ViewerCase:
         key = f"{session.short_id}-{session.case_gen}"
-        return ViewerCase(images=case.images, spacing=tuple(float(v) for v in case.spacing),
-                          out_dir=session.out_dir / "viewer", key=key)
+        viewer = ViewerCase(images=case.images, spacing=tuple(float(v) for v in case.spacing),
+                            out_dir=session.out_dir / "viewer", key=key)
+        session.sequences = list(viewer.sequences)
+        return viewer
 
     def check_query(self, query: str | None) -> str:
         """The question with whitespace collapsed; InputError if empty or over the length limit
@@ -310,7 +318,7 @@ class SessionStore:
                                          "scans first")
                     from vlseg.io import load_case
 
-                    self._encode_locked(session, load_case(session.source))
+                    self._encode_locked(session, load_case(session.source), viewer=session.viewer)
                     reencoded = True
                 seg = session.segmenter
                 assert seg is not None
@@ -351,7 +359,8 @@ class SessionStore:
         """The slice viewer's data for the session's scan and masks so far; None without a scan.
 
         ``seq`` switches the background sequence (default: the one shown, else T1c/FLAIR/T1/T2).
-        After an LRU eviction the scan is re-read (not re-encoded) to draw a new sequence.
+        After an LRU eviction the scan is re-read (not re-encoded) to draw it, and that viewer
+        is not kept: an evicted session holds no images, so the LRU's memory cap holds.
         """
         if not session_id:
             return None
@@ -365,7 +374,7 @@ class SessionStore:
                 return None
             from vlseg.io import load_case
 
-            viewer = session.viewer = self._make_viewer(session, load_case(session.source))
+            viewer = self._make_viewer(session, load_case(session.source))  # not kept (evicted)
         if seq not in viewer.sequences:
             seq = session.viewer_seq if session.viewer_seq in viewer.sequences else None
         if seq is None:
@@ -380,9 +389,9 @@ class SessionStore:
             session = self.get(session_id) if session_id else None
         except VlsegError:
             session = None
-        if session is None or session.viewer is None:
+        if session is None or not session.sequences:
             return [], None
-        return session.viewer.sequences, session.viewer_seq
+        return list(session.sequences), session.viewer_seq
 
     # ----------------------------------------------------------------- the chat
     def submit(self, session_id: str, question: str, *, kind: str = "ask",
