@@ -23,9 +23,11 @@ def test_target_center_inside_mask():
 
 
 def test_legend_text_uses_the_one_number_format():
-    assert render.legend_text("ET", 61.0) == "ET enhancing tumor (61 mL)"
-    assert render.legend_text("ET", 0.354) == "ET enhancing tumor (0.35 mL)"
-    assert render.legend_text("WT") == "WT whole tumor"
+    from vlseg.picture import legend_label  # the overlay's legend (render.py uses it)
+
+    assert legend_label("ET", 61.0) == "ET enhancing tumor (61 mL)"
+    assert legend_label("ET", 0.354) == "ET enhancing tumor (0.35 mL)"
+    assert legend_label("WT") == "WT whole tumor"
 
 
 def test_render_overlay_png_has_three_planes_and_legend(tmp_path):

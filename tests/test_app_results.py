@@ -66,3 +66,18 @@ def test_named_downloads_and_zip(tmp_path):
         assert json.loads(z.read("BraTS-GLI-7_answer.json"))["targets"][0]["mask"] == "BraTS-GLI-7_ET.nii.gz"
     assert answer["targets"][0]["mask"] == "ET.nii.gz"  # the caller's answer is untouched
     assert results.named_downloads(tmp_path, {"targets": []}, "x") == []
+
+
+def test_location_ranked_like_the_answer_and_merge_distance_from_the_target():
+    t = {**TARGET, "lobes": ["frontal", "temporal", "limbic"], "lobes_involved": ["temporal", "limbic"],
+         "lobes_minor": ["frontal"], "lesion_merge_mm": 4.0}
+    assert results.location_words(t) == ("left hemisphere, crosses the midline; temporal, limbic; "
+                                         "minor extension into frontal")
+    assert results.location_words({**t, "lobes_involved": [], "hemisphere": None,
+                                   "crosses_midline": False}) == "minor extension into frontal"
+    html = results.table_html({"targets": [t]})
+    assert "pieces within 4 mm count as one" in html and "5 mm" not in html
+    from vlseg.reasoning.measure import RANGE_HIGH_CONFIDENCE, RANGE_LOW_CONFIDENCE
+
+    assert f"≥ {RANGE_HIGH_CONFIDENCE:g}" in results.RANGE_NOTE
+    assert f"≥ {RANGE_LOW_CONFIDENCE:g}" in results.RANGE_NOTE

@@ -14,11 +14,10 @@ import numpy as np
 
 from vlseg import picture, vocab
 from vlseg.fileio import atomic_path
-from vlseg.numbers import fmt_ml
-from vlseg.picture import ALPHA, blend
+from vlseg.picture import ALPHA, blend, legend_label
 
 BACKGROUND_PREFERENCE: tuple[str, ...] = ("t1c", "t2f", "t1n", "t2w")
-__all__ = ["ALPHA", "blend", "crop_box", "legend_text", "pick_background", "render_overlay",
+__all__ = ["ALPHA", "blend", "crop_box", "pick_background", "render_overlay",
            "target_center", "windowed_uint8"]
 
 
@@ -27,12 +26,6 @@ def windowed_uint8(volume: np.ndarray, keep: np.ndarray | None = None) -> np.nda
     vol = np.asarray(volume, dtype=np.float32)
     lo, hi = picture.window_keeping(vol, keep)
     return (np.clip((vol - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def legend_text(code: str, volume_ml: float | None = None) -> str:
-    """Legend entry: code, name and volume in the one number format ("ET enhancing tumor (61 mL)")."""
-    label = f"{code} {vocab.name(code)}"
-    return label if volume_ml is None else f"{label} ({fmt_ml(volume_ml)})"
 
 
 def pick_background(images: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray]:
@@ -110,7 +103,7 @@ def render_overlay(images: Mapping[str, np.ndarray], masks: Mapping[str, np.ndar
     for concept in vocab.codes():
         if concept not in masks:
             continue
-        label = legend_text(concept, (volumes_ml or {}).get(concept))
+        label = legend_label(concept, (volumes_ml or {}).get(concept))
         if not np.asarray(masks[concept]).any():
             label += " (none found)"
         handles.append(Patch(facecolor=np.asarray(colors[concept]) / 255.0, label=label))

@@ -22,10 +22,12 @@ from typing import Any, Mapping, Sequence
 
 from vlseg import vocab
 from vlseg.fileio import atomic_path
-from vlseg.numbers import fmt_number, round_ml, round_mm
+from vlseg.numbers import fmt_number, fmt_pct, round_ml, round_mm
+from vlseg.reasoning.measure import RANGE_HIGH_CONFIDENCE, RANGE_LOW_CONFIDENCE
 
-RANGE_NOTE = ("Range: the volume if the model's boundary is read strictly (probability ≥ 0.7) or "
-              "generously (≥ 0.3); a wide range means an uncertain edge.")
+RANGE_NOTE = ("Range: the volume if the model's boundary is read strictly (probability "
+              f"≥ {fmt_number(RANGE_HIGH_CONFIDENCE)}) or generously (≥ {fmt_number(RANGE_LOW_CONFIDENCE)}); "
+              "a wide range means an uncertain edge.")
 
 
 def interval_note(confidence: float | None) -> str:
@@ -36,7 +38,7 @@ def interval_note(confidence: float | None) -> str:
 
 
 def _pct(q: float | None) -> str:
-    return "" if q is None else f"{fmt_number(round(float(q) * 100, 0))}%"
+    return "" if q is None else fmt_pct(q)
 
 
 def safe_case_id(text: str | None, default: str = "case") -> str:
@@ -67,7 +69,8 @@ def fmt_diameters(t: Mapping[str, Any]) -> str:
 
 
 def location_words(t: Mapping[str, Any]) -> str:
-    """'left hemisphere, crosses the midline; temporal, limbic lobes' style text."""
+    """'left hemisphere, crosses the midline; temporal, limbic; minor extension into frontal':
+    the lobes ranked as in the answer text (involved first, then those only extended into)."""
     if not t.get("present", True):
         return "not found"
     parts = []
@@ -79,10 +82,11 @@ def location_words(t: Mapping[str, Any]) -> str:
     if t.get("crosses_midline"):
         parts.append("crosses the midline")
     where = ", ".join(parts)
-    lobes = [str(x) for x in (t.get("lobes") or [])]
-    if lobes:
-        named = ", ".join(lobes)
-        where = f"{where}; {named}" if where else named
+    involved = [str(x) for x in (t.get("lobes_involved", t.get("lobes")) or [])]
+    minor = [str(x) for x in (t.get("lobes_minor") or [])]
+    for named in (", ".join(involved), "minor extension into " + ", ".join(minor) if minor else ""):
+        if named:
+            where = f"{where}; {named}" if where else named
     return where
 
 
@@ -111,7 +115,17 @@ class Column:
     csv: str  # CSV header (plain, unit in brackets)
 
 
-def columns(with_interval: bool, confidence: float | None) -> list[Column]:
+def lesions_tip(targets: Sequence[Mapping[str, Any]]) -> str:
+    """The Lesions column's tip, with the targets' own merge distance (answer.json's
+    ``lesion_merge_mm``)."""
+    merge = sorted({float(t["lesion_merge_mm"]) for t in targets if t.get("lesion_merge_mm") is not None})
+    if not merge:
+        return "Separate lesions"
+    return f"Separate lesions (pieces within {' / '.join(fmt_number(m) for m in merge)} mm count as one)"
+
+
+def columns(with_interval: bool, confidence: float | None,
+            targets: Sequence[Mapping[str, Any]] = ()) -> list[Column]:
     cols = [
         Column("Region", "Tumor sub-region (colour as in the pictures)", "region"),
         Column("Volume (mL)", "Voxels in the mask × voxel volume", "volume_ml"),
@@ -122,7 +136,7 @@ def columns(with_interval: bool, confidence: float | None) -> list[Column]:
         cols.append(Column(f"{level} CI (mL)".strip(), interval_note(confidence),
                            f"interval_ml{'_' + str(int(round(confidence * 100))) if confidence else ''}"))
     cols += [
-        Column("Lesions", "Separate lesions (pieces within 5 mm count as one)", "lesions"),
+        Column("Lesions", lesions_tip(targets), "lesions"),
         Column("Size (mm)", "Longest axial diameter × the longest diameter perpendicular to it (RANO)",
                "diameters_mm"),
         Column("Location", "Side of the brain and the lobes it involves (atlas registration)", "location"),
@@ -155,7 +169,7 @@ def table_html(answer: Mapping[str, Any]) -> str:
         return ""
     with_iv = has_interval(targets)
     conf = confidence_of(answer)
-    cols = columns(with_iv, conf)
+    cols = columns(with_iv, conf, targets)
     colors = vocab.colors()
     head = "".join(f'<th title="{html.escape(c.tip)}">{_header_html(c.header)}'
                    + ("<sup>†</sup>" if c.header.startswith("Range") else "")
@@ -189,7 +203,7 @@ def measurements_csv(answer: Mapping[str, Any]) -> str:
     """The table as CSV: one row per target, plain numbers (no unit text in the cells)."""
     targets = answer.get("targets") or []
     with_iv = has_interval(targets)
-    cols = columns(with_iv, confidence_of(answer))
+    cols = columns(with_iv, confidence_of(answer), targets)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["concept", "name"] + [c.csv for c in cols[1:]])
