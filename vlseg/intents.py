@@ -194,9 +194,10 @@ def answer_text(intent: str, facts: Facts, *, sequences_used: list[str],
 
 
 def answer_text_parts(parts: list[tuple[str, Facts]], *, sequences_used: list[str],
-                      notes: tuple[str, ...] = ()) -> str:
+                      notes: tuple[str, ...] = (), calibrated: bool = True) -> str:
     """The answer to one or several questions (a compound query), each part by its intent's
-    composer in the order asked, then the closing lines once."""
+    composer in the order asked, then the closing lines once (``calibrated``: whether the
+    intervals quoted come from a calibration file, for the line that explains them)."""
     lines: list[str] = []
     for intent, facts in parts:
         spec = get(intent)
@@ -207,7 +208,9 @@ def answer_text_parts(parts: list[tuple[str, Facts]], *, sequences_used: list[st
         else:
             lines.extend(line for line in spec.compose(facts) if line not in lines)
     grounded = any(get(intent).measures for intent, _ in parts)
-    return finish(lines, sequences_used=sequences_used, grounded=grounded, notes=notes)
+    confidence = next((f.confidence for _, f in parts if f.confidence is not None), None)
+    return finish(lines, sequences_used=sequences_used, grounded=grounded, notes=notes,
+                  confidence=confidence, calibrated=calibrated)
 
 
 def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: list[str],

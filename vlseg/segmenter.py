@@ -38,8 +38,7 @@ from vlseg.reasoning import (
     relations,
     relations_to_json,
 )
-from vlseg.numbers import fmt_pct, round_fraction, round_ml
-from vlseg.reasoning.answer import interval_note
+from vlseg.numbers import round_fraction, round_ml
 from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, RATIOS, Calibration
 from vlseg.reasoning.grouping import lesion_masks
 from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
@@ -141,6 +140,10 @@ class _CaseState:
     locator_failed: str | None = None
     previous: Parse | None = None  # the last answered Parse, for "how big is it?"
     case_facts: dict[str, Any] = field(default_factory=dict)  # case-level facts (midline shift)
+    # Derived from the labelling, so kept until it changes (follow-ups reuse them).
+    measured: dict[str, TargetMeasurement] = field(default_factory=dict)
+    relations: Relations | None = None
+    intervals: dict[tuple[str, float], tuple[float, float] | None] = field(default_factory=dict)
     encode_s: float = 0.0
 
 
@@ -270,16 +273,20 @@ class Segmenter:
                 parse.concepts + tuple(c for q in questions
                                        for c in intents.get(q.intent).companions(q.concepts))))
             for c in asked_or_companion:
-                # Lesions counted as a radiologist would: sub-regions per lesion of their parent
-                measured[c] = measure_target(
-                    c, state.final_probs[c], state.case.affine, locator=locator,
-                    threshold=self.threshold, mask=state.masks[c],
-                    **lesion_masks(c, state.masks))
+                if c not in state.measured:
+                    # Lesions counted as a radiologist would: sub-regions per parent lesion
+                    state.measured[c] = measure_target(
+                        c, state.final_probs[c], state.case.affine, locator=locator,
+                        threshold=self.threshold, mask=state.masks[c],
+                        **lesion_masks(c, state.masks))
+                measured[c] = state.measured[c]
             for fact in dict.fromkeys(f for q in questions for f in intents.get(q.intent).case_facts):
                 self._case_fact(fact)
             if all(c in decoded for c in intents.RELATION_CONCEPTS):
-                rel = relations({c: self._mask(c) for c in intents.RELATION_CONCEPTS},
-                                state.case.affine)
+                if state.relations is None:
+                    state.relations = relations(
+                        {c: self._mask(c) for c in intents.RELATION_CONCEPTS}, state.case.affine)
+                rel = state.relations
         timing["measure"] = time.perf_counter() - t2
 
         # Calibrated intervals at the asked confidence, in the JSON the text is built from
@@ -302,11 +309,7 @@ class Segmenter:
         notes = (*state.warnings, *((f"Location unavailable: {state.locator_failed}.",)
                                     if grounded and state.locator_failed else ()))
         text = intents.answer_text_parts(parts, sequences_used=list(state.case.present),
-                                         notes=notes)
-        if f"{fmt_pct(level)} interval " in text:  # explain the intervals once, where shown
-            notes += (interval_note(level, calibrated=self.calibration.calibrated),)
-            text = intents.answer_text_parts(parts, sequences_used=list(state.case.present),
-                                             notes=notes)
+                                         notes=notes, calibrated=self.calibration.calibrated)
         timing["total"] = time.perf_counter() - t0
         answer = self._answer(parse, text, [measured[c] for c in parse.concepts], rel, timing,
                               target_json=target_json, relations_json=rel_json)
@@ -321,9 +324,13 @@ class Segmenter:
         state = self._require_state()
         cal, affine = self.calibration, state.case.affine
         out: dict[str, dict[str, Any]] = {}
+        known = state.intervals
         for c, m in measured.items():
             j = measurement_to_json(m)
-            lo, hi = cal.volume_interval(c, state.final_probs[c], state.masks[c], affine, level)
+            if (c, level) not in known:
+                known[(c, level)] = cal.volume_interval(c, state.final_probs[c], state.masks[c],
+                                                        affine, level)
+            lo, hi = known[(c, level)]  # type: ignore[misc]
             j["volume_ml_interval"] = [round_ml(lo), round_ml(hi)]
             out[c] = j
         rel_json = relations_to_json(rel)
@@ -331,7 +338,10 @@ class Segmenter:
             for name in RATIOS:
                 if rel_json.get(name) is None:
                     continue
-                iv = cal.ratio_interval(name, state.final_probs, state.masks, affine, level)
+                if (name, level) not in known:
+                    known[(name, level)] = cal.ratio_interval(name, state.final_probs, state.masks,
+                                                              affine, level)
+                iv = known[(name, level)]
                 rel_json[f"{name}_interval"] = None if iv is None else [round_fraction(iv[0]),
                                                                          round_fraction(iv[1])]
         return out, rel_json
@@ -359,6 +369,8 @@ class Segmenter:
         self._ensure_probs(list(sources))
         state.final_probs = final_probabilities(state.probs)
         state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
+        # A new labelling: what was measured on the old one is stale.
+        state.measured, state.relations, state.intervals = {}, None, {}
 
     def _mask(self, concept: str) -> np.ndarray:
         """The mask users get for a concept: the case's one labelling (the same function

@@ -163,11 +163,16 @@ def _volume(j: dict, q: float | None = None) -> str:
     """"61 mL (90% interval 55–68 mL)": the calibrated interval when there is one."""
     iv = j.get("volume_ml_interval")
     if iv is not None and q is not None:
-        return f"{_num(j['volume_ml'])} mL ({_pct(q)} interval {_num(iv[0])}–{_num(iv[1])} mL)"
+        return f"{_num(j['volume_ml'])} mL ({_interval_phrase(q)}{_num(iv[0])}–{_num(iv[1])} mL)"
     lo, hi = j["volume_ml_range"]
     if lo == hi:  # a hard (0/1) map has no probability spread to report
         return f"{_num(j['volume_ml'])} mL"
     return f"{_num(j['volume_ml'])} mL (range {_num(lo)} to {_num(hi)} mL)"
+
+
+def _interval_phrase(q: float) -> str:
+    """How a sentence quotes an interval ("90% interval"); ``finish`` explains it once."""
+    return f"{_pct(q)} interval "
 
 
 def interval_note(q: float, *, calibrated: bool) -> str:
@@ -352,7 +357,7 @@ def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None =
         a, b = key.split("/")
         vols = r["volumes_ml"]
         iv = (r or {}).get(f"{_NAMED_RATIOS.get((a, b), '')}_interval")
-        interval = (f"; {_pct(q)} interval {_pct(iv[0])[:-1]}–{_pct(iv[1])}"
+        interval = (f"; {_interval_phrase(q)}{_pct(iv[0])[:-1]}–{_pct(iv[1])}"
                     if iv is not None and q is not None else "")
         lines.append(f"The {_name(a)} makes up {_pct(fractions[key])} of the {_name(b)} "
                      f"({_num(vols[a])} of {_num(vols[b])} mL{interval}).")
@@ -458,9 +463,11 @@ def refuse_lines(f: Facts, capabilities: str) -> list[str]:
 
 
 def finish(lines: list[str], *, sequences_used: list[str], grounded: bool,
-           notes: tuple[str, ...] = ()) -> str:
+           notes: tuple[str, ...] = (), confidence: float | None = None,
+           calibrated: bool = True) -> str:
     """Close an answer: which sequences it rests on (for measured answers), caller notes (e.g.
-    "Location unavailable: ..."), and the disclaimer, always last."""
+    "Location unavailable: ..."), the line explaining the intervals when a sentence quotes one
+    (at ``confidence``), and the disclaimer, always last."""
     bad = [s for s in sequences_used if s not in SEQUENCES]
     if bad:
         raise ValueError(f"unknown sequence(s) {bad}; use {', '.join(SEQUENCES)}")
@@ -473,5 +480,7 @@ def finish(lines: list[str], *, sequences_used: list[str], grounded: bool,
             seq += f" ({_join(missing)} not given, so results may be less reliable)"
         lines.append(seq + ".")
     lines += [str(n).strip() for n in notes if str(n).strip()]
+    if confidence is not None and any(_interval_phrase(confidence) in line for line in lines):
+        lines.append(interval_note(confidence, calibrated=calibrated))
     lines.append(DISCLAIMER)
     return "\n".join(lines)
