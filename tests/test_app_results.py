@@ -35,9 +35,9 @@ def test_interval_column_when_present():
     t = {**TARGET, "volume_ml_interval": [50.0, 72.56]}
     html = results.table_html({"targets": [t], "confidence": 0.9})
     assert "90% CI<br>" in html and "50–72.6" in html and "holds the true volume in 90%" in html
-    # The {concept: [lo, hi]} form and a confidence block are read too.
-    t2 = {**TARGET, "volume_ml_interval": {"ET": [1, 2]}}
-    html2 = results.table_html({"targets": [t2], "confidence": {"confidence": 0.8}})
+    # Another level, as the Segmenter writes it (a float) with its [lo, hi] interval.
+    t2 = {**TARGET, "volume_ml_interval": [1, 2]}
+    html2 = results.table_html({"targets": [t2], "confidence": 0.8})
     assert "80% CI" in html2 and "1–2" in html2
 
 

@@ -53,9 +53,7 @@ def fmt_volume(v: Any) -> str:
 
 
 def fmt_pair(pair: Any, fmt=fmt_volume) -> str:
-    """[lo, hi] or {"lo"/"low": .., "hi"/"high": ..} -> "lo–hi" ("" when missing)."""
-    if isinstance(pair, Mapping):
-        pair = (pair.get("lo", pair.get("low")), pair.get("hi", pair.get("high")))
+    """[lo, hi] (as the Segmenter writes ranges and intervals) -> "lo–hi" ("" when missing)."""
     if not isinstance(pair, (list, tuple)) or len(pair) != 2 or None in pair:
         return ""
     return f"{fmt(pair[0])}–{fmt(pair[1])}"
@@ -90,17 +88,9 @@ def location_words(t: Mapping[str, Any]) -> str:
     return where
 
 
-def interval_of(t: Mapping[str, Any]) -> Any:
-    iv = t.get("volume_ml_interval")
-    if isinstance(iv, Mapping) and t.get("concept") in iv:  # {concept: [lo, hi]} form
-        iv = iv[t["concept"]]
-    return iv
-
-
 def confidence_of(answer: Mapping[str, Any]) -> float | None:
+    """The intervals' level: answer.json's ``confidence`` (a float), None when absent."""
     c = answer.get("confidence")
-    if isinstance(c, Mapping):
-        c = c.get("confidence", c.get("level", c.get("q")))
     try:
         return None if c is None else float(c)
     except (TypeError, ValueError):
@@ -151,7 +141,7 @@ def rows(targets: Sequence[Mapping[str, Any]], with_interval: bool) -> list[list
         row = [code, fmt_volume(t.get("volume_ml") if t.get("present", True) else 0.0),
                fmt_pair(t.get("volume_ml_range"))]
         if with_interval:
-            row.append(fmt_pair(interval_of(t)))
+            row.append(fmt_pair(t.get("volume_ml_interval")))
         n = t.get("n_lesions")
         row += ["" if n is None else str(n), fmt_diameters(t), location_words(t)]
         out.append(row)
@@ -219,6 +209,8 @@ def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -
     The masks are hard links to (or copies of) the files ``Answer.save`` wrote; the zip holds the
     masks, answer.json (its ``mask`` entries renamed to match) and the measurements CSV.
     """
+    if not answer.get("targets"):
+        return []  # nothing measured: nothing to download
     cid = safe_case_id(case_id)
     out = Path(answer_dir) / "download"
     out.mkdir(parents=True, exist_ok=True)
@@ -232,8 +224,6 @@ def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -
         _link_or_copy(src, dst)
         t["mask"] = dst.name
         files.append(dst)
-    if not files and not data.get("targets"):
-        return []
     zpath = out / f"{cid}_all.zip"
     with atomic_path(zpath) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
