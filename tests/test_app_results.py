@@ -64,6 +64,7 @@ def test_named_downloads_and_zip(tmp_path):
         assert set(z.namelist()) == {"BraTS-GLI-7_ET.nii.gz", "BraTS-GLI-7_answer.json",
                                      "BraTS-GLI-7_measurements.csv"}
         assert json.loads(z.read("BraTS-GLI-7_answer.json"))["targets"][0]["mask"] == "BraTS-GLI-7_ET.nii.gz"
+        assert z.getinfo("BraTS-GLI-7_ET.nii.gz").compress_type == zipfile.ZIP_STORED  # gzip already
     assert answer["targets"][0]["mask"] == "ET.nii.gz"  # the caller's answer is untouched
     assert results.named_downloads(tmp_path, {"targets": []}, "x") == []
 

@@ -215,3 +215,15 @@ def test_reencode_reuses_an_existing_viewer(tmp_path, store):
     s.segmenter = None  # the encoding dropped, the viewer still held
     r = store.ask(AskRequest(session_id=sid, query="segment the edema"))
     assert r.reencoded and s.viewer is viewer
+
+
+def test_ask_without_pictures_skips_the_ui_work(tmp_path, store):
+    sid = store.new_session()
+    store.set_case(CaseRequest(session_id=sid, source=small_case(tmp_path, "P-0", shift=3), label="P-0"))
+    r = store.ask(AskRequest(session_id=sid, query="segment the edema", pictures=False))
+    assert [p.name for p in r.mask_files] == ["ED.nii.gz"] and r.answer_json["targets"]
+    assert r.overlay_png is None and r.table_html == "" and r.downloads == [] and r.center is None
+    assert not (r.answer_dir / "overlay.png").exists() and not (r.answer_dir / "download").exists()
+    assert store.get(sid).masks() == {}  # the viewer's masks are the UI's too
+    r2 = store.ask(AskRequest(session_id=sid, query="segment the edema"))
+    assert r2.overlay_png is not None and r2.table_html and r2.downloads

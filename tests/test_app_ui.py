@@ -104,3 +104,15 @@ def test_zipped_dicom_study_loads_through_the_upload_path(phantom_case_2mm, tmp_
     assert store.get(sid).segmenter is seg and seg.n_encodes == 1  # same bytes: reused
     answer, masks, _ = app.api_ask([str(zpath)], "segment the enhancing tumor", None, sid)
     assert answer["targets"][0]["concept"] == "ET" and seg.n_encodes == 1
+
+
+def test_api_ask_asks_without_pictures(chat_app, monkeypatch, tmp_path):
+    app, _ = chat_app
+    seen = []
+    real = app.store.ask
+    monkeypatch.setattr(app.store, "ask", lambda req: seen.append(req) or real(req))
+    case = small_case(tmp_path, "CASE-API", shift=5)
+    answer, masks, _ = app.api_ask([str(p) for p in sorted(case.glob("*.nii.gz"))],
+                                   "segment the edema", None, None)
+    assert seen[0].pictures is False and answer["targets"][0]["concept"] == "ED"
+    assert [m.rsplit("/", 1)[1] for m in masks] == ["ED.nii.gz"]

@@ -227,8 +227,8 @@ def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -
     zpath = out / f"{cid}_all.zip"
     with atomic_path(zpath) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            for f in files:
-                z.write(f, arcname=f.name)
+            for f in files:  # already gzip-compressed: stored as they are
+                z.write(f, arcname=f.name, compress_type=zipfile.ZIP_STORED)
             z.writestr(f"{cid}_answer.json", json.dumps(data, indent=2))
             z.writestr(f"{cid}_measurements.csv", measurements_csv(data))
     return files + [zpath]

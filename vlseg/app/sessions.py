@@ -87,6 +87,7 @@ class AskRequest:
     session_id: str
     query: str
     confidence: float | None = None  # level of the volume / ratio intervals (None: default)
+    pictures: bool = True  # the UI's extras: overlay PNG, table, named downloads + zip, viewer masks
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,10 @@ class AskResponse:
     refused: bool
     intent: str
     answer_json: dict[str, Any]
-    table_html: str  # measurements table ("" without targets), see results.py
-    overlay_png: Path | None
+    table_html: str  # measurements table ("" without targets or pictures), see results.py
+    overlay_png: Path | None  # None without masks or pictures
     mask_files: list[Path]  # as answer.json names them (<concept>.nii.gz; the HTTP API's files)
-    downloads: list[Path]  # <case_id>_<concept>.nii.gz + <case_id>_all.zip (the UI's files)
+    downloads: list[Path]  # <case_id>_<concept>.nii.gz + <case_id>_all.zip (the UI's; [] without pictures)
     answer_dir: Path
     reencoded: bool
     center: tuple[int, int, int] | None = None  # voxel (RAS+) through the target, for the viewer
@@ -332,7 +333,7 @@ class SessionStore:
             mask_files = [p for p in (answer_dir / f"{c}.nii.gz" for c in ans.masks_ras) if p.is_file()]
             answer_json = ans.to_json()
             overlay, center = None, None
-            if ans.masks_ras:
+            if ans.masks_ras and req.pictures:
                 center = render.target_center(ans.masks_ras, case.shape)
                 session.masks().update({c: np.asarray(m, dtype=np.uint8)
                                           for c, m in ans.masks_ras.items()})
@@ -343,12 +344,13 @@ class SessionStore:
                     case.images, ans.masks_ras, case.spacing, answer_dir / "overlay.png",
                     volumes_ml=vols, title=f"{session.label or 'case'}: " + ", ".join(ans.masks_ras))
             downloads = (named_downloads(answer_dir, answer_json, session.case_id)
-                         if ans.targets else [])
+                         if ans.targets and req.pictures else [])
             ctx.set(intent=ans.intent, refused=ans.refused, n_targets=len(ans.targets),
                     concepts=[t["concept"] for t in ans.targets], evicted=reencoded)
             return AskResponse(
                 session_id=session.id, text=ans.text, refused=ans.refused, intent=ans.intent,
-                answer_json=answer_json, table_html=table_html(answer_json), overlay_png=overlay,
+                answer_json=answer_json, overlay_png=overlay,
+                table_html=table_html(answer_json) if req.pictures else "",
                 mask_files=mask_files, downloads=downloads, answer_dir=answer_dir,
                 reencoded=reencoded, center=center,
             )

@@ -259,7 +259,7 @@ class ChatApp:
                                             label="api upload",
                                             fingerprint=ups.fingerprint))
             resp = self.store.ask(AskRequest(session_id=sid, query=query or "",
-                                             confidence=_confidence(confidence)))
+                                             confidence=_confidence(confidence), pictures=False))
         except VlsegError as e:
             raise gr.Error(strip_dirs(str(e)), print_exception=False) from None
         except Exception as e:  # noqa: BLE001
