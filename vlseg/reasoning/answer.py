@@ -18,6 +18,7 @@ from typing import Any
 from vlseg import vocab
 from vlseg.numbers import fmt_number, fmt_pct, round_fraction, round_ml, round_mm
 from vlseg.concepts import SEQUENCES
+from vlseg.reasoning.calibration import RATIOS
 from vlseg.reasoning.measure import TargetMeasurement
 from vlseg.reasoning.relations import Relations
 
@@ -102,8 +103,7 @@ def relations_to_json(r: Relations | None) -> dict[str, Any] | None:
         "volumes_ml": {k: round_ml(v) for k, v in r.volumes_ml.items()},
         "fractions": {k: round_fraction(v) for k, v in r.fractions.items()},
     }
-    for key in ("necrotic_fraction_of_core", "enhancing_fraction_of_core",
-                "edema_fraction_of_whole", "necrosis_rim_fraction"):
+    for key in (*RATIOS, "necrosis_rim_fraction"):
         out[key] = round_fraction(getattr(r, key))
     out["necrosis_surrounded_by_enhancing_rim"] = r.necrosis_surrounded_by_enhancing_rim
     for key in ("edema_extent_beyond_core_mm", "edema_max_extent_beyond_core_mm"):
@@ -336,9 +336,8 @@ def _relation_sentences(r: dict) -> list[str]:
     return out
 
 
-# Ratio keys of the relations JSON, by (part, whole).
-_NAMED_RATIOS = {("NCR", "TC"): "necrotic_fraction_of_core", ("ET", "TC"): "enhancing_fraction_of_core",
-                 ("ED", "WT"): "edema_fraction_of_whole"}
+# Ratio keys of the relations JSON, by (part, whole): the calibration's table of ratios.
+_NAMED_RATIOS = {(part, whole): name for name, (part, whole, _) in RATIOS.items()}
 
 
 def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None = None) -> list[str]:

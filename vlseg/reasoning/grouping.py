@@ -68,21 +68,10 @@ def lesion_parent(concept: str) -> str | None:
     return min(holders, key=lambda c: len(c.parts)).code
 
 
-def _region_chain() -> tuple[str, ...]:
-    """The nested regions outermost first (WT, TC, ET), as vlseg.reasoning.labelling has them
-    (not imported: labelling imports measure, which imports this module)."""
-    cs = sorted((c for c in vocab.concepts() if c.region), key=lambda c: -len(c.parts))
-    chain = cs[:1]
-    for c in cs[1:]:
-        if set(c.parts) < set(chain[-1].parts):
-            chain.append(c)
-    return tuple(c.code for c in chain)
-
-
 def lesion_core(concept: str) -> str | None:
     """The core region whose pieces define a lesion of ``concept``'s lesion region: TC for WT
     and for ED (counted in WT); None for the others."""
-    chain = _region_chain()
+    chain = vocab.region_chain()
     holder = lesion_parent(concept) or concept
     return chain[1] if len(chain) > 1 and holder == chain[0] else None
 

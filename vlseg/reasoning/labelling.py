@@ -30,17 +30,7 @@ from vlseg.reasoning.measure import clean_mask, min_voxels
 _FULL = np.ones((3, 3, 3), dtype=bool)
 
 
-def region_chain() -> tuple[str, ...]:
-    """The nested regions (concepts marked ``region``), outermost first, each one's parts
-    strictly containing the next's (WT ⊃ TC ⊃ ET for the BraTS vocabulary)."""
-    cs = sorted((c for c in vocab.concepts() if c.region), key=lambda c: -len(c.parts))
-    if not cs:
-        return ()
-    chain = [cs[0]]
-    for c in cs[1:]:
-        if set(c.parts) < set(chain[-1].parts):
-            chain.append(c)
-    return tuple(c.code for c in chain)
+region_chain = vocab.region_chain  # the nested regions live with the vocabulary
 
 
 def _derived() -> dict[str, tuple[str, str]]:

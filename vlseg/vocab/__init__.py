@@ -121,6 +121,17 @@ def draw_order() -> tuple[str, ...]:
     return tuple(sorted(codes(), key=lambda k: -len(concept(k).parts)))
 
 
+def region_chain() -> tuple[str, ...]:
+    """The nested regions (concepts marked ``region``), outermost first, each one's parts
+    strictly containing the next's (WT ⊃ TC ⊃ ET for the BraTS vocabulary)."""
+    cs = sorted((c for c in _REGISTRY if c.region), key=lambda c: -len(c.parts))
+    chain = cs[:1]
+    for c in cs[1:]:
+        if set(c.parts) < set(chain[-1].parts):
+            chain.append(c)
+    return tuple(c.code for c in chain)
+
+
 def check_concept(code: str) -> str:
     concept(code)
     return code
@@ -151,5 +162,5 @@ __all__ = [
     "Concept", "CONVENTIONS", "RGB", "SEQUENCES", "SEQUENCE_ALIASES", "SEQUENCE_TITLES",
     "TUMOR_CONCEPTS", "base_codes", "canonical_sequence", "check_concept", "codes", "colors",
     "concept", "concepts", "draw_order", "label_convention", "label_conventions", "name", "names",
-    "parts", "register", "unregister", "version",
+    "parts", "region_chain", "register", "unregister", "version",
 ]
