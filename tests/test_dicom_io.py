@@ -305,3 +305,17 @@ def test_a_study_folder_and_a_folder_of_studies_are_cases(studies, images, tmp_p
     one = tmp_path / "one-study-cohort"
     shutil.copytree(studies["oblique"], one / "only-study")
     assert [r.case_id for r in find_cases([one])] == ["only-study"]
+
+
+def test_a_nested_study_headers_are_read_once_per_load(studies, images, tmp_path, monkeypatch):
+    import vlseg.io.dicom_study as dicom_study
+
+    folder = tmp_path / "nested-once"
+    shutil.copytree(studies["oblique"], folder)
+    scans = []
+    real = dicom_study.scan_study
+    monkeypatch.setattr(dicom_study, "scan_study", lambda f: scans.append(Path(f)) or real(f))
+    case = load_case(folder)
+    assert case.present == ("t1n", "t1c", "t2w", "t2f")
+    assert scans == [folder]  # the series folders are answered from the study's mapping
+    assert load_case(folder).present == case.present and scans == [folder]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,13 @@ def _mr_series(study: Study) -> list[Series]:
 
 
 def series_of(path: Path) -> tuple[Series, Study]:
-    """The one MR series a series path names (a folder holding one series, or one of its files)."""
+    """The one MR series a series path names (a folder holding one series, or one of its files).
+
+    A path :meth:`DicomReader.study_files` returned is answered from what it mapped, so the
+    study's headers are not read again for each series."""
+    known = _mapped(path)
+    if known is not None and path.exists():
+        return known
     if path.is_dir():
         study = cached_study(path)
         mr = _mr_series(study)
@@ -292,6 +299,7 @@ class DicomReader:
         chosen = map_sequences(study, overrides)
         paths = {seq: series_path(s, study) for seq, s in chosen.items()}
         _plan_grids(study, chosen, paths, reference)
+        _remember(study, chosen, paths)
         return paths, path.name
 
     def is_one_case(self, path: Path) -> bool:
@@ -364,6 +372,10 @@ class _Onto:
 
 _PLAN: dict[str, _Onto] = {}  # resolved series path -> where it is read onto
 _PLAN_LOCK = threading.Lock()
+# resolved series path -> (its Series, its Study), as study_files last mapped them (a few
+# studies' worth, newest last; an evicted path falls back to the cached study scan).
+_MAPPED: "OrderedDict[str, tuple[Series, Study]]" = OrderedDict()
+_MAPPED_SIZE = 64
 
 
 def _key(path: Path) -> str:
@@ -373,6 +385,26 @@ def _key(path: Path) -> str:
 def _onto(path: Path) -> _Onto | None:
     with _PLAN_LOCK:
         return _PLAN.get(_key(path))
+
+
+def _mapped(path: Path) -> tuple[Series, Study] | None:
+    key = _key(path)
+    with _PLAN_LOCK:
+        hit = _MAPPED.get(key)
+        if hit is not None:
+            _MAPPED.move_to_end(key)
+        return hit
+
+
+def _remember(study: Study, chosen: dict[str, Series], paths: dict[str, Path]) -> None:
+    """Record each mapped series path's Series and Study beside the grid plan."""
+    with _PLAN_LOCK:
+        for seq, s in chosen.items():
+            key = _key(paths[seq])
+            _MAPPED[key] = (s, study)
+            _MAPPED.move_to_end(key)
+        while len(_MAPPED) > _MAPPED_SIZE:
+            _MAPPED.popitem(last=False)
 
 
 def pick_reference(sequences, reference: str | None = None) -> str:
