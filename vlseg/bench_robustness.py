@@ -35,6 +35,7 @@ import numpy as np
 from vlseg.concepts import CONCEPTS, SEQUENCES
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.synth import shifts
+from vlseg.synth.phantom import nifti_image
 
 NAMESPACE = "vlseg-robustness-v1"
 TESTSET_VERSION = "1"  # bump when a shift or the phantom generator changes: cached cases are keyed by it
@@ -133,15 +134,6 @@ def make_case(family: str, index: int, *, spacing_mm: float = 1.0
     return images, seg, affine, record
 
 
-def _nifti(arr: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_data_dtype(arr.dtype)
-    return img
-
-
 def case_paths(folder: Path, cid: str) -> dict[str, Path]:
     files = {k: folder / f"{cid}-{k}.nii.gz" for k in (*SEQUENCES, "seg")}
     files["record"] = folder / f"{cid}-shift.json"
@@ -160,7 +152,7 @@ def write_case(root: str | Path, family: str, index: int, *, spacing_mm: float =
     folder.mkdir(parents=True, exist_ok=True)
     for k, arr in (*images.items(), ("seg", seg)):
         with atomic_path(files[k]) as tmp:
-            nib.save(_nifti(arr, affine), tmp)
+            nib.save(nifti_image(arr, affine), tmp)
     write_json_atomic(files["record"], record)
     return folder
 

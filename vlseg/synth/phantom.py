@@ -170,6 +170,17 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
     return arrays, out_aff, info
 
 
+def nifti_image(arr: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A clean NIfTI image of ``arr``: qform and sform set to ``affine`` (scanner code), units
+    mm/s, the array's own dtype on disk."""
+    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(arr.dtype)
+    return img
+
+
 def _store(arrays: dict[str, np.ndarray], affine: np.ndarray, orientation: str) -> dict[str, nib.Nifti1Image]:
     """Flip arrays into the storage orientation, adjust the affine, build clean NIfTI images."""
     aff = affine.copy()
@@ -178,15 +189,7 @@ def _store(arrays: dict[str, np.ndarray], affine: np.ndarray, orientation: str) 
         aff[:3, 3] += aff[:3, ax] * (n - 1)
         aff[:3, ax] *= -1
         arrays = {k: np.flip(v, ax) for k, v in arrays.items()}
-    out = {}
-    for k, v in arrays.items():
-        img = nib.Nifti1Image(np.ascontiguousarray(v), aff)
-        img.set_qform(aff, code=1)
-        img.set_sform(aff, code=1)
-        img.header.set_xyzt_units("mm", "sec")
-        img.header.set_data_dtype(v.dtype)
-        out[k] = img
-    return out
+    return {k: nifti_image(v, aff) for k, v in arrays.items()}
 
 
 def generate_case_with_info(seed: int, *, spacing_mm: float = 1.0,

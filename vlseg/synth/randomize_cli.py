@@ -22,7 +22,7 @@ import numpy as np
 from vlseg.concepts import LABEL_CONVENTIONS, SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import atomic_path, write_json_atomic
-from vlseg.synth.phantom import CASE_KEYS, case_files
+from vlseg.synth.phantom import CASE_KEYS, case_files, nifti_image
 from vlseg.synth.randomize import RandomizedSynth
 
 RANDOMIZED_CASE_STREAM = 0x52414E44   # "RAND": keeps written cases off the training streams
@@ -31,15 +31,6 @@ MAX_CASES = 10_000
 
 def case_name(seed: int, index: int) -> str:
     return f"BraTS-RND-{seed:04d}-{index:05d}"
-
-
-def _image(arr: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_data_dtype(arr.dtype)
-    return img
 
 
 def write_randomized_case(out_dir: str | Path, synth: RandomizedSynth, seed: int, index: int) -> Path:
@@ -66,7 +57,7 @@ def write_randomized_case(out_dir: str | Path, synth: RandomizedSynth, seed: int
     for k in CASE_KEYS:
         if not files[k].exists():
             with atomic_path(files[k]) as tmp:
-                nib.save(_image(arrays[k], s.affine), tmp)
+                nib.save(nifti_image(arrays[k], s.affine), tmp)
     record = {"generator": "vlseg.synth.randomize", "set_seed": int(seed), "index": int(index),
               "case_id": name, "scale": scale, **s.record,
               "label_voxels": {k: int((seg == v).sum()) for k, v in lab.items()}}
