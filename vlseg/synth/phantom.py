@@ -29,7 +29,14 @@ from vlseg.synth.anatomy import (
 )
 from vlseg.synth.contrast import compose, sample_means
 from vlseg.synth.params import DEFAULT_RANGES, SynthRanges
-from vlseg.synth.tumor import sample_tumor, tumor_fields
+from vlseg.synth.tumor import (
+    displace_normal,
+    edema_fraction,
+    hard_labels,
+    sample_tumor,
+    tumor_fields,
+    tumor_fractions,
+)
 
 GENERATOR_VERSION = "1"
 CASE_KEYS: tuple[str, ...] = (*SEQUENCES, "seg")
@@ -111,32 +118,17 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
     sub = tsub
     sshape = tshape
     bsub = brain[sub]
-    tc = np.clip(0.5 - core / s, 0, 1) * bsub
-    nin = np.minimum(np.clip(0.5 - necrosis / s, 0, 1), tc)
-    thr = spec.rim_gap_threshold
-    gap_soft = np.clip(0.5 + (gap - thr) / 0.3, 0, 1) if np.isfinite(thr) else 0.0
-    et = (tc - nin) * (1 - gap_soft)
-    ncr = tc - et
-    ed_f = np.clip(0.5 - edema / s, 0, 1) * bsub
+    tc, ncr, et = tumor_fractions(core, necrosis, gap, bsub, spec, s)
+    ed_f = edema_fraction(edema, bsub, s)
     gm_s, wm_s, csf_s = gm[sub], wm[sub], csf[sub]                    # views
-    ed_f *= np.clip(0.35 - edema / 8.0, 0, 1)                        # edema fades at its margin
-    ed = ed_f * (1 - tc) * (gm_s + wm_s)                              # edema replaces GM/WM, not CSF
-    gm_s *= (1 - tc) * (1 - ed_f)
-    wm_s *= (1 - tc) * (1 - ed_f)
-    csf_s *= 1 - tc
+    ed = displace_normal(tc, ed_f, gm_s, wm_s, (csf_s,))             # edema replaces GM/WM, not CSF
 
     # Hard labels at voxel centres (BraTS 2023: 1 NCR, 2 ED, 3 ET).
     lab = LABEL_CONVENTIONS["brats2023"]
-    tc_h = (core < 0) & bsub
-    if spec.enhancement == "none":
-        et_h = np.zeros_like(tc_h)
-    else:
-        et_h = tc_h & (necrosis >= 0) & ~(gap > thr)
-    ed_h = ~tc_h & (edema < 0) & bsub & (csf_s < 0.5)
+    hard = hard_labels(core, necrosis, gap, edema, bsub, csf_s, spec)
     seg_sub = np.zeros(sshape, np.uint8)
-    seg_sub[ed_h] = lab["ED"]
-    seg_sub[tc_h] = lab["NCR"]
-    seg_sub[et_h] = lab["ET"]
+    for concept in ("ED", "NCR", "ET"):
+        seg_sub[hard[concept]] = lab[concept]
     seg_c = np.zeros(cshape, np.uint8)
     seg_c[sub] = seg_sub
 

@@ -25,7 +25,17 @@ from scipy.spatial.transform import Rotation
 from vlseg.synth.anatomy import COARSE_MM, Template, load_template
 from vlseg.synth.params import DEFAULT_RANGES, SynthRanges
 from vlseg.synth.randomize_params import RandomizeConfig
-from vlseg.synth.tumor import FAR, TumorFields, TumorSpec, sample_tumor, tumor_fields
+from vlseg.synth.tumor import (
+    FAR,
+    TumorFields,
+    TumorSpec,
+    displace_normal,
+    edema_fraction,
+    hard_labels,
+    sample_tumor,
+    tumor_fields,
+    tumor_fractions,
+)
 
 LABELS: tuple[str, ...] = ("GM", "WM", "CSF", "VENT", "ED", "NCR", "ET", "CYST")
 N_NORMAL = 4
@@ -316,29 +326,15 @@ def render_labels(draw: SpatialDraw, tumor: TumorDraw, shape: tuple[int, int, in
         spec = tumor.spec
         assert spec is not None
         gm, wm, csf, vent = frac[:N_NORMAL]
-        # Partial volume (linear ramp over one voxel), as the phantom renderer does.
-        tc = np.clip(0.5 - core / s, 0, 1) * brain
-        nin = np.minimum(np.clip(0.5 - necrosis / s, 0, 1), tc)
-        thr = spec.rim_gap_threshold
-        gap_soft = np.clip(0.5 + (gap - thr) / 0.3, 0, 1) if np.isfinite(thr) else 0.0
-        et = (tc - nin) * (1 - gap_soft)
-        ncr = tc - et
+        # Partial volume (linear ramp over one voxel) and hard labels, as the phantom renderer does.
+        tc, ncr, et = tumor_fractions(core, necrosis, gap, brain, spec, s)
         if tumor.cyst_depth_mm is not None:
             cyst = np.minimum(np.clip(0.5 - (necrosis + tumor.cyst_depth_mm) / s, 0, 1), ncr)
             ncr = ncr - cyst
         else:
             cyst = np.zeros_like(ncr)
-        ed_f = np.clip(0.5 - edema / s, 0, 1) * brain * np.clip(0.35 - edema / 8.0, 0, 1)
-        ed = ed_f * (1 - tc) * (gm + wm)                                # edema replaces GM/WM, not CSF
-        for t in (gm, wm):
-            t *= (1 - tc) * (1 - ed_f)
-        for t in (csf, vent):
-            t *= 1 - tc
+        ed_f = edema_fraction(edema, brain, s)
+        ed = displace_normal(tc, ed_f, gm, wm, (csf, vent))            # edema replaces GM/WM, not CSF
         frac[4], frac[5], frac[6], frac[7] = ed, ncr, et, cyst
-        # Hard labels at voxel centres (the phantom generator's rule).
-        tc_h = (core < 0) & brain
-        et_h = np.zeros_like(tc_h) if spec.enhancement == "none" else tc_h & (necrosis >= 0) & ~(gap > thr)
-        labels["ET"] = et_h
-        labels["NCR"] = tc_h & ~et_h
-        labels["ED"] = ~tc_h & (edema < 0) & brain & (csf + vent < 0.5)
+        labels = hard_labels(core, necrosis, gap, edema, brain, csf + vent, spec)
     return LabelMap(fractions=frac, brain=brain, labels=labels, texture=texture.astype(np.float32), affine=out_aff)

@@ -240,3 +240,51 @@ def tumor_fields(rng: np.random.Generator, spec: TumorSpec, tpl: Template, r: Sy
     edema[core < 0] = -1.0
     return TumorFields(affine=affine, core=core, necrosis=necrosis, gap=gap, edema=edema.astype(np.float32),
                        pull=pull, texture=texture)
+
+
+# --------------------------------------------------------------------------------------------
+# Fields -> fractions and labels on an output grid (shared by the phantom and randomized renderers)
+
+def tumor_fractions(core: np.ndarray, necrosis: np.ndarray, gap: np.ndarray, brain: np.ndarray,
+                    spec: TumorSpec, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Partial-volume fractions (a linear ramp over one voxel) of the tumor core, its necrotic /
+    non-enhancing part and the enhancing tumor: ``(tc, ncr, et)``, ``ncr + et == tc``."""
+    s = spacing_mm
+    tc = np.clip(0.5 - core / s, 0, 1) * brain
+    nin = np.minimum(np.clip(0.5 - necrosis / s, 0, 1), tc)
+    thr = spec.rim_gap_threshold
+    gap_soft = np.clip(0.5 + (gap - thr) / 0.3, 0, 1) if np.isfinite(thr) else 0.0
+    et = (tc - nin) * (1 - gap_soft)
+    return tc, tc - et, et
+
+
+def edema_fraction(edema: np.ndarray, brain: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Edema's partial-volume fraction; it fades towards its margin."""
+    ed_f = np.clip(0.5 - edema / spacing_mm, 0, 1) * brain
+    ed_f *= np.clip(0.35 - edema / 8.0, 0, 1)
+    return ed_f
+
+
+def displace_normal(tc: np.ndarray, ed_f: np.ndarray, gm: np.ndarray, wm: np.ndarray,
+                    fluids: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Tumor core replaces every normal class, edema replaces GM/WM but not CSF: scales ``gm``,
+    ``wm`` and ``fluids`` in place and returns the edema fraction."""
+    ed = ed_f * (1 - tc) * (gm + wm)
+    gm *= (1 - tc) * (1 - ed_f)
+    wm *= (1 - tc) * (1 - ed_f)
+    for t in fluids:
+        t *= 1 - tc
+    return ed
+
+
+def hard_labels(core: np.ndarray, necrosis: np.ndarray, gap: np.ndarray, edema: np.ndarray,
+                brain: np.ndarray, csf: np.ndarray, spec: TumorSpec) -> dict[str, np.ndarray]:
+    """Disjoint hard labels at voxel centres, keyed by concept (``NCR``, ``ED``, ``ET``): the core
+    is inside the level set, enhancing unless necrotic or in a rim gap; edema is outside the core,
+    inside the edema set and not in CSF (``csf`` after the core displaced it)."""
+    tc_h = (core < 0) & brain
+    if spec.enhancement == "none":
+        et_h = np.zeros_like(tc_h)
+    else:
+        et_h = tc_h & (necrosis >= 0) & ~(gap > spec.rim_gap_threshold)
+    return {"NCR": tc_h & ~et_h, "ED": ~tc_h & (edema < 0) & brain & (csf < 0.5), "ET": et_h}
