@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from vlseg.errors import InputError, VlsegError
-from vlseg.reasoning.grouping import group_lesions
+from vlseg.reasoning.grouping import group_lesions, voxel_volume_ml
 from vlseg.reasoning.midplane import MidPlane, fit_midplane, plane_from_ras_to_mni
 
 LOBES: tuple[str, ...] = (
@@ -393,7 +393,7 @@ class AtlasLocator:
         if mask.ndim != 3 or not mask.any():
             return empty
         affine = np.asarray(affine, dtype=np.float64)
-        vml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+        vml = voxel_volume_ml(affine)
         if labels is None:
             labels = group_lesions(mask, affine).labels
         labels = np.where(mask, np.asarray(labels), 0)

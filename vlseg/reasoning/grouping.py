@@ -30,6 +30,17 @@ from scipy.spatial import cKDTree
 
 from vlseg import vocab
 
+
+def voxel_volume_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel of the grid ``affine``, in mL."""
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])) / 1000.0)
+
+
+def min_voxels(min_lesion_ml: float, affine: np.ndarray) -> int:
+    """The smallest lesion, in voxels of the grid ``affine`` (at least 1)."""
+    vml = voxel_volume_ml(affine)
+    return max(1, math.ceil(min_lesion_ml / vml - 1e-9)) if vml > 0 else 1
+
 MERGE_MM = 5.0  # pieces whose nearest voxel centres are <= this far apart are one lesion
 _FULL = np.ones((3, 3, 3), dtype=bool)
 
@@ -162,7 +173,6 @@ def group_lesions(mask: np.ndarray, affine: np.ndarray, *, min_lesion_ml: float 
     region the concept is counted in (``lesion_parent``); ``core``: the core region's mask
     (``lesion_core``) for the outer region; both on the same grid."""
     mask = np.asarray(mask, dtype=bool)
-    vml = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])) / 1000.0)
     if not mask.any():
         return LesionGroups(np.zeros(mask.shape, np.int32), ())
     for name, m in (("parent", parent), ("core", core)):
@@ -175,7 +185,7 @@ def group_lesions(mask: np.ndarray, affine: np.ndarray, *, min_lesion_ml: float 
     if parent is not None:
         groups = np.where(mask, groups, 0)
     sizes = np.bincount(groups.ravel(), minlength=n + 1)[1:]
-    min_vox = max(1, math.ceil(min_lesion_ml / vml - 1e-9)) if vml > 0 else 1
+    min_vox = min_voxels(min_lesion_ml, affine)
     keep = [i for i in np.argsort(-sizes, kind="stable") if sizes[i] >= min_vox and sizes[i] > 0]
     if not keep:
         keep = [int(np.argmax(sizes))]  # a present target is at least one lesion
@@ -183,5 +193,6 @@ def group_lesions(mask: np.ndarray, affine: np.ndarray, *, min_lesion_ml: float 
     remap[np.asarray(keep) + 1] = np.arange(1, len(keep) + 1)
     labels = remap[groups]
     counted = float(sizes[keep].sum())
+    vml = voxel_volume_ml(affine)
     return LesionGroups(labels=labels, volumes_ml=tuple(float(sizes[i]) * vml for i in keep),
                         uncounted_ml=float(mask.sum() - counted) * vml)

@@ -7,7 +7,6 @@ oblique and LPS-stored grids give the same numbers as an isotropic RAS one.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from vlseg.concepts import CONCEPTS
 from vlseg.reasoning.atlas import AtlasLocator, apply_affine
-from vlseg.reasoning.grouping import MERGE_MM, group_lesions
+from vlseg.reasoning.grouping import MERGE_MM, group_lesions, min_voxels, voxel_volume_ml
 from vlseg.reasoning.structures import STRUCTURE_KEYS, distances_mm
 
 # Probability levels bounding the volume range (see docs/reasoning.md).
@@ -98,17 +97,13 @@ def _check_inputs(concept: str, prob: np.ndarray, affine: np.ndarray, threshold:
     return prob, affine
 
 
-def voxel_volume_ml(affine: np.ndarray) -> float:
-    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])) / 1000.0)
-
-
-def lesions(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Connected components (26-conn.) with >= ``min_voxels``: (label volume 1..n, sizes)."""
+def lesions(mask: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components (26-conn.) with >= ``min_size`` voxels: (label volume 1..n, sizes)."""
     comps, n = ndimage.label(mask, structure=_FULL)
     if n == 0:
         return comps, np.zeros(0, dtype=np.int64)
     sizes = np.bincount(comps.ravel())[1:]
-    keep = np.flatnonzero(sizes >= min_voxels) + 1
+    keep = np.flatnonzero(sizes >= min_size) + 1
     remap = np.zeros(n + 1, dtype=np.int32)
     remap[keep] = np.arange(1, len(keep) + 1)
     return remap[comps], sizes[keep - 1]
@@ -117,17 +112,8 @@ def lesions(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, np.ndarray]:
 def clean_mask(prob: np.ndarray, affine: np.ndarray, *, threshold: float = 0.5,
                min_lesion_ml: float = 0.05) -> np.ndarray:
     """The mask measure_target measures: p >= threshold, components below the minimum removed."""
-    min_vox = _min_voxels(min_lesion_ml, affine)
+    min_vox = min_voxels(min_lesion_ml, affine)
     return lesions(np.asarray(prob) >= threshold, min_vox)[0] > 0
-
-
-def min_voxels(min_lesion_ml: float, affine: np.ndarray) -> int:
-    """The smallest lesion, in voxels of the grid ``affine``."""
-    return _min_voxels(min_lesion_ml, affine)
-
-
-def _min_voxels(min_lesion_ml: float, affine: np.ndarray) -> int:
-    return max(1, math.ceil(min_lesion_ml / voxel_volume_ml(affine) - 1e-9))
 
 
 def _crop_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
@@ -281,7 +267,7 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     mask = None if mask is None else np.asarray(mask, dtype=bool)
     parent_mask = None if parent_mask is None else np.asarray(parent_mask, dtype=bool)
     vml = voxel_volume_ml(affine)
-    min_vox = _min_voxels(min_lesion_ml, affine)
+    min_vox = min_voxels(min_lesion_ml, affine)
     low_q = min(RANGE_LOW_CONFIDENCE, threshold)
     high_q = max(RANGE_HIGH_CONFIDENCE, threshold)
 

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from vlseg.concepts import CONCEPTS
+from vlseg.reasoning.grouping import voxel_volume_ml
 
 # (part, whole) pairs reported as "PART/WHOLE" fractions.
 FRACTION_PAIRS: tuple[tuple[str, str], ...] = (
@@ -72,7 +73,7 @@ def relations(masks: dict[str, np.ndarray], affine: np.ndarray) -> Relations:
             or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise ValueError("affine must be a finite, invertible 4x4 matrix")
     m = _complete(masks)
-    vml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+    vml = voxel_volume_ml(affine)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
 
     # Crop everything to the union's box (+ margin) so distance maps stay small.
