@@ -56,15 +56,6 @@ def window(volume: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> tuple
     return lo, hi if hi > lo else lo + 1.0
 
 
-def to_display_uint8(volume: np.ndarray) -> np.ndarray:
-    """Window a volume to uint8 by :func:`window`."""
-    vol = np.asarray(volume, dtype=np.float32)
-    if not np.any(vol != 0):
-        return np.zeros(vol.shape, dtype=np.uint8)
-    lo, hi = window(vol)
-    return (np.clip((vol - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def blend(background: np.ndarray, masks: Mapping[str, np.ndarray], *,
           alpha: float = ALPHA) -> np.ndarray:
     """Colour a 2D uint8 image with 2D concept masks -> (H, W, 3) uint8 (vocabulary colours,
