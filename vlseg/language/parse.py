@@ -203,7 +203,7 @@ class QueryParser:
         spec = intents.get(intent) if intent is not None else None
         places = (find_places(text, prefer_structures=intent == "distance")
                   if spec is not None and spec.places else [])
-        whole_text, text = text, without_places(text, places) if places else text
+        text = without_places(text, places) if places else text
         if spec is not None and not spec.names_targets:  # "is there midline shift?"
             spans: list[rules.Span] = []
         else:
@@ -246,7 +246,6 @@ class QueryParser:
         parse = self._resolve(query, text, intent, resolved, previous)
         if places and not parse.refused:
             parse = dataclasses.replace(parse, places=tuple(places))
-        del whole_text
         return parse
 
     # ------------------------------------------------------------------ steps
