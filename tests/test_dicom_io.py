@@ -319,3 +319,30 @@ def test_a_nested_study_headers_are_read_once_per_load(studies, images, tmp_path
     assert case.present == ("t1n", "t1c", "t2w", "t2f")
     assert scans == [folder]  # the series folders are answered from the study's mapping
     assert load_case(folder).present == case.present and scans == [folder]
+
+
+def test_one_unlistable_sub_folder_is_not_an_argument_error_for_the_cohort(studies, tmp_path,
+                                                                         monkeypatch):
+    import os
+
+    from vlseg.cohort import find_cases
+    from vlseg.io.dicom_study import holds_dicom, walk_files
+
+    root = tmp_path / "cohort"
+    shutil.copytree(studies["oblique"], root / "a-study")
+    shutil.copytree(studies["oblique"] / "SE0002", root / "locked" / "SE0002")
+    locked = root / "locked"
+    real = os.scandir
+
+    def scandir(d="."):
+        if Path(d) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real(d)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    # The two walks agree: a probe skips the folder, a study read refuses it in one line.
+    assert not holds_dicom(locked) and holds_dicom(root)
+    with pytest.raises(InputError, match="cannot be listed"):
+        walk_files(root)
+    # A folder of two cases, the unreadable one a failure of its own turn, not of the cohort.
+    assert [r.case_id for r in find_cases([root])] == ["a-study", "locked"]

@@ -44,10 +44,10 @@ from vlseg.io.dicom_study import (
     Series,
     Study,
     cached_study,
+    first_study_uid,
     holds_dicom,
     is_dicom_file,
     map_sequences,
-    walk_files,
 )
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, Header, Volume, fmt_shape, ras_grid
 
@@ -341,20 +341,6 @@ def resolve_study(folder: str | os.PathLike, overrides: dict[str, str] | None = 
         raise InputError("is not a folder of DICOM files; --series goes with a DICOM study given "
                          "as --case", str(folder))
     return DicomReader().study_files(folder, overrides, reference=reference)[0]
-
-
-def first_study_uid(folder: Path) -> str | None:
-    """StudyInstanceUID of the first DICOM file found under ``folder`` (None: no DICOM there)."""
-    from pydicom import dcmread
-
-    for f in walk_files(folder):
-        if is_dicom_file(f):
-            try:
-                ds = dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-            except Exception:  # noqa: BLE001 - unreadable: the study scan reports it later
-                continue
-            return str(ds.get("StudyInstanceUID", "") or "")
-    return None
 
 
 # ----------------------------------------------------------------------------- one grid per study

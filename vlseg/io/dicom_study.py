@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from vlseg.concepts import SEQUENCES, canonical_sequence
 from vlseg.errors import InputError
@@ -110,53 +111,68 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def walk_files(folder: Path, *, max_files: int = MAX_FILES) -> list[Path]:
-    """Regular files under ``folder`` (hidden entries skipped, links not followed), sorted."""
-    out: list[Path] = []
-    stack = [(folder, 0)]
-    while stack:
-        d, depth = stack.pop()
+def _iter_files(folder: Path, *, strict: bool) -> Iterator[Path]:
+    """Regular files under ``folder``, lazily, breadth-first and by name within each folder
+    (hidden entries, links and DICOMDIR skipped; at most MAX_DEPTH sub-folder levels).
+
+    A folder that cannot be listed raises InputError when ``strict`` (a study being read must
+    be read whole), else is skipped (a probe: one unreadable sub-folder is not an error)."""
+    queue = deque([(folder, 0)])
+    while queue:
+        d, depth = queue.popleft()
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
-            raise InputError(f"cannot be listed ({e.strerror or e}); check its permissions", str(d)) from None
+            if strict:
+                raise InputError(f"cannot be listed ({e.strerror or e}); check its permissions",
+                                 str(d)) from None
+            continue
         for e in entries:
-            if e.name.startswith(".") or e.is_symlink():
-                continue
-            if e.is_dir(follow_symlinks=False):
-                if depth < MAX_DEPTH:
-                    stack.append((Path(e.path), depth + 1))
-            elif e.is_file(follow_symlinks=False) and e.name.upper() != "DICOMDIR":
-                out.append(Path(e.path))
-                if len(out) > max_files:
-                    raise InputError(f"holds more than {max_files:,} files; give one study folder",
-                                     str(folder))
+            try:
+                if e.name.startswith(".") or e.is_symlink():
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    if depth < MAX_DEPTH:
+                        queue.append((Path(e.path), depth + 1))
+                elif e.is_file(follow_symlinks=False) and e.name.upper() != "DICOMDIR":
+                    yield Path(e.path)
+            except OSError as err:
+                if strict:
+                    raise InputError(f"cannot be read ({err.strerror or err}); check its "
+                                     "permissions", e.path) from None
+
+
+def walk_files(folder: Path, *, max_files: int = MAX_FILES) -> list[Path]:
+    """Regular files under ``folder`` (see :func:`_iter_files`), sorted; InputError if a folder
+    cannot be listed or it holds more than ``max_files``."""
+    out: list[Path] = []
+    for f in _iter_files(folder, strict=True):
+        out.append(f)
+        if len(out) > max_files:
+            raise InputError(f"holds more than {max_files:,} files; give one study folder",
+                             str(folder))
     return sorted(out)
 
 
 def holds_dicom(folder: Path, *, budget: int = 64) -> bool:
-    """Cheap: a DICOM file among the first ``budget`` files found under ``folder``."""
-    stack = [(folder, 0)]
-    seen = 0
-    while stack and seen < budget:
-        d, depth = stack.pop(0)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
-            continue
-        for e in entries:
-            if e.name.startswith(".") or e.is_symlink():
+    """Cheap: a DICOM file among the first ``budget`` files found under ``folder`` (never raises;
+    folders that cannot be listed are skipped)."""
+    return any(is_dicom_file(f) for f in islice(_iter_files(folder, strict=False), budget))
+
+
+def first_study_uid(folder: Path, *, budget: int = MAX_FILES) -> str | None:
+    """StudyInstanceUID of the first DICOM file found under ``folder`` (None: no DICOM among its
+    first ``budget`` files). Never raises: folders and files that cannot be read are skipped."""
+    from pydicom import dcmread
+
+    for f in islice(_iter_files(folder, strict=False), budget):
+        if is_dicom_file(f):
+            try:
+                ds = dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            except Exception:  # noqa: BLE001 - unreadable: the study scan reports it later
                 continue
-            if e.is_dir(follow_symlinks=False):
-                if depth < MAX_DEPTH:
-                    stack.append((Path(e.path), depth + 1))
-            elif e.is_file(follow_symlinks=False):
-                seen += 1
-                if is_dicom_file(Path(e.path)):
-                    return True
-                if seen >= budget:
-                    break
-    return False
+            return str(ds.get("StudyInstanceUID", "") or "")
+    return None
 
 
 def _float(ds, name: str) -> float | None:
@@ -401,5 +417,5 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
 
 
 __all__ = ["Series", "Study", "scan_study", "cached_study", "map_sequences", "parse_overrides",
-           "is_dicom_file", "looks_like_dicom", "holds_dicom", "walk_files", "sequence_from_text", "sequence_from_tags",
+           "is_dicom_file", "looks_like_dicom", "holds_dicom", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
            "MR_IMAGE_CLASSES"]
