@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vlseg.concepts import SEQUENCES
-from vlseg.model.preprocess import normalize_volume
+from vlseg.model.preprocess import nonzero_bbox, normalize_volume
 from vlseg.synth.randomize_anatomy import (
     LABELS,
     MARGIN_VOX,
@@ -139,11 +139,7 @@ def _crop(lm: LabelMap) -> LabelMap:
     brain = lm.brain
     if not brain.any():
         raise RuntimeError("randomized sample has an empty brain mask")
-    box = []
-    for axis in range(3):
-        nz = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(int(nz[0]) - MARGIN_VOX, 0), min(int(nz[-1]) + 1 + MARGIN_VOX, brain.shape[axis])))
-    b = tuple(box)
+    b = nonzero_bbox(brain[None], margin=MARGIN_VOX)
     affine = lm.affine.copy()
     affine[:3, 3] = lm.affine[:3, :3] @ [sl.start for sl in b] + lm.affine[:3, 3]
     return LabelMap(fractions=np.ascontiguousarray(lm.fractions[(slice(None), *b)]),

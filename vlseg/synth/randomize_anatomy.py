@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
-from vlseg.synth.anatomy import COARSE_MM, Template, load_template
+from vlseg.synth.anatomy import COARSE_MM, Template, affine_grid, index_to_grid, load_template, sample_grid
 from vlseg.synth.params import DEFAULT_RANGES, SynthRanges
 from vlseg.synth.randomize_params import RandomizeConfig
 from vlseg.synth.tumor import (
@@ -146,12 +146,7 @@ def sample_spatial(rng: np.random.Generator, cfg: RandomizeConfig, anatomy: Anat
 def template_points(draw: SpatialDraw, shape: tuple[int, int, int], out_aff: np.ndarray,
                     anatomy: Anatomy) -> torch.Tensor:
     """(X, Y, Z, 3) float32 MNI mm of every output voxel (affine + warp + ventricle zoom)."""
-    lin = torch.as_tensor(draw.matrix @ out_aff[:3, :3], dtype=torch.float32)
-    off = torch.as_tensor(draw.matrix @ out_aff[:3, 3] + draw.offset, dtype=torch.float32)
-    ax = [torch.arange(n, dtype=torch.float32) for n in shape]
-    p = ax[0][:, None, None, None] * lin[:, 0] + off
-    p = p + ax[1][None, :, None, None] * lin[:, 1]
-    p = p + ax[2][None, None, :, None] * lin[:, 2]
+    p = affine_grid(shape, draw.matrix @ out_aff[:3, :3], draw.matrix @ out_aff[:3, 3] + draw.offset)
     # Smooth non-linear warp: lattice displacement, trilinear over the grid.
     disp = F.interpolate(torch.from_numpy(draw.elastic_nodes)[None], size=shape, mode="trilinear",
                          align_corners=True)[0]
@@ -169,14 +164,9 @@ def template_points(draw: SpatialDraw, shape: tuple[int, int, int], out_aff: np.
 def sample_at(vol: torch.Tensor, affine: np.ndarray, points_mm: torch.Tensor, *, padding: str = "zeros") -> torch.Tensor:
     """Trilinear samples of ``vol`` (C, I, J, K) with voxel->mm ``affine`` at ``points_mm``
     (X, Y, Z, 3) -> (C, X, Y, Z)."""
-    inv = np.linalg.inv(affine)
-    size = np.asarray(vol.shape[1:], np.float64)
-    norm = np.diag(2.0 / np.maximum(size - 1, 1))[::-1]     # rows reversed: grid_sample wants (k, j, i)
-    lin = torch.as_tensor(norm @ inv[:3, :3], dtype=torch.float32)
-    off = torch.as_tensor(norm @ inv[:3, 3] - 1.0, dtype=torch.float32)
-    grid = points_mm @ lin.T + off
-    out = F.grid_sample(vol[None], grid[None], mode="bilinear", padding_mode=padding, align_corners=True)
-    return out[0]
+    lin, off = index_to_grid(tuple(vol.shape), np.linalg.inv(affine))
+    grid = points_mm @ torch.as_tensor(lin, dtype=torch.float32).T + torch.as_tensor(off, dtype=torch.float32)
+    return sample_grid(vol, grid, padding=padding)
 
 
 # --------------------------------------------------------------------------------------------
