@@ -159,3 +159,31 @@ def test_cohort_measurements_have_no_patient_data(filled, tmp_path, capsys):
     assert any("study-1" in t for t in texts)  # the case is there, named by its folder
     blob = "".join(texts) + printed.out + printed.err
     assert not [s for s in PHI_STRINGS if s.lower() in blob.lower()]
+
+
+def test_save_extras_plans_the_grid_once_and_nifti_cases_open_no_file(images, tmp_path,
+                                                                      monkeypatch, phantom_case_2mm):
+    from types import SimpleNamespace
+
+    import vlseg.io.dicom_seg as dicom_seg
+
+    case = load_case(study(images, tmp_path / "s", seed="once", layout="nested"))
+    seg_ras, _ = to_ras(np.asarray(images["seg"].dataobj), Grid(shape=images["seg"].shape,
+                                                                 affine=images["seg"].affine))
+    calls = []
+    real = dicom_seg.grid_plan
+    monkeypatch.setattr(dicom_seg, "grid_plan", lambda c: calls.append(1) or real(c))
+    answer = SimpleNamespace(_case=case, masks_ras={"WT": (seg_ras > 0).astype(np.uint8)},
+                             model={"name": "x"})
+    stage = tmp_path / "stage"
+    out = dicom_seg.save_extras(answer, stage)
+    assert out["dicom_seg"]["references"] == out["dicom"]["reference"] == "t1c"
+    assert calls == [1] and (stage / dicom_seg.SEG_FILE).is_file()
+
+    def no_open(p):
+        raise AssertionError(f"opened {p}")
+
+    monkeypatch.setattr(dicom_seg, "is_dicom_source", no_open)
+    nifti = load_case(phantom_case_2mm)
+    assert not dicom_seg.is_dicom_case(nifti)
+    assert dicom_seg.save_extras(SimpleNamespace(_case=nifti), stage) == {}

@@ -61,8 +61,9 @@ class CaseTools:
         sequence by number, description or SeriesInstanceUID, e.g. {"t1c": "7"}. Returns the
         case summary: sequences, shape, spacing in mm, warnings."""
         from vlseg.io import check_geometry, load_case
-        from vlseg.io.dicom import is_dicom_source, series_of
+        from vlseg.io.dicom import series_of
         from vlseg.io.dicom_case import load_study
+        from vlseg.io.dicom_seg import is_dicom_case
 
         src = Path(str(path)).expanduser()
         with self._lock:
@@ -70,7 +71,7 @@ class CaseTools:
             check_geometry(case.source_grid)
             summary = self._segmenter().set_case(case)
             self._case_id = case.case_id
-            dicom = all(is_dicom_source(p) for k, p in case.sources.items() if k != "seg")
+            dicom = is_dicom_case(case)
             summary["format"] = "dicom" if dicom else "nifti"
             if dicom:
                 summary["series"] = {seq: series_of(Path(p))[0].label()

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from vlseg.io.dicom import _datasets, grid_plan, hd_affine, is_dicom_source, series_of
+from vlseg.io.nifti import is_nifti_name
 
 SEG_FILE = "segmentation.dcm"
 
@@ -34,9 +35,13 @@ _TYPES: dict[str, tuple[str, str]] = {
 
 
 def is_dicom_case(case: Any) -> bool:
-    """True when every sequence of the case was read from a DICOM series."""
-    sources = {k: v for k, v in getattr(case, "sources", {}).items() if k != "seg"}
-    return bool(sources) and all(is_dicom_source(p) for p in sources.values())
+    """True when every sequence of the case was read from a DICOM series. A case with a NIfTI
+    source (told by its name) is not, without opening any file: ``Answer.save`` asks this of
+    every answer."""
+    sources = [Path(v) for k, v in getattr(case, "sources", {}).items() if k != "seg"]
+    if not sources or any(is_nifti_name(p.name) for p in sources):
+        return False
+    return all(is_dicom_source(p) for p in sources)
 
 
 def reference_source(case: Any) -> Path:
@@ -53,8 +58,9 @@ def _lab(rgb: tuple[int, int, int]):
 
 
 def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.PathLike, *,
-              model: Mapping[str, Any]) -> Path:
-    """Write ``masks_ras`` (concept -> (X, Y, Z) RAS+ 0/1) as a BINARY DICOM-SEG at ``path``."""
+              model: Mapping[str, Any], reference: str | os.PathLike | None = None) -> Path:
+    """Write ``masks_ras`` (concept -> (X, Y, Z) RAS+ 0/1) as a BINARY DICOM-SEG at ``path``,
+    referencing the series at ``reference`` (default: :func:`reference_source` of the case)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -63,7 +69,7 @@ def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.Pat
     path = Path(path)
     if not masks_ras:
         raise ValueError("a DICOM-SEG needs at least one mask")
-    series, _ = series_of(reference_source(case))
+    series, _ = series_of(Path(reference) if reference is not None else reference_source(case))
     sources = _datasets(series, pixels=False)
     sha = str(model.get("checkpoint_sha256") or "")
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -114,10 +120,10 @@ def save_extras(answer: Any, stage: Path) -> dict[str, Any]:
     case = getattr(answer, "_case", None)
     if case is None or not is_dicom_case(case):
         return {}
-    ref_seq, _, resampled = grid_plan(case)
+    ref_seq, ref_path, resampled = grid_plan(case)
     out: dict[str, Any] = {"dicom": {"reference": ref_seq, "resampled": resampled}}
     if answer.masks_ras:
-        write_seg(case, answer.masks_ras, stage / SEG_FILE, model=answer.model)
+        write_seg(case, answer.masks_ras, stage / SEG_FILE, model=answer.model, reference=ref_path)
         out["dicom_seg"] = {"file": SEG_FILE, "segments": list(answer.masks_ras),
                             "references": ref_seq}
     return out
