@@ -178,3 +178,22 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "not a folder" in err
     assert main(["synth", "--out", str(tmp_path / "o"), "--n", "0"]) == 2
     assert main(["synth", "--out", str(tmp_path / "o"), "--spacing", "0"]) == 2
+
+
+def test_dicom_case_matches_study_from_written_nifti(tmp_path):
+    """``write_dicom_case`` renders the phantom in memory: the study is byte-for-byte the one
+    written from the phantom's NIfTI files (same voxels, orientation and affine), none are left."""
+    from vlseg.synth.dicom import DicomStyle, write_dicom_case, write_dicom_study
+
+    seed = 11  # stored LPS (non-RAS): the flip travels with the in-memory images too
+    assert generate_case_with_info(seed, spacing_mm=4.0)[1]["orientation"] != "RAS"
+    study, done = write_dicom_case(tmp_path / "a", "S", seed, spacing_mm=4.0, oblique=True)
+    assert not done and write_dicom_case(tmp_path / "a", "S", seed, spacing_mm=4.0, oblique=True) == (study, True)
+    assert not list((tmp_path / "a").glob("**/*.nii.gz"))
+    ref = write_dicom_study(write_case(tmp_path / "nifti", seed, case_id="S", spacing_mm=4.0), tmp_path / "b",
+                            style=DicomStyle(orientation="oblique"), seed=f"S:{seed}",
+                            patient={"PatientID": "S", "StudyID": "S"})
+    got = sorted(p.name for p in study.iterdir() if not p.name.startswith("."))
+    assert got == sorted(p.name for p in ref.iterdir()) and len(got) > 4
+    for name in got:
+        assert (study / name).read_bytes() == (ref / name).read_bytes(), name

@@ -256,11 +256,10 @@ def write_dicom_case(out: Path, name: str, seed: int, *, spacing_mm: float = 1.0
                      oblique: bool = False, slice_step: int = 1, enhanced: bool = False
                      ) -> tuple[Path, bool]:
     """``vlseg synth --format dicom``: phantom ``seed`` as the DICOM study ``out/name``; returns
-    (folder, already complete). The NIfTI phantom is made in a temporary folder and removed."""
+    (folder, already complete). The phantom's images go straight to the study (no NIfTI files)."""
     import shutil
-    import tempfile
 
-    from vlseg.synth.phantom import write_case
+    from vlseg.synth.phantom import generate_case
 
     study = out / name
     if (study / _DONE).exists():
@@ -269,10 +268,8 @@ def write_dicom_case(out: Path, name: str, seed: int, *, spacing_mm: float = 1.0
         shutil.rmtree(study)  # an interrupted study: written again from the start
     style = DicomStyle(orientation="oblique" if oblique else "axial", slice_step=slice_step,
                        layout=layout, enhanced=enhanced)
-    with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as tmp:
-        case_dir = write_case(tmp, seed, case_id=name, spacing_mm=spacing_mm)
-        write_dicom_study(case_dir, study, style=style, seed=f"{name}:{seed}",
-                          patient={"PatientID": name, "StudyID": name[-8:]})
+    write_dicom_study(generate_case(seed, spacing_mm=spacing_mm), study, style=style, seed=f"{name}:{seed}",
+                      patient={"PatientID": name, "StudyID": name[-8:]})
     (study / _DONE).write_text("")
     return study, False
 
