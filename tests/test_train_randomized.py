@@ -74,6 +74,26 @@ def test_continue_run_resumes_into_a_new_folder_on_cpu(randomized_run, tmp_path)
                     "--out", str(tmp_path / "other")]) == 2
 
 
+def test_continue_run_checks_the_checkpoint_model_with_the_checkpoint_reader(randomized_run, tmp_path, capsys):
+    import shutil
+
+    cr = _continue_run()
+    ckpt = randomized_run / "checkpoints" / "step_0000002"
+    assert cr._checkpoint_model_name(ckpt) == "tiny_test"
+    base = ["--config", str(TINY_TEST), "--steps", "1", "--no-progress", "--override", RANDOMIZED_ONLY]
+    # A config training another model is refused before anything is copied.
+    assert cr.main([*base, "model.name=other", "--from", str(ckpt), "--out", str(tmp_path / "a")]) == 2
+    assert "checkpoint is a 'tiny_test' model but the config trains 'other'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    # config.json is read as a vlseg checkpoint (format checked), not as any JSON.
+    bad = tmp_path / "bad" / "step_0000002"
+    shutil.copytree(ckpt, bad)
+    meta = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**meta, "format": "something-else"}))
+    assert cr.main([*base, "--from", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "continue_run: error:" in capsys.readouterr().err
+
+
 def test_gpu_recipe_parses_and_checks_its_arguments(tmp_path):
     script = REPO / "train" / "gpu_recipe.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0

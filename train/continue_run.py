@@ -40,6 +40,20 @@ def _resume_point(src: str) -> Path | None:
                      "with state.json); pass --from none to start fresh", str(path))
 
 
+def _checkpoint_model_name(folder: Path) -> str | None:
+    """The model config a checkpoint folder holds: a full checkpoint's (its config.json), or a
+    LoRA adapter's base model (its adapter.json); None when the folder records neither."""
+    from vlseg.model.adapters import is_adapter_folder, read_adapter
+    from vlseg.model.checkpoint import CONFIG_FILE, read_checkpoint_config
+
+    if is_adapter_folder(folder):
+        return read_adapter(folder).spec.base_model
+    if (folder / CONFIG_FILE).is_file():
+        name = read_checkpoint_config(folder)["model"].get("name")
+        return None if name is None else str(name)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="training YAML (train/configs/*.yaml)")
@@ -76,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if resume is not None:
             # The checkpoint must hold the model this config trains.
             want = resolve_model_config(config).name
-            have = json.loads((resume / "config.json").read_text()).get("model", {}).get("name") \
-                if (resume / "config.json").is_file() else want
-            if have != want:
+            have = _checkpoint_model_name(resume)
+            if have is not None and have != want:
                 raise VlsegError(f"{resume}: checkpoint is a {have!r} model but the config trains {want!r}")
             dest = out / "checkpoints" / resume.name
             dest.parent.mkdir(parents=True, exist_ok=True)
