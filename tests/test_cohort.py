@@ -81,6 +81,10 @@ def test_shard_splits_every_case_once():
     (["--case", "COHORT/case-a", "--confidence", "0"], "--confidence"),
     (["--cases", "COHORT", "--out", "COHORT/case-a"], "input case folders"),
     (["--case", "COHORT/case-a", "--overwrite"], "--overwrite goes with --cases"),
+    (["--cases", "COHORT", "--series", "t1c=7"], "--series goes with --case"),
+    (["--cases", "COHORT", "--query", " "], "--query is empty"),
+    (["--cases", "COHORT", "--query", "what grade is this tumor and how should it be treated?"],
+     "the query is refused"),
 ])
 def test_bad_arguments_exit_2_before_the_model_loads(cohort, tmp_path, monkeypatch, capsys, extra, message):
     from vlseg.segmenter import Segmenter
@@ -95,6 +99,21 @@ def test_bad_arguments_exit_2_before_the_model_loads(cohort, tmp_path, monkeypat
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_the_cohort_model_gets_the_parser_that_checked_the_query(cohort, tmp_path, monkeypatch):
+    from vlseg.language import QueryParser
+    from vlseg.segmenter import Segmenter
+
+    got = {}
+
+    def record(cls, *a, **k):
+        got.update(k)
+        raise VlsegError("stop after the checks")
+    monkeypatch.setattr(Segmenter, "from_pretrained", classmethod(record))
+    assert main(["segment", "--cases", str(cohort), "--query", QUERY,
+                 "--out", str(tmp_path / "out")]) == 2
+    assert isinstance(got["parser"], QueryParser) and got["confidence"] == 0.9
 
 
 # ------------------------------------------------------------------ a run

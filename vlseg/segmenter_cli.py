@@ -11,39 +11,44 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from vlseg.concepts import SEQUENCES
 from vlseg.errors import InputError
 
 
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "cases", None):  # a cohort: vlseg/cohort/cli.py
-        from vlseg.cohort.cli import run as run_cohort
-
-        return run_cohort(args)
-    if getattr(args, "overwrite", False):
-        raise InputError("--overwrite goes with --cases (a cohort); a single case is always rewritten")
-    t0 = time.perf_counter()
-    # 1. Arguments
-    files = {s: getattr(args, s) for s in SEQUENCES if getattr(args, s, None)}
-    if args.case and files:
-        raise InputError("give either --case DIR or per-sequence files (--t1n/--t1c/--t2w/--t2f), not both")
-    if not args.case and not files:
-        raise InputError("no scan given: pass --case DIR or at least one of --t1n/--t1c/--t2w/--t2f")
+def check_common(args: argparse.Namespace) -> Path:
+    """The checks one case and a cohort share, before either reads a scan or loads a model:
+    the query, --threads, --confidence and the output folder (returned)."""
     if not args.query or not args.query.strip():
         raise InputError("--query is empty; ask e.g. \"segment the necrotic core\"")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     if not 0.0 < args.confidence < 1.0:
         raise InputError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {args.confidence}")
-
-    # 2. The output folder
     from vlseg.io import check_output_dir
 
     try:
-        out = check_output_dir(args.out)
+        return check_output_dir(args.out)
     except InputError as e:
         raise InputError(f"--out {e}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    # 1. Arguments (2. the output folder is checked with them)
+    out = check_common(args)
+    if getattr(args, "cases", None):  # a cohort: vlseg/cohort/cli.py
+        from vlseg.cohort.cli import run as run_cohort
+
+        return run_cohort(args, out)
+    if getattr(args, "overwrite", False):
+        raise InputError("--overwrite goes with --cases (a cohort); a single case is always rewritten")
+    files = {s: getattr(args, s) for s in SEQUENCES if getattr(args, s, None)}
+    if args.case and files:
+        raise InputError("give either --case DIR or per-sequence files (--t1n/--t1c/--t2w/--t2f), not both")
+    if not args.case and not files:
+        raise InputError("no scan given: pass --case DIR or at least one of --t1n/--t1c/--t2w/--t2f")
 
     # 3. The scan, read and validated once (the model gets this same Case)
     from vlseg.io import check_geometry, load_case

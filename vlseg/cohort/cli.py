@@ -20,13 +20,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vlseg.cohort.cases import CaseRef, find_cases, shard
 from vlseg.cohort.tables import FAILURES, MEASUREMENTS, weights_id, write_tables
 from vlseg.concepts import SEQUENCES
 from vlseg.errors import InputError
-from vlseg.io import check_output_dir
+
+if TYPE_CHECKING:
+    from vlseg.language import QueryParser
 
 EXIT_SOME_FAILED = 3
 # A rank that finishes its share waits for the slowest one; allow long imbalanced cohorts.
@@ -60,31 +62,33 @@ def _processes(device: str) -> Processes:
                      wait=state.wait_for_everyone)
 
 
-def check_args(args: argparse.Namespace) -> tuple[list[CaseRef], Path]:
-    """Every argument check that needs no model (exit 2 before anything loads); the cases and
-    the output folder."""
+def check_args(args: argparse.Namespace, out: Path) -> tuple[list[CaseRef], "QueryParser"]:
+    """The cohort's own checks, after the ones it shares with one case
+    (``vlseg.segmenter_cli.check_common``, which gave ``out``), all before the model loads
+    (exit 2): the cases, an output folder apart from them, and a query the parser answers.
+    Returns the cases and that parser (the model gets it, so the query is parsed once)."""
     if args.case or any(getattr(args, s, None) for s in SEQUENCES):
         raise InputError("give either --cases (a cohort) or --case/--t1n/--t1c/--t2w/--t2f (one case), not both")
-    if not args.query or not args.query.strip():
-        raise InputError("--query is empty; ask e.g. \"segment the necrotic core\"")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
-    confidence = getattr(args, "confidence", 0.9)
-    if not 0.0 < confidence < 1.0:
-        raise InputError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {confidence}")
-    try:
-        out = check_output_dir(args.out)
-    except InputError as e:
-        raise InputError(f"--out {e}") from None
+    if getattr(args, "series", None):
+        raise InputError("--series goes with --case DIR (one DICOM study); a cohort's series are "
+                         "mapped per study")
     cases = find_cases(args.cases)
     inputs = {ref.folder.resolve() for ref in cases}
     if out.resolve() in inputs or any(out.resolve() / ref.case_id in inputs for ref in cases):
         raise InputError("would write answers into the input case folders; choose another --out", str(out))
-    return cases, out
+    from vlseg.language import QueryParser
+
+    parser = QueryParser()
+    parse = parser.parse(args.query)
+    if parse.refused:
+        raise InputError(f"the query is refused: {parse.reason}; ask about tumor regions, e.g. "
+                         "\"segment the enhancing tumor\"")
+    return cases, parser
 
 
-def run(args: argparse.Namespace) -> int:
-    cases, out = check_args(args)
+def run(args: argparse.Namespace, out: Path) -> int:
+    """A cohort run; ``out`` is the output folder ``check_common`` checked."""
+    cases, parser = check_args(args, out)
     procs = _processes(args.device)
     threads = args.threads
     if args.device == "cuda" and procs.world_size > 1:
@@ -100,12 +104,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seg = Segmenter.from_pretrained(args.model, device=args.device, threads=threads,
-                                    confidence=getattr(args, "confidence", 0.9))
+                                    confidence=args.confidence, parser=parser)
     load_s = time.perf_counter() - t0
-    parse = seg.parser.parse(args.query)
-    if parse.refused:
-        raise InputError(f"the query is refused: {parse.reason}; ask about tumor regions, e.g. "
-                         "\"segment the enhancing tumor\"")
 
     mine = shard(cases, procs.rank, procs.world_size)
     tag = f"rank {procs.rank}/{procs.world_size}: " if procs.world_size > 1 else ""
