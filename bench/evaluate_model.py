@@ -15,9 +15,7 @@ of means per concept and writes per-case + summary JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +28,10 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
     import torch
 
     from vlseg.concepts import CONCEPTS
+    from vlseg.evaluation import score_subsets
     from vlseg.io import load_case
-    from vlseg.metrics import case_metrics
     from vlseg.model import describe_source, load_model
-    from vlseg.predict import concept_prompts, predict_masks
+    from vlseg.predict import concept_prompts
 
     torch.set_num_threads(threads)
     model = load_model(model_path)
@@ -44,13 +42,9 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
         case = load_case(folder)
         if case.labels is None:
             continue
-        for subset_name, subset in SUBSETS.items():
-            sub = dataclasses.replace(case, images={s: a for s, a in case.images.items() if s in subset})
-            t0 = time.perf_counter()
-            # The masks users get: the same labelling as Segmenter and training validation
-            pred = predict_masks(model, sub, threshold=threshold, prompts=prompts)
-            seconds = time.perf_counter() - t0
-            scores = case_metrics(pred, case.labels, case.spacing)
+        # The masks users get: the same labelling as Segmenter and training validation
+        for subset_name, seconds, scores in score_subsets(model, case, SUBSETS, threshold=threshold,
+                                                          prompts=prompts):
             per_case.append({"case": case.case_id, "subset": subset_name, "seconds": round(seconds, 2),
                              "metrics": scores})
             print(f"{case.case_id} {subset_name}: " + " ".join(

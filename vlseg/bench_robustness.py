@@ -175,33 +175,22 @@ def build_testset(root: str | Path, *, cases_per_family: int, families: Iterable
 
 
 # ----------------------------------------------------------------------------- scoring
-def predict_concepts(seg: Any, case: Any, prompts: Any) -> dict[str, np.ndarray]:
-    """Boolean masks for all five concepts, as ``Segmenter`` makes them (RAS+ case grid)."""
-    from vlseg.predict import predict_masks
-
-    return predict_masks(seg.model, case, threshold=seg.threshold, prompts=prompts, device=seg.device)
-
-
 def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str], None] = print
                 ) -> list[dict[str, Any]]:
-    """Per-case rows ``{family, subset, case, seconds, metrics: {concept: {dice, hd95}}}``."""
+    """Per-case rows ``{family, subset, case, seconds, metrics: {concept: {dice, hd95}}}``; the
+    masks are the ones ``Segmenter`` makes (RAS+ case grid)."""
+    from vlseg.evaluation import score_subsets
     from vlseg.io import load_case
-    from vlseg.metrics import case_metrics
-
     from vlseg.predict import concept_prompts
 
     prompts = concept_prompts(seg.model)  # (5, E)
     rows: list[dict[str, Any]] = []
     for family, folders in testset.items():
-        subsets = [s for f, s in conditions([family])]
+        subsets = {s: SUBSETS[s] for f, s in conditions([family])}
         for folder in folders:
             case = load_case(folder)
-            for subset in subsets:
-                sub = dataclasses.replace(case, images={k: v for k, v in case.images.items() if k in SUBSETS[subset]})
-                t0 = time.perf_counter()
-                pred = predict_concepts(seg, sub, prompts)
-                seconds = time.perf_counter() - t0
-                m = case_metrics(pred, case.labels, case.spacing, include_lesion_wise=False)
+            for subset, seconds, m in score_subsets(seg.model, case, subsets, prompts=prompts, threshold=seg.threshold,
+                                                    device=seg.device, include_lesion_wise=False):
                 rows.append({"family": family, "subset": subset, "case": case.case_id, "seconds": round(seconds, 2),
                              "metrics": {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in CONCEPTS}})
                 log(f"{case.case_id} {subset}: " + " ".join(f"{c} {m[c]['dice']:.3f}" for c in ("WT", "TC", "ET")))
