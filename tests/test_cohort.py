@@ -213,3 +213,14 @@ def test_tables_add_interval_columns_when_answers_have_them(tmp_path):
     assert _rows(tmp_path / "failures.csv") == [{"case": "c2", "error": "not run (interrupted?)"}]
     # Another model's answers do not count.
     assert write_tables(tmp_path, refs, "q", {"model_sha256": "b" * 64, "adapter_sha256": None}) == (0, 3)
+
+
+def test_one_line_errors_for_the_cli_the_mcp_server_and_failures_csv():
+    from vlseg.errors import one_line
+
+    assert one_line(InputError("bad\nsecond line", "/x")) == "/x: bad"
+    assert one_line(KeyError()) == "KeyError" == one_line(KeyError(), typed=True)
+    assert one_line(ValueError("x" * 400)) == "x" * 300
+    # failures.csv: the type of an unexpected error, never cut; a VlsegError as the CLI prints it
+    assert one_line(ValueError("x" * 400), typed=True, limit=None) == "ValueError: " + "x" * 400
+    assert one_line(InputError("bad", "/x"), typed=True, limit=None) == "/x: bad"

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from vlseg.errors import VlsegError
+from vlseg.errors import VlsegError, one_line
 
 # subcommand -> "module:function"; the function takes the parsed argparse.Namespace and
 # returns an exit status (or None for 0). Imports are lazy so `vlseg --help` stays fast.
@@ -167,11 +167,6 @@ def report_crash(command: str, exc: BaseException, folder: Path) -> Path | None:
         return None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Exit status: 0 done, 2 a problem the user can fix (one line on
     stderr), 1 an unexpected error (one line; the traceback goes to a log file), 130 Ctrl+C."""
@@ -183,14 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = _resolve(COMMANDS[args.command])(args)
     except VlsegError as e:
-        print(f"{prog}: error: {_first_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # the machine's problem, not ours: disk full, permissions, ...
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        print(f"{prog}: error: {e.strerror or _first_line(e)}{where}", file=sys.stderr)
+        print(f"{prog}: error: {e.strerror or one_line(e)}{where}", file=sys.stderr)
         return 2
     except MemoryError:
         print(f"{prog}: error: out of memory; try a smaller scan or a machine with more memory",
@@ -199,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the boundary: one line for the user, the log for us
         log = report_crash(args.command, e, log_dir())
         details = f"; details in {log}" if log else ""
-        print(f"{prog}: internal error ({type(e).__name__}: {_first_line(e)}){details}; "
+        print(f"{prog}: internal error ({type(e).__name__}: {one_line(e)}){details}; "
               "please report it", file=sys.stderr)
         return 1
     return int(status or 0)

@@ -16,3 +16,18 @@ class InputError(VlsegError, ValueError):
 
 class ModelError(VlsegError):
     """A checkpoint or model config that cannot be used."""
+
+
+def one_line(error: BaseException, *, typed: bool = False, limit: int | None = 300) -> str:
+    """The one line shown for ``error``: the first line of its message (its type name when the
+    message is empty), cut to ``limit`` characters. ``typed``: an error that is not a
+    :class:`VlsegError` is prefixed with its type name (``"KeyError: 'x'"``)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not text:
+        line = type(error).__name__
+    elif typed and not isinstance(error, VlsegError):
+        line = f"{type(error).__name__}: {text}"
+    else:
+        line = text
+    return line if limit is None else line[:limit]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from vlseg.errors import InputError, VlsegError
+from vlseg.errors import InputError, VlsegError, one_line
 
 DEFAULT_OUT = Path("~/.cache/vlseg/mcp")
 INSTRUCTIONS = (
@@ -111,11 +111,6 @@ def _safe_name(name: str) -> str:
     return keep or "case"
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
-
-
 def build_server(tools: CaseTools):
     """A FastMCP server exposing ``tools`` (stdio transport: ``server.run("stdio")``)."""
     from mcp.server.fastmcp import FastMCP
@@ -129,9 +124,9 @@ def build_server(tools: CaseTools):
             try:
                 return fn(*args, **kwargs)
             except VlsegError as e:
-                raise ToolError(_one_line(e)) from None
+                raise ToolError(one_line(e)) from None
             except OSError as e:
-                raise ToolError(e.strerror or _one_line(e)) from None
+                raise ToolError(e.strerror or one_line(e)) from None
 
     @server.tool(description=CaseTools.load_case.__doc__)
     def load_case(path: str, series: dict[str, str] | None = None) -> dict[str, Any]:
@@ -181,9 +176,9 @@ def add_gradio_tools(blocks: Any, tools: CaseTools) -> None:
         try:
             return fn(*args)
         except VlsegError as e:
-            raise gr.Error(_one_line(e), print_exception=False) from None
+            raise gr.Error(one_line(e), print_exception=False) from None
         except OSError as e:
-            raise gr.Error(e.strerror or _one_line(e), print_exception=False) from None
+            raise gr.Error(e.strerror or one_line(e), print_exception=False) from None
 
     def load_case(path: str, series: dict | None = None) -> dict:
         return guarded(tools.load_case, path, series)

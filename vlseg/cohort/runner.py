@@ -26,7 +26,7 @@ from vlseg.cohort.tables import (
     record_failure,
     weights_id,
 )
-from vlseg.errors import VlsegError
+from vlseg.errors import one_line
 from vlseg.io import load_case
 from vlseg.segmenter import Segmenter
 
@@ -42,14 +42,6 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (case_id, one-line error)
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_s: float = 0.0
-
-
-def one_line(error: BaseException) -> str:
-    """The one line the single-case CLI prints after "error: " (other exceptions get their type)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, VlsegError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
@@ -112,7 +104,7 @@ def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, ov
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:  # noqa: BLE001 - one bad case never stops the cohort
-                error = one_line(e)
+                error = one_line(e, typed=True, limit=None)  # the single-case CLI's line
                 record_failure(out, ref.case_id, error, query=query)
                 summary.failed.append((ref.case_id, error))
                 record.update(status="failed", error=error)
