@@ -137,3 +137,25 @@ def test_case_metrics_hd95_equals_direct_hd95():
         res = case_metrics({"WT": p}, {"WT": g}, sp)
         assert res["WT"]["hd95"] == pytest.approx(hd95(p, g, sp))
         assert res["WT"]["dice"] == pytest.approx(dice(p, g))
+
+
+@pytest.mark.parametrize("definition", ["brats2023", "brats2025"])
+def test_case_hd95_reused_from_the_whole_lesion_is_identical(definition, monkeypatch):
+    import vlseg.metrics.casewise as casewise
+
+    sp = (0.9, 1.1, 1.6)
+    g = _cube((40, 40, 40), (8, 8, 8), (12, 10, 9)) | _cube((40, 40, 40), (14, 14, 14), (9, 12, 10))
+    near = np.roll(g, 1, axis=0)
+    split = near.copy()
+    split[:, :, 12] = False  # two predicted parts, both matched to the one lesion (BraTS 2023)
+    far = near | _cube((40, 40, 40), (34, 34, 34), (3, 3, 3))  # plus a false positive
+    small = g | _cube((40, 40, 40), (33, 2, 2), (2, 2, 2))  # plus a small, ignored GT lesion
+    calls = []
+    real = casewise.case_hd95
+    monkeypatch.setattr(casewise, "case_hd95", lambda *a: calls.append(1) or real(*a))
+    for p, gt, reused in ((near, g, True), (split, g, definition == "brats2023"),
+                          (far, g, False), (near, small, False), (g, g, True)):
+        calls.clear()
+        res = case_metrics({"WT": p}, {"WT": gt}, sp, definition=definition)["WT"]
+        assert res["hd95"] == real(p, gt, sp)  # to the bit: what case_metrics gave before
+        assert (calls == []) == reused, (res["n_tp"], res["n_fp"], res["n_fn"])

@@ -53,14 +53,30 @@ def case_metrics(
     out: dict[str, dict[str, float]] = {}
     for c in concepts:
         p, g = as_masks(pred_c[c], gt_c[c])
-        row: dict[str, float] = {"dice": dice(p, g), "hd95": case_hd95(p, g, spacing)}
-        if include_lesion_wise:
-            lw = lesion_wise(p, g, spacing, definition=definition, dilation_iters=dilation_iters,
-                             min_volume_mm3=min_volume_mm3)
+        gt_voxels = int(np.count_nonzero(g))
+        lw = (lesion_wise(p, g, spacing, definition=definition, dilation_iters=dilation_iters,
+                          min_volume_mm3=min_volume_mm3) if include_lesion_wise else None)
+        whole = _whole_lesion_hd95(lw, gt_voxels) if lw is not None else None
+        row: dict[str, float] = {"dice": dice(p, g),
+                                 "hd95": whole if whole is not None else case_hd95(p, g, spacing)}
+        if lw is not None:
             row.update(lesion_dice=lw["dice"], lesion_hd95=lw["hd95"],
                        n_tp=lw["n_tp"], n_fn=lw["n_fn"], n_fp=lw["n_fp"])
             if "pq" in lw:
                 row["pq"] = lw["pq"]
-        row.update(gt_voxels=int(np.count_nonzero(g)), pred_voxels=int(np.count_nonzero(p)))
+        row.update(gt_voxels=gt_voxels, pred_voxels=int(np.count_nonzero(p)))
         out[c] = row
     return out
+
+
+def _whole_lesion_hd95(lw: Mapping, gt_voxels: int) -> float | None:
+    """The case-wise HD95 when the lesion-wise result already holds it, else None: one detected
+    lesion that is the whole ground truth (none ignored or missed) and no false positive, so
+    every predicted component was matched to it and its HD95 is between the whole masks
+    (``surface_distances`` crops to their union's box, so the value is the same to the bit)."""
+    if lw["n_tp"] != 1 or lw["n_fp"] or lw["n_fn"] or lw.get("n_ignored", 0):
+        return None
+    kept = [e for e in lw["lesions"] if not e["ignored"]]
+    if len(kept) != 1 or kept[0]["voxels"] != gt_voxels or not kept[0]["detected"]:
+        return None
+    return float(kept[0]["hd95"])
