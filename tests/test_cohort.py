@@ -224,3 +224,16 @@ def test_one_line_errors_for_the_cli_the_mcp_server_and_failures_csv():
     # failures.csv: the type of an unexpected error, never cut; a VlsegError as the CLI prints it
     assert one_line(ValueError("x" * 400), typed=True, limit=None) == "ValueError: " + "x" * 400
     assert one_line(InputError("bad", "/x"), typed=True, limit=None) == "/x: bad"
+
+
+def test_tables_agree_with_the_segmenter_and_no_progress_is_an_option():
+    from vlseg import segmenter
+    from vlseg.cli import build_parser
+    from vlseg.cohort import tables
+
+    assert tables.ANSWER_FILE == segmenter.ANSWER_FILE
+    assert tables._interval({"volume_ml_interval": [1.5, 3.0]}) == (1.5, 3.0)
+    assert tables._interval({"volume_ml_interval": None}) is None and tables._interval({}) is None
+    base = ["segment", "--cases", "x", "--query", "q", "--out", "o"]
+    assert build_parser().parse_args(base + ["--no-progress"]).no_progress is True
+    assert build_parser().parse_args(base).no_progress is False

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confidence level of the volume and ratio intervals (default 0.9)")
     s.add_argument("--overwrite", action="store_true",
                    help="with --cases: redo cases already answered with this query and model")
+    s.add_argument("--no-progress", action="store_true",
+                   help="with --cases: no progress bar (failed cases are still printed)")
 
     s = sub.add_parser("serve", help="start the chat app (Gradio) on http://127.0.0.1:7860",
                        allow_abbrev=False)  # '--auth x' must not pass for '--auth-file x'

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, out: Path) -> int:
     if procs.is_main:
         print(f"vlseg segment: {tag}{len(cases)} case(s), model loaded in {load_s:.1f} s", file=sys.stderr)
     summary = run_cases(seg, mine, query=args.query, out=out, overwrite=args.overwrite,
-                        rank=procs.rank, progress=procs.is_main and not getattr(args, "no_progress", False),
+                        rank=procs.rank, progress=procs.is_main and not args.no_progress,
                         desc=f"{tag}cases")
     procs.wait()
     if not procs.is_main:

@@ -23,6 +23,8 @@ from typing import Any, Iterable, Mapping
 from vlseg.cohort.cases import CaseRef
 from vlseg.fileio import write_bytes_atomic, write_json_atomic
 
+# vlseg.segmenter.ANSWER_FILE; not imported from there, which would load torch before the
+# cohort's argument checks (a test keeps the two equal).
 ANSWER_FILE = "answer.json"
 STATE_DIR = ".vlseg-cohort"
 MEASUREMENTS = "measurements.csv"
@@ -92,12 +94,9 @@ def append_log(out: Path, rank: int, record: Mapping[str, Any]) -> None:
 
 # ----------------------------------------------------------------------- tables
 def _interval(target: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """A target's ``volume_ml_interval`` (answer.json writes ``[low, high]`` or nothing)."""
     iv = target.get("volume_ml_interval")
-    if isinstance(iv, Mapping):
-        return iv.get("low", iv.get("lo")), iv.get("high", iv.get("hi"))
-    if isinstance(iv, (list, tuple)) and len(iv) == 2:
-        return iv[0], iv[1]
-    return None
+    return tuple(iv) if iv else None
 
 
 def measurement_rows(case_id: str, answer: Mapping[str, Any]) -> list[dict[str, Any]]:
