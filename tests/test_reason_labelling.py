@@ -38,3 +38,22 @@ def test_masks_nest_exactly_and_specks_are_absorbed():
     assert m["NCR"][20, 20, 20]                    # the lone ET voxel joined the necrosis around it
     p = final_probabilities(probs)
     assert np.allclose(p["NCR"], np.clip(probs["TC"] - probs["ET"], 0, 1))
+
+
+def test_whole_tumor_pieces_without_a_core_are_dropped_unless_none_has_one():
+    shape = (48, 40, 40)
+    tumor, blob = _ball(shape, (14, 20, 20), 9), _ball(shape, (36, 20, 20), 6)  # separate pieces
+    core = _ball(shape, (14, 20, 20), 5)
+    probs = {"WT": np.where(tumor | blob, 0.9, 0.05), "TC": np.where(core, 0.9, 0.05),
+             "ET": np.where(core, 0.9, 0.05)}
+    m = final_masks({c: p.astype(np.float32) for c, p in probs.items()}, AFFINE)
+    assert np.array_equal(m["WT"], tumor)            # the core-less blob is gone ...
+    assert not m["ED"][blob].any()                    # ... from the derived edema too
+    assert np.array_equal(m["NCR"] | m["ED"] | m["ET"], m["WT"])
+    # A tumor with no core anywhere (all edema, e.g. non-enhancing) keeps every piece.
+    probs["TC"] = probs["ET"] = np.full(shape, 0.05)
+    m = final_masks({c: p.astype(np.float32) for c, p in probs.items()}, AFFINE)
+    assert np.array_equal(m["WT"], tumor | blob) and np.array_equal(m["ED"], tumor | blob)
+    # Asked for the whole tumor alone (no core decoded), nothing is dropped.
+    m = final_masks({"WT": np.where(tumor | blob, 0.9, 0.05).astype(np.float32)}, AFFINE)
+    assert np.array_equal(m["WT"], tumor | blob)

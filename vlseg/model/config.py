@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from vlseg.errors import ModelError
 
+BIAS_CORRECTIONS = ("none", "n4")  # vlseg.model.preprocess implements them
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -34,6 +35,9 @@ class ModelConfig:
     spacing_mm: float = 2.0
     patch_size: tuple[int, int, int] = (96, 96, 96)
     in_sequences: int = 4
+    # Test-time intensity preprocessing before z-scoring: "none", or "n4" (smooth bias field
+    # divided out per sequence, vlseg.model.preprocess.correct_bias_field).
+    bias_correction: str = "none"
     dropout: float = 0.0
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -64,6 +68,8 @@ class ModelConfig:
             problems.append(f"patch_size must be 3 multiples of {self.size_divisor}, got {self.patch_size}")
         if self.in_sequences != 4:
             problems.append("in_sequences must be 4 (t1n, t1c, t2w, t2f)")
+        if self.bias_correction not in BIAS_CORRECTIONS:
+            problems.append(f"bias_correction must be one of {list(BIAS_CORRECTIONS)}, got {self.bias_correction!r}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
         if problems:

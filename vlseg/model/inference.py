@@ -1,6 +1,6 @@
 """Predictor core: ``prepare(model, case)`` once per scan, ``decode(model, prepared, prompts)`` per query.
 
-prepare:  normalise -> resample to the model spacing -> crop to the brain (+ margin) -> pad to a
+prepare:  [bias correction ->] normalise -> resample to the model spacing -> crop to the brain (+ margin) -> pad to a
           multiple of 2^levels -> encode_image once (whole cropped brain in one pass when it fits,
           else MONAI sliding-window over the encoder features) -> keep the features.
 decode:   prompt head on the cached features -> sigmoid -> uncrop -> resample back to the case's
@@ -57,7 +57,7 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
     cfg = model.config
     model.eval()
     # Normalise in the case's own grid, then resample to the model spacing
-    images, present = normalize_case_images(case)  # (4, X, Y, Z), (4,)
+    images, present = normalize_case_images(case, bias_correction=cfg.bias_correction)  # (4, X, Y, Z), (4,)
     spacing_in = tuple(float(s) for s in case.spacing)
     vol = resample_to_spacing(torch.from_numpy(images), spacing_in, cfg.spacing_mm, "trilinear")  # (4, x, y, z)
     model_shape = tuple(vol.shape[1:])

@@ -2,7 +2,9 @@
 
 - ``normalize_case_images(case) -> (images, present)``: images (4, X, Y, Z) float32 in SEQUENCES
   order, each present sequence z-scored over its nonzero (brain) voxels and clipped to
-  [-CLIP, CLIP], background and missing sequences 0; present (4,) bool.
+  [-CLIP, CLIP], background and missing sequences 0; present (4,) bool. With
+  ``bias_correction="n4"`` each sequence first has its smooth intensity bias divided out
+  (``correct_bias_field``: N4 fitted on a coarse copy, a second or so per scan).
 - ``resample_to_spacing`` / ``resample_to_shape``: torch interpolation between voxel grids.
 - ``nonzero_bbox`` / ``pad_to_multiple``: the crop-and-pad the predictor uses.
 """
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vlseg.concepts import SEQUENCES
+from vlseg.model.config import BIAS_CORRECTIONS
 
 CLIP = 5.0
 
@@ -33,8 +36,67 @@ def normalize_volume(vol: np.ndarray, *, clip: float = CLIP) -> np.ndarray:
     return np.clip(out, -clip, clip, out=out)
 
 
-def normalize_images(images: Mapping[str, np.ndarray], shape: Sequence[int] | None = None) -> np.ndarray:
-    """{canonical seq: array} -> (4, X, Y, Z) float32, zeros for missing sequences."""
+BIAS_FIT_MM = 8.0            # N4 is fitted on a copy of the scan at this spacing (the field is smooth)
+BIAS_ITERATIONS = (30, 30)   # per fitting level: two levels, the second on a twice finer control lattice
+BIAS_MIN_VOXELS = 500        # brain voxels on the fitting grid below which no field is fitted
+
+
+def correct_bias_field(vol: np.ndarray, spacing: Sequence[float], *, fit_mm: float = BIAS_FIT_MM,
+                       iterations: Sequence[int] = BIAS_ITERATIONS, threads: int | None = None,
+                       exclude: np.ndarray | None = None) -> np.ndarray:
+    """Divide out a smooth multiplicative intensity bias (N4, SimpleITK) from one volume.
+
+    N4 is fitted on a copy of the brain (nonzero voxels) averaged down to ``fit_mm`` voxels, which
+    keeps it to a fraction of a second; the fitted log field is interpolated back to the volume's
+    grid, shifted to mean 0 over the brain (intensities keep their overall scale) and divided out.
+    Background stays 0. Volumes N4 cannot model -- negative intensities inside the brain (already
+    normalised data), too few brain voxels -- are returned unchanged (as float32). ``exclude``
+    (bool, the volume's grid): voxels left out of the fit (a lesion, which N4 would otherwise
+    partly take for bias); the field is still divided out there.
+    """
+    import SimpleITK as sitk
+
+    vol = np.nan_to_num(np.asarray(vol, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    brain = vol != 0
+    if not brain.any() or (vol[brain] < 0).mean() > 0.01:
+        return vol
+    coarse = target_shape(vol.shape, spacing, fit_mm)
+    small = resample_to_shape(torch.from_numpy(np.clip(vol, 0, None))[None], coarse, "area")[0].numpy()
+    inside = resample_to_shape(torch.from_numpy(brain.astype(np.float32))[None], coarse, "area")[0].numpy() > 0.5
+    inside &= small > 0
+    if exclude is not None and exclude.any():
+        out_frac = resample_to_shape(torch.from_numpy(exclude.astype(np.float32))[None], coarse, "area")[0].numpy()
+        inside &= out_frac < 0.05
+    if inside.sum() < BIAS_MIN_VOXELS:
+        return vol
+    # Mean intensity of the brain part of each coarse voxel (edge voxels are partly background).
+    frac = resample_to_shape(torch.from_numpy(brain.astype(np.float32))[None], coarse, "area")[0].numpy()
+    small = np.where(inside, small / np.maximum(frac, 1e-6), 0).astype(np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(small.transpose(2, 1, 0)))  # ITK is z, y, x
+    image.SetSpacing((fit_mm,) * 3)
+    mask = sitk.GetImageFromArray(np.ascontiguousarray(inside.transpose(2, 1, 0)).astype(np.uint8))
+    mask.CopyInformation(image)
+    n4 = sitk.N4BiasFieldCorrectionImageFilter()
+    n4.SetMaximumNumberOfIterations([int(i) for i in iterations])
+    n4.SetNumberOfThreads(max(1, int(threads or torch.get_num_threads())))
+    n4.Execute(image, mask)
+    log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0).astype(np.float32)
+    log_field -= float(log_field[inside].mean())
+    full = resample_to_shape(torch.from_numpy(np.ascontiguousarray(log_field))[None], vol.shape, "trilinear")[0]
+    return np.where(brain, vol / np.exp(full.numpy()), 0).astype(np.float32)
+
+
+def normalize_images(images: Mapping[str, np.ndarray], shape: Sequence[int] | None = None, *,
+                     bias_correction: str = "none", spacing: Sequence[float] | None = None) -> np.ndarray:
+    """{canonical seq: array} -> (4, X, Y, Z) float32, zeros for missing sequences.
+
+    ``bias_correction``: "none", or "n4" (``correct_bias_field`` per sequence first; needs
+    ``spacing``, the voxel size in mm).
+    """
+    if bias_correction not in BIAS_CORRECTIONS:
+        raise ValueError(f"bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}")
+    if bias_correction == "n4" and spacing is None:
+        raise ValueError("bias_correction='n4' needs the voxel spacing")
     if shape is None:
         if not images:
             raise ValueError("no images to normalise")
@@ -42,7 +104,10 @@ def normalize_images(images: Mapping[str, np.ndarray], shape: Sequence[int] | No
     out = np.zeros((len(SEQUENCES), *shape), dtype=np.float32)
     for i, seq in enumerate(SEQUENCES):
         if seq in images:
-            out[i] = normalize_volume(images[seq])
+            vol = images[seq]
+            if bias_correction == "n4":
+                vol = correct_bias_field(vol, spacing)  # type: ignore[arg-type]
+            out[i] = normalize_volume(vol)
     return out
 
 
@@ -51,10 +116,12 @@ def present_from_keys(keys) -> np.ndarray:
     return np.array([s in keys for s in SEQUENCES], dtype=bool)
 
 
-def normalize_case_images(case) -> tuple[np.ndarray, np.ndarray]:
+def normalize_case_images(case, *, bias_correction: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """A ``vlseg.io.Case`` -> (images (4, X, Y, Z) float32 z-scored in the case's RAS+ grid,
     present (4,) bool)."""
-    return normalize_images(case.images, tuple(case.shape)), present_vector(case)
+    spacing = tuple(float(s) for s in case.spacing)
+    return (normalize_images(case.images, tuple(case.shape), bias_correction=bias_correction, spacing=spacing),
+            present_vector(case))
 
 
 def present_vector(case) -> np.ndarray:

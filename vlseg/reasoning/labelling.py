@@ -10,7 +10,12 @@ BraTS models do:
     NCR = TC ∧ ¬ET                        ED = WT ∧ ¬TC
 
 so every disjoint class comes from one per-voxel decision and NCR + ET = TC, NCR + ED + ET = WT
-voxel for voxel. Probabilities of the derived classes follow the same algebra
+voxel for voxel. A connected piece of the outermost region that holds none of the next one (a
+"whole tumor" blob with no tumor core: edema is the brain's reaction around a core) is dropped,
+unless no piece holds a core at all (a tumor with no core, labelled all edema, is kept whole).
+On phantoms every ground-truth piece above 15 voxels has a core, and the pieces dropped were
+false positives in deep grey matter (MODEL_CARD.md); a real satellite lesion seen only on FLAIR,
+beside a lesion with a core, would be lost. Probabilities of the derived classes follow the same algebra
 (p_NCR = max(p_TC − p_ET, 0), p_ED = max(p_WT − p_TC, 0)); they feed the volume intervals.
 A concept outside the chain (one registered later) is thresholded and cleaned on its own.
 
@@ -76,6 +81,8 @@ def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshol
         m = clean_mask(probs[c], affine, threshold=threshold, min_lesion_ml=min_lesion_ml)
         masks[c] = m if parent is None else (m & parent)
         parent = masks[c]
+    if len(chain) > 1 and chain[1] in masks:
+        masks[chain[0]] = drop_coreless_pieces(masks[chain[0]], masks[chain[1]])
     for b, (outer, inner) in derived.items():
         if outer in masks and inner in masks:
             masks[b] = masks[outer] & ~masks[inner]
@@ -85,6 +92,20 @@ def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshol
         if c not in masks and c not in chain:
             masks[c] = clean_mask(p, affine, threshold=threshold, min_lesion_ml=min_lesion_ml)
     return masks
+
+
+def drop_coreless_pieces(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """``outer`` without its connected pieces (26-connected) that contain no voxel of ``inner``;
+    ``outer`` unchanged when no piece contains any (or there is only one piece)."""
+    pieces, n = ndimage.label(outer, structure=_FULL)
+    if n <= 1:
+        return outer
+    has_core = np.zeros(n + 1, dtype=bool)
+    has_core[np.unique(pieces[inner & outer])] = True
+    has_core[0] = False
+    if not has_core.any() or has_core[1:].all():
+        return outer
+    return has_core[pieces]
 
 
 def _absorb_specks(masks: dict[str, np.ndarray], affine: np.ndarray, chain: tuple[str, ...],

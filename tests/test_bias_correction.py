@@ -1,0 +1,84 @@
+"""Test-time bias-field correction (N4 on a coarse copy): what it removes, what it leaves alone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_model_core import tiny_cfg
+from vlseg.errors import ModelError
+from vlseg.model.preprocess import correct_bias_field, normalize_images
+
+
+def head(shape=(90, 100, 80), spacing=2.0):
+    """Ellipsoidal 'brain' of two tissues in a checkerboard of 16 mm blocks, background 0."""
+    idx = np.indices(shape).astype(np.float32)
+    centre = (np.array(shape, np.float32) - 1) / 2
+    r = sum(((idx[a] - centre[a]) / (0.45 * shape[a])) ** 2 for a in range(3))
+    brain = r < 1
+    blocks = (np.floor(idx * spacing / 16).sum(axis=0) % 2).astype(bool)
+    tissue = np.where(blocks, 100.0, 160.0).astype(np.float32)
+    return np.where(brain, tissue, 0).astype(np.float32), brain, blocks, idx
+
+
+def smooth_bias(idx, shape):
+    """Multiplicative field from about x0.7 to x1.4 across the volume (two smooth gradients)."""
+    x = idx[0] / (shape[0] - 1)
+    y = idx[1] / (shape[1] - 1)
+    return np.exp(np.log(0.7) + np.log(2.0) * (0.6 * x + 0.4 * y ** 2)).astype(np.float32)
+
+
+def spread(vol, brain, blocks):
+    """Coefficient of variation within each tissue, averaged (0 for a perfectly flat image)."""
+    return float(np.mean([vol[brain & m].std() / vol[brain & m].mean() for m in (blocks, ~blocks)]))
+
+
+def test_removes_a_smooth_bias_and_keeps_background_and_scale():
+    shape = (90, 100, 80)
+    clean, brain, blocks, idx = head(shape)
+    biased = clean * smooth_bias(idx, shape)
+    out = correct_bias_field(biased, (2.0, 2.0, 2.0), threads=1)
+    assert out.dtype == np.float32 and out.shape == shape
+    assert (out[~brain] == 0).all()
+    before, after = spread(biased, brain, blocks), spread(out, brain, blocks)
+    assert before > 0.08 and after < 0.4 * before, (before, after)
+    # Overall intensity scale kept (the field is centred on 1 over the brain).
+    assert 0.8 < np.median(out[brain]) / np.median(biased[brain]) < 1.25
+
+
+def test_clean_image_is_left_nearly_alone():
+    clean, brain, blocks, _ = head()
+    out = correct_bias_field(clean, (2.0, 2.0, 2.0), threads=1)
+    assert spread(out, brain, blocks) < 0.05
+    assert np.abs(out[brain] / clean[brain] - 1).max() < 0.15
+
+
+def test_anisotropic_thick_slices_are_corrected_in_their_own_grid():
+    shape = (90, 100, 80)
+    clean, brain, blocks, idx = head(shape)
+    biased = (clean * smooth_bias(idx, shape))[:, :, ::3]  # 6 mm slices along z
+    out = correct_bias_field(biased, (2.0, 2.0, 6.0), threads=1)
+    b, m = brain[:, :, ::3], blocks[:, :, ::3]
+    assert out.shape == biased.shape and spread(out, b, m) < 0.5 * spread(biased, b, m)
+
+
+def test_data_n4_cannot_model_is_returned_unchanged():
+    rng = np.random.default_rng(0)
+    zscored = rng.normal(0, 1, (40, 40, 40)).astype(np.float32)  # already normalised: half negative
+    assert np.array_equal(correct_bias_field(zscored, (1.0, 1.0, 1.0)), zscored)
+    tiny = np.zeros((12, 12, 12), np.float32)
+    tiny[4:8, 4:8, 4:8] = 50.0  # far too few voxels on the 8 mm fitting grid
+    assert np.array_equal(correct_bias_field(tiny, (1.0, 1.0, 1.0)), tiny)
+    assert (correct_bias_field(np.zeros((10, 10, 10)), (1.0, 1.0, 1.0)) == 0).all()
+
+
+def test_normalize_images_options_and_config_field():
+    clean, _, _, _ = head((40, 40, 40))
+    with pytest.raises(ValueError, match="spacing"):
+        normalize_images({"t1c": clean}, bias_correction="n4")
+    with pytest.raises(ValueError, match="bias_correction"):
+        normalize_images({"t1c": clean}, bias_correction="histogram")
+    out = normalize_images({"t1c": clean}, bias_correction="n4", spacing=(2.0, 2.0, 2.0))
+    assert out.shape == (4, 40, 40, 40) and (out[0] == 0).all() and out[1].std() > 0
+    assert tiny_cfg().bias_correction == "none" and tiny_cfg(bias_correction="n4").bias_correction == "n4"
+    with pytest.raises(ModelError, match="bias_correction"):
+        tiny_cfg(bias_correction="N4!")
