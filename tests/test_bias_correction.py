@@ -82,3 +82,26 @@ def test_normalize_images_options_and_config_field():
     assert tiny_cfg().bias_correction == "none" and tiny_cfg(bias_correction="n4").bias_correction == "n4"
     with pytest.raises(ModelError, match="bias_correction"):
         tiny_cfg(bias_correction="N4!")
+
+
+def test_training_inputs_get_the_models_correction(phantom_case_2mm, tmp_path):
+    """A model that corrects at test time is trained on corrected inputs: the cache keeps them
+    apart (its key names the correction) and the randomizer renders them corrected."""
+    from vlseg.synth.randomize import RandomizedSynth
+    from vlseg.training.cache import build_cache
+    from vlseg.training.config import SourceConfig
+    from vlseg.training.sources import read_cache_file
+
+    src = SourceConfig(name="p", kind="phantoms", path=str(phantom_case_2mm.parent))
+    plain = build_cache([src], cache_dir=tmp_path, spacing_mm=2.0, progress=False)[0]
+    fixed = build_cache([src], cache_dir=tmp_path, spacing_mm=2.0, progress=False, bias_correction="n4")[0]
+    assert len(plain.files) == len(fixed.files) == 1 and plain.files != fixed.files
+    a, b = read_cache_file(plain.files[0]), read_cache_file(fixed.files[0])
+    assert a.images.shape == b.images.shape and np.array_equal(a.bits, b.bits)
+    assert not np.array_equal(a.images, b.images) and np.array_equal(a.images == 0, b.images == 0)
+
+    none = RandomizedSynth(spacing_mm=3.0).sample(np.random.default_rng(5), pool=False)
+    n4 = RandomizedSynth(spacing_mm=3.0, bias_correction="n4").sample(np.random.default_rng(5), pool=False)
+    assert all(np.array_equal(none.labels[k], n4.labels[k]) for k in none.labels) and np.array_equal(none.raw, n4.raw)
+    assert not np.allclose(none.images, n4.images) and np.isfinite(n4.images).all()
+    assert np.array_equal(none.images == 0, n4.images == 0)

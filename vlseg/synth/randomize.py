@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vlseg.concepts import SEQUENCES
-from vlseg.model.preprocess import nonzero_bbox, normalize_volume
+from vlseg.model.preprocess import nonzero_bbox, normalize_images
 from vlseg.synth.randomize_anatomy import (
     LABELS,
     MARGIN_VOX,
@@ -64,11 +64,13 @@ class RandomizedSynth:
     the generator alone.
     """
 
-    def __init__(self, *, spacing_mm: float, config: RandomizeConfig = DEFAULT_RANDOMIZE) -> None:
+    def __init__(self, *, spacing_mm: float, config: RandomizeConfig = DEFAULT_RANDOMIZE,
+                 bias_correction: str = "none") -> None:
         if not (np.isfinite(spacing_mm) and 0.5 <= spacing_mm <= 8.0):
             raise ValueError(f"spacing_mm must lie within [0.5, 8] mm, got {spacing_mm}")
         self.spacing_mm = float(spacing_mm)
         self.config = config
+        self.bias_correction = bias_correction  # the trained model's test-time correction, applied here too
         self.anatomy: Anatomy = load_anatomy(fine=self.spacing_mm < 2.0)
         self._pool: list[TumorDraw] = []
 
@@ -120,8 +122,9 @@ class RandomizedSynth:
                 raw[i], rec = acquire(raw[i], lm.brain, rng_acq, cfg, spacing_mm=self.spacing_mm, thick=thick)
                 acq[seq] = rec.steps
 
-        # Normalize as the predictor does.
-        images = np.stack([normalize_volume(v) for v in raw])
+        # Normalize as the predictor does (with the model's bias correction, if it has one).
+        images = normalize_images(dict(zip(SEQUENCES, raw)), raw.shape[1:], bias_correction=self.bias_correction,
+                                  spacing=(self.spacing_mm,) * 3)
         record = {"spacing_mm": self.spacing_mm, **info, "contrast": "realistic" if c.realistic else "free",
                   "means": {s: dict(zip(LABELS, map(float, c.means[i]))) for i, s in enumerate(SEQUENCES)},
                   "acquisition": acq, "shape": list(images.shape[1:])}

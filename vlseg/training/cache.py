@@ -2,7 +2,8 @@
 does (``vlseg.model.preprocess``), cropped to the brain and stored as a compressed ``.npz``.
 
 Files live in ``<cache_dir>/<spacing>mm/<source>/<case_id>-<key>.npz`` where ``key`` hashes the
-input files (path, size, mtime), the spacing and the label spec, so a changed case is rebuilt.
+input files (path, size, mtime), the spacing, the label spec and the model's bias correction (when
+it has one), so a changed case is rebuilt.
 Arrays: ``images`` (4, X, Y, Z) float16, ``bits`` (X, Y, Z) uint8 (bit k = CONCEPTS[k]),
 ``present`` (4,) bool, ``available`` uint8 (bits of the concepts the labels give), ``bbox``.
 
@@ -41,7 +42,7 @@ CACHE_VERSION = 1
 BBOX_MARGIN = 2  # voxels kept around the brain
 
 
-def cache_key(ref: CaseRef, source: SourceConfig, spacing_mm: float) -> str:
+def cache_key(ref: CaseRef, source: SourceConfig, spacing_mm: float, bias_correction: str = "none") -> str:
     files = []
     for p in ref.paths():
         st = p.stat()
@@ -50,12 +51,16 @@ def cache_key(ref: CaseRef, source: SourceConfig, spacing_mm: float) -> str:
         "version": CACHE_VERSION, "kind": source.kind, "spacing": float(spacing_mm),
         "label_map": source.label_map, "files": files,
     }
+    if bias_correction != "none":  # keeps the keys of caches made before the option existed
+        spec["bias_correction"] = bias_correction
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_path(cache_dir: str | Path, ref: CaseRef, source: SourceConfig, spacing_mm: float) -> Path:
+def cache_path(cache_dir: str | Path, ref: CaseRef, source: SourceConfig, spacing_mm: float,
+               bias_correction: str = "none") -> Path:
     safe_id = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ref.case_id)
-    return Path(cache_dir) / f"{spacing_mm:g}mm" / source.name / f"{safe_id}-{cache_key(ref, source, spacing_mm)}.npz"
+    key = cache_key(ref, source, spacing_mm, bias_correction)
+    return Path(cache_dir) / f"{spacing_mm:g}mm" / source.name / f"{safe_id}-{key}.npz"
 
 
 def load_labelled_case(ref: CaseRef, source: SourceConfig):
@@ -84,11 +89,12 @@ def load_labelled_case(ref: CaseRef, source: SourceConfig):
     return case, masks
 
 
-def preprocess_case(case, masks: dict[str, np.ndarray], spacing_mm: float) -> dict[str, np.ndarray]:
+def preprocess_case(case, masks: dict[str, np.ndarray], spacing_mm: float,
+                    bias_correction: str = "none") -> dict[str, np.ndarray]:
     """Normalize + resample (shared predictor code), crop to the brain; arrays for the cache."""
     from vlseg.model.preprocess import normalize_case_images, resample_to_spacing
 
-    images, present = normalize_case_images(case)                 # (4, X, Y, Z) float32, (4,) bool
+    images, present = normalize_case_images(case, bias_correction=bias_correction)  # (4, X, Y, Z), (4,)
     images_t = torch.from_numpy(np.ascontiguousarray(images))
     spacing_in = tuple(float(s) for s in case.spacing)
     spacing_out = (float(spacing_mm),) * 3
@@ -120,11 +126,11 @@ def preprocess_case(case, masks: dict[str, np.ndarray], spacing_mm: float) -> di
     }
 
 
-def _build_one(job: tuple[CaseRef, SourceConfig, float, str]) -> str:
-    ref, source, spacing_mm, out = job
+def _build_one(job: tuple[CaseRef, SourceConfig, float, str, str]) -> str:
+    ref, source, spacing_mm, bias_correction, out = job
     torch.set_num_threads(1)
     case, masks = load_labelled_case(ref, source)
-    arrays = preprocess_case(case, masks, spacing_mm)
+    arrays = preprocess_case(case, masks, spacing_mm, bias_correction)
     with atomic_path(out) as tmp:
         np.savez_compressed(tmp, **arrays)
     return out
@@ -137,20 +143,23 @@ def build_cache(
     spacing_mm: float,
     workers: int = 1,
     progress: bool = True,
+    bias_correction: str = "none",
 ) -> list[SourceEntries]:
-    """Make sure every case of every source is cached; return the cache files per source."""
+    """Make sure every case of every source is cached; return the cache files per source.
+    ``bias_correction``: the trained model's (``ModelConfig.bias_correction``), so training sees
+    the inputs the predictor will give it."""
     from tqdm.auto import tqdm
 
     entries: list[SourceEntries] = []
-    jobs: list[tuple[CaseRef, SourceConfig, float, str]] = []
+    jobs: list[tuple[CaseRef, SourceConfig, float, str, str]] = []
     for source in sources:
         if source.kind == "randomized":          # rendered on the fly: nothing to cache
-            entries.append(randomized_entries(source, spacing_mm))
+            entries.append(randomized_entries(source, spacing_mm, bias_correction))
             continue
         supervised = supervised_concepts(source)
         refs = discover_cases(source)
-        paths = [str(cache_path(cache_dir, r, source, spacing_mm)) for r in refs]
-        jobs += [(r, source, spacing_mm, p) for r, p in zip(refs, paths) if not Path(p).is_file()]
+        paths = [str(cache_path(cache_dir, r, source, spacing_mm, bias_correction)) for r in refs]
+        jobs += [(r, source, spacing_mm, bias_correction, p) for r, p in zip(refs, paths) if not Path(p).is_file()]
         entries.append(SourceEntries(name=source.name, weight=source.weight, supervised=supervised,
                                      files=tuple(paths)))
     if jobs:
@@ -179,9 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vlseg.training.config import load_config
 
         config = load_config(args.config, args.override)
-        spacing = resolve_model_config(config).spacing_mm
-        entries = build_cache(config.data.sources, cache_dir=config.data.cache_dir, spacing_mm=spacing,
-                              workers=args.workers or config.data.cache_workers)
+        model_config = resolve_model_config(config)
+        entries = build_cache(config.data.sources, cache_dir=config.data.cache_dir,
+                              spacing_mm=model_config.spacing_mm, workers=args.workers or config.data.cache_workers,
+                              bias_correction=model_config.bias_correction)
     except VlsegError as e:
         print(f"cache: error: {e}", file=sys.stderr)
         return 2

@@ -208,7 +208,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     with accelerator.main_process_first():
         entries = build_cache(config.data.sources, cache_dir=config.data.cache_dir,
                               spacing_mm=model.config.spacing_mm, workers=config.data.cache_workers,
-                              progress=progress and main)
+                              progress=progress and main, bias_correction=model.config.bias_correction)
     dataset = MixtureDataset(
         sources=entries, crop_size=config.data.crop_size, prompts_per_sample=config.data.prompts_per_sample,
         foreground_prob=config.data.foreground_prob, augment_config=config.augment, seed=config.seed,

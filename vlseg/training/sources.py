@@ -172,12 +172,14 @@ class SourceEntries:
     files: tuple[str, ...]
     randomize: RandomizeConfig | None = None
     spacing_mm: float | None = None
+    bias_correction: str = "none"  # the model's test-time correction, applied to rendered samples too
 
 
-def randomized_entries(source: SourceConfig, spacing_mm: float) -> SourceEntries:
+def randomized_entries(source: SourceConfig, spacing_mm: float, bias_correction: str = "none") -> SourceEntries:
     """The mixture entry of a ``kind: randomized`` source (nothing to cache)."""
     return SourceEntries(name=source.name, weight=source.weight, supervised=supervised_concepts(source),
-                         files=(), randomize=source.randomize or RandomizeConfig(), spacing_mm=float(spacing_mm))
+                         files=(), randomize=source.randomize or RandomizeConfig(), spacing_mm=float(spacing_mm),
+                         bias_correction=bias_correction)
 
 
 def randomized_sample(synth: RandomizedSynth, rng: np.random.Generator) -> CachedSample:
@@ -257,7 +259,8 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         src = self.sources[k]
         if src.randomize is not None:
             if src.name not in self._synths:
-                self._synths[src.name] = RandomizedSynth(spacing_mm=src.spacing_mm, config=src.randomize)
+                self._synths[src.name] = RandomizedSynth(spacing_mm=src.spacing_mm, config=src.randomize,
+                                                          bias_correction=src.bias_correction)
             cached = randomized_sample(self._synths[src.name], rng)
         else:
             cached = self._load(src.files[int(rng.integers(len(src.files)))])
