@@ -164,7 +164,7 @@ def test_two_checkpoints_side_by_side(tmp_path, random_checkpoint, capsys):
     labels = [m["label"] for m in result["models"]]
     assert labels == [random_checkpoint.name, "default"]
     assert [m["argument"] for m in result["models"]] == [str(random_checkpoint), "default"]
-    expected = ["clean", "thick_slices", "clean/flair_t1c", "clean/t1c_only"]
+    expected = ["clean", "thick_slices", "clean/flair_t1c", "thick_slices/flair_t1c", "clean/t1c_only"]
     assert result["test_set"]["conditions"] == expected
     for lab in labels:
         assert list(result["summary"][lab]) == expected
@@ -173,7 +173,7 @@ def test_two_checkpoints_side_by_side(tmp_path, random_checkpoint, capsys):
             assert entry["n_cases"] == 1
             for c in ("NCR", "ED", "ET", "TC", "WT"):
                 assert 0.0 <= entry[c]["dice"] <= 1.0 and entry[c]["hd95"] >= 0.0
-        assert len(result["per_case"][lab]) == 4
+        assert len(result["per_case"][lab]) == len(expected)
         assert result["runtime_s"][lab] > 0
     assert result["models"][1]["checkpoint_sha256"] != result["models"][0]["checkpoint_sha256"]
     thick = next(r for r in result["test_set"]["records"].values() if r["family"] == "thick_slices")
