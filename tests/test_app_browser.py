@@ -143,9 +143,14 @@ def test_browser_chat_viewer_downloads(fake_app, browser, tmp_path):
     page.fill("#query textarea", "segment the enhancing tumor")
     page.press("#query textarea", "Enter")
     page.wait_for_timeout(500)
+    # The question is also an example in the "Loaded ..." message: wait for one more copy of it.
+    copies = """text => [...document.querySelectorAll('#chat *')].filter(
+                    e => e.children.length === 0 && e.textContent.trim() === text).length"""
+    shown = page.evaluate(copies, "how big is the edema?")
     page.fill("#query textarea", "how big is the edema?")
     page.press("#query textarea", "Enter")
-    page.locator("#chat").get_by_text("how big is the edema?").wait_for(timeout=5_000)
+    page.wait_for_function(f"([text, n]) => ({copies})(text) > n", arg=["how big is the edema?", shown],
+                           timeout=5_000)
     assert page.locator("#chat").get_by_text("segment the enhancing tumor").count() >= 1
     page.locator("#chat").get_by_text("peritumoral edema of case").wait_for(timeout=T)
     page.locator("#chat").get_by_text("enhancing tumor of case").wait_for(timeout=T)
