@@ -42,17 +42,14 @@ BIAS_MIN_VOXELS = 500        # brain voxels on the fitting grid below which no f
 
 
 def correct_bias_field(vol: np.ndarray, spacing: Sequence[float], *, fit_mm: float = BIAS_FIT_MM,
-                       iterations: Sequence[int] = BIAS_ITERATIONS, threads: int | None = None,
-                       exclude: np.ndarray | None = None) -> np.ndarray:
+                       iterations: Sequence[int] = BIAS_ITERATIONS, threads: int | None = None) -> np.ndarray:
     """Divide out a smooth multiplicative intensity bias (N4, SimpleITK) from one volume.
 
     N4 is fitted on a copy of the brain (nonzero voxels) averaged down to ``fit_mm`` voxels, which
     keeps it to a fraction of a second; the fitted log field is interpolated back to the volume's
     grid, shifted to mean 0 over the brain (intensities keep their overall scale) and divided out.
     Background stays 0. Volumes N4 cannot model -- negative intensities inside the brain (already
-    normalised data), too few brain voxels -- are returned unchanged (as float32). ``exclude``
-    (bool, the volume's grid): voxels left out of the fit (a lesion, which N4 would otherwise
-    partly take for bias); the field is still divided out there.
+    normalised data), too few brain voxels -- are returned unchanged (as float32).
     """
     import SimpleITK as sitk
 
@@ -62,15 +59,11 @@ def correct_bias_field(vol: np.ndarray, spacing: Sequence[float], *, fit_mm: flo
         return vol
     coarse = target_shape(vol.shape, spacing, fit_mm)
     small = resample_to_shape(torch.from_numpy(np.clip(vol, 0, None))[None], coarse, "area")[0].numpy()
-    inside = resample_to_shape(torch.from_numpy(brain.astype(np.float32))[None], coarse, "area")[0].numpy() > 0.5
-    inside &= small > 0
-    if exclude is not None and exclude.any():
-        out_frac = resample_to_shape(torch.from_numpy(exclude.astype(np.float32))[None], coarse, "area")[0].numpy()
-        inside &= out_frac < 0.05
+    frac = resample_to_shape(torch.from_numpy(brain.astype(np.float32))[None], coarse, "area")[0].numpy()
+    inside = (frac > 0.5) & (small > 0)  # coarse voxels mostly inside the brain
     if inside.sum() < BIAS_MIN_VOXELS:
         return vol
     # Mean intensity of the brain part of each coarse voxel (edge voxels are partly background).
-    frac = resample_to_shape(torch.from_numpy(brain.astype(np.float32))[None], coarse, "area")[0].numpy()
     small = np.where(inside, small / np.maximum(frac, 1e-6), 0).astype(np.float32)
     image = sitk.GetImageFromArray(np.ascontiguousarray(small.transpose(2, 1, 0)))  # ITK is z, y, x
     image.SetSpacing((fit_mm,) * 3)
