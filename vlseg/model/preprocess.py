@@ -55,7 +55,8 @@ def correct_bias_field(vol: np.ndarray, spacing: Sequence[float], *, fit_mm: flo
 
     vol = np.nan_to_num(np.asarray(vol, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     brain = vol != 0
-    if not brain.any() or (vol[brain] < 0).mean() > 0.01:
+    values = vol[brain]
+    if not values.size or (values < 0).mean() > 0.01:
         return vol
     coarse = target_shape(vol.shape, spacing, fit_mm)
     small = resample_to_shape(torch.from_numpy(np.clip(vol, 0, None))[None], coarse, "area")[0].numpy()
@@ -76,7 +77,9 @@ def correct_bias_field(vol: np.ndarray, spacing: Sequence[float], *, fit_mm: flo
     log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0).astype(np.float32)
     log_field -= float(log_field[inside].mean())
     full = resample_to_shape(torch.from_numpy(np.ascontiguousarray(log_field))[None], vol.shape, "trilinear")[0]
-    return np.where(brain, vol / np.exp(full.numpy()), 0).astype(np.float32)
+    out = np.zeros_like(vol)
+    out[brain] = values / np.exp(full.numpy()[brain])  # the brain only: a fraction of the grid
+    return out
 
 
 def normalize_images(images: Mapping[str, np.ndarray], shape: Sequence[int] | None = None, *,
