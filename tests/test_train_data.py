@@ -181,6 +181,28 @@ def test_augment_keeps_labels_aligned_and_one_sequence():
     assert not img[:, 0].any()
 
 
+def test_sequence_dropout_keeps_the_clinical_sets_it_is_given():
+    images = np.ones((4, 6, 6, 6), np.float32)
+    bits = np.zeros((6, 6, 6), np.uint8)
+    cfg = AugmentConfig(flip_prob=0.0, gamma_prob=0.0, noise_prob=0.0, sequence_dropout_prob=1.0,
+                        sequence_keep_sets=(("t1c", "t2f"), ("t1c",)), sequence_keep_prob=1.0)
+    rng = np.random.default_rng(0)
+    kept = {tuple(np.flatnonzero(augment(images, bits, np.ones(4, bool), config=cfg, rng=rng)[2]))
+            for _ in range(40)}
+    assert kept == {(1, 3), (1,)}                         # indices of t1c, t2f in SEQUENCES
+    # A set that is not a proper subset of what is present is never chosen: random dropout instead
+    present = np.array([True, False, True, True])         # t1n, t2w, t2f
+    for _ in range(20):
+        out = augment(images, bits, present, config=cfg, rng=rng)[2]
+        assert 1 <= out.sum() <= 2 and not (out & ~present).any()
+    # Same seed, same draw
+    a = augment(images, bits, np.ones(4, bool), config=cfg, rng=np.random.default_rng(5))[2]
+    b = augment(images, bits, np.ones(4, bool), config=cfg, rng=np.random.default_rng(5))[2]
+    assert np.array_equal(a, b)
+    with pytest.raises(InputError, match="sequence_keep_sets"):
+        AugmentConfig(sequence_keep_sets=(("t1c", "dwi"),))
+
+
 # ----------------------------------------------------------------------------- loss
 
 def test_masked_loss_has_no_gradient_for_unsupervised_slots():

@@ -3,12 +3,14 @@
 A sample is ``images`` (4, X, Y, Z) float32 z-scored (zeros where a sequence is missing and
 outside the brain), ``bits`` (X, Y, Z) uint8 with bit k set where concept ``CONCEPTS[k]`` is
 present, and ``present`` (4,) bool. Steps: crop (biased to annotated foreground), flips,
-intensity scale/shift, gamma, noise, random sequence dropout (at least one sequence stays).
+intensity scale/shift, gamma, noise, random sequence dropout (at least one sequence stays;
+optionally biased to the sequence sets clinics send).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from vlseg.concepts import SEQUENCES
 from vlseg.training.config import AugmentConfig
 
 
@@ -97,11 +99,22 @@ def augment(
             vals = vals + rng.normal(0.0, config.noise_std * rng.random(), size=vals.shape)
         x[brain] = vals.astype(np.float32)
 
-    # Sequence dropout: zero a random proper subset of the present sequences
+    # Sequence dropout: zero a proper subset of the present sequences
     idx = np.flatnonzero(present)
     if idx.size >= 2 and rng.random() < config.sequence_dropout_prob:
-        n_drop = int(rng.integers(1, idx.size))
-        drop = rng.choice(idx, size=n_drop, replace=False)
+        drop = _dropped_sequences(present, config, rng)
         images[drop] = 0.0
         present[drop] = False
     return images, bits, present
+
+
+def _dropped_sequences(present: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Indices to drop: all but one of ``config.sequence_keep_sets`` (with ``sequence_keep_prob``,
+    among the sets that are a proper subset of ``present``), otherwise a uniformly random subset."""
+    idx = np.flatnonzero(present)
+    keeps = [k for k in (np.array([SEQUENCES.index(s) for s in ks]) for ks in config.sequence_keep_sets)
+             if k.size < idx.size and np.all(present[k])]
+    if keeps and rng.random() < config.sequence_keep_prob:
+        keep = keeps[int(rng.integers(len(keeps)))]
+        return np.setdiff1d(idx, keep)
+    return rng.choice(idx, size=int(rng.integers(1, idx.size)), replace=False)

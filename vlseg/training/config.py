@@ -108,11 +108,20 @@ class AugmentConfig:
     noise_prob: float = 0.2
     noise_std: float = 0.1
     sequence_dropout_prob: float = 0.3             # drop a random proper subset of present sequences
+    # When a sample is dropped to a subset, with this probability keep one of ``sequence_keep_sets``
+    # (the protocols clinics actually send, e.g. T1c + FLAIR) instead of a uniformly random subset.
+    sequence_keep_sets: tuple[tuple[str, ...], ...] = ()
+    sequence_keep_prob: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("flip_prob", "gamma_prob", "noise_prob", "sequence_dropout_prob"):
+        for name in ("flip_prob", "gamma_prob", "noise_prob", "sequence_dropout_prob", "sequence_keep_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"augment.{name} must lie in [0, 1]")
+        for keep in self.sequence_keep_sets:
+            unknown = [s for s in keep if s not in SEQUENCES]
+            if not keep or unknown:
+                raise InputError(f"augment.sequence_keep_sets: {list(keep)} must be a non-empty list of "
+                                 f"sequences from {list(SEQUENCES)}")
         if self.gamma_range[0] <= 0 or self.gamma_range[0] > self.gamma_range[1]:
             raise InputError("augment.gamma_range must be (low, high) with 0 < low <= high")
 
