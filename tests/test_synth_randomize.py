@@ -148,7 +148,9 @@ def test_label_defining_relations_hold_for_every_contrast_draw():
         assert m[t1c, L["ET"]] / ref[t1c] > 1.05 * m[t1n, L["ET"]] / ref[t1n]   # ET enhances
         for s in (t2w, t2f):
             assert m[s, L["ED"]] > 1.05 * m[s, L["WM"]]                   # edema bright on T2 / FLAIR
-        assert m[t2f, L["ED"]] > 1.05 * m[t2f, L["GM"]]                   # ... and than GM on FLAIR
+        assert m[t2f, L["ED"]] > 1.2 * m[t2f, L["GM"]]                    # ... and than GM on FLAIR
+        for fluid in ("CSF", "VENT"):                                     # FLAIR nulls free water
+            assert m[t2f, L[fluid]] * 1.15 < min(m[t2f, L["GM"]], m[t2f, L["WM"]])
         rel = np.abs(m[:, L["NCR"]] - m[:, L["ED"]]) / ((m[:, L["NCR"]] + m[:, L["ED"]]) / 2)
         assert rel.max() >= cfg.separation                              # core boundary visible somewhere
         assert (m > 0).all() and (c.stds >= 0).all()
@@ -161,7 +163,8 @@ def test_relations_are_enforced_even_on_adversarial_means():
     bad[:, L["ED"]] = 0.05
     m = enforce_relations(bad, rng(0), RandomizeConfig())
     assert m[S["t1c"], L["ET"]] > m[S["t1c"], L["NCR"]] and m[S["t2f"], L["ED"]] > m[S["t2f"], L["WM"]]
-    assert m[S["t2f"], L["ED"]] > m[S["t2f"], L["GM"]]
+    assert m[S["t2f"], L["ED"]] > m[S["t2f"], L["GM"]] > m[S["t2f"], L["CSF"]]
+    assert m[S["t2f"], L["VENT"]] < m[S["t2f"], L["WM"]]
     assert (np.abs(m[:, L["NCR"]] - m[:, L["ED"]]) / ((m[:, L["NCR"]] + m[:, L["ED"]]) / 2)).max() >= 0.25
     assert m[S["t1n"], L["ET"]] < m[S["t1c"], L["ET"]]
 

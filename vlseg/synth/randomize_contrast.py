@@ -8,6 +8,7 @@ Only the relations that define the tumor labels are then enforced:
 * ET enhances: relative to normal tissue (mean of GM and WM), ET is brighter on t1c than on t1n;
 * ED is brighter than WM on t2w, and than the parenchyma it infiltrates (GM and WM) on t2f
   (BraTS 2023 defines it as the surrounding FLAIR hyperintensity);
+* free water (CSF, ventricles) is darker than GM and WM on t2f: nulling it is what makes a FLAIR;
 * NCR and ED differ (relative difference >= ``separation``) in at least one sequence, otherwise
   the core's boundary in a non-enhancing tumor would be invisible in every sequence.
 
@@ -46,6 +47,10 @@ def enforce_relations(means: np.ndarray, rng: np.random.Generator, cfg: Randomiz
     m = means.copy()
     t1n, t1c, t2w, t2f = (_S[s] for s in ("t1n", "t1c", "t2w", "t2f"))
     et, wm, gm, ed, ncr = _L["ET"], _L["WM"], _L["GM"], _L["ED"], _L["NCR"]
+    # FLAIR is the sequence that nulls free water: CSF and the ventricles are darker than the
+    # parenchyma on it (without this, FLAIR alone cannot tell periventricular edema from fluid).
+    for fluid in (_L["CSF"], _L["VENT"]):
+        m[t2f, fluid] = min(m[t2f, fluid], min(m[t2f, wm], m[t2f, gm]) / (1 + rng.uniform(*cfg.fluid_margin)))
     # Edema is bright on T2 (relative to white matter) and on FLAIR (relative to GM and WM).
     m[t2w, ed] = max(m[t2w, ed], m[t2w, wm] * (1 + rng.uniform(*cfg.ed_margin)))
     m[t2f, ed] = max(m[t2f, ed], max(m[t2f, wm], m[t2f, gm]) * (1 + rng.uniform(*cfg.ed_margin)))

@@ -52,7 +52,8 @@ class RandomizeConfig:
     tumor_texture: Range = (0.0, 0.2)           # tumor heterogeneity std / mean
     et_margin: Range = (0.15, 0.8)              # ET on t1c >= (1 + m) x every other label on t1c
     enhancement_margin: Range = (0.1, 0.5)      # ET t1c/t1n, relative to GM/WM, >= (1 + m)
-    ed_margin: Range = (0.1, 0.6)               # ED >= (1 + m) x WM on t2w, x max(GM, WM) on t2f
+    ed_margin: Range = (0.25, 0.8)              # ED >= (1 + m) x WM on t2w, x max(GM, WM) on t2f
+    fluid_margin: Range = (0.2, 1.0)            # CSF, ventricles <= min(GM, WM) / (1 + m) on t2f
     separation: float = 0.25                    # NCR vs ED relative difference, in >= 1 sequence
     # --- artefacts (probability per sequence) ---
     p_bias: float = 0.8
