@@ -163,3 +163,44 @@ def test_save_is_atomic_and_keeps_old_checkpoint_on_failure(saved, tmp_path, mon
         save_checkpoint(model, out, {})
     assert (out / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_weight_average_interpolates_every_tensor_and_records_both(saved, tmp_path):
+    model, folder = saved
+    other = build_model(model.config)
+    for p in other.parameters():
+        torch.nn.init.normal_(p)
+    second = save_checkpoint(other, tmp_path / "second", {"steps": 9})
+    out = ckpt.average_checkpoints(folder, second, tmp_path / "avg", weight=0.25)
+    a, b = model.checkpoint_state_dict(), other.checkpoint_state_dict()
+    got = load_file(str(out / ckpt.WEIGHTS_FILE))
+    assert set(got) == set(a)
+    for k in a:
+        assert torch.allclose(got[k].float(), 0.75 * a[k].float() + 0.25 * b[k].float(), atol=1e-6), k
+    prov = json.loads((out / ckpt.CONFIG_FILE).read_text())["provenance"]["weight_average"]
+    assert prov["weight"] == 0.25 and prov["first"]["sha256"] == checkpoint_sha256(folder)
+    assert prov["second"]["provenance"]["steps"] == 9
+    assert load_model(out) is not None                     # a normal, loadable checkpoint
+    with pytest.raises(ModelError, match="weight"):
+        ckpt.average_checkpoints(folder, second, tmp_path / "bad", weight=1.5)
+
+
+def test_weight_average_refuses_different_models(saved, tmp_path):
+    model, folder = saved
+    cfg = model.config.to_dict() | {"feature_dim": 8}
+    other = save_checkpoint(build_model(ModelConfig.from_dict(cfg)), tmp_path / "other")
+    with pytest.raises(ModelError, match="different model configs"):
+        ckpt.average_checkpoints(folder, other, tmp_path / "avg", weight=0.5)
+
+
+def test_average_weights_script_reports_errors_in_one_line(saved, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("average_weights", Path(__file__).parent.parent / "train" / "average_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, folder = saved
+    assert script.main(["--first", str(folder), "--second", str(tmp_path / "missing"), "--weight", "0.5",
+                        "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("average_weights: error:") and "Traceback" not in err

@@ -137,3 +137,35 @@ def load_checkpoint(folder: str | Path) -> VLSegModel:
     load_state_into(model, folder / WEIGHTS_FILE)
     model.provenance = dict(meta.get("provenance") or {})  # type: ignore[attr-defined]
     return model
+
+
+def average_checkpoints(first: str | Path, second: str | Path, out: str | Path, *, weight: float) -> Path:
+    """Write ``(1 - weight) * first + weight * second`` (every stored tensor) as a checkpoint in
+    ``out``: weight-space ensembling of a fine-tune with the model it started from (WiSE-FT,
+    Wortsman et al. 2022), which keeps most of the fine-tune's gain under shift and most of the
+    start's accuracy where that was better. Both must be full checkpoints of the same model
+    config; the new provenance names both (SHA-256, provenance) and the weight."""
+    if not 0.0 <= weight <= 1.0:
+        raise ModelError(f"weight must lie in [0, 1], got {weight}")
+    folders = [resolve_checkpoint(first), resolve_checkpoint(second)]
+    models = [load_checkpoint(f) for f in folders]
+    configs = [m.config.to_dict() for m in models]
+    if configs[0] != configs[1]:
+        diff = sorted(k for k in configs[0] if configs[0].get(k) != configs[1].get(k))
+        raise ModelError(f"{folders[0]} and {folders[1]} have different model configs ({', '.join(diff)}); "
+                         "only checkpoints of one model can be averaged")
+    a, b = (m.checkpoint_state_dict() for m in models)
+    merged = {k: (a[k].float() * (1.0 - weight) + b[k].float() * weight).to(a[k].dtype) for k in a}
+    models[1].load_state_dict(merged, strict=False)
+    models[1].text_encoder.clear_cache()
+    provenance = {
+        "weight_average": {
+            "weight": weight,
+            "first": {"checkpoint": str(first), "sha256": checkpoint_sha256(folders[0]),
+                      "provenance": getattr(models[0], "provenance", {})},
+            "second": {"checkpoint": str(second), "sha256": checkpoint_sha256(folders[1]),
+                       "provenance": getattr(models[1], "provenance", {})},
+        },
+    }
+    return save_checkpoint(models[1], out, provenance)
+
