@@ -28,7 +28,15 @@ def test_tiny_randomized_config_mixes_randomized_and_phantoms():
     cfg = load_config(REPO / "train" / "configs" / "tiny_randomized.yaml")
     kinds = {s.name: s.kind for s in cfg.data.sources}
     assert kinds == {"randomized": "randomized", "phantoms_train": "phantoms"}
-    assert cfg.init_checkpoint == "default" and cfg.threads == 1 and cfg.data.num_workers == 1
+    assert cfg.threads == 1 and cfg.data.num_workers == 1
+    # It starts from the phantom-only model kept in train/resume/, the base the bundled default records
+    from vlseg.model import checkpoint_sha256
+    from vlseg.model.checkpoint import read_checkpoint_config, resolve_checkpoint
+
+    start = checkpoint_sha256(resolve_checkpoint(REPO / cfg.init_checkpoint))
+    bundled = read_checkpoint_config(resolve_checkpoint("default"))["provenance"]
+    assert bundled["base_checkpoint"]["sha256"] == start
+    assert cfg.augment.sequence_keep_sets and ("t1c", "t2f") in cfg.augment.sequence_keep_sets
     assert cfg.checkpoint_every == 50
     assert {s.kind for s in cfg.val.sources} == {"phantoms", "brats2023"}
 
