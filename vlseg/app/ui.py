@@ -46,7 +46,7 @@ EXAMPLE_QUERIES = [
 INTRO = (
     "Pick a sample case or upload 1–4 NIfTI sequences (BraTS names: `…-t1n/-t1c/-t2w/-t2f.nii.gz` "
     "or `…_t1/_t1ce/_t2/_flair.nii.gz`) or a `.zip` of a case folder, then ask. Research tool "
-    "output, not a diagnosis: the bundled model was trained on synthetic phantoms."
+    "output, not a diagnosis: the bundled model was trained on synthetic images only, never on real scans."
 )
 STATIC = Path(__file__).with_name("static")
 MAX_WAITING = 5  # questions one session may have waiting; more are refused with a reason, not dropped
