@@ -4,7 +4,8 @@
 #   OUT=/path/to/out train/gpu_recipe.sh [tiny|base] [STEPS] [RESUME]
 #
 #   tiny  (default) fine-tunes train/configs/tiny_randomized.yaml (2 mm, randomized + phantoms);
-#         RESUME defaults to runs/tiny_randomized (its newest checkpoint) when that exists.
+#         RESUME defaults to runs/tiny_randomized (its newest checkpoint) when that exists, else
+#         the run starts from the bundled default.
 #   base  the 1.5 mm `base` preset on the same data mixture, from RESUME or from scratch.
 #   STEPS steps beyond the resume point (default 600).
 #   RESUME a run folder, a checkpoints/step_* folder, or "none".
@@ -34,7 +35,7 @@ case "$PRESET" in
   tiny)
     SPACING=2; NAME=tiny_randomized; BATCH="${BATCH:-8}"; CROP=64
     DEFAULT_RESUME=runs/tiny_randomized
-    EXTRA=() ;;
+    EXTRA=(init_checkpoint=default) ;;   # without RESUME: improve the bundled default
   base)
     SPACING=1.5; NAME=base_randomized; BATCH="${BATCH:-2}"; CROP=128
     DEFAULT_RESUME=none
@@ -51,6 +52,8 @@ TRAIN_DIR="work_data/phantoms_train_${SPACING}mm"
 VAL_DIR="work_data/phantoms_val_${SPACING}mm"
 OMP_NUM_THREADS=1 $VLSEG synth --out "$TRAIN_DIR" --n 240 --seed 1 --spacing "$SPACING" --workers "$CORES" > /dev/null
 OMP_NUM_THREADS=1 $VLSEG synth --out "$VAL_DIR" --n 12 --seed 2 --spacing "$SPACING" --workers "$CORES" > /dev/null
+RAND_VAL_DIR="work_data/randomized_val_${SPACING}mm"
+OMP_NUM_THREADS=1 "$PY" -m vlseg.synth.randomize_cli --out "$RAND_VAL_DIR" --n 12 --seed 3 --spacing "$SPACING" > /dev/null
 
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/hardware.txt" 2>/dev/null || echo "no GPU" > "$OUT/hardware.txt"
@@ -58,7 +61,7 @@ echo "cores: $CORES, workers: $WORKERS, preset: $PRESET, steps: $STEPS, resume: 
 
 "$PY" train/continue_run.py --config "$CONFIG" --from "$RESUME" --steps "$STEPS" --out "$OUT/$NAME" \
   --no-progress --override \
-    name="$NAME" data.sources.1.path="$TRAIN_DIR" val.sources.0.path="$VAL_DIR" \
+    name="$NAME" data.sources.1.path="$TRAIN_DIR" val.sources.0.path="$VAL_DIR" val.sources.1.path="$RAND_VAL_DIR" \
     data.cache_dir="runs/cache_${SPACING}mm" data.num_workers="$WORKERS" data.cache_workers="$CORES" \
     data.batch_size="$BATCH" "data.crop_size=[$CROP,$CROP,$CROP]" threads=4 \
     checkpoint_every=200 keep_checkpoints=1 val.every=0 "${EXTRA[@]}" \
