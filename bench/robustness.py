@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=REPO / "work_data" / "robustness",
                    help="where generated cases are kept and reused")
     p.add_argument("--spacing", type=float, default=1.0, help="phantom voxel size in mm (1 = BraTS-like)")
+    p.add_argument("--first-case", type=int, default=0, metavar="K",
+                   help="score cases K .. K+N-1 (default 0); another range is a fresh draw of the test set")
     args = p.parse_args(argv)
     bad = [f for f in args.families if f not in FAMILIES]
     if bad:
@@ -49,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.families = [f for f in FAMILIES if f in args.families]  # canonical order, no duplicates
     if not 1 <= args.cases_per_family <= MAX_CASES:
         p.error(f"--cases-per-family must be between 1 and {MAX_CASES}, got {args.cases_per_family}")
+    if not 0 <= args.first_case <= 999 - args.cases_per_family:
+        p.error(f"--first-case must be between 0 and {999 - args.cases_per_family}, got {args.first_case}")
     if args.threads < 1:
         p.error(f"--threads must be at least 1, got {args.threads}")
     if not 0.5 <= args.spacing <= 4.0:
@@ -72,12 +76,13 @@ def run(args: argparse.Namespace) -> dict:
     models = args.model or [None]
     t0 = time.perf_counter()
     testset = rb.build_testset(args.cache, cases_per_family=args.cases_per_family, families=args.families,
-                               spacing_mm=args.spacing, log=log)
+                               spacing_mm=args.spacing, first_case=args.first_case, log=log)
     generation_s = time.perf_counter() - t0
     result: dict = {
         "benchmark": "vlseg robustness",
         "command": "python bench/robustness.py " + " ".join(sys.argv[1:]),
-        "test_set": {**rb.testset_description(args.cases_per_family, args.spacing, args.families),
+        "test_set": {**rb.testset_description(args.cases_per_family, args.spacing, args.families,
+                                              args.first_case),
                      "cache": str(rb.cache_folder(args.cache, args.spacing)),
                      "records": rb.load_records(testset)},
         "models": [], "summary": {}, "per_case": {},

@@ -151,6 +151,18 @@ def test_regeneration_is_identical_and_cache_is_reused(tmp_path):
     assert {f.name: f.stat().st_mtime_ns for f in a.iterdir()} == stamp
 
 
+def test_first_case_draws_fresh_cases(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr(rb, "write_case", lambda root, family, i, spacing_mm: made.append((family, i)) or
+                        Path(root) / family / rb.case_id(family, i))
+    out = rb.build_testset(tmp_path, cases_per_family=2, families=("clean", "noise"), spacing_mm=SPACING,
+                           first_case=12, log=lambda m: None)
+    assert made == [("clean", 12), ("clean", 13), ("noise", 12), ("noise", 13)]
+    assert [p.name for p in out["clean"]] == ["ROB-clean-012", "ROB-clean-013"]
+    assert len({rb.phantom_seed(i) for i in range(24)}) == 24          # every index its own phantom
+    assert rb.testset_description(2, SPACING, ("clean",), 12)["first_case"] == 12
+
+
 # ----------------------------------------------------------------------------- CLI and report
 def test_two_checkpoints_side_by_side(tmp_path, random_checkpoint, capsys):
     mod = _bench_module()
@@ -189,6 +201,7 @@ def test_two_checkpoints_side_by_side(tmp_path, random_checkpoint, capsys):
     (["--families", "clean", "blur"], "unknown family 'blur'"),
     (["--cases-per-family", "0"], "--cases-per-family must be between"),
     (["--threads", "0"], "--threads must be at least 1"),
+    (["--first-case", "-1"], "--first-case must be between"),
 ])
 def test_bad_arguments_give_one_line(argv, message, capsys):
     mod = _bench_module()

@@ -160,13 +160,16 @@ def write_case(root: str | Path, family: str, index: int, *, spacing_mm: float =
 
 
 def build_testset(root: str | Path, *, cases_per_family: int, families: Iterable[str] = FAMILIES,
-                  spacing_mm: float = 1.0, log: Callable[[str], None] = print) -> dict[str, list[Path]]:
-    """Generate (or reuse) every case; ``{family: [case folder, ...]}``."""
+                  spacing_mm: float = 1.0, first_case: int = 0, log: Callable[[str], None] = print
+                  ) -> dict[str, list[Path]]:
+    """Generate (or reuse) every case; ``{family: [case folder, ...]}``. Cases are indices
+    ``first_case .. first_case + cases_per_family - 1``: another ``first_case`` range is a fresh
+    draw of the same test set (new phantoms and shifts), for a figure no earlier choice has seen."""
     folder = cache_folder(root, spacing_mm)
     out: dict[str, list[Path]] = {}
     for family in families:
         out[family] = []
-        for i in range(cases_per_family):
+        for i in range(first_case, first_case + cases_per_family):
             t0 = time.perf_counter()
             cid = case_id(family, i)
             done = all(p.exists() for p in case_paths(folder / family / cid, cid).values())
@@ -231,9 +234,11 @@ def model_labels(models: list[str | None]) -> list[str]:
     return labels
 
 
-def testset_description(cases_per_family: int, spacing_mm: float, families: Iterable[str]) -> dict[str, Any]:
+def testset_description(cases_per_family: int, spacing_mm: float, families: Iterable[str],
+                        first_case: int = 0) -> dict[str, Any]:
     return {
         "namespace": NAMESPACE, "version": TESTSET_VERSION, "cases_per_family": int(cases_per_family),
+        "first_case": int(first_case),
         "phantom_spacing_mm": float(spacing_mm), "families": {f: list(STEPS[f]) for f in families},
         "conditions": [condition_name(f, s) for f, s in conditions(families)],
         "subsets": {k: list(v) for k, v in SUBSETS.items()},
