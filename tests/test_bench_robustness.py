@@ -219,3 +219,21 @@ def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "nope" in err[-1]
+
+
+def test_labelling_rules_compares_both_core_evidence_rules(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_labelling_rules", REPO / "bench" / "labelling_rules.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "rules.json"
+    rc = mod.main(["--cases-per-family", "1", "--families", "clean", "--spacing", str(SPACING),
+                   "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["subset"] for r in rows] == ["all4", "flair_t1c", "t1c_only"]
+    for r in rows:
+        for rule in ("cleaned", "raw"):
+            assert set(r[rule]) == {"WT", "TC", "ET"} and all(0.0 <= v <= 1.0 for v in r[rule].values())
+        assert r["raw"]["WT"] > 0 or r["cleaned"]["WT"] == 0   # raw evidence keeps at least what cleaned keeps
+    printed = capsys.readouterr().out
+    assert "clean/flair_t1c:" in printed and "vs" in printed

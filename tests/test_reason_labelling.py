@@ -57,3 +57,21 @@ def test_whole_tumor_pieces_without_a_core_are_dropped_unless_none_has_one():
     # Asked for the whole tumor alone (no core decoded), nothing is dropped.
     m = final_masks({"WT": np.where(tumor | blob, 0.9, 0.05).astype(np.float32)}, AFFINE)
     assert np.array_equal(m["WT"], tumor | blob)
+
+
+def test_raw_core_evidence_keeps_a_tumor_whose_core_is_only_specks():
+    shape = (48, 40, 40)
+    tumor, blob = _ball(shape, (14, 20, 20), 9), _ball(shape, (36, 20, 20), 6)
+    probs = {"WT": np.where(tumor | blob, 0.9, 0.05), "TC": np.full(shape, 0.05), "ET": np.full(shape, 0.05)}
+    probs["TC"][36, 18:23, 18:23] = 0.9            # the blob keeps a 25 mm^3 core (kept by cleaning at 0.02 mL)
+    probs["TC"][14, 20, 20] = 0.9                  # the tumor's core is one voxel: a speck cleaning removes
+    probs = {c: p.astype(np.float32) for c, p in probs.items()}
+    cleaned = final_masks(probs, AFFINE, min_lesion_ml=0.02)
+    assert not cleaned["WT"][tumor].any() and cleaned["WT"][blob].all()
+    raw = final_masks(probs, AFFINE, min_lesion_ml=0.02, core_evidence="raw")
+    assert np.array_equal(raw["WT"], tumor | blob)
+    assert not raw["TC"][tumor].any()               # the speck itself is still cleaned away
+    assert np.array_equal(raw["NCR"] | raw["ED"] | raw["ET"], raw["WT"])
+    import pytest
+    with pytest.raises(ValueError, match="core_evidence"):
+        final_masks(probs, AFFINE, core_evidence="loose")

@@ -28,16 +28,22 @@ def concept_prompts(model: VLSegModel) -> torch.Tensor:
     return model.embed_prompts([vocab.concept(c).canonical_prompt for c in labelling_sources(CONCEPTS)])
 
 
-def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
-                  prompts: torch.Tensor | None = None,
-                  device: str | None = None) -> dict[str, np.ndarray]:
-    """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them
-    (it too decodes only the labelling's sources)."""
+def predict_probabilities(model: VLSegModel, case: Case, *, prompts: torch.Tensor | None = None,
+                          device: str | None = None) -> dict[str, np.ndarray]:
+    """Probabilities of the labelling's sources (WT, TC, ET) on the case's RAS+ grid."""
     from vlseg.model.inference import decode, prepare
 
     if prompts is None:
         prompts = concept_prompts(model)
     prepared = prepare(model, case, device=device)        # encode image once
     probs = decode(model, prepared, prompts)              # (3, X, Y, Z)
-    sources = labelling_sources(CONCEPTS)
-    return final_masks(dict(zip(sources, probs)), case.affine, threshold=threshold)
+    return dict(zip(labelling_sources(CONCEPTS), probs))
+
+
+def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
+                  prompts: torch.Tensor | None = None,
+                  device: str | None = None) -> dict[str, np.ndarray]:
+    """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them
+    (it too decodes only the labelling's sources)."""
+    probs = predict_probabilities(model, case, prompts=prompts, device=device)
+    return final_masks(probs, case.affine, threshold=threshold)

@@ -71,8 +71,16 @@ def final_probabilities(probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
 
 
 def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshold: float = 0.5,
-                min_lesion_ml: float = 0.05) -> dict[str, np.ndarray]:
-    """Boolean masks for every concept the given probabilities determine (see module doc)."""
+                min_lesion_ml: float = 0.05, core_evidence: str = "cleaned") -> dict[str, np.ndarray]:
+    """Boolean masks for every concept the given probabilities determine (see module doc).
+
+    ``core_evidence`` says what makes a piece of the outer region hold a core for the core-less
+    rule: ``"cleaned"`` (the default) the inner region's final mask; ``"raw"`` also any voxel of
+    it at or above the threshold before cleaning, so a tumor whose core broke into specks below
+    ``min_lesion_ml`` is kept (compared by ``bench/labelling_rules.py``, see MODEL_CARD.md).
+    """
+    if core_evidence not in ("cleaned", "raw"):
+        raise ValueError(f"core_evidence must be 'cleaned' or 'raw', not {core_evidence!r}")
     chain, derived = region_chain(), _derived()
     masks: dict[str, np.ndarray] = {}
     parent: np.ndarray | None = None
@@ -83,7 +91,10 @@ def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshol
         masks[c] = m if parent is None else (m & parent)
         parent = masks[c]
     if len(chain) > 1 and chain[1] in masks:
-        masks[chain[0]] = drop_coreless_pieces(masks[chain[0]], masks[chain[1]])
+        core = masks[chain[1]]
+        if core_evidence == "raw":
+            core = core | (np.asarray(probs[chain[1]]) >= threshold)
+        masks[chain[0]] = drop_coreless_pieces(masks[chain[0]], core)
     for b, (outer, inner) in derived.items():
         if outer in masks and inner in masks:
             masks[b] = masks[outer] & ~masks[inner]
