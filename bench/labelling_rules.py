@@ -14,7 +14,6 @@ and the cases where they differ, and writes the per-case rows as JSON to ``--out
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -47,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import vlseg
     from vlseg import bench_robustness as rb
+    from vlseg.evaluation import with_sequences
     from vlseg.fileio import write_json_atomic
     from vlseg.io import load_case
     from vlseg.metrics import case_metrics
@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         for folder in folders:
             case = load_case(folder)
             for subset in subsets:
-                sub = dataclasses.replace(case, images={k: v for k, v in case.images.items()
-                                                        if k in rb.SUBSETS[subset]})
-                probs = predict_probabilities(seg.model, sub, prompts=prompts, device=seg.device)
+                probs = predict_probabilities(seg.model, with_sequences(case, rb.SUBSETS[subset]),
+                                              prompts=prompts, device=seg.device)
                 row = {"family": family, "subset": subset, "case": case.case_id}
                 for rule in RULES:
                     masks = final_masks(probs, case.affine, threshold=seg.threshold, core_evidence=rule)

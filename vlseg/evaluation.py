@@ -12,6 +12,11 @@ import time
 from typing import Any, Iterator, Mapping, Sequence
 
 
+def with_sequences(case: Any, sequences: Sequence[str]) -> Any:
+    """The case with only the named sequences (the others left out, as a user would)."""
+    return dataclasses.replace(case, images={k: v for k, v in case.images.items() if k in sequences})
+
+
 def score_subsets(model: Any, case: Any, subsets: Mapping[str, Sequence[str]], *, prompts: Any = None,
                   threshold: float = 0.5, device: str | None = None, include_lesion_wise: bool = True
                   ) -> Iterator[tuple[str, float, dict[str, dict[str, float]]]]:
@@ -27,11 +32,11 @@ def score_subsets(model: Any, case: Any, subsets: Mapping[str, Sequence[str]], *
     if case.labels is None:
         raise ValueError(f"{case.case_id}: case has no labels to score against")
     for name, sequences in subsets.items():
-        sub = dataclasses.replace(case, images={k: v for k, v in case.images.items() if k in sequences})
+        sub = with_sequences(case, sequences)
         t0 = time.perf_counter()
         pred = predict_masks(model, sub, threshold=threshold, prompts=prompts, device=device)
         seconds = time.perf_counter() - t0
         yield name, seconds, case_metrics(pred, case.labels, case.spacing, include_lesion_wise=include_lesion_wise)
 
 
-__all__ = ["score_subsets"]
+__all__ = ["score_subsets", "with_sequences"]

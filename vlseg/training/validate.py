@@ -10,13 +10,13 @@ scored; with ``heldout`` the first subset is also scored with held-out free-text
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg.evaluation import with_sequences
 from vlseg.metrics import dice
 from vlseg.model.inference import decode, prepare
 from vlseg.reasoning.labelling import final_masks
@@ -28,10 +28,8 @@ def subset_name(subset: Sequence[str]) -> str:
 
 
 def _with_sequences(case: Any, subset: Sequence[str]) -> Any | None:
-    keep = {s: a for s, a in case.images.items() if s in subset}
-    if not keep:
-        return None
-    return dataclasses.replace(case, images=keep)
+    sub = with_sequences(case, subset)
+    return sub if sub.images else None
 
 
 @torch.no_grad()
