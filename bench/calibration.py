@@ -61,7 +61,8 @@ class Runner:
         import torch
 
         from vlseg import vocab
-        from vlseg.concepts import CONCEPTS
+        from vlseg import vocab
+        CONCEPTS = vocab.codes()
         from vlseg.model import load_model
         from vlseg.reasoning.labelling import labelling_sources
 
@@ -109,7 +110,8 @@ def voxel_sample(p: np.ndarray, y: np.ndarray, brain: np.ndarray, rng: np.random
 
 
 def true_ratio(name: str, labels: dict[str, np.ndarray]) -> float | None:
-    from vlseg.reasoning.calibration import RATIOS
+    from vlseg import vocab
+    RATIOS = vocab.ratios()
 
     part, whole, _ = RATIOS[name]
     nw = int(labels[whole].sum())
@@ -124,8 +126,11 @@ def _display(path: str | Path) -> str:
 
 # ----------------------------------------------------------------------------- fit
 def fit(args: argparse.Namespace) -> int:
-    from vlseg.concepts import CONCEPTS
-    from vlseg.reasoning.calibration import RATIOS, Calibration, fit_temperature, logit, weights_sha256
+    from vlseg import vocab
+    CONCEPTS = vocab.codes()
+    from vlseg import vocab
+    from vlseg.reasoning.calibration import Calibration, fit_temperature, logit, weights_sha256
+    RATIOS = vocab.ratios()
     from vlseg.reasoning.measure import voxel_volume_ml
 
     cases = ensure_cases(args.cases, args.n, args.seed)
@@ -206,9 +211,12 @@ class _Ece:
 
 
 def coverage(args: argparse.Namespace) -> int:
-    from vlseg.concepts import CONCEPTS
+    from vlseg import vocab
+    CONCEPTS = vocab.codes()
     from vlseg.fileio import write_json_atomic
-    from vlseg.reasoning.calibration import RATIOS, Calibration
+    from vlseg import vocab
+    from vlseg.reasoning.calibration import Calibration
+    RATIOS = vocab.ratios()
     from vlseg.reasoning.measure import voxel_volume_ml
 
     cases = ensure_cases(args.cases, args.n, args.seed)

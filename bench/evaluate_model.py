@@ -27,7 +27,8 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
              limit: int | None = None) -> dict:
     import torch
 
-    from vlseg.concepts import CONCEPTS
+    from vlseg import vocab
+    CONCEPTS = vocab.codes()
     from vlseg.evaluation import score_subsets
     from vlseg.io import load_case
     from vlseg.model import describe_source, load_model

@@ -14,7 +14,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from vlseg.concepts import CONCEPT_NAMES, SEQUENCES
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
+
+CONCEPT_NAMES = vocab.names()
 from vlseg.errors import VlsegError
 from vlseg.io import Case, load_case
 from vlseg.segmenter import Answer

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from vlseg import vocab
 import pytest
 
 from vlseg.errors import ModelError
 from vlseg.reasoning.calibration import (
-    CALIBRATION_FILE, RATIOS, Calibration, apply_temperature, conformal_bounds,
+    CALIBRATION_FILE, Calibration, apply_temperature, conformal_bounds,
     expected_calibration_error, fit_temperature, logit, sigmoid, weights_sha256,
 )
 
@@ -102,7 +104,7 @@ def _fitted(seed: int = 0, n: int = 40) -> Calibration:
     rng = np.random.default_rng(seed)
     temps = {"WT": 1.6, "TC": 1.4, "ET": 1.2, "NCR": 1.5, "ED": 1.8}
     return Calibration(temperatures=temps, calibrated=True).with_scores(
-        {c: rng.normal(0.1, 1.0, n) for c in temps}, {r: rng.normal(0.0, 1.0, n) for r in RATIOS},
+        {c: rng.normal(0.1, 1.0, n) for c in temps}, {r: rng.normal(0.0, 1.0, n) for r in vocab.ratios()},
         checkpoint_sha256="0" * 64, fitted_on={"seed": seed})
 
 
@@ -118,7 +120,7 @@ def test_intervals_widen_with_q_and_hold_the_estimate(cal):
             if c in prev:
                 assert lo <= prev[c][0] + 1e-9 and hi >= prev[c][1] - 1e-9
             prev[c] = (lo, hi)
-        for name, (part, whole, _) in RATIOS.items():
+        for name, (part, whole, _) in vocab.ratios().items():
             lo, hi = got[f"{name}_interval"]
             r = (masks[part] & masks[whole]).sum() / masks[whole].sum()
             assert 0.0 <= lo <= r <= hi <= 1.0

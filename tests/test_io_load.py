@@ -8,7 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vlseg.concepts import CONCEPTS, LABEL_CONVENTIONS, SEQUENCES, labels_to_concepts
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
+from vlseg.vocab.labels import labels_to_concepts
+
+CONCEPTS = vocab.TUMOR_CODES
+LABEL_CONVENTIONS = vocab.label_conventions()
 from vlseg.errors import InputError
 from vlseg.io import Grid, load_case, write_label_map, write_mask
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vlseg.cli import main
-from vlseg.concepts import concepts_to_labels
+from vlseg.vocab.labels import concepts_to_labels
 from vlseg.metrics import HD95_EMPTY
 
 SHAPE = (24, 26, 20)

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.synth import SynthRanges, generate_case, generate_case_with_info, write_case
 from vlseg.synth.cli import case_name, case_seed
 from vlseg.synth.cli import run as synth_run

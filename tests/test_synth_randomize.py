@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg.vocab import SEQUENCES, TUMOR_CODES as CONCEPTS
 from vlseg.errors import InputError
 from vlseg.synth.randomize import RandomizedSynth
 from vlseg.synth.randomize_anatomy import LABELS, load_anatomy, sample_spatial, sample_tumor_draw
@@ -16,7 +16,7 @@ from vlseg.synth.randomize_artefacts import acquire, ghosting, motion, thick_sli
 from vlseg.synth.randomize_contrast import ContrastDraw, enforce_relations, render_intensities, sample_contrast
 from vlseg.synth.randomize_params import RandomizeConfig
 from vlseg.training.config import SourceConfig, config_from_dict
-from vlseg.training.sources import CONCEPT_BIT, MixtureDataset, randomized_entries
+from vlseg.training.sources import MixtureDataset, concept_bit, randomized_entries
 
 SPACING = 4.0
 L = {name: i for i, name in enumerate(LABELS)}
@@ -289,7 +289,7 @@ def test_mixture_streams_randomized_samples_with_every_concept_supervised():
     assert np.array_equal(a["images"].numpy(), b["images"].numpy())
     t = {c: a["targets"][i].numpy().astype(bool) for i, c in enumerate(a["concepts"])}
     assert t["WT"].any() and not (t["TC"] & ~t["WT"]).any() and np.array_equal(t["TC"], t["NCR"] | t["ET"])
-    assert CONCEPT_BIT["WT"] > 0
+    assert concept_bit("WT") > 0
 
 
 # ----------------------------------------------------------------------------- written cases

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from vlseg.concepts import CONCEPT_NAMES, CONCEPTS
+from vlseg import vocab
+
+CONCEPTS = vocab.TUMOR_CODES
+CONCEPT_NAMES = vocab.names()
 from vlseg.errors import InputError
 from vlseg.training.augment import augment, random_crop
 from vlseg.training.config import AugmentConfig, SourceConfig, load_config
@@ -18,7 +21,7 @@ from vlseg.training.prompts import (
     training_prompts,
 )
 from vlseg.training.sources import (
-    CONCEPT_BIT,
+    concept_bit,
     MixtureDataset,
     SourceEntries,
     collate,
@@ -61,9 +64,9 @@ def _cache_file(tmp_path, name: str, shape=(24, 24, 24), seed=0) -> str:
     r = np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2)
     regions = {"ED": (r < 9) & (r >= 6), "ET": (r < 6) & (r >= 3), "NCR": r < 3}
     for concept, m in regions.items():
-        bits[m] |= CONCEPT_BIT[concept]
-    bits[r < 6] |= CONCEPT_BIT["TC"]
-    bits[r < 9] |= CONCEPT_BIT["WT"]
+        bits[m] |= concept_bit(concept)
+    bits[r < 6] |= concept_bit("TC")
+    bits[r < 9] |= concept_bit("WT")
     path = tmp_path / f"{name}.npz"
     np.savez_compressed(path, images=images, bits=bits, present=np.ones(4, bool))
     return str(path)

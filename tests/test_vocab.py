@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from vlseg import intents, picture, vocab
-from vlseg.concepts import CONCEPTS, LABEL_CONVENTIONS
 from vlseg.vocab.labels import concepts_to_labels, labels_to_concepts
+
+CONCEPTS = vocab.TUMOR_CODES
+LABEL_CONVENTIONS = vocab.label_conventions()
 
 CAVITY = vocab.Concept(
     code="RC", name="resection cavity", parts=("RC",), color=(170, 60, 255),

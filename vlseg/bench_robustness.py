@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterable
 import nibabel as nib
 import numpy as np
 
-from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.synth import shifts
 from vlseg.synth.phantom import nifti_image
@@ -197,8 +198,8 @@ def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str]
             for subset, seconds, m in score_subsets(seg.model, case, subsets, prompts=prompts, threshold=seg.threshold,
                                                     device=seg.device, include_lesion_wise=False):
                 rows.append({"family": family, "subset": subset, "case": case.case_id, "seconds": round(seconds, 2),
-                             "metrics": {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in CONCEPTS}})
-                log(f"{case.case_id} {subset}: " + " ".join(f"{c} {m[c]['dice']:.3f}" for c in ("WT", "TC", "ET")))
+                             "metrics": {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in vocab.codes()}})
+                log(f"{case.case_id} {subset}: " + " ".join(f"{c} {m[c]['dice']:.3f}" for c in TABLE_CONCEPTS))
     return rows
 
 
@@ -211,7 +212,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for name, ms in sorted(out.items(), key=lambda kv: order.index(kv[0])):
         entry: dict[str, Any] = {"n_cases": len(ms)}
-        for c in CONCEPTS:
+        for c in vocab.codes():
             entry[c] = {}
             for k in METRICS:
                 a = np.array([m[c][k] for m in ms], dtype=np.float64)
@@ -260,7 +261,7 @@ def load_records(testset: dict[str, list[Path]]) -> dict[str, dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- report
-TABLE_CONCEPTS: tuple[str, ...] = ("WT", "TC", "ET")
+TABLE_CONCEPTS: tuple[str, ...] = vocab.region_chain()  # WT, TC, ET
 
 
 def markdown_tables(result: dict[str, Any]) -> str:

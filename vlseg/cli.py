@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from vlseg import vocab
 from vlseg.errors import VlsegError, one_line
 
 # subcommand -> "module:function"; the function takes the parsed argparse.Namespace and
@@ -69,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of predicted label maps, or a `vlseg segment --cases` output folder")
     s.add_argument("--gt", required=True, help="folder of ground-truth label maps (or case folders)")
     s.add_argument("--out", default=None, help="folder for metrics.csv / metrics.json (default: --pred)")
-    s.add_argument("--pred-convention", default="brats2023", choices=["brats2023", "brats2021", "msd"])
-    s.add_argument("--gt-convention", default=None, choices=["brats2023", "brats2021", "msd"],
+    s.add_argument("--pred-convention", default=vocab.default_convention(),
+                   choices=list(vocab.convention_names()))
+    s.add_argument("--gt-convention", default=None, choices=list(vocab.convention_names()),
                    help="default: from the layout (MSD labelsTr/ -> msd, *_seg -> brats2021, else brats2023)")
     s.add_argument("--definition", default="brats2023", choices=["brats2023", "brats2025"],
                    help="lesion-wise rule: official BraTS 2023 (default) or BraTS 2025 one-to-one matching")

@@ -36,9 +36,11 @@ from vlseg.language.places import structure_alternation
 from vlseg.reasoning.measure import TargetMeasurement
 from vlseg.reasoning.relations import Relations
 
-# Sub-regions that ``vlseg.reasoning.relations`` needs (fractions, rim, edema extent).
-RELATION_CONCEPTS: tuple[str, ...] = ("NCR", "ED", "ET", "TC")
-_CORE_PARTS = frozenset({"NCR", "TC", "ET"})
+def _core_parts() -> frozenset[str]:
+    """The tumor core and what it is made of (NCR, ET, TC)."""
+    core = vocab.by_role("core")
+    return frozenset() if core is None else frozenset({core, *vocab.concept(core).parts})
+
 _UNITS = r"(ml|cc|milliliters?|cm3|cubic|mm|centimeters?|liters?)"
 
 
@@ -52,7 +54,7 @@ def _always(targets: tuple[str, ...]) -> bool:
 
 def _several_core_parts(targets: tuple[str, ...]) -> bool:
     """Several regions including a core part: report how they relate (rim, fractions)."""
-    return len(set(targets)) > 1 and bool(set(targets) & _CORE_PARTS)
+    return len(set(targets)) > 1 and bool(set(targets) & _core_parts())
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Intent:
     compose: Callable[[Facts], list[str]]
     summary: str = ""                     # what it answers, for the capabilities text
     measures: bool = True                 # decodes and measures its targets (False: help, refuse)
-    relations: Callable[[tuple[str, ...]], bool] = _never  # also decode RELATION_CONCEPTS?
+    relations: Callable[[tuple[str, ...]], bool] = _never  # also decode vocab.relation_concepts()?
     default_target: str | None = None     # target when none is named and no earlier turn
     min_targets: int = 1                  # ratio: a part and a whole
     spans: Callable[[str], list[Span] | None] | None = None  # intent-specific target phrases
@@ -81,7 +83,7 @@ class Intent:
         targets = tuple(targets)
         wanted = tuple(dict.fromkeys(targets + self.companions(targets)))
         if self.relations(wanted):
-            wanted += tuple(c for c in RELATION_CONCEPTS if c not in wanted)
+            wanted += tuple(c for c in vocab.relation_concepts() if c not in wanted)
         return wanted
 
 

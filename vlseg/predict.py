@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlseg import vocab
-from vlseg.concepts import CONCEPTS
 from vlseg.reasoning.labelling import final_masks, labelling_sources
 
 if TYPE_CHECKING:
@@ -24,8 +23,8 @@ if TYPE_CHECKING:
 
 def concept_prompts(model: VLSegModel) -> torch.Tensor:
     """Embeddings of the canonical prompts the labelling needs (WT, TC, ET: NCR and ED are
-    derived from them), (3, E), in ``labelling_sources(CONCEPTS)`` order."""
-    return model.embed_prompts([vocab.concept(c).canonical_prompt for c in labelling_sources(CONCEPTS)])
+    derived from them), (3, E), in ``labelling_sources(model.config.concepts)`` order."""
+    return model.embed_prompts([vocab.concept(c).canonical_prompt for c in labelling_sources(model.config.concepts)])
 
 
 def predict_probabilities(model: VLSegModel, case: Case, *, prompts: torch.Tensor | None = None,
@@ -37,7 +36,7 @@ def predict_probabilities(model: VLSegModel, case: Case, *, prompts: torch.Tenso
         prompts = concept_prompts(model)
     prepared = prepare(model, case, device=device)        # encode image once
     probs = decode(model, prepared, prompts)              # (3, X, Y, Z)
-    return dict(zip(labelling_sources(CONCEPTS), probs))
+    return dict(zip(labelling_sources(model.config.concepts), probs))
 
 
 def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,

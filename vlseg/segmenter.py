@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from vlseg import __version__, intents, vocab
-from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import staged_folder, write_json_atomic
 from vlseg.io import Case, brain_warnings, check_geometry, geometry_warnings, load_case, write_mask
@@ -39,7 +39,7 @@ from vlseg.reasoning import (
     relations_to_json,
 )
 from vlseg.numbers import round_fraction, round_ml
-from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, RATIOS, Calibration
+from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, Calibration
 from vlseg.reasoning.grouping import lesion_masks
 from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
 from vlseg.reasoning.midline import case_midline_shift
@@ -282,10 +282,10 @@ class Segmenter:
                 measured[c] = state.measured[c]
             for fact in dict.fromkeys(f for q in questions for f in intents.get(q.intent).case_facts):
                 self._case_fact(fact)
-            if all(c in decoded for c in intents.RELATION_CONCEPTS):
+            if all(c in decoded for c in vocab.relation_concepts()):
                 if state.relations is None:
                     state.relations = relations(
-                        {c: self._mask(c) for c in intents.RELATION_CONCEPTS}, state.case.affine)
+                        {c: self._mask(c) for c in vocab.relation_concepts()}, state.case.affine)
                 rel = state.relations
         timing["measure"] = time.perf_counter() - t2
 
@@ -335,7 +335,7 @@ class Segmenter:
             out[c] = j
         rel_json = relations_to_json(rel)
         if rel_json is not None:
-            for name in RATIOS:
+            for name in vocab.ratios():
                 if rel_json.get(name) is None:
                     continue
                 if (name, level) not in known:
@@ -490,4 +490,4 @@ def _check_confidence(q: float) -> float:
     return q
 
 
-__all__ = ["Segmenter", "Answer", "DISCLAIMER", "CONCEPTS", "SEQUENCES"]
+__all__ = ["Segmenter", "Answer", "DISCLAIMER", "SEQUENCES"]

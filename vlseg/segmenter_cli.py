@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError
 
 

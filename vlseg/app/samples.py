@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 
 SampleWriter = Callable[..., Path]  # write_case(out_dir, seed, *, case_id=..., spacing_mm=...)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Literal
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError
 from vlseg.io import READERS, NiftiReader, classify, has_reader_suffix, looks_like_nifti, reader_for
 from vlseg.io.classify import NAMING_HINT

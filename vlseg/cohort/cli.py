@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 from vlseg.cohort.cases import CaseRef, find_cases, shard
 from vlseg.cohort.tables import FAILURES, MEASUREMENTS, weights_id, write_tables
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError
 
 if TYPE_CHECKING:

@@ -14,7 +14,9 @@ from typing import Mapping
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from vlseg.concepts import CONCEPTS, SEQUENCES, check_convention, concepts_to_labels, labels_to_concepts
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
+from vlseg.vocab.labels import concepts_to_labels, labels_to_concepts
 from vlseg.errors import InputError
 from vlseg.io.classify import label_values
 from vlseg.io.labels import check_label_map
@@ -128,7 +130,7 @@ def load_case(
     label_path = Path(label) if label is not None else files.label
     convention = label_convention or files.convention
     try:
-        check_convention(convention)
+        vocab.label_convention(convention)
     except ValueError as e:
         raise InputError(str(e)) from None
 
@@ -200,15 +202,14 @@ def write_mask(mask_ras: np.ndarray, case: Case, path: str | os.PathLike) -> Pat
 
 def write_label_map(masks_ras: Mapping[str, np.ndarray], case: Case, path: str | os.PathLike,
                     convention: str = "brats2023") -> Path:
-    """Write concept masks (any of NCR/ED/ET/TC/WT) as one label map in ``convention``."""
+    """Write concept masks (any registered concepts) as one label map in ``convention``."""
     path = check_output_path(path)
     try:
-        check_convention(convention)
+        vocab.label_convention(convention)
     except ValueError as e:
         raise InputError(str(e)) from None
-    unknown = set(masks_ras) - set(CONCEPTS)
-    if unknown:
-        raise ValueError(f"unknown concepts {sorted(unknown)}; use {CONCEPTS}")
+    for c in masks_ras:
+        vocab.check_concept(c)
     for c, m in masks_ras.items():
         if np.shape(m) != case.shape:
             raise ValueError(f"{c} mask shape {np.shape(m)} does not match the case {case.shape}")

@@ -27,22 +27,23 @@ from typing import Literal
 
 import numpy as np
 
-from vlseg.concepts import CONCEPTS, canonical_sequence
+from vlseg import vocab
+from vlseg.vocab import canonical_sequence
 from vlseg.errors import InputError
 from vlseg.io.readers import formats_hint, reader_for, split_suffix
 from vlseg.io.volume import DEFAULT_MAX_VOXELS
 
 Role = Literal["sequence", "label", "concept_mask", "multi", "unknown", "not_scan"]
-Style = Literal["brats2023", "brats2021", "other"]
+# The label convention whose file naming a name follows (``vocab.naming_convention``), or "other".
+Style = str
 Depth = Literal["name", "header", "voxels"]
 
 # Last name token of a label map: BraTS ``-seg``/``_seg``, ``_label(s)``, and a user's ``_mask``.
 LABEL_TOKENS: frozenset[str] = frozenset({"seg", "label", "labels", "mask"})
-BRATS2023_TOKENS: frozenset[str] = frozenset({"t1n", "t1c", "t2w", "t2f", "seg"})
-BRATS2021_TOKENS: frozenset[str] = frozenset({"t1", "t1ce", "t2", "flair", "seg"})
 LABEL_MAX_VALUES = 16  # a label map holds at most this many distinct integer values
-NAMING_HINT = ("name files like BraTS: *-t1n.nii.gz, *-t1c, *-t2w, *-t2f (BraTS 2023+, label "
-               "*-seg) or *_t1, *_t1ce, *_t2, *_flair (BraTS 2021, label *_seg)")
+NAMING_HINT = "name files like BraTS: " + " or ".join(
+    f"{c.naming_example()} ({c.title.split(' (')[0]})" for c in vocab.conventions()
+    if c.implied_by_naming and c.separator)
 _SEPARATORS = re.compile(r"[-_.\s]")
 
 
@@ -55,7 +56,7 @@ class FileClass:
     concept: str | None = None  # NCR | ED | ET | TC | WT when role is "concept_mask"
     case_id: str = ""  # the name before its last token ("" for a one-token name)
     stem: str = ""  # the name without its format suffix
-    style: Style = "other"  # BraTS 2023 (-t1c), BraTS 2021 (_t1ce) or other naming
+    style: Style = "other"  # the convention the naming follows (-t1c: brats2023) or "other"
     named: Role = "unknown"  # what the name alone says
     channels: int = 1  # volumes in the file (content depths only)
     reason: str = ""  # one line: why this role (empty when the name alone decided)
@@ -131,12 +132,7 @@ def _by_name(name: str) -> FileClass:
     cut = cuts[-1] if cuts else -1
     case_id, sep, token = (stem[:cut], stem[cut], stem[cut + 1:]) if cut >= 0 else ("", "", stem)
     low = token.lower()
-    if sep == "-" and low in BRATS2023_TOKENS:
-        style: Style = "brats2023"
-    elif sep == "_" and low in BRATS2021_TOKENS:
-        style = "brats2021"
-    else:
-        style = "other"
+    style: Style = vocab.naming_convention(sep, low) or "other"
     base = FileClass(role="unknown", case_id=case_id, stem=stem, style=style)
     if low in LABEL_TOKENS:
         return replace(base, role="label", named="label")
@@ -146,7 +142,7 @@ def _by_name(name: str) -> FileClass:
         seq = None
     if seq is not None:
         return replace(base, role="sequence", named="sequence", sequence=seq)
-    if stem in CONCEPTS:
+    if stem in vocab.codes():
         return replace(base, role="concept_mask", named="concept_mask", concept=stem)
     return base
 

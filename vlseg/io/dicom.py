@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlseg.concepts import canonical_sequence
+from vlseg.vocab import canonical_sequence
 from vlseg.errors import InputError
 from vlseg.io.dicom_study import (
     Series,

@@ -23,15 +23,6 @@ from vlseg.io.nifti import is_nifti_name
 
 SEG_FILE = "segmentation.dcm"
 
-# concept -> (segmented property type, label); category: morphologically abnormal structure.
-# Codes from pydicom's SNOMED CT dictionary (pydicom.sr.codedict.codes.SCT).
-_TYPES: dict[str, tuple[str, str]] = {
-    "NCR": ("Necrosis", "necrotic tumor core"),
-    "ED": ("Edema", "peritumoral edema"),
-    "ET": ("Neoplasm", "enhancing tumor"),
-    "TC": ("Neoplasm", "tumor core"),
-    "WT": ("Neoplasm", "whole tumor"),
-}
 
 
 def is_dicom_case(case: Any) -> bool:
@@ -79,16 +70,16 @@ def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.Pat
         {"model": str(model.get("name") or "")})
     descriptions, stacked = [], []
     for number, (concept, mask) in enumerate(masks_ras.items(), start=1):
-        type_name, label = _TYPES[concept]
-        color = vocab.concept(concept).color
+        spec = vocab.concept(concept)  # its name, colour and SNOMED CT category and type
+        color = spec.color
         kwargs = {}
         lab = _lab(color)
         if lab is not None:
             kwargs["display_color"] = lab
         descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=f"{concept} {label}"[:64],
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=getattr(codes.SCT, type_name),
+            segment_number=number, segment_label=f"{concept} {spec.name}"[:64],
+            segmented_property_category=hd.sr.CodedConcept(*spec.dicom_category),
+            segmented_property_type=hd.sr.CodedConcept(*spec.dicom_type),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, anatomic_regions=[codes.SCT.Brain],
             tracking_uid=hd.UID(), tracking_id=f"vlseg {concept}", **kwargs))

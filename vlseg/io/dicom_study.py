@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from vlseg.concepts import SEQUENCES, canonical_sequence
+from vlseg.vocab import SEQUENCES, canonical_sequence
 from vlseg.errors import InputError
 
 MAX_FILES = 20_000  # files examined in one study folder

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlseg.concepts import LABEL_CONVENTIONS
+from vlseg import vocab
 from vlseg.errors import InputError
 
 
@@ -32,12 +32,12 @@ def check_label_map(data: np.ndarray, path: str | Path, convention: str, *,
     ``option`` is how the caller's user picks another convention (named in the hint).
     """
     path = Path(path)
-    allowed = sorted({0, *LABEL_CONVENTIONS[convention].values()})
+    allowed = sorted({0, *vocab.label_convention(convention).values()})
     labels = _as_uint8(np.asarray(data), path, allowed, f"{convention} convention")
     present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=1)).tolist())
     bad = sorted(present - set(allowed))
     if bad:
-        fits = [c for c, v in LABEL_CONVENTIONS.items() if present <= {0, *v.values()}]
+        fits = [c for c, v in vocab.label_conventions().items() if present <= {0, *v.values()}]
         hint = (f"they fit {fits[0]} labels, pass {option}{fits[0]}" if fits
                 else "is this a label map?")
         raise InputError(f"has label values {bad} outside the {convention} convention {allowed}; "

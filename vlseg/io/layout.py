@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from vlseg.concepts import SEQUENCES, canonical_sequence
+from vlseg.vocab import SEQUENCES, canonical_sequence
 from vlseg.errors import InputError
 from vlseg.io.classify import LABEL_TOKENS, NAMING_HINT, FileClass, classify
 from vlseg.io.nifti import is_nifti_name

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vlseg.concepts import CONCEPTS
+from vlseg import vocab
 from vlseg.metrics.lesionwise import lesion_hd95, lesion_wise
 from vlseg.metrics.overlap import as_masks, check_spacing, complete_concepts, dice
 
@@ -37,14 +37,14 @@ def case_metrics(
 
     ``pred`` and ``gt`` map concept names (NCR/ED/ET/TC/WT) to boolean masks on the same grid;
     TC/WT are derived from their parts when missing. Every concept present in both is scored,
-    in ``CONCEPTS`` order. Per concept the result holds ``dice``, ``hd95`` (mm),
+    in the vocabulary's order. Per concept the result holds ``dice``, ``hd95`` (mm),
     ``gt_voxels``, ``pred_voxels`` and, unless ``include_lesion_wise=False``, the lesion-wise
     ``lesion_dice``, ``lesion_hd95``, ``n_tp``, ``n_fn``, ``n_fp`` of ``definition``
     (see :func:`vlseg.metrics.lesion_wise`; ``brats2025`` adds ``pq``).
     """
     spacing = check_spacing(spacing)
     pred_c, gt_c = complete_concepts(pred), complete_concepts(gt)
-    concepts = [c for c in CONCEPTS if c in pred_c and c in gt_c]
+    concepts = [c for c in vocab.codes() if c in pred_c and c in gt_c]
     if not concepts:
         raise ValueError(
             f"no concept in common between prediction ({', '.join(pred) or 'none'}) "

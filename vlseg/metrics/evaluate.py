@@ -25,7 +25,7 @@ from typing import Any, Mapping, TextIO
 
 import numpy as np
 
-from vlseg.concepts import CONCEPTS
+from vlseg import vocab
 from vlseg.errors import InputError
 from vlseg.fileio import write_bytes_atomic, write_json_atomic
 from vlseg.metrics.casewise import case_metrics
@@ -48,7 +48,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per concept: n cases, mean/sd/median/min/max of each metric, and lesion counts summed."""
     out: dict[str, dict[str, Any]] = {}
-    for concept in CONCEPTS:
+    for concept in vocab.codes():
         sel = [r for r in rows if r["concept"] == concept]
         if not sel:
             continue

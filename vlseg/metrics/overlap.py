@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from vlseg.concepts import CONCEPT_PARTS
+from vlseg import vocab
 
 # The BraTS penalty for a Hausdorff distance that is undefined because exactly one mask is
 # empty: 374 mm, about the diagonal of the 240x240x155 mm BraTS volume.
@@ -117,7 +117,7 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
 def complete_concepts(masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Add the composite concepts TC and WT when all their parts are given (and they are not)."""
     out = {k: np.asarray(v).astype(bool, copy=False) for k, v in masks.items()}
-    for concept, parts in CONCEPT_PARTS.items():
+    for concept, parts in vocab.parts().items():
         if concept not in out and len(parts) > 1 and all(p in out for p in parts):
             union = np.zeros_like(out[parts[0]])
             for p in parts:

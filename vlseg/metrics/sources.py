@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlseg.concepts import labels_to_concepts
+from vlseg import vocab
+from vlseg.vocab.labels import labels_to_concepts
 from vlseg.errors import InputError
 from vlseg.io import (
     DEFAULT_MAX_VOXELS,
@@ -46,7 +47,7 @@ class LabelSource:
     case_id: str
     label_file: Path | None = None
     concept_files: dict[str, Path] = field(default_factory=dict)
-    style: str = "other"  # "brats2021" for *_seg names, "msd" for labelsTr/, else "other"
+    style: str = "other"  # the convention the layout implies (*_seg: brats2021, labelsTr/: msd) or "other"
 
     @property
     def where(self) -> str:
@@ -63,7 +64,7 @@ class LoadedLabels:
 def _style(path: Path, named_style: str) -> str:
     if path.parent.name.lower() in ("labelstr", "labelsts"):
         return "msd"
-    return "brats2021" if named_style == "brats2021" else "other"
+    return named_style if named_style != vocab.default_convention() else "other"
 
 
 def _label_source(path: Path, *, in_folder: str | None = None) -> tuple[str, str] | None:
@@ -150,7 +151,7 @@ def discover(root: str | os.PathLike, role: str) -> tuple[dict[str, LabelSource]
 
 def guess_convention(src: LabelSource) -> str:
     """Label convention implied by the file layout: MSD labelsTr/ -> msd, *_seg -> brats2021."""
-    return {"msd": "msd", "brats2021": "brats2021"}.get(src.style, "brats2023")
+    return src.style if src.style in vocab.convention_names() else vocab.default_convention()
 
 
 def _read_label_map(path: Path, convention: str, option: str, max_voxels: int) -> tuple[np.ndarray, Grid]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from vlseg import vocab
 from vlseg.errors import ModelError
 
 BIAS_CORRECTIONS = ("none", "n4")  # vlseg.model.preprocess implements them
@@ -35,6 +36,9 @@ class ModelConfig:
     spacing_mm: float = 2.0
     patch_size: tuple[int, int, int] = (96, 96, 96)
     in_sequences: int = 4
+    # The concepts this model segments, in its channel order (training targets, the labelling's
+    # inputs, validation); each must be registered in vlseg.vocab.
+    concepts: tuple[str, ...] = vocab.TUMOR_CODES
     # Test-time intensity preprocessing before z-scoring: "none", or "n4" (smooth bias field
     # divided out per sequence, vlseg.model.preprocess.correct_bias_field).
     bias_correction: str = "none"
@@ -46,6 +50,7 @@ class ModelConfig:
         # Lists from JSON -> tuples, so configs hash and compare as values.
         for name in ("channels", "head_hidden", "patch_size"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        object.__setattr__(self, "concepts", tuple(str(c) for c in self.concepts))
         object.__setattr__(self, "spacing_mm", float(self.spacing_mm))
         problems = []
         if not self.name:
@@ -68,6 +73,10 @@ class ModelConfig:
             problems.append(f"patch_size must be 3 multiples of {self.size_divisor}, got {self.patch_size}")
         if self.in_sequences != 4:
             problems.append("in_sequences must be 4 (t1n, t1c, t2w, t2f)")
+        unknown = [c for c in self.concepts if c not in vocab.codes()]
+        if not self.concepts or unknown or len(set(self.concepts)) != len(self.concepts):
+            problems.append(f"concepts must be distinct registered concepts ({', '.join(vocab.codes())}), "
+                            f"got {list(self.concepts)}")
         if self.bias_correction not in BIAS_CORRECTIONS:
             problems.append(f"bias_correction must be one of {list(BIAS_CORRECTIONS)}, got {self.bias_correction!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -17,8 +17,7 @@ from typing import Any
 
 from vlseg import vocab
 from vlseg.numbers import fmt_number, fmt_pct, round_fraction, round_ml, round_mm
-from vlseg.concepts import SEQUENCES
-from vlseg.reasoning.calibration import RATIOS
+from vlseg.vocab import SEQUENCES
 from vlseg.reasoning.measure import TargetMeasurement
 from vlseg.reasoning.relations import Relations
 
@@ -103,7 +102,7 @@ def relations_to_json(r: Relations | None) -> dict[str, Any] | None:
         "volumes_ml": {k: round_ml(v) for k, v in r.volumes_ml.items()},
         "fractions": {k: round_fraction(v) for k, v in r.fractions.items()},
     }
-    for key in (*RATIOS, "necrosis_rim_fraction"):
+    for key in (*vocab.ratios(), "necrosis_rim_fraction"):
         out[key] = round_fraction(getattr(r, key))
     out["necrosis_surrounded_by_enhancing_rim"] = r.necrosis_surrounded_by_enhancing_rim
     for key in ("edema_extent_beyond_core_mm", "edema_max_extent_beyond_core_mm"):
@@ -336,8 +335,6 @@ def _relation_sentences(r: dict) -> list[str]:
     return out
 
 
-# Ratio keys of the relations JSON, by (part, whole): the calibration's table of ratios.
-_NAMED_RATIOS = {(part, whole): name for name, (part, whole, _) in RATIOS.items()}
 
 
 def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None = None) -> list[str]:
@@ -355,7 +352,8 @@ def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None =
     if key in fractions and fractions[key] is not None:
         a, b = key.split("/")
         vols = r["volumes_ml"]
-        iv = (r or {}).get(f"{_NAMED_RATIOS.get((a, b), '')}_interval")
+        named = {(part, whole): name for name, (part, whole, _) in vocab.ratios().items()}
+        iv = (r or {}).get(f"{named.get((a, b), '')}_interval")
         interval = (f"; {_interval_phrase(q)}{_pct(iv[0])[:-1]}–{_pct(iv[1])}"
                     if iv is not None and q is not None else "")
         lines.append(f"The {_name(a)} makes up {_pct(fractions[key])} of the {_name(b)} "

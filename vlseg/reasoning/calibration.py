@@ -46,7 +46,7 @@ API (all arrays (X, Y, Z) on one grid, ``affine`` 4×4 voxel → world mm)::
     cal.exact(q) -> bool;  cal.describe(q) -> dict for answer.json
 
 ``probs`` are ``final_probabilities(...)`` (raw; calibration is applied inside), ``masks`` are
-``final_masks(...)``; ratio names are those of ``relations`` (see ``RATIOS``). A ratio whose whole
+``final_masks(...)``; ratio names are those of ``relations`` (``vocab.ratios()``). A ratio whose whole
 is empty in the masks has no interval (None).
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vlseg.concepts import CONCEPTS
+from vlseg import vocab
 from vlseg.errors import ModelError
 from vlseg.reasoning.measure import voxel_volume_ml
 
@@ -69,12 +69,6 @@ FORMAT_VERSION = 1
 DEFAULT_CONFIDENCE = 0.9
 WEIGHT_FILES = ("model.safetensors", "adapter.safetensors")  # full checkpoint, LoRA adapter
 EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before taking logits
-# relations name -> (part, whole, the whole's other part)
-RATIOS: dict[str, tuple[str, str, str]] = {
-    "necrotic_fraction_of_core": ("NCR", "TC", "ET"),
-    "enhancing_fraction_of_core": ("ET", "TC", "NCR"),
-    "edema_fraction_of_whole": ("ED", "WT", "TC"),
-}
 UNCALIBRATED_NOTE = ("intervals are uncalibrated (probability bands, no coverage guarantee): "
                      "no calibration fitted for these weights")
 
@@ -265,10 +259,10 @@ class Calibration:
         if not isinstance(temps, dict) or not temps:
             raise bad("'temperatures' must be a non-empty object")
         for c, t in temps.items():
-            if c not in CONCEPTS or not isinstance(t, (int, float)) or not (0.0 < float(t) < 1e3):
-                raise bad(f"temperature for {c!r} must be a positive number, concept one of {', '.join(CONCEPTS)}")
-        vol = _score_table(data.get("volume_scores"), set(CONCEPTS), bad, "volume_scores")
-        rat = _score_table(data.get("ratio_scores"), set(RATIOS), bad, "ratio_scores")
+            if c not in vocab.codes() or not isinstance(t, (int, float)) or not (0.0 < float(t) < 1e3):
+                raise bad(f"temperature for {c!r} must be a positive number, concept one of {', '.join(vocab.codes())}")
+        vol = _score_table(data.get("volume_scores"), set(vocab.codes()), bad, "volume_scores")
+        rat = _score_table(data.get("ratio_scores"), set(vocab.ratios()), bad, "ratio_scores")
         try:
             r = data.get("rule") or {}
             rule = ScoreRule(band=tuple(float(v) for v in r["band"]), floor_ml=float(r["floor_ml"]),
@@ -317,8 +311,7 @@ class Calibration:
 
     def probabilities(self, concept: str, p: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of ``concept`` (identity when it has no temperature)."""
-        if concept not in CONCEPTS:
-            raise ValueError(f"unknown concept {concept!r}; use one of {', '.join(CONCEPTS)}")
+        vocab.check_concept(concept)
         return apply_temperature(p, self.temperature(concept))
 
     def band_ml(self, concept: str, prob: np.ndarray, affine: np.ndarray,
@@ -386,7 +379,7 @@ class Calibration:
 
     def ratio_interval(self, name: str, probs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
                        affine: np.ndarray, q: float = DEFAULT_CONFIDENCE) -> tuple[float, float] | None:
-        """Interval for the ratio ``name`` (a key of ``RATIOS``) at confidence ``q``; contains r̂.
+        """Interval for the ratio ``name`` (a key of ``vocab.ratios()``) at confidence ``q``; contains r̂.
         None when the ratio is undefined (its whole is empty in ``masks``)."""
         _check_q(q)
         scores = self.ratio_scores.get(name)
@@ -409,7 +402,7 @@ class Calibration:
         "<ratio>_interval": (lo, hi) for each defined ratio}."""
         out: dict[str, Any] = {"volume_ml_interval": {
             c: self.volume_interval(c, probs[c], masks[c], affine, q) for c in masks if c in probs}}
-        for name in RATIOS:
+        for name in vocab.ratios():
             iv = self.ratio_interval(name, probs, masks, affine, q)
             if iv is not None:
                 out[f"{name}_interval"] = iv
@@ -434,9 +427,10 @@ class Calibration:
 
 
 def _ratio_parts(name: str) -> tuple[str, str, str]:
-    if name not in RATIOS:
-        raise ValueError(f"unknown ratio {name!r}; use one of {', '.join(RATIOS)}")
-    return RATIOS[name]
+    ratios = vocab.ratios()
+    if name not in ratios:
+        raise ValueError(f"unknown ratio {name!r}; use one of {', '.join(ratios)}")
+    return ratios[name]
 
 
 def _score_table(d: Any, allowed: set[str], bad, what: str) -> dict[str, np.ndarray]:

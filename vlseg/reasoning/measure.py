@@ -14,7 +14,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist, squareform
 
-from vlseg.concepts import CONCEPTS
+from vlseg import vocab
 from vlseg.reasoning.atlas import AtlasLocator, apply_affine
 from vlseg.reasoning.grouping import MERGE_MM, group_lesions, min_voxels, voxel_volume_ml
 from vlseg.reasoning.structures import STRUCTURE_KEYS, distances_mm
@@ -78,8 +78,7 @@ class TargetMeasurement:
 
 def _check_inputs(concept: str, prob: np.ndarray, affine: np.ndarray, threshold: float,
                   min_lesion_ml: float) -> tuple[np.ndarray, np.ndarray]:
-    if concept not in CONCEPTS:
-        raise ValueError(f"unknown concept {concept!r}; use one of {', '.join(CONCEPTS)}")
+    vocab.check_concept(concept)
     prob = np.asarray(prob)
     if prob.ndim != 3:
         raise ValueError(f"prob must be a 3D (X, Y, Z) array, got shape {prob.shape}")

@@ -11,38 +11,50 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from vlseg.concepts import CONCEPTS
+from vlseg import vocab
 from vlseg.reasoning.grouping import voxel_volume_ml
 
-# (part, whole) pairs reported as "PART/WHOLE" fractions.
-FRACTION_PAIRS: tuple[tuple[str, str], ...] = (
-    ("NCR", "TC"), ("ET", "TC"), ("NCR", "WT"), ("ET", "WT"), ("ED", "WT"), ("TC", "WT"),
-)
 RIM_FRACTION = 0.75  # NCR counts as ringed by ET when >= 75 % of its outer border is ET
 EDGE_PERCENTILE = 95.0
 
 
+def fraction_pairs() -> tuple[tuple[str, str], ...]:
+    """(part, whole) pairs reported as "PART/WHOLE" fractions: every concept inside a larger
+    composite, the innermost wholes first (NCR/TC, ET/TC, NCR/WT, ...)."""
+    cs = vocab.concepts()
+    wholes = sorted((w for w in cs if not w.is_base), key=lambda w: len(w.parts))
+    return tuple((p.code, w.code) for w in wholes for p in cs
+                 if p.code != w.code and set(p.parts) < set(w.parts))
+
+
 def _complete(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Derive the missing concepts the vocabulary's parts determine: a composite from pieces
+    that tile it (TC = NCR | ET, WT = TC | ED), a piece as a whole minus its complement
+    (NCR = TC & ~ET, ED = WT & ~TC)."""
     m = {c: np.asarray(v, dtype=bool) for c, v in masks.items() if v is not None}
-    unknown = set(m) - set(CONCEPTS)
-    if unknown:
-        raise ValueError(f"unknown concept(s) {sorted(unknown)}; use {', '.join(CONCEPTS)}")
+    for c in m:
+        vocab.check_concept(c)
     shapes = {v.shape for v in m.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
         raise ValueError(f"masks must be 3D and share one shape, got {sorted(shapes)}")
+    parts = {c.code: frozenset(c.parts) for c in vocab.concepts()}
+    by_parts = {v: k for k, v in parts.items()}
     for _ in range(2):  # two passes resolve chains such as WT, ET, NCR -> TC -> ED
-        if "TC" not in m and {"NCR", "ET"} <= set(m):
-            m["TC"] = m["NCR"] | m["ET"]
-        if "WT" not in m and {"TC", "ED"} <= set(m):
-            m["WT"] = m["TC"] | m["ED"]
-        if "NCR" not in m and {"TC", "ET"} <= set(m):
-            m["NCR"] = m["TC"] & ~m["ET"]
-        if "ET" not in m and {"TC", "NCR"} <= set(m):
-            m["ET"] = m["TC"] & ~m["NCR"]
-        if "ED" not in m and {"WT", "TC"} <= set(m):
-            m["ED"] = m["WT"] & ~m["TC"]
-        if "TC" not in m and {"WT", "ED"} <= set(m):
-            m["TC"] = m["WT"] & ~m["ED"]
+        for c, want in parts.items():
+            if c in m:
+                continue
+            for a in list(m):
+                rest = want - parts[a]
+                b = by_parts.get(rest)
+                if parts[a] < want and b in m and not (parts[b] & parts[a]):
+                    m[c] = m[a] | m[b]
+                    break
+                whole = by_parts.get(parts[a] | want)
+                if parts[a] & want or whole is None or whole not in m:
+                    continue
+                if (parts[a] | want) == parts[whole] and a != whole:
+                    m[c] = m[whole] & ~m[a]
+                    break
     return m
 
 
@@ -88,28 +100,32 @@ def relations(masks: dict[str, np.ndarray], affine: np.ndarray) -> Relations:
 
     volumes = {c: float(v.sum()) * vml for c, v in m.items()}
     fractions: dict[str, float] = {}
-    for part, whole in FRACTION_PAIRS:
+    for part, whole in fraction_pairs():
         if part in m and whole in m and m[whole].any():
             fractions[f"{part}/{whole}"] = float((m[part] & m[whole]).sum() / m[whole].sum())
+    ratios = {name: fractions.get(f"{part}/{whole}")
+              for name, (part, whole, _) in vocab.ratios().items()}
+    necrosis, enhancing = vocab.by_role("necrosis"), vocab.by_role("enhancing")
+    edema, core = vocab.by_role("edema"), vocab.by_role("core")
 
-    # Enhancing rim: the 6-connected shell just outside NCR, share of it that is ET.
+    # Enhancing rim: the 6-connected shell just outside the necrosis, share of it that enhances.
     rim = None
-    if "NCR" in m and "ET" in m and m["NCR"].any():
-        shell = ndimage.binary_dilation(m["NCR"]) & ~m["NCR"]
-        rim = float((shell & m["ET"]).sum() / max(shell.sum(), 1))
+    if necrosis in m and enhancing in m and m[necrosis].any():
+        shell = ndimage.binary_dilation(m[necrosis]) & ~m[necrosis]
+        rim = float((shell & m[enhancing]).sum() / max(shell.sum(), 1))
 
-    # Edema extent: distance (mm) from each ED voxel to the nearest core voxel.
+    # Edema extent: distance (mm) from each edema voxel to the nearest core voxel.
     p95 = dmax = None
-    if "ED" in m and "TC" in m and m["ED"].any() and m["TC"].any():
-        dist = ndimage.distance_transform_edt(~m["TC"], sampling=spacing)
-        d = dist[m["ED"] & ~m["TC"]]
+    if edema in m and core in m and m[edema].any() and m[core].any():
+        dist = ndimage.distance_transform_edt(~m[core], sampling=spacing)
+        d = dist[m[edema] & ~m[core]]
         if d.size:
             p95, dmax = float(np.percentile(d, EDGE_PERCENTILE)), float(d.max())
     return Relations(
         volumes_ml=volumes, fractions=fractions,
-        necrotic_fraction_of_core=fractions.get("NCR/TC"),
-        enhancing_fraction_of_core=fractions.get("ET/TC"),
-        edema_fraction_of_whole=fractions.get("ED/WT"),
+        necrotic_fraction_of_core=ratios.get("necrotic_fraction_of_core"),
+        enhancing_fraction_of_core=ratios.get("enhancing_fraction_of_core"),
+        edema_fraction_of_whole=ratios.get("edema_fraction_of_whole"),
         necrosis_rim_fraction=rim,
         necrosis_surrounded_by_enhancing_rim=None if rim is None else rim >= RIM_FRACTION,
         edema_extent_beyond_core_mm=p95, edema_max_extent_beyond_core_mm=dmax,

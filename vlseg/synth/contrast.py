@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.synth.params import TISSUES, SynthRanges
 
 

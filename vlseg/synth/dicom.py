@@ -29,7 +29,7 @@ from typing import Mapping
 import nibabel as nib
 import numpy as np
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 
 # What a scanner writes for each sequence (TR/TE/TI in ms).
 _ACQ: dict[str, dict] = {

@@ -15,7 +15,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from vlseg.concepts import LABEL_CONVENTIONS, SEQUENCES
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.synth.anatomy import (
     Template,
@@ -124,7 +125,7 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
     ed = displace_normal(tc, ed_f, gm_s, wm_s, (csf_s,))             # edema replaces GM/WM, not CSF
 
     # Hard labels at voxel centres (BraTS 2023: 1 NCR, 2 ED, 3 ET).
-    lab = LABEL_CONVENTIONS["brats2023"]
+    lab = vocab.label_convention("brats2023")
     hard = hard_labels(core, necrosis, gap, edema, bsub, csf_s, spec)
     seg_sub = np.zeros(sshape, np.uint8)
     for concept in ("ED", "NCR", "ET"):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.model.preprocess import nonzero_bbox, normalize_images
 from vlseg.synth.randomize_anatomy import (
     LABELS,

@@ -19,7 +19,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from vlseg.concepts import LABEL_CONVENTIONS, SEQUENCES
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.synth.phantom import CASE_KEYS, case_files, nifti_image
@@ -48,7 +49,7 @@ def write_randomized_case(out_dir: str | Path, synth: RandomizedSynth, seed: int
         v = np.clip(np.rint(s.raw[i] * scale), 0, 32767).astype(np.int16)
         v[s.brain & (v == 0)] = 1                                   # the brain stays nonzero
         arrays[seq] = v
-    lab = LABEL_CONVENTIONS["brats2023"]
+    lab = vocab.label_convention("brats2023")
     seg = np.zeros(s.brain.shape, np.uint8)
     for concept in ("ED", "NCR", "ET"):
         seg[s.labels[concept]] = lab[concept]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.synth.params import BASE_MEANS
 from vlseg.synth.randomize_anatomy import LABELS, LabelMap
 from vlseg.synth.randomize_params import RandomizeConfig

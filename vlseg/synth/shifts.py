@@ -25,9 +25,9 @@ from typing import Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-from vlseg.concepts import LABEL_CONVENTIONS
+from vlseg import vocab
 
-LABELS = LABEL_CONVENTIONS["brats2023"]  # NCR 1, ED 2, ET 3
+LABELS = vocab.label_convention("brats2023")  # NCR 1, ED 2, ET 3
 
 WARP_MM: tuple[float, float] = (5.0, 7.0)          # 95th percentile of |displacement| in the brain
 WARP_LATTICE_MM = 40.0                             # control-point spacing of the warp

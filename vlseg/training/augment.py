@@ -1,7 +1,7 @@
 """3D augmentation of one training sample (NumPy, channel-first, after the preprocessing cache).
 
 A sample is ``images`` (4, X, Y, Z) float32 z-scored (zeros where a sequence is missing and
-outside the brain), ``bits`` (X, Y, Z) uint8 with bit k set where concept ``CONCEPTS[k]`` is
+outside the brain), ``bits`` (X, Y, Z) uint8 with bit ``concept_bit(c)`` set where concept ``c`` is
 present, and ``present`` (4,) bool. Steps: crop (biased to annotated foreground), flips,
 intensity scale/shift, gamma, noise, random sequence dropout (at least one sequence stays;
 optionally biased to the sequence sets clinics send).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlseg.concepts import SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.training.config import AugmentConfig
 
 

@@ -4,7 +4,7 @@ does (``vlseg.model.preprocess``), cropped to the brain and stored as a compress
 Files live in ``<cache_dir>/<spacing>mm/<source>/<case_id>-<key>.npz`` where ``key`` hashes the
 input files (path, size, mtime), the spacing, the label spec and the model's bias correction (when
 it has one), so a changed case is rebuilt.
-Arrays: ``images`` (4, X, Y, Z) float16, ``bits`` (X, Y, Z) uint8 (bit k = CONCEPTS[k]),
+Arrays: ``images`` (4, X, Y, Z) float16, ``bits`` (X, Y, Z) uint8 (bit ``concept_bit(c)`` per concept),
 ``present`` (4,) bool, ``available`` uint8 (bits of the concepts the labels give), ``bbox``.
 
     python -m vlseg.training.cache --config train/configs/tiny_phantoms.yaml [--workers 2]
@@ -22,13 +22,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from vlseg.concepts import CONCEPTS
+from vlseg import vocab
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import atomic_path
 from vlseg.training.build import resolve_model_config
 from vlseg.training.config import SourceConfig
 from vlseg.training.sources import (
-    CONCEPT_BIT,
+    concept_bit,
     CaseRef,
     SourceEntries,
     discover_cases,
@@ -99,13 +99,13 @@ def preprocess_case(case, masks: dict[str, np.ndarray], spacing_mm: float,
     spacing_in = tuple(float(s) for s in case.spacing)
     spacing_out = (float(spacing_mm),) * 3
     images_r = resample_to_spacing(images_t, spacing_in, spacing_out, mode="trilinear")  # (4, x, y, z)
-    concepts = [c for c in CONCEPTS if c in masks]
+    concepts = [c for c in vocab.codes() if c in masks]
     stack = torch.from_numpy(np.stack([masks[c] for c in concepts]).astype(np.float32))  # (K, X, Y, Z)
     stack_r = resample_to_spacing(stack, spacing_in, spacing_out, mode="trilinear") > 0.5
     images_r = images_r.numpy()
     bits = np.zeros(images_r.shape[1:], dtype=np.uint8)
     for c, m in zip(concepts, stack_r.numpy()):
-        bits[m] |= CONCEPT_BIT[c]
+        bits[m] |= concept_bit(c)
     # Crop to the brain (nonzero in any sequence) plus a margin
     brain = np.any(images_r != 0, axis=0)
     if not brain.any():
@@ -120,7 +120,7 @@ def preprocess_case(case, masks: dict[str, np.ndarray], spacing_mm: float,
         "images": np.ascontiguousarray(images_r[(slice(None), *box)]).astype(np.float16),
         "bits": np.ascontiguousarray(bits[box]),
         "present": np.asarray(present, dtype=bool),
-        "available": np.uint8(sum(CONCEPT_BIT[c] for c in concepts)),
+        "available": np.uint8(sum(concept_bit(c) for c in concepts)),
         "bbox": np.array([lo, hi], dtype=np.int64),
         "spacing": np.float32(spacing_mm),
     }

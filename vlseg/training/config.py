@@ -15,12 +15,18 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg import vocab
+from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError
 from vlseg.synth.randomize_params import RandomizeConfig
 
-# "randomized": samples rendered on the fly by vlseg.synth.randomize (no folder, nothing cached).
-SOURCE_KINDS: tuple[str, ...] = ("phantoms", "brats2023", "brats2021", "msd", "folder", "randomized")
+
+
+def source_kinds() -> tuple[str, ...]:
+    """"phantoms" (vlseg synth output), every label convention of the vocabulary (a dataset in
+    that layout), "folder" (a label_map of your own) and "randomized" (samples rendered on the
+    fly by vlseg.synth.randomize: no folder, nothing cached)."""
+    return ("phantoms", *vocab.convention_names(), "folder", "randomized")
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class SourceConfig:
     """One dataset in the mixture and the concepts it annotates."""
 
     name: str
-    kind: str                                   # one of SOURCE_KINDS
+    kind: str                                   # one of source_kinds()
     path: str = ""                              # dataset folder (not used by kind "randomized")
     annotates: tuple[str, ...] | None = None    # None: every concept the labels can give
     weight: float = 1.0                         # mixture weight (relative)
@@ -38,8 +44,8 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         where = f"data source {self.name!r}"
-        if self.kind not in SOURCE_KINDS:
-            raise InputError(f"{where}: unknown kind {self.kind!r}; use one of {', '.join(SOURCE_KINDS)}")
+        if self.kind not in source_kinds():
+            raise InputError(f"{where}: unknown kind {self.kind!r}; use one of {', '.join(source_kinds())}")
         if self.kind == "randomized":
             if self.path or self.label_map is not None or self.max_cases is not None:
                 raise InputError(f'{where}: kind "randomized" renders its samples; it takes no path, '
@@ -51,17 +57,17 @@ class SourceConfig:
         if not (self.weight > 0):
             raise InputError(f"{where}: weight must be > 0, got {self.weight}")
         if self.annotates is not None:
-            bad = [c for c in self.annotates if c not in CONCEPTS]
+            bad = [c for c in self.annotates if c not in vocab.codes()]
             if bad or not self.annotates:
                 raise InputError(
-                    f"{where}: 'annotates' must be a non-empty list of {', '.join(CONCEPTS)}; got {list(self.annotates)}"
+                    f"{where}: 'annotates' must be a non-empty list of {', '.join(vocab.codes())}; got {list(self.annotates)}"
                 )
         if self.kind == "folder":
             if not self.label_map:
                 raise InputError(f'{where}: kind "folder" needs a label_map like {{"1": "ED"}}')
             for value, concept in self.label_map.items():
-                if concept not in CONCEPTS:
-                    raise InputError(f"{where}: label_map value {concept!r} is not one of {', '.join(CONCEPTS)}")
+                if concept not in vocab.codes():
+                    raise InputError(f"{where}: label_map value {concept!r} is not one of {', '.join(vocab.codes())}")
                 try:
                     int(value)
                 except ValueError:

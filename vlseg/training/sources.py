@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from vlseg.concepts import CONCEPT_PARTS, CONCEPTS
+from vlseg import vocab
 from vlseg.errors import InputError
 from vlseg.io.layout import CaseFiles, find_case_files, is_nifti_name
 from vlseg.synth.randomize import TUMOR_LABELS, RandomizeConfig, RandomizedSynth
@@ -26,25 +26,33 @@ from vlseg.training.augment import augment, random_crop
 from vlseg.training.config import AugmentConfig, SourceConfig
 from vlseg.training.prompts import sample_prompt
 
-CONCEPT_BIT: dict[str, int] = {c: 1 << k for k, c in enumerate(CONCEPTS)}
-_FULL_KINDS = ("phantoms", "brats2023", "brats2021", "msd")
-_KIND_CONVENTION = {"phantoms": "brats2023", "brats2023": "brats2023", "brats2021": "brats2021", "msd": "msd"}
+PHANTOM_CONVENTION = "brats2023"  # what `vlseg synth` writes (kind "phantoms")
+
+
+def concept_bit(concept: str) -> int:
+    """The bit of ``concept`` in a sample's ``bits`` (registration order, so bits stay put when
+    a concept is added; the bundled concepts are bits 0-4)."""
+    k = vocab.codes().index(vocab.check_concept(concept))
+    if k >= 8:
+        raise ValueError(f"concept {concept!r} is the {k + 1}th registered; training bits hold 8")
+    return 1 << k
 
 
 # --------------------------------------------------------------------------------------------
 # which concepts a source can give, and which it supervises
 
 def closure(concepts: Sequence[str]) -> tuple[str, ...]:
-    """Add the derived concepts (TC, WT) whose parts are all in ``concepts``; CONCEPTS order."""
+    """Add the derived concepts (TC, WT) whose parts are all in ``concepts``; vocabulary order."""
     have = set(concepts)
-    derived = {c for c, parts in CONCEPT_PARTS.items() if set(parts) <= have}
-    return tuple(c for c in CONCEPTS if c in have | derived)
+    derived = {c for c, parts in vocab.parts().items() if set(parts) <= have}
+    return tuple(c for c in vocab.codes() if c in have | derived)
 
 
 def available_concepts(source: SourceConfig) -> tuple[str, ...]:
     """Concepts the source's label files can provide."""
-    if source.kind in _FULL_KINDS:
-        return CONCEPTS
+    convention = source_convention(source)
+    if convention is not None:
+        return closure(sorted(vocab.label_convention(convention)))
     if source.kind == "randomized":
         return closure(TUMOR_LABELS)
     assert source.label_map is not None
@@ -84,7 +92,7 @@ def folder_label_masks(labels: np.ndarray, label_map: dict[str, str], *, path: s
     for concept in closure(sorted(direct)):
         mask = np.zeros(labels.shape, dtype=bool)
         for other, m in direct.items():
-            if set(CONCEPT_PARTS[other]) <= set(CONCEPT_PARTS[concept]):
+            if set(vocab.concept(other).parts) <= set(vocab.concept(concept).parts):
                 mask |= m
         out[concept] = mask
     return out
@@ -119,7 +127,7 @@ def discover_cases(source: SourceConfig, *, require_labels: bool = True) -> list
     if not root.is_dir():
         raise InputError(f"data source {source.name!r}: folder not found; check 'path'", str(root))
     refs: list[CaseRef] = []
-    if source.kind == "msd":
+    if source.kind in vocab.convention_names() and vocab.convention(source.kind).channels:
         images_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
         for p in sorted(images_dir.iterdir()):
             if p.is_file() and is_nifti_name(p.name) and not p.name.startswith("."):
@@ -142,7 +150,11 @@ def discover_cases(source: SourceConfig, *, require_labels: bool = True) -> list
 
 
 def source_convention(source: SourceConfig) -> str | None:
-    return _KIND_CONVENTION.get(source.kind)
+    """The label convention of a source's label files (None: a folder's own label_map, or
+    rendered samples)."""
+    if source.kind == "phantoms":
+        return PHANTOM_CONVENTION
+    return source.kind if source.kind in vocab.convention_names() else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +163,7 @@ def source_convention(source: SourceConfig) -> str | None:
 @dataclass(frozen=True)
 class CachedSample:
     images: np.ndarray     # (4, X, Y, Z) float16, z-scored, brain bbox at model spacing
-    bits: np.ndarray       # (X, Y, Z) uint8, bit k = CONCEPTS[k]
+    bits: np.ndarray       # (X, Y, Z) uint8, bit concept_bit(c) per concept
     present: np.ndarray    # (4,) bool
 
 
@@ -187,8 +199,8 @@ def randomized_sample(synth: RandomizedSynth, rng: np.random.Generator) -> Cache
     s = synth.sample(rng)
     bits = np.zeros(s.brain.shape, dtype=np.uint8)
     for c in closure(TUMOR_LABELS):
-        for part in CONCEPT_PARTS[c]:
-            bits[s.labels[part]] |= CONCEPT_BIT[c]
+        for part in vocab.concept(c).parts:
+            bits[s.labels[part]] |= concept_bit(c)
     return CachedSample(images=s.images, bits=bits, present=np.ones(s.images.shape[0], dtype=bool))
 
 
@@ -245,10 +257,10 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         sup = list(supervised)
         rng.shuffle(sup)
         chosen = sup[: self.prompts_per_sample]
-        others = [c for c in CONCEPTS if c not in supervised]
+        others = [c for c in vocab.codes() if c not in supervised]
         rng.shuffle(others)
         while len(chosen) + len(others) < self.prompts_per_sample:
-            others.append(CONCEPTS[int(rng.integers(len(CONCEPTS)))])
+            others.append(vocab.codes()[int(rng.integers(len(vocab.codes())))])
         pad = others[: self.prompts_per_sample - len(chosen)]
         mask = np.array([1.0] * len(chosen) + [0.0] * len(pad), dtype=np.float32)
         return chosen + pad, mask
@@ -264,7 +276,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
             cached = randomized_sample(self._synths[src.name], rng)
         else:
             cached = self._load(src.files[int(rng.integers(len(src.files)))])
-        sup_bits = np.uint8(sum(CONCEPT_BIT[c] for c in src.supervised))
+        sup_bits = np.uint8(sum(concept_bit(c) for c in src.supervised))
         # Crop (biased to this source's annotated tumor), then augment
         images, bits = random_crop(
             cached.images.astype(np.float32), cached.bits, size=self.crop_size,
@@ -279,7 +291,7 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         targets = np.zeros((len(concepts), *self.crop_size), dtype=np.uint8)   # (P, D, H, W)
         for i, (c, m) in enumerate(zip(concepts, loss_mask)):
             if m > 0:
-                targets[i] = (bits & CONCEPT_BIT[c]) != 0
+                targets[i] = (bits & concept_bit(c)) != 0
         phrases = [sample_prompt(c, rng) for c in concepts]
         return {
             "images": torch.from_numpy(images),            # (4, D, H, W) float32
@@ -310,7 +322,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 __all__ = [
-    "CONCEPT_BIT", "CaseRef", "CachedSample", "MixtureDataset", "SourceEntries",
+    "concept_bit", "CaseRef", "CachedSample", "MixtureDataset", "SourceEntries",
     "available_concepts", "closure", "collate", "discover_cases", "folder_label_masks",
     "randomized_entries", "randomized_sample", "read_cache_file", "source_convention", "supervised_concepts",
 ]

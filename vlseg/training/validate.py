@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vlseg.concepts import CONCEPTS, SEQUENCES
+from vlseg.vocab import SEQUENCES
 from vlseg.evaluation import with_sequences
 from vlseg.metrics import dice
 from vlseg.model.inference import decode, prepare
@@ -44,13 +44,15 @@ def validate_cases(
 ) -> dict[str, dict[str, float]]:
     """Mean Dice per concept (and their mean) per sequence subset: {"all4": {"WT": .9, ..., "mean": ..}}.
 
-    Masks are ``final_masks`` of the five probabilities, what ``Segmenter`` returns.
+    Masks are ``final_masks`` of the probabilities of the model's concepts (``model.config.concepts``),
+    what ``Segmenter`` returns.
     """
     was_training = model.training
     model.eval()
     model.text_encoder.clear_cache()
     scores: dict[str, dict[str, list[float]]] = {}
-    canonical = model.embed_prompts([canonical_prompt(c) for c in CONCEPTS])       # (5, E)
+    concepts = model.config.concepts
+    canonical = model.embed_prompts([canonical_prompt(c) for c in concepts])       # (K, E)
     try:
         for i, case in enumerate(cases):
             if case.labels is None:
@@ -62,14 +64,14 @@ def validate_cases(
                 prepared = prepare(model, sub, device=device)
                 runs = [(subset_name(subset), canonical)]
                 if heldout and j == 0:
-                    phrases = [heldout_prompts(c)[i % len(heldout_prompts(c))] for c in CONCEPTS]
+                    phrases = [heldout_prompts(c)[i % len(heldout_prompts(c))] for c in concepts]
                     runs.append(("heldout_text", model.embed_prompts(phrases)))
                 for key, prompts in runs:
-                    probs = decode(model, prepared, prompts)                     # (5, X, Y, Z)
+                    probs = decode(model, prepared, prompts)                     # (K, X, Y, Z)
                     probs = probs.cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
                     # What users get: the case's one nested labelling (as Segmenter)
-                    masks = final_masks(dict(zip(CONCEPTS, probs)), case.affine, threshold=threshold)
-                    for c in CONCEPTS:
+                    masks = final_masks(dict(zip(concepts, probs)), case.affine, threshold=threshold)
+                    for c in concepts:
                         if c not in case.labels:   # a partially labelled validation source
                             continue
                         scores.setdefault(key, {}).setdefault(c, []).append(dice(masks[c], case.labels[c]))
@@ -79,5 +81,5 @@ def validate_cases(
     out: dict[str, dict[str, float]] = {}
     for key, per in scores.items():
         out[key] = {c: float(np.mean(v)) for c, v in per.items()}
-        out[key]["mean"] = float(np.mean([out[key][c] for c in CONCEPTS if c in out[key]]))
+        out[key]["mean"] = float(np.mean([out[key][c] for c in concepts if c in out[key]]))
     return out

@@ -12,14 +12,18 @@ app read from here. Adding a concept is :func:`register` plus tests.
     vocab.concept("TC").parts      # ('NCR', 'ET')
     vocab.label_convention("brats2021")  # {'NCR': 1, 'ED': 2, 'ET': 4}
 
-Concepts the model was trained on are :data:`TUMOR_CONCEPTS`; a concept registered later is
-prompted by its canonical phrase like any other (the model is text-conditioned).
+The bundled concepts are :data:`TUMOR_CONCEPTS`; a model's checkpoint names the concepts it
+segments (``ModelConfig.concepts``). A concept registered later is prompted by its canonical
+phrase like any other (the model is text-conditioned). Label conventions are records too
+(:class:`LabelConvention`, :func:`convention`), read by layout detection, training sources,
+evaluation, label I/O and DICOM-SEG.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
-from vlseg.vocab.concept import RGB, Concept
+from vlseg.vocab.concept import RELATION_ROLES, RGB, Concept, DicomCode
+from vlseg.vocab.conventions import BUNDLED_CONVENTIONS, LabelConvention
 
 from vlseg.vocab.sequences import (
     SEQUENCE_ALIASES,
@@ -137,30 +141,107 @@ def check_concept(code: str) -> str:
     return code
 
 
+# -- relations and ratios ------------------------------------------------------------------------
+def relation_concepts() -> tuple[str, ...]:
+    """Concepts the relations between sub-regions need (those with a ``relation_role``)."""
+    return tuple(c.code for c in _REGISTRY if c.relation_role is not None)
+
+
+def by_role(role: str) -> str | None:
+    """The concept playing ``role`` in the relations (see ``RELATION_ROLES``), or None."""
+    if role not in RELATION_ROLES:
+        raise ValueError(f"unknown relation role {role!r}; use one of {', '.join(RELATION_ROLES)}")
+    return next((c.code for c in _REGISTRY if c.relation_role == role), None)
+
+
+def ratios() -> dict[str, tuple[str, str, str]]:
+    """Named ratios: name -> (part, whole, the whole's other part), e.g.
+    ``necrotic_fraction_of_core -> (NCR, TC, ET)``. The other part is the concept made of the
+    whole's parts that are not the part's (it may be a composite: ED of WT -> TC). Ordered by
+    the whole, innermost first (fractions of the core before fractions of the whole tumor)."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for c in sorted(_REGISTRY, key=lambda c: len(concept(c.ratio_whole).parts) if c.ratio_whole else 0):
+        if c.ratio_name is None or c.ratio_whole is None:
+            continue
+        rest = tuple(p for p in concept(c.ratio_whole).parts if p not in c.parts)
+        other = next((o.code for o in _REGISTRY if set(o.parts) == set(rest)), None)
+        if other is not None:
+            out[c.ratio_name] = (c.code, c.ratio_whole, other)
+    return out
+
+
 # -- label conventions --------------------------------------------------------------------------
-CONVENTIONS: tuple[str, ...] = ("brats2023", "brats2021", "msd", "brats2024")
+_CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in BUNDLED_CONVENTIONS}
 
 
-def label_convention(convention: str) -> dict[str, int]:
-    """Base class -> label value in ``convention`` (BraTS 2023/2021/2024, MSD Task01)."""
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown label convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
-    return {c.code: c.labels[convention] for c in _REGISTRY if c.is_base and convention in c.labels}
+def register_convention(c: LabelConvention) -> LabelConvention:
+    """Add a label convention (its label values are given on the concepts)."""
+    if c.name in _CONVENTIONS:
+        raise ValueError(f"label convention {c.name!r} is already registered")
+    _CONVENTIONS[c.name] = c
+    _REGISTRY.version += 1
+    return c
+
+
+def unregister_convention(name: str) -> None:
+    _CONVENTIONS.pop(name)
+    _REGISTRY.version += 1
+
+
+def convention_names() -> tuple[str, ...]:
+    """Every registered label convention, the default (``brats2023``) first."""
+    return tuple(_CONVENTIONS)
+
+
+def conventions() -> tuple[LabelConvention, ...]:
+    return tuple(_CONVENTIONS.values())
+
+
+def convention(name: str) -> LabelConvention:
+    """The convention record; a ``ValueError`` naming the valid ones otherwise."""
+    try:
+        return _CONVENTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown label convention {name!r}; use one of "
+                         f"{', '.join(_CONVENTIONS)}") from None
+
+
+def default_convention() -> str:
+    return next(iter(_CONVENTIONS))
+
+
+def naming_convention(separator: str, token: str) -> str | None:
+    """The convention a file name ``<case><separator><token>`` implies (``-t1c`` -> brats2023,
+    ``_t1ce`` -> brats2021), or None."""
+    low = token.lower()
+    for c in _CONVENTIONS.values():
+        if c.implied_by_naming and c.separator and separator == c.separator and low in c.file_tokens:
+            return c.name
+    return None
+
+
+def label_convention(name: str) -> dict[str, int]:
+    """Base class -> label value in convention ``name`` (BraTS 2023/2021/2024, MSD Task01)."""
+    convention(name)
+    return {c.code: c.labels[name] for c in _REGISTRY if c.is_base and name in c.labels}
 
 
 def label_conventions() -> dict[str, dict[str, int]]:
-    return {conv: label_convention(conv) for conv in CONVENTIONS}
+    return {name: label_convention(name) for name in _CONVENTIONS}
 
 
 # -- the bundled tumor concepts -------------------------------------------------------------
-from vlseg.vocab.tumor import TUMOR_CONCEPTS  # noqa: E402
+from vlseg.vocab.tumor import TUMOR_CODES, TUMOR_CONCEPTS  # noqa: E402
 
 for _c in TUMOR_CONCEPTS:
     register(_c)
 
 __all__ = [
-    "Concept", "CONVENTIONS", "RGB", "SEQUENCES", "SEQUENCE_ALIASES", "SEQUENCE_TITLES",
-    "TUMOR_CONCEPTS", "base_codes", "canonical_sequence", "check_concept", "codes", "colors",
-    "concept", "concepts", "draw_order", "label_convention", "label_conventions", "name", "names",
-    "parts", "region_chain", "register", "unregister", "version",
+    "Concept", "DicomCode", "LabelConvention", "RELATION_ROLES", "RGB", "SEQUENCES",
+    "SEQUENCE_ALIASES", "SEQUENCE_TITLES", "TUMOR_CODES", "TUMOR_CONCEPTS", "base_codes",
+    "by_role", "canonical_sequence", "check_concept", "codes", "colors", "concept", "concepts",
+    "convention", "convention_names", "conventions", "default_convention", "draw_order",
+    "label_convention", "label_conventions", "name", "names", "naming_convention", "parts",
+    "ratios", "region_chain", "register", "register_convention", "relation_concepts",
+    "unregister", "unregister_convention", "version",
 ]

@@ -9,7 +9,12 @@ a concept not defined yet), MSD Task01 (1 edema, 2 non-enhancing tumor, 3 enhanc
 """
 from __future__ import annotations
 
-from vlseg.vocab.concept import Concept
+from vlseg.vocab.concept import Concept, DicomCode
+
+# SNOMED CT segmented property types (the codes pydicom's ``codes.SCT`` dictionary carries).
+NECROSIS: DicomCode = ("6574001", "SCT", "Necrosis")
+EDEMA: DicomCode = ("79654002", "SCT", "Edema")
+NEOPLASM: DicomCode = ("108369006", "SCT", "Neoplasm")
 
 NCR = Concept(
     code="NCR", name="necrotic tumor core", parts=("NCR",), color=(230, 40, 40),
@@ -27,7 +32,8 @@ NCR = Concept(
     ),
     keywords=(r"\bnon[- ]?enhanc\w*", r"\bnecro\w*", r"\bdead tissue\b", r"\bncr\b"),
     abbreviations=(("NCR", "necrotic core"), ("NET", "necrotic core")),
-    tier=0, ratio_whole="TC",
+    tier=0, ratio_whole="TC", ratio_name="necrotic_fraction_of_core",
+    dicom_type=NECROSIS, relation_role="necrosis",
 )
 ED = Concept(
     code="ED", name="peritumoral edema", parts=("ED",), color=(60, 200, 60),
@@ -47,7 +53,8 @@ ED = Concept(
               r"\bhyperintens\w*( \w+)? on (t2 |t2-)?(flair|t2)\b", r"\bt2 hyperintens\w*",
               r"\bperitumou?ral\b", r"\bperilesional\b", r"\bvasogenic\b", r"\bsnfh\b"),
     abbreviations=(("ED", "edema"), ("SNFH", "snfh")),
-    tier=0, ratio_whole="WT",
+    tier=0, ratio_whole="WT", ratio_name="edema_fraction_of_whole",
+    dicom_type=EDEMA, relation_role="edema",
 )
 ET = Concept(
     code="ET", name="enhancing tumor", parts=("ET",), color=(255, 230, 0),
@@ -64,7 +71,8 @@ ET = Concept(
     ),
     keywords=(r"\benhanc\w*", r"\bgadolinium\b"),
     abbreviations=(("ET", "enhancing tumor"),),
-    tier=0, ratio_whole="TC", region=True,
+    tier=0, ratio_whole="TC", region=True, ratio_name="enhancing_fraction_of_core",
+    dicom_type=NEOPLASM, relation_role="enhancing",
 )
 TC = Concept(
     code="TC", name="tumor core", parts=("NCR", "ET"), color=(255, 140, 0),
@@ -79,7 +87,7 @@ TC = Concept(
     ),
     keywords=(r"\bcore\b", r"\btc\b"),
     abbreviations=(("TC", "tumor core"),),
-    tier=1, ratio_whole="WT", region=True,
+    tier=1, ratio_whole="WT", region=True, dicom_type=NEOPLASM, relation_role="core",
 )
 WT = Concept(
     code="WT", name="whole tumor", parts=("NCR", "ED", "ET"), color=(0, 170, 255),
@@ -98,8 +106,10 @@ WT = Concept(
               r"\bglioblastomas?\b", r"\bneoplasms?\b", r"\bcancers?\b", r"\bwt\b", r"\bgrowths?\b",
               r"\babnormalit(y|ies)\b"),
     abbreviations=(("WT", "whole tumor"),),
-    tier=2, region=True,
+    tier=2, region=True, dicom_type=NEOPLASM,
 )
 
-# Registration order is the order of CONCEPTS everywhere (JSON, tables, the model's bit layout).
+# Registration order is the order of concepts everywhere (JSON, tables); a model's checkpoint
+# names the concepts it segments and their order (vlseg.model.config.ModelConfig.concepts).
 TUMOR_CONCEPTS: tuple[Concept, ...] = (NCR, ED, ET, TC, WT)
+TUMOR_CODES: tuple[str, ...] = tuple(c.code for c in TUMOR_CONCEPTS)
