@@ -6,6 +6,8 @@ import dataclasses
 import numpy as np
 import torch
 
+from vlseg.model.config import ModelConfig
+
 import vlseg.reasoning.labelling
 import vlseg.segmenter
 from vlseg.training import validate
@@ -27,6 +29,7 @@ class _Model(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.text_encoder = _TextEncoder()
+        self.config = ModelConfig(name="fake")  # names the concepts validation decodes
 
     def embed_prompts(self, phrases):
         return torch.zeros(len(phrases), 2)

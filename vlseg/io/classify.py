@@ -42,8 +42,8 @@ Depth = Literal["name", "header", "voxels"]
 LABEL_TOKENS: frozenset[str] = frozenset({"seg", "label", "labels", "mask"})
 LABEL_MAX_VALUES = 16  # a label map holds at most this many distinct integer values
 NAMING_HINT = "name files like BraTS: " + " or ".join(
-    f"{c.naming_example()} ({c.title.split(' (')[0]})" for c in vocab.conventions()
-    if c.implied_by_naming and c.separator)
+    f"{c.naming_example('.nii.gz' if i == 0 else '')} ({c.title.split(' (')[0]})"
+    for i, c in enumerate(c for c in vocab.conventions() if c.implied_by_naming and c.separator))
 _SEPARATORS = re.compile(r"[-_.\s]")
 
 

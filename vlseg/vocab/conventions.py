@@ -44,8 +44,11 @@ class LabelConvention:
             return frozenset()
         return frozenset([*(t.lower() for t in self.sequence_tokens.values()), self.label_token])
 
-    def naming_example(self) -> str:
-        seqs = ", ".join(f"*{self.separator}{t}" for t in self.sequence_tokens.values())
+    def naming_example(self, suffix: str = "") -> str:
+        """``*-t1n<suffix>, *-t1c, …`` — the suffix (e.g. ``.nii.gz``) shown on the first name only."""
+        names = [f"*{self.separator}{t}" for t in self.sequence_tokens.values()]
+        names[0] += suffix
+        seqs = ", ".join(names)
         return f"{seqs} (label *{self.separator}{self.label_token})"
 
 
