@@ -61,7 +61,7 @@ class FakeSegmenter:
             return Answer(query=query, text="I can segment NCR, ED, ET, TC and WT only.", refused=True,
                           intent="refuse", targets=[], masks={}, masks_ras={}, relations=None,
                           sequences_used=list(case.present), model=model, timing_s={"total": 0.0},
-                          case_id=case.case_id, _case=case)
+                          case_id=case.case_id, case=case)
         if case.labels is not None:
             mask = case.labels[concept].astype(np.uint8)
         else:
@@ -79,7 +79,7 @@ class FakeSegmenter:
         return Answer(query=query, text=text, refused=False, intent="segment", targets=[target],
                       masks={concept: case.to_source(mask)}, masks_ras={concept: mask},
                       relations=None, sequences_used=list(case.present), model=model,
-                      timing_s={"total": 0.0}, case_id=case.case_id, _case=case)
+                      timing_s={"total": 0.0}, case_id=case.case_id, case=case)
 
 
 def fake_fork(base: Any) -> FakeSegmenter:
