@@ -110,11 +110,12 @@ def copy_case_writer(source_case_dir: Path):
 
 
 def small_case(root: Path, case_id: str, *, shift: int, size: int = 4) -> Path:
-    """A BraTS-2023-layout case of 24^3 voxels with a cubic 'tumor' at an offset."""
+    """A BraTS-2023-layout case of 32^3 voxels of 2 mm (a field of view ``open_case`` accepts)
+    with a cubic 'tumor' at an offset."""
     folder = root / case_id
     folder.mkdir(parents=True)
     rng = np.random.default_rng(shift)
-    seg = np.zeros((24, 24, 24), np.uint8)
+    seg = np.zeros((32, 32, 32), np.uint8)
     seg[shift:shift + size, 8:8 + size, 8:8 + size] = 3  # ET
     seg[shift:shift + size, 8:8 + size, 8 + size:10 + size] = 2  # ED
     aff = np.diag([2.0, 2.0, 2.0, 1.0])

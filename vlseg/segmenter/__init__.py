@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from vlseg import __version__
 from vlseg.errors import InputError
@@ -41,6 +41,16 @@ class CaseSummary(TypedDict):
     spacing_mm: list[float]
     encode_s: float
     warnings: list[str]
+
+
+class SegmenterLike(Protocol):
+    """What the app and the MCP tools need from a :class:`Segmenter` (tests pass stand-ins)."""
+
+    def set_case(self, source: CaseSource | Case) -> CaseSummary: ...
+    def ask(self, query: str, *, confidence: float | None = None) -> Answer: ...
+    def reset(self) -> None: ...
+    @property
+    def case(self) -> Case: ...
 
 
 class Segmenter:
@@ -171,4 +181,4 @@ def _check_confidence(q: float) -> float:
     return q
 
 
-__all__ = ["Segmenter", "Answer", "CaseSummary", "ANSWER_FILE", "DISCLAIMER", "SEQUENCES"]
+__all__ = ["Segmenter", "SegmenterLike", "Answer", "CaseSummary", "ANSWER_FILE", "DISCLAIMER", "SEQUENCES"]
