@@ -61,7 +61,7 @@ class FakeSegmenter:
             return Answer(query=query, text="I can segment NCR, ED, ET, TC and WT only.", refused=True,
                           intent="refuse", targets=[], masks={}, masks_ras={}, relations=None,
                           sequences_used=list(case.present), model=model, timing_s={"total": 0.0},
-                          case_id=case.case_id, _case=case)
+                          case_id=case.case_id, case=case)
         if case.labels is not None:
             mask = case.labels[concept].astype(np.uint8)
         else:
@@ -79,7 +79,7 @@ class FakeSegmenter:
         return Answer(query=query, text=text, refused=False, intent="segment", targets=[target],
                       masks={concept: case.to_source(mask)}, masks_ras={concept: mask},
                       relations=None, sequences_used=list(case.present), model=model,
-                      timing_s={"total": 0.0}, case_id=case.case_id, _case=case)
+                      timing_s={"total": 0.0}, case_id=case.case_id, case=case)
 
 
 def fake_fork(base: Any) -> FakeSegmenter:
@@ -110,11 +110,12 @@ def copy_case_writer(source_case_dir: Path):
 
 
 def small_case(root: Path, case_id: str, *, shift: int, size: int = 4) -> Path:
-    """A BraTS-2023-layout case of 24^3 voxels with a cubic 'tumor' at an offset."""
+    """A BraTS-2023-layout case of 32^3 voxels of 2 mm (a field of view ``open_case`` accepts)
+    with a cubic 'tumor' at an offset."""
     folder = root / case_id
     folder.mkdir(parents=True)
     rng = np.random.default_rng(shift)
-    seg = np.zeros((24, 24, 24), np.uint8)
+    seg = np.zeros((32, 32, 32), np.uint8)
     seg[shift:shift + size, 8:8 + size, 8:8 + size] = 3  # ET
     seg[shift:shift + size, 8:8 + size, 8 + size:10 + size] = 2  # ED
     aff = np.diag([2.0, 2.0, 2.0, 1.0])

@@ -24,7 +24,7 @@ def _answer(case, concepts, value=1):
                   targets=[{"concept": c, "mask": f"{c}.nii.gz"} for c in concepts],
                   masks={c: case.to_source(m) for c, m in masks_ras.items()}, masks_ras=masks_ras,
                   relations=None, sequences_used=list(case.present), model={}, timing_s={},
-                  _case=case)
+                  case=case)
 
 
 def _consistent(out):

@@ -197,8 +197,8 @@ def test_evicted_viewer_is_not_kept_and_masks_stay_packed(tmp_path, store, monke
     assert store.n_encoded == 2
     # Re-encoding reads the scan once and keeps the masks found before the eviction.
     reads = []
-    real = vlseg.io.load_case
-    monkeypatch.setattr(vlseg.io, "load_case", lambda src: reads.append(src) or real(src))
+    real = vlseg.io.open_case
+    monkeypatch.setattr(vlseg.io, "open_case", lambda src: reads.append(src) or real(src))
     r = store.ask(AskRequest(session_id=sids[0], query="segment the edema"))
     assert r.reencoded and len(reads) == 1 and first.viewer is not None
     assert sorted(first.masks_ras) == ["ED", "ET"] and first.packed_masks == {}

@@ -161,22 +161,22 @@ def test_cohort_measurements_have_no_patient_data(filled, tmp_path, capsys):
     assert not [s for s in PHI_STRINGS if s.lower() in blob.lower()]
 
 
-def test_save_extras_plans_the_grid_once_and_nifti_cases_open_no_file(images, tmp_path,
-                                                                      monkeypatch, phantom_case_2mm):
-    from types import SimpleNamespace
-
+def test_dicom_seg_exporter_plans_the_grid_once_and_nifti_cases_open_no_file(images, tmp_path,
+                                                                             monkeypatch, phantom_case_2mm):
     import vlseg.io.dicom_seg as dicom_seg
+    import vlseg.segmenter.writer as writer
 
     case = load_case(study(images, tmp_path / "s", seed="once", layout="nested"))
     seg_ras, _ = to_ras(np.asarray(images["seg"].dataobj), Grid(shape=images["seg"].shape,
                                                                  affine=images["seg"].affine))
     calls = []
-    real = dicom_seg.grid_plan
-    monkeypatch.setattr(dicom_seg, "grid_plan", lambda c: calls.append(1) or real(c))
-    answer = SimpleNamespace(_case=case, masks_ras={"WT": (seg_ras > 0).astype(np.uint8)},
-                             model={"name": "x"})
+    real = writer.grid_plan
+    monkeypatch.setattr(writer, "grid_plan", lambda c: calls.append(1) or real(c))
+    files = writer.AnswerFiles(case=case, masks_ras={"WT": (seg_ras > 0).astype(np.uint8)},
+                               model={"name": "x"})
     stage = tmp_path / "stage"
-    out = dicom_seg.save_extras(answer, stage)
+    stage.mkdir()
+    out = writer.DicomSeg().write(files, stage)
     assert out["dicom_seg"]["references"] == out["dicom"]["reference"] == "t1c"
     assert calls == [1] and (stage / dicom_seg.SEG_FILE).is_file()
 
@@ -186,4 +186,4 @@ def test_save_extras_plans_the_grid_once_and_nifti_cases_open_no_file(images, tm
     monkeypatch.setattr(dicom_seg, "is_dicom_source", no_open)
     nifti = load_case(phantom_case_2mm)
     assert not dicom_seg.is_dicom_case(nifti)
-    assert dicom_seg.save_extras(SimpleNamespace(_case=nifti), stage) == {}
+    assert writer.DicomSeg().write(writer.AnswerFiles(case=nifti, masks_ras={}, model={}), stage) == {}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vlseg.errors import InputError
-from vlseg.intents import reply_text
+from vlseg.segmenter.dialogue import reply_text
 from vlseg.language import Parse, QueryParser, TargetRef
 
 
@@ -115,7 +115,7 @@ def test_out_of_scope_is_refused_without_targets(parser, query):
     p = parser.parse(query)
     assert p.refused and p.intent == "refuse" and p.targets == ()
     assert p.reason
-    text = reply_text(p.intent, reason=p.reason)
+    text = reply_text(p.spec, reason=p.reason)
     assert "necrotic tumor core" in text and "peritumoral edema" in text
 
 
@@ -123,7 +123,7 @@ def test_out_of_scope_is_refused_without_targets(parser, query):
 def test_help(parser, query):
     p = parser.parse(query)
     assert p.intent == "help" and not p.refused and p.targets == ()
-    assert "enhancing tumor (ET)" in reply_text(p.intent)
+    assert "enhancing tumor (ET)" in reply_text(p.spec)
 
 
 def test_scores_come_from_the_embedding(parser):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlseg import intents
+from vlseg.language import intents
 from vlseg.language import rules
 
 

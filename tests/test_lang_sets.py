@@ -61,11 +61,11 @@ def test_a_refused_part_of_a_compound_question_is_kept_and_said(parser):
     p = parser.parse("how big is the tumor, and can you segment the hippocampus?")
     assert p.intents == ("volume", "refuse") and p.intent == "volume" and not p.refused
     assert p.concepts == ("WT",) and "hippocampus" in p.parts[1].reason
-    from vlseg.intents import answer_text_parts
     from vlseg.reasoning.answer import Facts
+    from vlseg.segmenter.dialogue import answer_text_parts
 
-    text = answer_text_parts([("refuse", Facts(reason=p.parts[1].reason)),
-                              ("refuse", Facts(reason="x"))], sequences_used=[])
+    text = answer_text_parts([(p.parts[1].spec, Facts(reason=p.parts[1].reason)),
+                              (p.parts[1].spec, Facts(reason="x"))], sequences_used=[])
     assert text.splitlines()[0].startswith("I can't answer that: “hippocampus”")
     assert "I can segment and measure" not in text   # one line per refused part, no long list
 

@@ -7,12 +7,21 @@ import numpy as np
 import pytest
 
 from vlseg.vocab import TUMOR_CODES as CONCEPTS
-from vlseg.intents import INTENTS, compose_answer
+from vlseg.language.intents import INTENTS, get
 from vlseg.reasoning import (
-    DISCLAIMER, LOBES, AtlasLocator, measure_target, measurement_to_json,
+    DISCLAIMER, LOBES, AtlasLocator, Facts, measure_target, measurement_to_json,
     relations, relations_to_json,
 )
+from vlseg.segmenter.dialogue import answer_text_parts
 from vlseg.reasoning.atlas import MNI_2MM_AFFINE, MNI_2MM_SHAPE, apply_affine
+
+def compose_answer(*, intent, targets, phrases, relations, sequences_used, refused=False,
+                   help_text=None, notes=()):
+    """The answer text of one question, through the dialogue's composition of intent parts."""
+    facts = Facts.of(targets, relations, phrases=list(phrases), help_text=help_text)
+    return answer_text_parts([(get("refuse" if refused else intent), facts)],
+                             sequences_used=sequences_used, notes=notes)
+
 
 NUMBER = re.compile(r"(?<![A-Za-z0-9.])(-?\d+(?:\.\d+)?)(%?)")
 

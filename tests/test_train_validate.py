@@ -9,7 +9,7 @@ import torch
 from vlseg.model.config import ModelConfig
 
 import vlseg.reasoning.labelling
-import vlseg.segmenter
+import vlseg.predict
 from vlseg.training import validate
 
 
@@ -52,7 +52,7 @@ def test_validation_cleans_masks_like_the_segmenter(monkeypatch):
         return vlseg.reasoning.labelling.final_masks(probs, affine, threshold=threshold)
 
     # The very function the Segmenter uses
-    assert validate.final_masks is vlseg.reasoning.labelling.final_masks is vlseg.segmenter.final_masks
+    assert validate.final_masks is vlseg.reasoning.labelling.final_masks is vlseg.predict.final_masks
     monkeypatch.setattr(validate, "final_masks", spy)
     scores = validate.validate_cases(_Model(), [case], heldout=False)
     assert calls == [0.5]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlseg import intents, picture, vocab
+from vlseg import picture, vocab
+from vlseg.language import intents
 from vlseg.vocab.labels import concepts_to_labels, labels_to_concepts
 
 CONCEPTS = vocab.TUMOR_CODES

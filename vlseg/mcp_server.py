@@ -23,9 +23,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
 from vlseg.errors import InputError, VlsegError, one_line
+
+if TYPE_CHECKING:  # the model stack loads on the first load_case, not at server start
+    from vlseg.segmenter import SegmenterLike
+    from vlseg.segmenter.answer import JsonObject
 
 DEFAULT_OUT = Path("~/.cache/vlseg/mcp")
 INSTRUCTIONS = (
@@ -36,10 +40,36 @@ INSTRUCTIONS = (
     "diagnosis.")
 
 
+class CaseLoaded(TypedDict, total=False):
+    """What ``load_case`` returns: ``Segmenter.set_case``'s summary, the format, the series."""
+
+    case_id: str
+    sequences: list[str]
+    shape: list[int]
+    spacing_mm: list[float]
+    encode_s: float
+    warnings: list[str]
+    format: str  # "dicom" | "nifti"
+    series: dict[str, str]  # DICOM: sequence -> the series read as it
+
+
+class Asked(TypedDict):
+    """What ``ask`` returns."""
+
+    text: str
+    refused: bool
+    measurements: list[JsonObject]  # answer.json's targets
+    warnings: list[str]
+    answer_json: str
+    masks: dict[str, str]  # concept -> NIfTI mask path
+    dicom_seg: str | None
+
+
 class CaseTools:
     """The MCP tools' state: a lazily loaded Segmenter, the case that is set, the output root."""
 
-    def __init__(self, *, segmenter: Any = None, factory: Callable[[], Any] | None = None,
+    def __init__(self, *, segmenter: SegmenterLike | None = None,
+                 factory: Callable[[], SegmenterLike] | None = None,
                  out_root: str | os.PathLike) -> None:
         if segmenter is None and factory is None:
             raise ValueError("give a segmenter or a factory that builds one")
@@ -50,26 +80,25 @@ class CaseTools:
         self._case_id: str | None = None
         self._n = 0
 
-    def _segmenter(self) -> Any:
+    def _segmenter(self) -> SegmenterLike:
         if self._seg is None:
+            assert self._factory is not None
             self._seg = self._factory()
         return self._seg
 
-    def load_case(self, path: str, series: dict[str, str] | None = None) -> dict[str, Any]:
+    def load_case(self, path: str, series: dict[str, str] | None = None) -> CaseLoaded:
         """Load and encode a scan: a case folder (NIfTI files named like BraTS, e.g.
         case-t1c.nii.gz) or a DICOM study folder. ``series`` (DICOM only) picks the series of a
         sequence by number, description or SeriesInstanceUID, e.g. {"t1c": "7"}. Returns the
         case summary: sequences, shape, spacing in mm, warnings."""
-        from vlseg.io import check_geometry, load_case
+        from vlseg.io import open_case
         from vlseg.io.dicom import series_of
-        from vlseg.io.dicom_case import load_study
         from vlseg.io.dicom_seg import is_dicom_case
 
         src = Path(str(path)).expanduser()
         with self._lock:
-            case = load_study(src, series=series) if series else load_case(src)
-            check_geometry(case.source_grid)
-            summary = self._segmenter().set_case(case)
+            case = open_case(src, series=series)
+            summary = CaseLoaded(**self._segmenter().set_case(case))
             self._case_id = case.case_id
             dicom = is_dicom_case(case)
             summary["format"] = "dicom" if dicom else "nifti"
@@ -78,7 +107,7 @@ class CaseTools:
                                      for seq, p in case.sources.items() if seq != "seg"}
             return summary
 
-    def ask(self, question: str) -> dict[str, Any]:
+    def ask(self, question: str) -> Asked:
         """Ask a question about the loaded case, e.g. "segment the whole tumor" or "how far is the
         edema from the midline?". Returns the answer text, the measurements (volumes in mL,
         diameters, location, intervals) and the paths of answer.json, the masks (NIfTI, in the
@@ -150,11 +179,15 @@ def run_cli(args: argparse.Namespace) -> int:
     except InputError as e:
         raise InputError(f"--out {e}") from None
 
-    def factory():
+    def factory() -> SegmenterLike:
+        import torch
+
         from vlseg.segmenter import Segmenter
 
+        if args.threads is not None:  # the process's thread count is the server's to set
+            torch.set_num_threads(args.threads)
         with contextlib.redirect_stdout(sys.stderr):
-            return Segmenter.from_pretrained(args.model, device=args.device, threads=args.threads)
+            return Segmenter.from_pretrained(args.model, device=args.device)
 
     if args.model is not None:  # a bad --model fails now, not at the first tool call
         from vlseg.model import resolve_model

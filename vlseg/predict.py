@@ -1,24 +1,130 @@
-"""The masks users get for a whole case in one call, for benchmarks and evaluation.
+"""The predictor: a case in, its encoding cached, probabilities and masks for named concepts.
 
-``Segmenter`` answers questions and caches per concept; benchmarks want every concept of many
-cases. Both go through the same steps — encode once, decode the regions with their canonical
-prompts, then the case's one nested labelling (``vlseg.reasoning.labelling.final_masks``) — so a
-figure measured here is a figure about what ``Segmenter`` returns.
+Like SAM's ``SamPredictor``: :meth:`Predictor.set_case` encodes the scan once and
+:meth:`Predictor.masks` runs only the prompt-conditioned head for concepts not decoded yet, then
+relabels the case once (``vlseg.reasoning.labelling``: masks nest and volumes add up). It knows
+nothing of questions, and refuses concepts its model does not segment.
+
+    predictor = Predictor(model, threshold=0.5)
+    predictor.set_case(case)                   # encode once
+    masks = predictor.masks(("NCR", "ED"))     # concept -> bool (X, Y, Z) RAS+
+
+:func:`predict_masks` is the same steps for a whole case in one call (benchmarks, evaluation),
+so a figure measured there is a figure about what the predictor returns.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from vlseg import vocab
-from vlseg.reasoning.labelling import final_masks, labelling_sources
+from vlseg.errors import InputError, VlsegError
+from vlseg.io import Case
+from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the model package (torch) is imported lazily at run time
     import torch
 
-    from vlseg.io import Case
+    from vlseg.model.inference import PreparedCase
     from vlseg.model.vlseg_model import VLSegModel
+
+
+@dataclass
+class _Encoded:
+    """What is cached for the case that is set: its encoding and the one labelling."""
+
+    case: Case
+    prepared: PreparedCase  # encoder features, crop box, grid
+    encode_s: float
+    probs: dict[str, np.ndarray] = field(default_factory=dict)  # decoded: concept -> (X, Y, Z) RAS+
+    final_probs: dict[str, np.ndarray] = field(default_factory=dict)  # the labelling's probabilities
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> bool (X, Y, Z) RAS+
+    generation: int = 0  # bumped at each new labelling (what was measured on the old is stale)
+
+
+class Predictor:
+    """Probabilities and masks of named concepts for one case at a time (not thread-safe)."""
+
+    def __init__(self, model: VLSegModel, *, device: str = "cpu", threshold: float = 0.5) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.model = model
+        self.device = device
+        self.threshold = threshold
+        self._encoded: _Encoded | None = None
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        """What the model segments (``model.config.concepts``)."""
+        return tuple(self.model.config.concepts)
+
+    def set_case(self, case: Case) -> float:
+        """Encode ``case`` once (the image encoder's only run); returns the seconds it took."""
+        from vlseg.model import inference
+
+        t0 = time.perf_counter()
+        prepared = inference.prepare(self.model, case, device=self.device)  # encode image once
+        self._encoded = _Encoded(case=case, prepared=prepared, encode_s=time.perf_counter() - t0)
+        return self._encoded.encode_s
+
+    def reset(self) -> None:
+        self._encoded = None
+
+    @property
+    def case(self) -> Case:
+        return self._require().case
+
+    @property
+    def generation(self) -> int:
+        """Which labelling of the case the masks are (changes when a concept is added)."""
+        return self._require().generation
+
+    def masks(self, concepts: Iterable[str]) -> dict[str, np.ndarray]:
+        """The case's one labelling for ``concepts``: bool (X, Y, Z) RAS+ each."""
+        concepts = tuple(concepts)
+        state = self._labelled(concepts)
+        return {c: state.masks[c] for c in concepts}
+
+    def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """All the current labelling's (probabilities, masks), for intervals over several concepts."""
+        state = self._require()
+        return state.final_probs, state.masks
+
+    def _require(self) -> _Encoded:
+        if self._encoded is None:
+            raise VlsegError("No case is set: call set_case(...) with a scan before asking questions.")
+        return self._encoded
+
+    def _labelled(self, concepts: tuple[str, ...]) -> _Encoded:
+        """Decode what the masks of ``concepts`` need and relabel the case if anything new was
+        decoded (one labelling per case: masks nest and volumes add up)."""
+        from vlseg.model import inference
+
+        state = self._require()
+        unknown = [c for c in concepts if c not in self.concepts]
+        if unknown:
+            raise InputError(f"this model does not segment {', '.join(unknown)}; it segments "
+                             f"{', '.join(self.concepts)}")
+        sources = labelling_sources(concepts)
+        if all(c in state.masks for c in concepts) and all(c in state.probs for c in sources):
+            return state
+        missing = [c for c in sources if c not in state.probs]
+        if missing:
+            # Condition on prompts: only the concepts not decoded yet
+            prompts = self.model.embed_prompts([vocab.concept(c).canonical_prompt for c in missing])  # (P, E)
+            probs = inference.decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+
+            state.probs.update(zip(missing, probs))
+        state.final_probs = final_probabilities(state.probs)
+        state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
+        state.generation += 1
+        return state
+
+
+# ----------------------------------------------------------------------------- a whole case
 
 
 def concept_prompts(model: VLSegModel) -> torch.Tensor:

@@ -51,24 +51,21 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no scan given: pass --case DIR or at least one of --t1n/--t1c/--t2w/--t2f")
 
     # 3. The scan, read and validated once (the model gets this same Case)
-    from vlseg.io import check_geometry, load_case
+    from vlseg.io import open_case
 
-    if getattr(args, "series", None):  # a DICOM study with chosen series
-        from vlseg.io.dicom_case import load_study
+    if getattr(args, "series", None) and not args.case:
+        raise InputError("--series goes with --case DIR (a DICOM study folder)")
+    case = open_case(args.case if args.case else files, series=getattr(args, "series", None))
 
-        if not args.case:
-            raise InputError("--series goes with --case DIR (a DICOM study folder)")
-        case = load_study(args.case, series=args.series)
-    else:
-        case = load_case(args.case if args.case else files)
-    check_geometry(case.source_grid)
+    # 4. The model, on the thread count asked for (the process is the CLI's)
+    import torch
 
-    # 4. The model
     from vlseg.segmenter import Segmenter
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     t1 = time.perf_counter()
-    seg = Segmenter.from_pretrained(args.model, device=args.device, threads=args.threads,
-                                    confidence=args.confidence)
+    seg = Segmenter.from_pretrained(args.model, device=args.device, confidence=args.confidence)
     load_s = time.perf_counter() - t1
     seg.set_case(case)
     answer = seg.ask(args.query)

@@ -24,7 +24,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -35,21 +35,15 @@ from vlseg.app.logging import request_context
 from vlseg.app.results import named_downloads, safe_case_id, table_html
 from vlseg.app.viewer import ViewerCase
 
+if TYPE_CHECKING:  # torch loads with the model, not with the app's modules
+    from vlseg.io import Case
+    from vlseg.segmenter import SegmenterLike
+
 Progress = Callable[[float, str], None]
 MAX_TURNS = 200  # chat turns kept per session (oldest dropped)
 
 
-class SegmenterLike(Protocol):
-    """What the app needs from ``vlseg.Segmenter``."""
-
-    def set_case(self, source: Any) -> dict[str, Any]: ...
-    def ask(self, query: str, *, confidence: float | None = None) -> Any: ...
-    def reset(self) -> None: ...
-    @property
-    def case(self) -> Any: ...
-
-
-def fork_segmenter(base: Any) -> SegmenterLike:
+def fork_segmenter(base: SegmenterLike) -> SegmenterLike:
     """A Segmenter with its own case state that shares ``base``'s model and parser (no reload)."""
     from vlseg.segmenter import Segmenter
 
@@ -175,9 +169,9 @@ class Session:
 class SessionStore:
     """All sessions of one app process. Thread-safe; model calls run under one lock."""
 
-    def __init__(self, *, base: Any, output_dir: str | Path, max_cached: int = 3,
+    def __init__(self, *, base: SegmenterLike, output_dir: str | Path, max_cached: int = 3,
                  max_sessions: int = 256, max_query_chars: int = 500,
-                 fork: Callable[[Any], SegmenterLike] = fork_segmenter) -> None:
+                 fork: Callable[[SegmenterLike], SegmenterLike] = fork_segmenter) -> None:
         if max_cached < 1 or max_sessions < max_cached:
             raise ValueError("need max_sessions >= max_cached >= 1")
         self._base = base
@@ -259,10 +253,10 @@ class SessionStore:
                     and session.segmenter is not None):
                 ctx.set(status="reused")
                 return self._case_response(session, encode_s=0.0, reused=True)
-            from vlseg.io import load_case
+            from vlseg.io import open_case
 
             progress(0.2, "reading and checking the scan")
-            case = load_case(req.source)  # InputError on every bad input
+            case = open_case(req.source)  # InputError on every bad input
             progress(0.5, "encoding the scan (once per case)")
             with self.inference_lock:
                 session.case_gen += 1
@@ -276,7 +270,7 @@ class SessionStore:
             ctx.set(n_sequences=len(case.present), sequences=list(case.present), encode_s=encode_s)
             return self._case_response(session, encode_s=encode_s, reused=False)
 
-    def _encode_locked(self, session: Session, case: Any, viewer: ViewerCase | None = None) -> float:
+    def _encode_locked(self, session: Session, case: Case, viewer: ViewerCase | None = None) -> float:
         """Encode ``case`` into the session's own Segmenter (caller holds the inference lock);
         ``viewer``: the case's viewer when one is already built (a re-encode of the same scan)."""
         seg = session.segmenter or self._fork(self._base)
@@ -288,7 +282,7 @@ class SessionStore:
         self._touch_encoded(session)
         return encode_s
 
-    def _make_viewer(self, session: Session, case: Any) -> ViewerCase:
+    def _make_viewer(self, session: Session, case: Case) -> ViewerCase:
         key = f"{session.short_id}-{session.case_gen}"
         viewer = ViewerCase(images=case.images, spacing=tuple(float(v) for v in case.spacing),
                             out_dir=session.out_dir / "viewer", key=key)
@@ -317,9 +311,9 @@ class SessionStore:
                     if session.source is None:
                         raise InputError("no scan is loaded yet; pick a sample case or upload your "
                                          "scans first")
-                    from vlseg.io import load_case
+                    from vlseg.io import open_case
 
-                    self._encode_locked(session, load_case(session.source), viewer=session.viewer)
+                    self._encode_locked(session, open_case(session.source), viewer=session.viewer)
                     reencoded = True
                 seg = session.segmenter
                 assert seg is not None
@@ -374,9 +368,9 @@ class SessionStore:
         if viewer is None:
             if session.source is None:
                 return None
-            from vlseg.io import load_case
+            from vlseg.io import open_case
 
-            viewer = self._make_viewer(session, load_case(session.source))  # not kept (evicted)
+            viewer = self._make_viewer(session, open_case(session.source))  # not kept (evicted)
         if seq not in viewer.sequences:
             seq = session.viewer_seq if session.viewer_seq in viewer.sequences else None
         if seq is None:

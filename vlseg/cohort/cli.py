@@ -101,10 +101,14 @@ def run(args: argparse.Namespace, out: Path) -> int:
     from vlseg.cohort.runner import run_cases
     from vlseg.segmenter import Segmenter
 
+    if threads is not None:  # the process's thread count is the CLI's to set
+        import torch
+
+        torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    seg = Segmenter.from_pretrained(args.model, device=args.device, threads=threads,
-                                    confidence=args.confidence, parser=parser)
+    seg = Segmenter.from_pretrained(args.model, device=args.device, confidence=args.confidence,
+                                    parser=parser)
     load_s = time.perf_counter() - t0
 
     mine = shard(cases, procs.rank, procs.world_size)

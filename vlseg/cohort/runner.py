@@ -27,7 +27,7 @@ from vlseg.cohort.tables import (
     weights_id,
 )
 from vlseg.errors import one_line
-from vlseg.io import load_case
+from vlseg.io import open_case
 from vlseg.segmenter import Segmenter
 
 STAGES = ("read", "encode", "decode", "measure", "write")
@@ -59,7 +59,7 @@ def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path) -> dict[str
     """Read, encode, ask and save one case; returns the stage times (raises on failure)."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    case = load_case(ref.folder)
+    case = open_case(ref.folder)
     t1 = time.perf_counter()
     seg.set_case(case)  # validate + encode the image once
     t2 = time.perf_counter()

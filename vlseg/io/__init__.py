@@ -1,7 +1,8 @@
 """Scan I/O: load a case (BraTS 2023+/2021 folders, MSD 4D images, explicit files) into RAS+
 float32 with validation, and write masks / label maps back onto the input's own grid.
 
-    >>> case = load_case("BraTS-GLI-00001-000/")        # or {"t1c": "a.nii.gz", "flair": ...}
+    >>> case = open_case("BraTS-GLI-00001-000/")        # read, validate, check the geometry
+    >>> case = load_case({"t1c": "a.nii.gz", "flair": "b.nii.gz"})   # read and validate only
     >>> case.present, case.shape, case.spacing
     >>> write_mask(mask_ras, case, "out/ET.nii.gz")     # uint8, input affine, clean header
     >>> classify("upload_flair.nii.gz").sequence         # 't2f'  (see README.md: where rules live)
@@ -11,6 +12,7 @@ from vlseg.io.classify import LABEL_TOKENS, FileClass, classify, label_values
 from vlseg.io.envelope import MIN_FOV_MM, brain_warnings, check_geometry, geometry_warnings
 from vlseg.io.labels import check_binary_mask, check_label_map
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
+from vlseg.io.opening import CaseSource, open_case
 from vlseg.io.nifti import NiftiReader, is_nifti_name, looks_like_nifti, write_uint8
 from vlseg.io.outputs import check_output_dir
 from vlseg.io.readers import (
@@ -34,7 +36,7 @@ from vlseg.io.volume import (
 )
 
 __all__ = [
-    "Case", "load_case", "write_mask", "write_label_map",
+    "Case", "CaseSource", "open_case", "load_case", "write_mask", "write_label_map",
     "FileClass", "classify", "label_values", "LABEL_TOKENS",
     "check_label_map", "check_binary_mask",
     "check_geometry", "geometry_warnings", "brain_warnings", "MIN_FOV_MM", "check_output_dir",

@@ -4,8 +4,9 @@ The SEG references the series whose grid the masks are on (the case's reference 
 grid ``write_mask`` writes NIfTI masks on; series on other grids were resampled onto it), carries one segment per answered concept with
 SNOMED CT coded concepts, the algorithm's identification (vlseg, version, model sha256), and
 copies the source's patient and study modules, as the standard requires for a derived object
-of the same study. It is written with the answer (``Answer.save`` calls :func:`save_extras`),
-inside the same staged publish as answer.json, which lists it.
+of the same study. It is written with the answer by the answer writer's DICOM-SEG exporter
+(``vlseg.segmenter.writer.DicomSeg``), inside the same staged publish as answer.json, which
+lists it.
 
 Frames are placed from the reference grid's geometry (a ``highdicom.Volume``), so the SEG and
 the NIfTI masks agree voxel for voxel.
@@ -103,23 +104,6 @@ def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.Pat
     return path
 
 
-def save_extras(answer: Any, stage: Path) -> dict[str, Any]:
-    """``Answer.save``'s hook: for DICOM input write the SEG into the staging folder; return
-    what answer.json adds, or ``{}`` for other input: ``{"dicom": {"reference": "t1c",
-    "resampled": ["t2f", ...]}, "dicom_seg": {...}}`` (the series whose grid the masks are on,
-    and the sequences resampled onto it)."""
-    case = getattr(answer, "_case", None)
-    if case is None or not is_dicom_case(case):
-        return {}
-    ref_seq, ref_path, resampled = grid_plan(case)
-    out: dict[str, Any] = {"dicom": {"reference": ref_seq, "resampled": resampled}}
-    if answer.masks_ras:
-        write_seg(case, answer.masks_ras, stage / SEG_FILE, model=answer.model, reference=ref_path)
-        out["dicom_seg"] = {"file": SEG_FILE, "segments": list(answer.masks_ras),
-                            "references": ref_seq}
-    return out
-
-
 def read_seg_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Read a vlseg DICOM-SEG back: ``{concept: (slice, row, col) uint8}`` and the LPS affine
     of that (slice, row, col) array (for tests and checks)."""
@@ -134,5 +118,5 @@ def read_seg_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.n
     return out, np.asarray(vol.affine)
 
 
-__all__ = ["SEG_FILE", "write_seg", "save_extras", "is_dicom_case", "read_seg_masks",
+__all__ = ["SEG_FILE", "write_seg", "is_dicom_case", "read_seg_masks",
            "reference_source"]

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlseg import intents, vocab
+from vlseg import vocab
 from vlseg.errors import InputError
-from vlseg.language import bank, rules
+from vlseg.language import bank, intents, rules
+from vlseg.language.intents import Intent
 from vlseg.language.places import Place, find_places, without_places
 from vlseg.text.base import TextEncoder
 
@@ -64,9 +65,12 @@ class Parse:
     parts: tuple["Parse", ...] = ()
     # Lobes, sides and structures the question is about ("does it reach the occipital lobe?").
     places: tuple[Place, ...] = ()
+    # The intent's record in the intent table, looked up once (a ValueError naming the known
+    # intents when there is none).
+    spec: Intent = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        intents.get(self.intent)  # a ValueError naming the known intents
+        object.__setattr__(self, "spec", intents.get(self.intent))
         if self.refused != (self.intent == "refuse"):
             raise ValueError("refused must be True exactly when intent is 'refuse'")
 
@@ -308,7 +312,7 @@ class QueryParser:
                 return _refuse(query, "no tumor region named; say e.g. 'segment the edema'")
 
         if intent is None:
-            if usable is not None and intents.get(usable.intent).measures:
+            if usable is not None and usable.spec.measures:
                 intent, from_previous = usable.intent, True
             else:
                 intent = "segment"

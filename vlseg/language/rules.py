@@ -1,5 +1,5 @@
 """Text rules of the query parser: normalization, target spans, keywords. No model, no torch.
-(What each kind of question looks like is declared in the intent table, ``vlseg.intents``.)
+(What each kind of question looks like is declared in the intent table, ``vlseg.language.intents``.)
 
 Everything here works on the *normalized* query: lower case, American spelling, misspelled
 domain words corrected, punctuation reduced to commas. Only text is ever interpreted; nothing in a

@@ -7,7 +7,7 @@ place named (hemisphere, lobes) is a value of those dicts.
 
 One composer per kind of answer (``segment_lines``, ``volume_lines``, ...), each taking the
 :class:`Facts` of one question; which intent uses which composer is declared in the intent table
-(``vlseg.intents``). ``finish`` adds the closing lines every answer shares.
+(``vlseg.language.intents``). ``finish`` adds the closing lines every answer shares.
 """
 from __future__ import annotations
 

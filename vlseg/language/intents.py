@@ -3,11 +3,12 @@
 Each :class:`Intent` says what the parser needs to recognise it (``pattern``, checked in table
 order, and intent-specific target ``spans``), what must be decoded to answer it (its targets,
 plus the sub-regions relations need), and which composer writes its answer. The parser
-(``vlseg.language``) detects intents and applies the target defaults from here; ``Segmenter.ask``
-dispatches through here and holds no intent-specific branches. Adding an intent is one entry
+detects intents and applies the target defaults from here, and each ``Parse`` carries its
+:class:`Intent`; the dialogue (``vlseg.segmenter.dialogue``) dispatches through it and holds no
+intent-specific branches. Adding an intent is one entry
 (plus a composer in ``vlseg.reasoning.answer`` and tests).
 
-    spec = intents.get("ratio")
+    spec = get("ratio")
     spec.decode(("NCR", "TC"))     # ('NCR', 'TC', 'ED', 'ET'): the targets, then relation parts
 """
 from __future__ import annotations
@@ -17,12 +18,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from vlseg import vocab
+from vlseg.language.places import structure_alternation
 from vlseg.language.rules import Span, ratio_spans
 from vlseg.reasoning.answer import (
     Facts,
     count_lines,
     distance_lines,
-    finish,
     help_lines,
     location_or_reach_lines,
     midline_lines,
@@ -32,14 +33,14 @@ from vlseg.reasoning.answer import (
     shift_lines,
     volume_lines,
 )
-from vlseg.language.places import structure_alternation
-from vlseg.reasoning.measure import TargetMeasurement
-from vlseg.reasoning.relations import Relations
+from vlseg.reasoning.case_facts import MIDLINE_SHIFT, CaseFact
+
 
 def _core_parts() -> frozenset[str]:
     """The tumor core and what it is made of (NCR, ET, TC)."""
     core = vocab.by_role("core")
     return frozenset() if core is None else frozenset({core, *vocab.concept(core).parts})
+
 
 _UNITS = r"(ml|cc|milliliters?|cm3|cubic|mm|centimeters?|liters?)"
 
@@ -71,7 +72,7 @@ class Intent:
     min_targets: int = 1                  # ratio: a part and a whole
     spans: Callable[[str], list[Span] | None] | None = None  # intent-specific target phrases
     places: bool = False                  # names lobes/sides/structures (not targets)
-    case_facts: tuple[str, ...] = ()      # case-level facts it reports ("midline_shift")
+    case_facts: tuple[CaseFact, ...] = ()  # case-level facts it reports (vlseg.reasoning.case_facts)
     names_targets: bool = True            # False: a question about the case, not a region
     # Other concepts measured to answer about these targets (count: the cores inside a WT).
     companions: Callable[[tuple[str, ...]], tuple[str, ...]] = lambda targets: ()
@@ -112,7 +113,7 @@ TABLE: tuple[Intent, ...] = (
         r"\bmidline shift\w*|\bshift\w* (of )?the midline\b|\bmidline (is |been )?(shifted|displaced|"
         r"deviated|pushed)\b|\bmass effect\b|\bshifted midline\b|\bsubfalcine\b"),
         shift_lines, summary="whether the midline is shifted", default_target="WT",
-        case_facts=("midline_shift",), names_targets=False),
+        case_facts=(MIDLINE_SHIFT,), names_targets=False),
     Intent("distance", re.compile(
         rf"(?=.*\b({structure_alternation()})\b).*\b(how far|distances?|near\w*|close\w*|proximity|"
         r"abut\w*|adjacent|next to|touch\w*|reach\w*|involv\w*|invad\w*|infiltrat\w*|margin|away|"
@@ -124,7 +125,7 @@ TABLE: tuple[Intent, ...] = (
         r"\bmidline\b|\bbilateral\w*\b|\bboth (hemispheres|sides)\b|\bother (side|hemisphere)\b|"
         r"\bcross(es|ing|ed)? (over|the|to|into)\b|\bone or both\b|\bspans? (both|the two)\b"),
         midline_lines, summary="whether it crosses the midline", default_target="WT",
-        case_facts=("midline_shift",)),
+        case_facts=(MIDLINE_SHIFT,)),
     Intent("location", re.compile(
         r"\bwhere\b|\bwhich (lobe|lobes|side|hemisphere|part of the brain|region of the brain|area)\b|"
         r"\bwhat (lobe|lobes|side|hemisphere|region of the brain|part of the brain)\b|\blocat\w*|"
@@ -187,46 +188,3 @@ def capabilities_text() -> str:
     return (f"I can segment and measure these brain-tumor regions on MRI: {regions}. Ask for "
             f"{', '.join(asks[:-1])}, or {asks[-1]}." if len(asks) > 1 else
             f"I can segment these brain-tumor regions on MRI: {regions}.")
-
-
-def answer_text(intent: str, facts: Facts, *, sequences_used: list[str],
-                notes: tuple[str, ...] = ()) -> str:
-    """The whole answer text of one question: the intent's composer, then the closing lines."""
-    return answer_text_parts([(intent, facts)], sequences_used=sequences_used, notes=notes)
-
-
-def answer_text_parts(parts: list[tuple[str, Facts]], *, sequences_used: list[str],
-                      notes: tuple[str, ...] = (), calibrated: bool = True) -> str:
-    """The answer to one or several questions (a compound query), each part by its intent's
-    composer in the order asked, then the closing lines once (``calibrated``: whether the
-    intervals quoted come from a calibration file, for the line that explains them)."""
-    lines: list[str] = []
-    for intent, facts in parts:
-        spec = get(intent)
-        if spec.measures and not facts.targets and spec.min_targets < 2:
-            lines.append("No target region was named. " + capabilities_text())
-        elif intent == "refuse" and len(parts) > 1:  # one part of a compound question
-            lines.append(spec.compose(facts)[0])
-        else:
-            lines.extend(line for line in spec.compose(facts) if line not in lines)
-    grounded = any(get(intent).measures for intent, _ in parts)
-    confidence = next((f.confidence for _, f in parts if f.confidence is not None), None)
-    return finish(lines, sequences_used=sequences_used, grounded=grounded, notes=notes,
-                  confidence=confidence, calibrated=calibrated)
-
-
-def compose_answer(*, intent: str, targets: list[TargetMeasurement], phrases: list[str],
-                   relations: Relations | None, sequences_used: list[str], refused: bool = False,
-                   help_text: str | None = None, notes: tuple[str, ...] = (),
-                   reason: str | None = None) -> str:
-    """The answer text for one parsed query, built only from the given measurements."""
-    facts = Facts.of(targets, relations, phrases=list(phrases), reason=reason, help_text=help_text)
-    return answer_text("refuse" if refused else intent, facts, sequences_used=sequences_used,
-                       notes=notes)
-
-
-def reply_text(intent: str, *, reason: str | None = None) -> str:
-    """The answer to a question that measures nothing (help, or a refusal with its reason)."""
-    if get(intent).measures:
-        raise ValueError("reply_text is for help and refused questions only")
-    return answer_text(intent, Facts(reason=reason), sequences_used=[])

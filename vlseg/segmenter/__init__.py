@@ -1,0 +1,184 @@
+"""The friendly façade: set a case once, ask many questions about it.
+
+``Segmenter`` composes the three parts that carry an answer, each in its own module: the
+predictor (``vlseg.predict.Predictor``: a case in, its encoding cached, masks for named
+concepts), the dialogue (``vlseg.segmenter.dialogue``: a question -> an :class:`Answer` through
+the intent table) and the answer writer (``vlseg.segmenter.writer``: the output folder).
+
+    seg = Segmenter.from_pretrained()
+    seg.set_case("BraTS-GLI-00000-000/")
+    ans = seg.ask("segment the necrotic core")
+    ans.save("out/")            # answer.json + NCR.nii.gz in the input's own grid
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypedDict
+
+from vlseg import __version__
+from vlseg.errors import InputError
+from vlseg.io import Case, CaseSource, brain_warnings, geometry_warnings, open_case
+from vlseg.language import QueryParser
+from vlseg.predict import Predictor
+from vlseg.reasoning import DISCLAIMER
+from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, Calibration
+from vlseg.segmenter.answer import Answer, ModelInfo
+from vlseg.segmenter.dialogue import CaseTalk, Dialogue
+from vlseg.segmenter.writer import ANSWER_FILE
+from vlseg.vocab import SEQUENCES
+
+if TYPE_CHECKING:  # the model package is imported lazily at run time
+    from vlseg.model.vlseg_model import VLSegModel
+
+
+class CaseSummary(TypedDict):
+    """What ``set_case`` returns."""
+
+    case_id: str
+    sequences: list[str]
+    shape: list[int]
+    spacing_mm: list[float]
+    encode_s: float
+    warnings: list[str]
+
+
+class SegmenterLike(Protocol):
+    """What the app and the MCP tools need from a :class:`Segmenter` (tests pass stand-ins)."""
+
+    def set_case(self, source: CaseSource | Case) -> CaseSummary: ...
+    def ask(self, query: str, *, confidence: float | None = None) -> Answer: ...
+    def reset(self) -> None: ...
+    @property
+    def case(self) -> Case: ...
+
+
+class Segmenter:
+    """Promptable segmentation + grounded answers for one case at a time (not thread-safe)."""
+
+    def __init__(self, *, model: VLSegModel, device: str = "cpu", checkpoint: Path | None = None,
+                 parser: QueryParser | None = None, threshold: float = 0.5,
+                 calibration: Calibration | None = None,
+                 confidence: float = DEFAULT_CONFIDENCE) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.confidence = _check_confidence(confidence)
+        # Calibrated intervals stored beside the weights (identity when there are none)
+        if calibration is None:
+            calibration = (Calibration.load(checkpoint) if checkpoint is not None
+                           else Calibration.identity("no checkpoint folder"))
+        self.calibration = calibration
+        self.model = model.eval().to(device)
+        self.device = device
+        self.threshold = threshold
+        self.checkpoint = checkpoint
+        if parser is None:
+            # The parser's thresholds are calibrated on plain MiniLM, not on the model's
+            # LoRA-adapted text encoder, so it keeps its own (process-wide cached) encoder.
+            parser = QueryParser()
+        self.parser = parser
+        self.predictor = Predictor(self.model, device=device, threshold=threshold)
+        self.dialogue = Dialogue(parser=parser, calibration=calibration, threshold=threshold)
+        self._talk: CaseTalk | None = None
+        self._model_info: ModelInfo | None = None
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
+                        parser: QueryParser | None = None, threshold: float = 0.5,
+                        calibration: Calibration | None = None,
+                        confidence: float = DEFAULT_CONFIDENCE,
+                        threads: int | None = None) -> "Segmenter":
+        """Load the bundled default model (None), a named bundled model, a checkpoint folder, or a
+        LoRA adapter folder (``runs/<x>/best``: applied on the base checkpoint it names by sha256).
+
+        ``threads`` is accepted for older callers and not used: the process's thread count is
+        the entry point's to set (``torch.set_num_threads``), never the library's."""
+        import torch
+
+        from vlseg.model import load_model
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        model = load_model(name_or_path, device=device)
+        source = model.source  # the adapter folder, else the checkpoint folder
+        return cls(model=model, device=device, checkpoint=source.adapter or source.checkpoint,
+                   parser=parser, threshold=threshold, calibration=calibration,
+                   confidence=confidence)
+
+    def fork(self) -> "Segmenter":
+        """A Segmenter with its own case and chat state sharing this one's model and parser
+        (one per chat session; nothing is reloaded, the checkpoint hash is computed once)."""
+        other = Segmenter(model=self.model, device=self.device, checkpoint=self.checkpoint,
+                          parser=self.parser, threshold=self.threshold,
+                          calibration=self.calibration, confidence=self.confidence)
+        other._model_info = self.model_info()
+        return other
+
+    # ----------------------------------------------------------------- case
+    @property
+    def case(self) -> Case:
+        return self.predictor.case
+
+    def set_case(self, source: CaseSource | Case) -> CaseSummary:
+        """Validate, preprocess and encode a scan once. Returns a short summary of the case."""
+        case = open_case(source)  # read (unless given a Case) and check the geometry
+        warnings = geometry_warnings(case.source_grid) + brain_warnings(case.images, case.affine)
+        encode_s = self.predictor.set_case(case)
+        self._talk = CaseTalk(case=case, warnings=warnings)
+        return {
+            "case_id": case.case_id,
+            "sequences": list(case.present),
+            "shape": list(case.shape),
+            "spacing_mm": [round(float(s), 4) for s in case.spacing],
+            "encode_s": round(encode_s, 3),
+            "warnings": list(warnings),
+        }
+
+    def reset(self) -> None:
+        """Forget the case and the chat history."""
+        self.predictor.reset()
+        self._talk = None
+
+    # ----------------------------------------------------------------- asking
+    def ask(self, query: str, *, confidence: float | None = None) -> Answer:
+        """Answer one query about the case that is set; chat context carries over between calls."""
+        self.predictor.case  # a clear error when no case is set
+        assert self._talk is not None
+        level = self.confidence if confidence is None else _check_confidence(confidence)
+        return self.dialogue.ask(self._talk, self.predictor, query, confidence=level,
+                                 model=self.model_info())
+
+    def model_info(self) -> ModelInfo:
+        """Provenance for answer JSON: model name, the base checkpoint and the LoRA adapter (if
+        any) each with its sha256, library versions. ``checkpoint``/``checkpoint_sha256`` name
+        the full (base) checkpoint."""
+        if self._model_info is None:
+            import torch
+
+            from vlseg.model import describe_source, resolve_model
+
+            source = resolve_model(self.checkpoint) if self.checkpoint is not None else getattr(
+                self.model, "source", None)
+            weights = describe_source(source) if source is not None else {
+                "checkpoint": None, "checkpoint_sha256": None, "base": None, "adapter": None}
+            self._model_info = ModelInfo(
+                name=self.model.config.name, **weights,
+                text_encoder=self.model.config.text_encoder,
+                spacing_mm=self.model.config.spacing_mm,
+                versions={"vlseg": __version__, "torch": torch.__version__,
+                          "python": platform.python_version()})
+        return self._model_info
+
+
+def _check_confidence(q: float) -> float:
+    try:
+        q = float(q)
+    except (TypeError, ValueError):
+        raise InputError(f"confidence must be a number between 0 and 1, got {q!r}") from None
+    if not 0.0 < q < 1.0:
+        raise InputError(f"confidence must be between 0 and 1 (e.g. 0.9 for 90 % intervals), got {q}")
+    return q
+
+
+__all__ = ["Segmenter", "SegmenterLike", "Answer", "CaseSummary", "ANSWER_FILE", "DISCLAIMER", "SEQUENCES"]

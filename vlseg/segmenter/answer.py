@@ -1,0 +1,91 @@
+"""One answer: its text, masks, measurements and provenance; ``to_json`` is answer.json.
+
+An :class:`Answer` is data: the dialogue makes it, the answer writer (``vlseg.segmenter.writer``)
+puts it on disk, and ``Answer.save`` is the one-call way to do that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+import numpy as np
+
+from vlseg.io import Case
+from vlseg.language import Parse
+from vlseg.reasoning import DISCLAIMER, Relations, TargetMeasurement, relations_to_json
+from vlseg.reasoning.case_facts import Json, answer_fields
+from vlseg.segmenter.writer import AnswerFiles, write_answer
+
+JsonObject = dict[str, Json]
+
+
+class ModelInfo(TypedDict, total=False):
+    """answer.json's ``model``: which weights answered, and the library versions."""
+
+    name: str
+    checkpoint: str | None  # the full (base) checkpoint
+    checkpoint_sha256: str | None
+    base: JsonObject | None  # {"checkpoint", "sha256"}
+    adapter: JsonObject | None  # {"name", "sha256", "rank", "parameters"} of a LoRA adapter
+    text_encoder: str
+    spacing_mm: float
+    versions: dict[str, str]  # vlseg, torch, python
+
+
+@dataclass
+class Answer:
+    """One answer: text, per-target masks and measurements, provenance. ``to_json`` is answer.json."""
+
+    query: str
+    text: str
+    refused: bool
+    intent: str
+    targets: list[JsonObject]  # answer.json's rounded target entries
+    masks: dict[str, np.ndarray]  # concept -> uint8 (X, Y, Z) in the input file's own voxel order
+    masks_ras: dict[str, np.ndarray]  # concept -> uint8 in RAS+ order of the case (for display)
+    relations: Relations | None
+    sequences_used: list[str]
+    model: ModelInfo
+    timing_s: dict[str, float]
+    case_id: str | None = None
+    warnings: list[str] = field(default_factory=list)  # about the scan: thick slices, not a brain
+    parse: Parse | None = None
+    measurements: list[TargetMeasurement] = field(default_factory=list)
+    case_facts: JsonObject = field(default_factory=dict)  # e.g. midline shift, when asked
+    relations_json: JsonObject | None = None  # relations with their intervals, as answered
+    confidence: float | None = None  # the intervals' confidence level (measured answers)
+    calibration: JsonObject | None = None  # how the intervals were calibrated
+    case: Case | None = field(default=None, repr=False, compare=False)  # what the masks are of
+
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
+            "query": self.query,
+            "text": self.text,
+            "refused": self.refused,
+            "intent": self.intent,
+            "intents": list(self.parse.intents) if self.parse is not None else [self.intent],
+            "targets": [dict(t) for t in self.targets],
+            "relations": (self.relations_json if self.relations_json is not None
+                          else relations_to_json(self.relations)),
+            "sequences_used": list(self.sequences_used),
+            "warnings": list(self.warnings),
+            "model": dict(self.model),
+            "timing_s": {k: round(v, 4) for k, v in self.timing_s.items()},
+            "disclaimer": DISCLAIMER,
+        }
+        out.update(answer_fields(self.case_facts))
+        if self.confidence is not None:
+            out["confidence"] = self.confidence
+            out["calibration"] = self.calibration
+        return out
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``answer.json`` and the masks into ``out_dir`` (see :func:`write_answer`);
+        returns the answer.json path."""
+        files = (AnswerFiles(case=self.case, masks_ras=self.masks_ras, model=dict(self.model))
+                 if self.case is not None else None)
+        return write_answer(out_dir, self.to_json(), files)
+
+
+__all__ = ["Answer", "ModelInfo", "JsonObject"]

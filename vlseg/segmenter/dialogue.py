@@ -1,0 +1,254 @@
+"""The dialogue: a question and the conversation so far -> an :class:`Answer`.
+
+The parser turns the query into single-intent questions, each carrying its record from the
+intent table (``vlseg.language.intents``); that record says what to decode, which companions to
+measure, which case facts to report and which composer writes the sentences. Nothing here
+depends on the kind of question. Masks come from the predictor (``vlseg.predict.Predictor``);
+measurements, the atlas registration, relations, case facts and intervals are kept per case
+and reused by follow-ups until the labelling changes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vlseg import vocab
+from vlseg.io import Case
+from vlseg.language import Intent, Parse, QueryParser, TargetRef
+from vlseg.language.intents import capabilities_text
+from vlseg.numbers import round_fraction, round_ml
+from vlseg.predict import Predictor
+from vlseg.reasoning import (
+    AtlasLocator,
+    Facts,
+    Relations,
+    TargetMeasurement,
+    finish,
+    measure_target,
+    measurement_to_json,
+    relations,
+    relations_to_json,
+)
+from vlseg.reasoning import case_facts
+from vlseg.reasoning.calibration import Calibration
+from vlseg.reasoning.grouping import lesion_masks
+from vlseg.errors import VlsegError
+from vlseg.segmenter.answer import Answer, JsonObject, ModelInfo
+
+LOCATOR_SEQUENCES = ("t1n", "t1c", "t2w", "t2f")  # closest to the T1 atlas template first
+
+
+@dataclass
+class CaseTalk:
+    """What the dialogue keeps about the case that is set (reset with the case)."""
+
+    case: Case
+    warnings: list[str] = field(default_factory=list)  # said with every answer on the case
+    previous: Parse | None = None  # the last answered Parse, for "how big is it?"
+    locator: AtlasLocator | None = None  # fitted lazily on the first measured question
+    locator_failed: str | None = None
+    facts: JsonObject = field(default_factory=dict)  # case facts: name or name_error -> value
+    # Derived from one labelling (``generation``), reused by follow-ups until it changes.
+    generation: int = -1
+    measured: dict[str, TargetMeasurement] = field(default_factory=dict)
+    relations: Relations | None = None
+    intervals: dict[tuple[str, float], tuple[float, float] | None] = field(default_factory=dict)
+
+
+class Dialogue:
+    """Answers questions about the predictor's case through the intent table."""
+
+    def __init__(self, *, parser: QueryParser, calibration: Calibration, threshold: float) -> None:
+        self.parser = parser
+        self.calibration = calibration
+        self.threshold = threshold
+
+    def ask(self, talk: CaseTalk, predictor: Predictor, query: str, *, confidence: float,
+            model: ModelInfo) -> Answer:
+        """Answer one query (a compound one part by part, in order); ``talk`` carries over."""
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        # Understand the query; a concept the model does not segment is refused, not decoded
+        parse = self.parser.parse(query, previous=talk.previous)
+        unknown = [c for c in parse.concepts if c not in predictor.concepts]
+        if unknown:
+            parse = Parse(query=parse.query, intent="refuse", refused=True, targets=(),
+                          reason=f"this model does not segment {vocab.name(unknown[0])}")
+        questions = parse.questions
+        timing["parse"] = time.perf_counter() - t0
+        measures = any(q.spec.measures for q in questions)
+        if measures:
+            talk.previous = questions[-1] if questions[-1].targets else parse
+
+        # Condition on prompts: decode only what is not cached yet, one labelling of the case
+        t1 = time.perf_counter()
+        decoded = tuple(dict.fromkeys(c for q in questions for c in q.spec.decode(q.concepts)))
+        masks = predictor.masks(decoded)
+        if talk.generation != predictor.generation:  # a new labelling: the old measures are stale
+            talk.generation, talk.measured, talk.relations, talk.intervals = predictor.generation, {}, None, {}
+        timing["decode"] = time.perf_counter() - t1
+
+        # Measure, locate, relate: each target once, whatever asks for it
+        t2 = time.perf_counter()
+        measured: dict[str, TargetMeasurement] = {}
+        rel: Relations | None = None
+        if measures:
+            locator = self._locator(talk)  # every target reports hemisphere and lobes
+            wanted = parse.concepts + tuple(c for q in questions for c in q.spec.companions(q.concepts))
+            for c in dict.fromkeys(wanted):
+                measured[c] = self._measure(talk, predictor, c, locator)
+            for fact in dict.fromkeys(f for q in questions for f in q.spec.case_facts):
+                self._case_fact(talk, predictor, fact)
+            if all(c in decoded for c in vocab.relation_concepts()):
+                if talk.relations is None:
+                    talk.relations = relations({c: masks[c] for c in vocab.relation_concepts()},
+                                               talk.case.affine)
+                rel = talk.relations
+        timing["measure"] = time.perf_counter() - t2
+
+        # Calibrated intervals at the asked confidence, in the JSON the text is built from
+        target_json, rel_json = self._with_intervals(talk, predictor, measured, rel, confidence)
+
+        # Compose: each question's sentences through its intent's composer
+        parts = [(q.spec, Facts(targets=[target_json[c] for c in q.concepts],
+                                relations=rel_json if q.spec.relations(q.concepts) else None,
+                                phrases=[t.phrase for t in q.targets], reason=q.reason,
+                                places=[p.to_json() for p in q.places or parse.places],
+                                case=dict(talk.facts), confidence=confidence,
+                                companions={c: target_json[c] for c in q.spec.companions(q.concepts)
+                                            if c in target_json}))
+                 for q in questions]
+        grounded = bool(measured)
+        notes = (*talk.warnings, *((f"Location unavailable: {talk.locator_failed}.",)
+                                   if grounded and talk.locator_failed else ()))
+        text = answer_text_parts(parts, sequences_used=list(talk.case.present), notes=notes,
+                                 calibrated=self.calibration.calibrated)
+        timing["total"] = time.perf_counter() - t0
+        answer = self._answer(talk, predictor, parse, text, [measured[c] for c in parse.concepts],
+                              rel, timing, model, target_json=target_json, relations_json=rel_json)
+        answer.confidence = confidence if grounded else None
+        answer.calibration = self.calibration.describe(confidence) if grounded else None
+        return answer
+
+    # ----------------------------------------------------------------- steps
+    def _measure(self, talk: CaseTalk, predictor: Predictor, concept: str,
+                 locator: AtlasLocator | None) -> TargetMeasurement:
+        if concept not in talk.measured:
+            probs, masks = predictor.labelling()
+            # Lesions counted as a radiologist would: sub-regions per parent lesion
+            talk.measured[concept] = measure_target(
+                concept, probs[concept], talk.case.affine, locator=locator,
+                threshold=self.threshold, mask=masks[concept], **lesion_masks(concept, masks))
+        return talk.measured[concept]
+
+    def _case_fact(self, talk: CaseTalk, predictor: Predictor, fact: case_facts.CaseFact) -> None:
+        """Compute a case fact once per case (failures are said in the answer, never raised)."""
+        if fact.name in talk.facts or f"{fact.name}_error" in talk.facts:
+            return
+        _, masks = predictor.labelling()
+        talk.facts.update(case_facts.compute(fact, case_facts.FactInputs(
+            images=talk.case.images, affine=talk.case.affine, locator=self._locator(talk),
+            locator_failed=talk.locator_failed, masks=masks)))
+
+    def _locator(self, talk: CaseTalk) -> AtlasLocator | None:
+        """Fit the atlas registration once per case; on failure, answer without location."""
+        if talk.locator is None and talk.locator_failed is None:
+            seq = next(s for s in LOCATOR_SEQUENCES if s in talk.case.images)
+            try:
+                talk.locator = AtlasLocator.fit(talk.case.images[seq], talk.case.affine)
+            except VlsegError as e:
+                talk.locator_failed = str(e)
+        return talk.locator
+
+    def _with_intervals(self, talk: CaseTalk, predictor: Predictor,
+                        measured: dict[str, TargetMeasurement], rel: Relations | None,
+                        level: float) -> tuple[dict[str, JsonObject], JsonObject | None]:
+        """answer.json entries of the measured targets and relations, with
+        ``volume_ml_interval`` per target and ``<ratio>_interval`` per ratio at ``level``."""
+        cal, affine, known = self.calibration, talk.case.affine, talk.intervals
+        probs, masks = predictor.labelling()
+        out: dict[str, JsonObject] = {}
+        for c, m in measured.items():
+            j = measurement_to_json(m)
+            if (c, level) not in known:
+                known[(c, level)] = cal.volume_interval(c, probs[c], masks[c], affine, level)
+            lo, hi = known[(c, level)]  # type: ignore[misc]
+            j["volume_ml_interval"] = [round_ml(lo), round_ml(hi)]
+            out[c] = j
+        rel_json = relations_to_json(rel)
+        if rel_json is not None:
+            for name in vocab.ratios():
+                if rel_json.get(name) is None:
+                    continue
+                if (name, level) not in known:
+                    known[(name, level)] = cal.ratio_interval(name, probs, masks, affine, level)
+                iv = known[(name, level)]
+                rel_json[f"{name}_interval"] = None if iv is None else [round_fraction(iv[0]),
+                                                                         round_fraction(iv[1])]
+        return out, rel_json
+
+    def _answer(self, talk: CaseTalk, predictor: Predictor, parse: Parse, text: str,
+                measurements: list[TargetMeasurement], rel: Relations | None,
+                timing: dict[str, float], model: ModelInfo, *, target_json: dict[str, JsonObject],
+                relations_json: JsonObject | None) -> Answer:
+        masks = predictor.masks(m.concept for m in measurements) if measurements else {}
+        targets: list[JsonObject] = []
+        masks_src: dict[str, np.ndarray] = {}
+        masks_ras: dict[str, np.ndarray] = {}
+        for ref, m in zip(parse.targets, measurements):
+            # The mask that was measured: p >= threshold, specks below the minimum lesion removed.
+            masks_ras[m.concept] = masks[m.concept].astype(np.uint8)
+            masks_src[m.concept] = talk.case.to_source(masks_ras[m.concept])
+            targets.append(_target_json(ref, target_json.get(m.concept) or measurement_to_json(m)))
+        return Answer(
+            query=parse.query, text=text, refused=parse.refused, intent=parse.intent,
+            targets=targets, masks=masks_src, masks_ras=masks_ras, relations=rel,
+            warnings=list(talk.warnings), sequences_used=list(talk.case.present), model=model,
+            timing_s=timing, case_id=talk.case.case_id, parse=parse,
+            measurements=list(measurements), case_facts=dict(talk.facts),
+            relations_json=relations_json, case=talk.case)
+
+
+# ----------------------------------------------------------------------------- answer text
+
+
+def answer_text_parts(parts: list[tuple[Intent, Facts]], *, sequences_used: list[str],
+                      notes: tuple[str, ...] = (), calibrated: bool = True) -> str:
+    """The answer to one or several questions (a compound query), each part by its intent's
+    composer in the order asked, then the closing lines once (``calibrated``: whether the
+    intervals quoted come from a calibration file, for the line that explains them)."""
+    lines: list[str] = []
+    for spec, facts in parts:
+        if spec.measures and not facts.targets and spec.min_targets < 2:
+            lines.append("No target region was named. " + capabilities_text())
+        elif spec.name == "refuse" and len(parts) > 1:  # one part of a compound question
+            lines.append(spec.compose(facts)[0])
+        else:
+            lines.extend(line for line in spec.compose(facts) if line not in lines)
+    grounded = any(spec.measures for spec, _ in parts)
+    confidence = next((f.confidence for _, f in parts if f.confidence is not None), None)
+    return finish(lines, sequences_used=sequences_used, grounded=grounded, notes=notes,
+                  confidence=confidence, calibrated=calibrated)
+
+
+def reply_text(spec: Intent, *, reason: str | None = None) -> str:
+    """The answer to a question that measures nothing (help, or a refusal with its reason)."""
+    if spec.measures:
+        raise ValueError("reply_text is for help and refused questions only")
+    return answer_text_parts([(spec, Facts(reason=reason))], sequences_used=[])
+
+
+def _target_json(ref: TargetRef, measured: JsonObject) -> JsonObject:
+    """answer.json entry for one target: the rounded measurement (the exact values the answer
+    text quotes, intervals included) plus the phrase and mask file name."""
+    concept = measured["concept"]
+    out: JsonObject = {"concept": concept, "phrase": ref.phrase,
+                       "parse_score": round(float(ref.score), 3), "mask": f"{concept}.nii.gz"}
+    out.update(measured)
+    return out
+
+
+__all__ = ["Dialogue", "CaseTalk", "answer_text_parts", "reply_text"]

@@ -1,0 +1,118 @@
+"""The answer writer: the only code that knows an answer folder's layout.
+
+``answer.json`` plus one file per exporter: a ``<CONCEPT>.nii.gz`` per target in the input's own
+grid (:class:`NiftiMasks`), and for a case read from a DICOM study one DICOM Segmentation
+(:class:`DicomSeg`). Everything is staged first and published with answer.json last
+(``vlseg.fileio.staged_folder``); files an earlier answer.json listed there are removed, nothing
+else is touched, and an interrupted write never leaves an answer.json that disagrees with the
+files beside it.
+
+    write_answer("out/", answer.to_json(), AnswerFiles(case=case, masks_ras=masks, model=info))
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from vlseg.errors import InputError
+from vlseg.fileio import staged_folder, write_json_atomic
+from vlseg.io import Case, write_mask
+from vlseg.io.dicom import grid_plan
+from vlseg.io.dicom_seg import SEG_FILE, is_dicom_case, write_seg
+from vlseg.reasoning.case_facts import Json
+
+ANSWER_FILE = "answer.json"
+
+
+@dataclass(frozen=True)
+class AnswerFiles:
+    """What the exporters write from: the case (its grid and source) and the RAS+ masks."""
+
+    case: Case
+    masks_ras: Mapping[str, np.ndarray]  # concept -> uint8 (X, Y, Z) RAS+ of the case
+    model: Mapping[str, Json]  # answer.json's provenance, for the files that carry it
+
+
+class Exporter(Protocol):
+    """One output format: writes its files into the staging folder, returns what answer.json adds."""
+
+    def names(self, files: AnswerFiles) -> list[str]:
+        """The file names it will write (checked against the case's inputs first)."""
+        ...
+
+    def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
+        ...
+
+
+class NiftiMasks:
+    """One ``<CONCEPT>.nii.gz`` per mask: uint8 0/1 on the input's own grid, clean header."""
+
+    def names(self, files: AnswerFiles) -> list[str]:
+        return [f"{c}.nii.gz" for c in files.masks_ras]
+
+    def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
+        for concept, name in zip(files.masks_ras, self.names(files)):
+            write_mask(files.masks_ras[concept], files.case, stage / name)
+        return {}
+
+
+class DicomSeg:
+    """For a case read from a DICOM study: one DICOM-SEG referencing the study's reference
+    series, and answer.json's ``dicom`` (the grid's series) and ``dicom_seg`` entries."""
+
+    def names(self, files: AnswerFiles) -> list[str]:
+        return [SEG_FILE] if files.masks_ras and is_dicom_case(files.case) else []
+
+    def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
+        if not is_dicom_case(files.case):
+            return {}
+        ref_seq, ref_path, resampled = grid_plan(files.case)
+        out: dict[str, Json] = {"dicom": {"reference": ref_seq, "resampled": list(resampled)}}
+        if files.masks_ras:
+            write_seg(files.case, files.masks_ras, stage / SEG_FILE, model=files.model,
+                      reference=ref_path)
+            out["dicom_seg"] = {"file": SEG_FILE, "segments": list(files.masks_ras),
+                                "references": ref_seq}
+        return out
+
+
+EXPORTERS: tuple[Exporter, ...] = (NiftiMasks(), DicomSeg())
+
+
+def write_answer(out_dir: str | Path, doc: Mapping[str, Json], files: AnswerFiles | None, *,
+                 exporters: tuple[Exporter, ...] = EXPORTERS) -> Path:
+    """Publish ``doc`` as ``out_dir/answer.json`` with what each exporter writes from ``files``
+    (None: answer.json alone); returns the answer.json path."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file, not a folder; give --out a folder", str(out))
+    if files is not None:
+        inputs = {Path(p).resolve() for p in files.case.sources.values()}
+        clash = [n for e in exporters for n in e.names(files) if (out / n).resolve() in inputs]
+        if clash:
+            raise InputError(f"{clash[0]} there is one of the case's input files; choose "
+                             "another output folder", str(out))
+    with staged_folder(out, manifest=ANSWER_FILE, previous=_listed_files(out / ANSWER_FILE)) as stage:
+        extras: dict[str, Json] = {}
+        for exporter in exporters if files is not None else ():
+            extras.update(exporter.write(files, stage))
+        write_json_atomic(stage / ANSWER_FILE, {**doc, **extras})
+    return out / ANSWER_FILE
+
+
+def _listed_files(answer_json: Path) -> list[str]:
+    """File names an earlier answer.json in the folder lists (none if unreadable)."""
+    try:
+        doc = json.loads(answer_json.read_text())
+        extra = [str(doc["dicom_seg"]["file"])] if isinstance(doc.get("dicom_seg"), dict) else []
+        return [str(t["mask"]) for t in doc.get("targets", []) if isinstance(t, dict) and t.get("mask")] + extra
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return []
+
+
+__all__ = ["ANSWER_FILE", "AnswerFiles", "Exporter", "NiftiMasks", "DicomSeg", "EXPORTERS",
+           "write_answer"]
