@@ -231,14 +231,14 @@ def label_conventions() -> dict[str, dict[str, int]]:
 
 
 # -- the bundled tumor concepts -------------------------------------------------------------
-from vlseg.vocab.tumor import TUMOR_CODES, TUMOR_CONCEPTS  # noqa: E402
+from vlseg.vocab.tumor import PRE_TREATMENT_CODES, TUMOR_CODES, TUMOR_CONCEPTS  # noqa: E402
 
 for _c in TUMOR_CONCEPTS:
     register(_c)
 
 __all__ = [
     "Concept", "DicomCode", "LabelConvention", "RELATION_ROLES", "RGB", "SEQUENCES",
-    "SEQUENCE_ALIASES", "SEQUENCE_TITLES", "TUMOR_CODES", "TUMOR_CONCEPTS", "base_codes",
+    "PRE_TREATMENT_CODES", "SEQUENCE_ALIASES", "SEQUENCE_TITLES", "TUMOR_CODES", "TUMOR_CONCEPTS", "base_codes",
     "by_role", "canonical_sequence", "check_concept", "codes", "colors", "concept", "concepts",
     "convention", "convention_names", "conventions", "default_convention", "draw_order",
     "label_convention", "label_conventions", "name", "names", "naming_convention", "parts",
