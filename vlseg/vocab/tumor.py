@@ -119,7 +119,7 @@ RC = Concept(
     code="RC", name="resection cavity", parts=("RC",), color=(170, 60, 255),
     labels={"brats2024": 4},
     synonyms=(
-        "RC", "resection cavity", "surgical cavity", "post-operative cavity", "postoperative cavity",
+        "resection cavity", "surgical cavity", "post-operative cavity", "postoperative cavity",
         "the cavity", "resection bed", "surgical bed", "operative cavity", "cavity left by surgery",
         "where the tumor was removed", "where the tumor was resected",
     ),
@@ -130,8 +130,7 @@ RC = Concept(
     ),
     # Not a bare "cavity": "cystic necrotic cavity" is necrosis.
     keywords=(r"\bresect\w*( \w+)? (cavit\w*|bed|area|site)\b", r"\b(post-?operative|post-?surgical|"
-              r"surgical|operative) (cavit\w*|bed|site)\b", r"\bthe cavity\b",
-              r"\b(tumor|tumour|it) was (removed|resected|operated)\b",
+              r"surgical|operative) (cavit\w*|bed|site)\b",               r"\b(tumor|tumour|it) was (removed|resected|operated)\b",
               r"\b(hole|cavity|gap|space) (left )?(by|after|from) (the )?(surgery|operation|resection)\b"),
     abbreviations=(("RC", "resection cavity"),),
     tier=0, dicom_type=RESECTION_CAVITY, timepoint="post",
