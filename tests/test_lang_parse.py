@@ -79,7 +79,7 @@ OUT_OF_SCOPE = [
 
 # No keyword in these: the embedding alone decides (calibration regression for min_score).
 PARAPHRASES = {
-    "NCR": ["the dark center", "the hollow middle part", "the cavity inside",
+    "NCR": ["the dark center", "the hollow middle part", "the dark hole in the middle",
             "dying tissue in the middle"],
     "ED": ["the bright halo on flair", "the fluid surrounding it", "the swollen area",
            "the hyperintense rim on t2", "the infiltrated surroundings"],

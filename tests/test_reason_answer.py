@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from vlseg.vocab import TUMOR_CODES as CONCEPTS
+from vlseg.vocab import PRE_TREATMENT_CODES as CONCEPTS
 from vlseg.language.intents import INTENTS, get
 from vlseg.reasoning import (
     DISCLAIMER, LOBES, AtlasLocator, Facts, measure_target, measurement_to_json,

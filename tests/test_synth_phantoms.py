@@ -197,3 +197,61 @@ def test_dicom_case_matches_study_from_written_nifti(tmp_path):
     assert got == sorted(p.name for p in ref.iterdir()) and len(got) > 4
     for name in got:
         assert (study / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+def test_post_treatment_case_is_the_same_head_after_surgery(cases):
+    """Post: the pre-treatment tumor's centre is a cavity (BraTS 2024 label 4) with fluid
+    physics; residual enhancing wall only where drawn; blood products are not enhancement."""
+    r = SynthRanges(p_no_residual=0.0, p_residual_rim=1.0, p_blood=1.0, p_multifocal=0.0, p_small=0.0)
+    imgs, info = generate_case_with_info(11, spacing_mm=SP, ranges=r, timepoint="post")
+    pre_seg = _ras(cases[11][0]["seg"])
+    seg = _ras(imgs["seg"])
+    assert info["timepoint"] == "post" and info["label_convention"] == "brats2024"
+    assert set(np.unique(seg)) <= {0, 1, 2, 3, 4} and (seg == 4).sum() > 50
+    assert info["label_voxels"]["RC"] == int((seg == 4).sum())
+    # The cavity lies where the untreated tumor was (same pose and tumor draw).
+    assert (pre_seg[seg == 4] > 0).mean() > 0.9
+    img = {s: _ras(imgs[s]).astype(np.float64) for s in SEQUENCES}
+    normal = (img["t1n"] > 0) & (seg == 0) & (pre_seg == 0)
+    wm = normal & (img["t1n"] > np.percentile(img["t1n"][normal], 80))
+    rc = seg == 4
+    assert img["t1n"][rc].mean() < img["t1n"][wm].mean() * 0.8        # fluid: T1 dark
+    assert img["t2w"][rc].mean() > img["t2w"][wm].mean() * 1.5        # T2 bright
+    assert img["t2f"][rc].mean() < img["t2f"][seg == 2].mean()        # FLAIR below the SNFH
+    assert info["postop"]["blood_products"] and info["postop"]["residual_enhancing"]
+    # Blood: bright on T1n too, so its T1c/T1n ratio stays low; the enhancing wall's is high.
+    et = seg == 3
+    if et.sum() > 10:
+        ratio_et = (img["t1c"][et] / img["t1n"][et]).mean()
+        bright_t1n = rc & (img["t1n"] > np.percentile(img["t1n"][wm], 50))
+        if bright_t1n.sum() > 5:
+            assert (img["t1c"][bright_t1n] / img["t1n"][bright_t1n]).mean() < ratio_et
+
+
+def test_post_treatment_without_residual_tumor():
+    r = SynthRanges(p_no_residual=1.0, p_multifocal=0.0, p_small=0.0)
+    imgs, info = generate_case_with_info(21, spacing_mm=SP, ranges=r, timepoint="post")
+    seg = _ras(imgs["seg"])
+    assert (seg == 4).any() and not (seg == 3).any() and not (seg == 1).any()
+    assert not info["postop"]["residual_enhancing"] and not info["postop"]["residual_nodules"]
+
+
+def test_healthy_case_has_no_tumor_and_a_normal_brain(cases):
+    imgs, info = generate_case_with_info(11, spacing_mm=SP, healthy=True)
+    assert not np.asarray(imgs["seg"].dataobj).any()
+    assert info["variant"] == "healthy" and info["lesions"] == []
+    # Same head: the brain mask is that of the tumor case up to the mass effect.
+    a, b = _ras(imgs["t1n"]) > 0, _ras(cases[11][0]["t1n"]) > 0
+    assert (a & b).sum() / (a | b).sum() > 0.95
+
+
+def test_cli_post_and_healthy(tmp_path, capsys):
+    args = argparse.Namespace(out=str(tmp_path / "p"), n=1, seed=3, start=0, workers=1, spacing=SP,
+                              format="nifti", timepoint="post", healthy=False)
+    assert synth_run(args) == 0
+    info = json.loads(next((tmp_path / "p").rglob("*-synth.json")).read_text())
+    assert info["timepoint"] == "post"
+    bad = argparse.Namespace(**{**vars(args), "out": str(tmp_path / "h"), "healthy": True})
+    from vlseg.errors import InputError
+    with pytest.raises(InputError, match="--healthy"):
+        synth_run(bad)

@@ -308,3 +308,45 @@ def test_written_randomized_case_loads_with_its_labels(tmp_path):
     assert np.allclose(case.spacing, SPACING)
     assert case.labels["WT"].any() and not (case.labels["TC"] & ~case.labels["WT"]).any()
     assert main(["--out", str(tmp_path), "--n", "0"]) == 2
+
+
+# ----------------------------------------------------------------------------- post-treatment
+
+def test_post_treatment_samples_carry_a_cavity_with_fluid_and_blood_physics():
+    s = synth(**NO_ARTEFACTS, **WITH_TUMOR, p_post=1.0, p_small=0.0, p_multifocal=0.0)
+    seen_rc = 0
+    for seed in range(3):
+        lm, tumor, info = s.label_map(rng(seed), pool=False)
+        assert info["tumor"]["timepoint"] == "post" and tumor.post is not None
+        labels = lm.labels
+        assert set(labels) == {"NCR", "ED", "ET", "RC"}
+        stacked = np.stack([labels[c] for c in labels]).sum(0)
+        assert stacked.max() <= 1                                    # disjoint
+        seen_rc += int(labels["RC"].sum() > 10)
+        if not info["tumor"]["postop"]["residual_enhancing"]:
+            assert not labels["ET"].any()
+    assert seen_rc == 3
+    # Relations: the cavity's fluid is darker than the parenchyma on both T1s; blood is bright on
+    # t1n and does not enhance.
+    for seed in range(100):
+        m = sample_contrast(rng(seed), RandomizeConfig()).means
+        par = m[:, [L["GM"], L["WM"]]]
+        for seq in ("t1n", "t1c"):
+            assert m[S[seq], L["FLUID"]] < par[S[seq]].min()
+        assert m[S["t1n"], L["BLOOD"]] > par[S["t1n"]].max()
+        ref = par.mean(1)
+        assert m[S["t1c"], L["BLOOD"]] / ref[S["t1c"]] <= m[S["t1n"], L["BLOOD"]] / ref[S["t1n"]] + 1e-9
+
+
+def test_pre_treatment_samples_have_an_empty_cavity_label():
+    lm, tumor, info = synth(**WITH_TUMOR).label_map(rng(5), pool=False)
+    assert tumor.post is None and info["tumor"]["timepoint"] == "pre" and not lm.labels["RC"].any()
+
+
+def test_written_post_treatment_case_uses_the_brats2024_labels(tmp_path):
+    from vlseg.synth.randomize_cli import write_randomized_case
+    import json
+
+    folder = write_randomized_case(tmp_path, synth(**WITH_TUMOR, p_post=1.0, p_small=0.0), 3, 0)
+    info = json.loads(next(folder.glob("*-synth.json")).read_text())
+    assert info["label_convention"] == "brats2024" and info["label_voxels"]["RC"] > 0

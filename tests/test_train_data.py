@@ -7,7 +7,7 @@ import torch
 
 from vlseg import vocab
 
-CONCEPTS = vocab.TUMOR_CODES
+CONCEPTS = vocab.PRE_TREATMENT_CODES
 CONCEPT_NAMES = vocab.names()
 from vlseg.errors import InputError
 from vlseg.training.augment import augment, random_crop
@@ -34,7 +34,7 @@ from vlseg.training.sources import (
 
 def test_phrase_bank_is_unambiguous_and_heldout_is_unseen():
     bank = concept_phrases()
-    assert set(bank) == set(CONCEPTS)
+    assert set(bank) == set(vocab.codes())
     assert {"necrosis", "oedema", "enhancing rim", "whole tumor", "tumour", "NCR", "ED", "ET", "TC", "WT"} <= {
         t for terms in bank.values() for t in terms}
     owner: dict[str, str] = {}

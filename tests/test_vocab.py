@@ -9,32 +9,37 @@ from vlseg import picture, vocab
 from vlseg.language import intents
 from vlseg.vocab.labels import concepts_to_labels, labels_to_concepts
 
-CONCEPTS = vocab.TUMOR_CODES
+CONCEPTS = vocab.PRE_TREATMENT_CODES
 LABEL_CONVENTIONS = vocab.label_conventions()
 
-CAVITY = vocab.Concept(
-    code="RC", name="resection cavity", parts=("RC",), color=(170, 60, 255),
-    labels={"brats2024": 4},
-    synonyms=("RC", "resection cavity", "surgical cavity", "post-operative cavity"),
-    heldout_synonyms=("operation cavity",),
-    phrases=("the hole left by surgery", "where the tumor was removed"),
-    keywords=(r"\bresection cavit\w*", r"\bsurgical cavit\w*"),
-    abbreviations=(("RC", "resection cavity"),),
+TOY = vocab.Concept(
+    code="CAL", name="calcification", parts=("CAL",), color=(250, 250, 250),
+    labels={"brats2024": 5},
+    synonyms=("CAL", "calcification", "calcified focus", "tumor calcification"),
+    heldout_synonyms=("chalky spot",),
+    phrases=("the calcified part", "calcium deposits"),
+    keywords=(r"\bcalcif\w*",),
+    abbreviations=(("CAL", "calcification"),),
     tier=0,
 )
 
 
 @pytest.fixture
-def cavity():
-    vocab.register(CAVITY)
+def toy():
+    vocab.register(TOY)
     try:
-        yield CAVITY
+        yield TOY
     finally:
-        vocab.unregister("RC")
+        vocab.unregister("CAL")
 
 
 def test_bundled_concepts_and_conventions():
-    assert vocab.codes() == CONCEPTS == ("NCR", "ED", "ET", "TC", "WT")
+    assert CONCEPTS == ("NCR", "ED", "ET", "TC", "WT")
+    assert vocab.codes() == (*CONCEPTS, "RC") == vocab.TUMOR_CODES
+    assert vocab.all_regions() == ("NCR", "ED", "ET") and vocab.all_regions("post") == ("NCR", "ED", "ET", "RC")
+    assert LABEL_CONVENTIONS["brats2024"] == {"NCR": 1, "ED": 2, "ET": 3, "RC": 4}
+    rc = vocab.concept("RC")
+    assert rc.timepoint == "post" and rc.dicom_type[1].startswith("99") and "RC" not in vocab.concept("WT").parts
     assert vocab.concept("TC").parts == ("NCR", "ET") and vocab.concept("WT").parts == ("NCR", "ED", "ET")
     assert LABEL_CONVENTIONS["brats2021"] == {"NCR": 1, "ED": 2, "ET": 4}
     assert LABEL_CONVENTIONS["brats2023"] == {"NCR": 1, "ED": 2, "ET": 3}
@@ -70,44 +75,59 @@ def test_registration_is_validated():
         vocab.unregister("NCR")
 
 
-def test_toy_concept_reaches_parser(cavity):
+def test_toy_concept_reaches_parser(toy):
     from vlseg.language import QueryParser
 
     parser = QueryParser()
-    assert parser.parse("segment the resection cavity").concepts == ("RC",)
-    assert parser.parse("show RC and the edema").concepts == ("RC", "ED")
-    assert "resection cavity (RC)" in intents.capabilities_text()
+    assert parser.parse("segment the calcification").concepts == ("CAL",)
+    assert parser.parse("show CAL and the edema").concepts == ("CAL", "ED")
+    assert "calcification (CAL)" in intents.capabilities_text()
 
 
-def test_toy_concept_reaches_prompt_sampler(cavity):
+def test_post_treatment_names_are_understood():
+    from vlseg.language import QueryParser
+
+    parser = QueryParser()
+    for q, want in [("segment the resection cavity", ("RC",)), ("show the surgical cavity", ("RC",)),
+                    ("segment the post-operative cavity", ("RC",)), ("segment the cavity", ("RC",)),
+                    ("show where the tumor was removed", ("RC",)), ("segment the NETC", ("NCR",)),
+                    ("segment the non-enhancing tumor core", ("NCR",)), ("segment the SNFH", ("ED",)),
+                    ("show the FLAIR signal abnormality", ("ED",)), ("show RC and the edema", ("RC", "ED"))]:
+        p = parser.parse(q)
+        assert not p.refused and p.concepts == want, q
+    for q in ("should we resect it?", "is surgery needed?", "segment the liver"):
+        assert parser.parse(q).refused, q
+
+
+def test_toy_concept_reaches_prompt_sampler(toy):
     from vlseg.training.prompts import canonical_prompt, concept_phrases, heldout_prompts, sample_prompt
 
     rng = np.random.default_rng(0)
-    drawn = {sample_prompt("RC", rng) for _ in range(50)}
-    assert "resection cavity" in drawn and any("surgical cavity" in p for p in drawn)
-    assert canonical_prompt("RC") == "resection cavity"
-    assert "operation cavity" in concept_phrases(include_heldout=True)["RC"]
-    assert any("operation cavity" in p for p in heldout_prompts("RC"))
+    drawn = {sample_prompt("CAL", rng) for _ in range(50)}
+    assert "calcification" in drawn and any("calcified focus" in p for p in drawn)
+    assert canonical_prompt("CAL") == "calcification"
+    assert "chalky spot" in concept_phrases(include_heldout=True)["CAL"]
+    assert any("chalky spot" in p for p in heldout_prompts("CAL"))
 
 
-def test_toy_concept_reaches_renderers(cavity, tmp_path):
+def test_toy_concept_reaches_renderers(toy, tmp_path):
     from vlseg.app import render
 
     bg = np.full((8, 8), 100, np.uint8)
     m = np.zeros((8, 8), bool)
     m[2:4, 2:4] = True
-    rgb = picture.blend(bg, {"RC": m})
-    expected = (1 - picture.ALPHA) * 100 + picture.ALPHA * np.array(CAVITY.color)
+    rgb = picture.blend(bg, {"CAL": m})
+    expected = (1 - picture.ALPHA) * 100 + picture.ALPHA * np.array(TOY.color)
     assert np.allclose(rgb[2, 2], expected, atol=1) and np.all(rgb[0, 0] == 100)
-    assert picture.legend_label("RC", 2.5) == "RC resection cavity (2.5 mL)"
+    assert picture.legend_label("CAL", 2.5) == "CAL calcification (2.5 mL)"
     vol = np.random.default_rng(0).random((12, 14, 10)).astype(np.float32) + 1
-    masks = {"RC": np.zeros(vol.shape, np.uint8)}
-    masks["RC"][4:8, 4:8, 3:6] = 1
-    out = render.render_overlay({"t1c": vol}, masks, (1, 1, 1), tmp_path / "rc.png")
+    masks = {"CAL": np.zeros(vol.shape, np.uint8)}
+    masks["CAL"][4:8, 4:8, 3:6] = 1
+    out = render.render_overlay({"t1c": vol}, masks, (1, 1, 1), tmp_path / "cal.png")
     from PIL import Image
 
     im = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    assert (np.abs(im - np.array(CAVITY.color)).sum(-1) < 30).sum() > 20  # legend patch colour
+    assert (np.abs(im - np.array(TOY.color)).sum(-1) < 30).sum() > 20  # legend patch colour
 
 
 def test_every_picture_uses_one_convention():

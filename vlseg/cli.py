@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     s.add_argument("--spacing", type=float, default=1.0,
                    help="voxel size in mm (default 1 = 240x240x155; 2 = 120x120x78, same field of view)")
+    s.add_argument("--timepoint", default="pre", choices=["pre", "post"],
+                   help="pre: untreated tumors (BraTS 2023 labels); post: the same tumors after surgery, "
+                        "with a resection cavity (BraTS 2024 labels: 1 NETC, 2 SNFH, 3 ET, 4 RC)")
+    s.add_argument("--healthy", action="store_true",
+                   help="tumor-free brains (the same heads, an all-zero label map)")
     s.add_argument("--format", default="nifti", choices=["nifti", "dicom"],
                    help="nifti (BraTS files) or dicom (one DICOM study per case: an MR series per "
                         "sequence with realistic tags)")

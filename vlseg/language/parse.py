@@ -224,7 +224,7 @@ class QueryParser:
             if excluded.refused or not excluded.targets:
                 return excluded if excluded.refused else _refuse(query, "say which region to leave out")
             drop = {p for t in excluded.targets for p in vocab.concept(t.concept).parts}
-            keep = [self._named_target(c) for c in vocab.base_codes() if c not in drop]
+            keep = [self._named_target(c) for c in vocab.all_regions() if c not in drop]
             return self._resolve(query, text, intent, list(keep), previous)
 
         # Phrases -> concepts (None for a reference to the previous turn).
@@ -296,7 +296,7 @@ class QueryParser:
         targets = [r for r in resolved if r is not None]
         from_previous = False
         if not targets and rules.ALL_REGIONS.search(text):
-            targets = [self._named_target(c) for c in vocab.base_codes()]
+            targets = [self._named_target(c) for c in vocab.all_regions()]
         spec = intents.get(intent) if intent is not None else None
         if not targets:
             refers = any(r is None for r in resolved) or bool(rules.FOLLOW_UP.search(text))

@@ -38,7 +38,7 @@ class ModelConfig:
     in_sequences: int = 4
     # The concepts this model segments, in its channel order (training targets, the labelling's
     # inputs, validation); each must be registered in vlseg.vocab.
-    concepts: tuple[str, ...] = vocab.TUMOR_CODES
+    concepts: tuple[str, ...] = vocab.PRE_TREATMENT_CODES
     # Test-time intensity preprocessing before z-scoring: "none", or "n4" (smooth bias field
     # divided out per sequence, vlseg.model.preprocess.correct_bias_field).
     bias_correction: str = "none"

@@ -1,4 +1,4 @@
-"""`vlseg synth --out DIR --n N --seed S [--start K] [--workers W]`.
+"""`vlseg synth --out DIR --n N --seed S [--start K] [--workers W] [--timepoint pre|post] [--healthy]`.
 
 Case ``i`` (``K <= i < K + N``) is ``BraTS-SYN-{S:04d}-{i:05d}`` and uses a seed derived from
 ``(S, i)`` only, so the output does not depend on ``--workers`` or on how a run was split.
@@ -30,24 +30,25 @@ def case_name(base_seed: int, index: int) -> str:
     return f"BraTS-SYN-{base_seed:04d}-{index:05d}"
 
 
-def _one(out: str, base_seed: int, index: int, spacing_mm: float,
-         dicom: dict | None = None) -> tuple[str, bool, float]:
+def _one(out: str, base_seed: int, index: int, spacing_mm: float, dicom: dict | None = None,
+         kind: dict | None = None) -> tuple[str, bool, float]:
     import torch
 
     from vlseg.synth.phantom import case_files, write_case
 
     torch.set_num_threads(1)
     name = case_name(base_seed, index)
+    kind = kind or {}
     if dicom is not None:  # --format dicom: vlseg/synth/dicom.py
         from vlseg.synth.dicom import write_dicom_case
 
         t0 = time.perf_counter()
         path, done = write_dicom_case(Path(out), name, case_seed(base_seed, index),
-                                      spacing_mm=spacing_mm, **dicom)
+                                      spacing_mm=spacing_mm, **dicom, **kind)
         return str(path), done, time.perf_counter() - t0
     done = all(p.exists() for p in case_files(Path(out) / name, name).values())
     t0 = time.perf_counter()
-    path = write_case(out, case_seed(base_seed, index), case_id=name, spacing_mm=spacing_mm)
+    path = write_case(out, case_seed(base_seed, index), case_id=name, spacing_mm=spacing_mm, **kind)
     return str(path), done, time.perf_counter() - t0
 
 
@@ -77,16 +78,21 @@ def run(args: argparse.Namespace) -> int:
         dicom = {"layout": getattr(args, "dicom_layout", "flat"), "oblique": bool(getattr(args, "oblique", False)),
                  "slice_step": int(getattr(args, "slice_step", 1) or 1),
                  "enhanced": bool(getattr(args, "enhanced", False))}
+    timepoint = getattr(args, "timepoint", "pre") or "pre"
+    healthy = bool(getattr(args, "healthy", False))
+    if healthy and timepoint == "post":
+        raise InputError("--healthy makes tumor-free brains; it does not go with --timepoint post")
+    kind = {"timepoint": timepoint, "healthy": healthy}
     indices = range(start, start + n)
     t0 = time.perf_counter()
     report = lambda p, skipped, dt: print(  # noqa: E731
         f"{p}  {'already complete, skipped' if skipped else f'written in {dt:.1f} s'}", flush=True)
     if workers == 1:
         for i in indices:
-            report(*_one(str(out), seed, i, spacing, dicom))
+            report(*_one(str(out), seed, i, spacing, dicom, kind))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_one, str(out), seed, i, spacing, dicom) for i in indices]
+            futures = [pool.submit(_one, str(out), seed, i, spacing, dicom, kind) for i in indices]
             for fut in as_completed(futures):
                 report(*fut.result())
     print(f"{n} case(s) in {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)

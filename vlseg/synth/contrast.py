@@ -38,11 +38,15 @@ def compose(
     means: dict[str, dict[str, float]],
     r: SynthRanges,
     spacing_mm: float,
+    extra: tuple[np.ndarray, ...] = (),
+    extra_means: dict[str, tuple[float, ...]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Images (int16, shaped like ``brain``) for the four sequences.
 
     normal: GM, WM, CSF fractions (X, Y, Z); tumor: ED, NCR, ET fractions on the ``sub`` box;
     texture: unit-std noise on the ``sub`` box (tumor heterogeneity); brain: bool skull-strip mask.
+    extra: fractions of further homogeneous tissues on the ``sub`` box (a resection cavity's
+    fluid and blood), with their means per sequence in ``extra_means``.
     Work is done on brain voxels only: (N, 6) tissue fractions times a 6-vector of means.
     """
     shape = brain.shape
@@ -54,9 +58,13 @@ def compose(
     for c, a in enumerate(tumor, start=3):
         full[sub] = a
         frac[:, c] = full.ravel()[inside]
+    ext = np.empty((inside.size, len(extra)), np.float32)
+    for c, a in enumerate(extra):
+        full[sub] = a
+        ext[:, c] = full.ravel()[inside]
     full[sub] = texture
     tumor_tex = full.ravel()[inside]
-    tumor_any = frac[:, 3:].sum(1)
+    tumor_any = frac[:, 3:].sum(1) + ext.sum(1)
     # Tissue texture is anatomy: one field shared by all sequences (~6 mm grain).
     nodes_tex = tuple(max(2, int(n * spacing_mm / 6)) for n in shape)
     tissue_tex = smooth_field(rng, shape, nodes_tex).ravel()[inside] * (1 - tumor_any)
@@ -69,6 +77,8 @@ def compose(
         het = np.float32(rng.uniform(*r.tumor_texture))
         tex = np.float32(rng.uniform(*r.tissue_texture))
         v = frac[:, :3] @ mu[:3] + (frac[:, 3:] @ mu[3:]) * (1 + het * tumor_tex)
+        if extra:
+            v += ext @ np.asarray(extra_means[seq], np.float32)
         v *= 1 + tex * tissue_tex
         # Smooth multiplicative bias field.
         bias_amp = float(rng.uniform(*r.bias_amplitude))

@@ -253,8 +253,8 @@ _DONE = ".vlseg-synth-complete"  # hidden: readers skip it
 
 
 def write_dicom_case(out: Path, name: str, seed: int, *, spacing_mm: float = 1.0, layout: str = "flat",
-                     oblique: bool = False, slice_step: int = 1, enhanced: bool = False
-                     ) -> tuple[Path, bool]:
+                     oblique: bool = False, slice_step: int = 1, enhanced: bool = False,
+                     timepoint: str = "pre", healthy: bool = False) -> tuple[Path, bool]:
     """``vlseg synth --format dicom``: phantom ``seed`` as the DICOM study ``out/name``; returns
     (folder, already complete). The phantom's images go straight to the study (no NIfTI files)."""
     import shutil
@@ -268,7 +268,7 @@ def write_dicom_case(out: Path, name: str, seed: int, *, spacing_mm: float = 1.0
         shutil.rmtree(study)  # an interrupted study: written again from the start
     style = DicomStyle(orientation="oblique" if oblique else "axial", slice_step=slice_step,
                        layout=layout, enhanced=enhanced)
-    write_dicom_study(generate_case(seed, spacing_mm=spacing_mm), study, style=style, seed=f"{name}:{seed}",
+    write_dicom_study(generate_case(seed, spacing_mm=spacing_mm, timepoint=timepoint, healthy=healthy), study, style=style, seed=f"{name}:{seed}",
                       patient={"PatientID": name, "StudyID": name[-8:]})
     (study / _DONE).write_text("")
     return study, False

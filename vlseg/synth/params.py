@@ -23,6 +23,18 @@ BASE_MEANS: dict[str, dict[str, float]] = {
     "t2f": {"GM": 0.62, "WM": 0.48, "CSF": 0.10, "ED": 0.95, "NCR": 0.55, "ET": 0.75},
 }
 
+# Tissues only post-treatment scans hold: the resection cavity's fluid (CSF-like; FLAIR from
+# CSF-dark to intermediate when proteinaceous, see ``fluid_protein``) and blood products at the
+# cavity wall (methaemoglobin: bright on T1n *and* T1c, so not enhancement).
+POST_TISSUES: tuple[str, ...] = ("FLUID", "BLOOD")
+POST_BASE_MEANS: dict[str, dict[str, float]] = {
+    "t1n": {"FLUID": 0.22, "BLOOD": 1.05},
+    "t1c": {"FLUID": 0.22, "BLOOD": 1.10},
+    "t2w": {"FLUID": 1.05, "BLOOD": 0.50},
+    "t2f": {"FLUID": 0.10, "BLOOD": 0.85},
+}
+PROTEIN_FLAIR = 0.45  # FLAIR of fully proteinaceous cavity fluid (relative units; WM ~ 0.48)
+
 
 @dataclass(frozen=True)
 class SynthRanges:
@@ -65,6 +77,17 @@ class SynthRanges:
     mass_effect_ratio: Range = (0.1, 0.45)     # push at the core boundary / radius
     mass_effect_max_mm: float = 8.0
     mass_effect_decay_mm: Range = (12.0, 25.0)
+    # --- post-treatment scans (``timepoint="post"``): the tumor's centre is resected ---
+    p_no_residual: float = 0.3                 # a clean cavity: no residual enhancing or nodular tumor
+    p_residual_rim: float = 0.6                # (else) part of the cavity wall enhances
+    residual_rim_threshold: Range = (0.2, 1.1) # wall noise above this enhances: higher -> less rim
+    p_residual_nodules: float = 0.5            # non-enhancing residual nodules on the wall
+    nodule_threshold: Range = (0.5, 1.3)
+    p_blood: float = 0.4                       # blood products lining part of the cavity
+    blood_depth_mm: Range = (1.0, 3.0)
+    blood_threshold: Range = (-0.3, 0.6)       # texture noise above this holds blood
+    fluid_protein: Range = (0.0, 1.0)          # 0: FLAIR-dark like CSF, 1: intermediate
+    cavity_push: Range = (0.0, 0.3)            # mass effect left after resection / the tumor's
     # --- intensities ---
     tissue_jitter: Range = (0.92, 1.08)        # multiplies each BASE_MEANS entry
     tumor_texture: Range = (0.03, 0.12)        # relative std of tumor heterogeneity
@@ -76,7 +99,8 @@ class SynthRanges:
 
     def __post_init__(self) -> None:
         for name in ("p_non_ras", "p_multifocal", "p_small", "p_infratentorial", "p_rim_gaps",
-                     "p_no_enhancement", "p_no_necrosis", "p_little_edema"):
+                     "p_no_enhancement", "p_no_necrosis", "p_little_edema", "p_no_residual",
+                     "p_residual_rim", "p_residual_nodules", "p_blood"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {v}")

@@ -1,7 +1,9 @@
 """One synthetic BraTS-like case: pose the template, grow a tumor, render four contrasts.
 
 ``generate_case(seed)`` returns NIfTI images (``t1n, t1c, t2w, t2f, seg``); ``write_case`` writes
-them in the BraTS 2023 layout. Everything is deterministic per seed: each stage draws from its own
+them in the BraTS 2023 layout. ``timepoint="post"`` gives the same tumor after surgery (a
+resection cavity, residual tumor or none, blood products; labels in the BraTS 2024 convention);
+``healthy=True`` the same head with no tumor at all (an all-zero label map). Everything is deterministic per seed: each stage draws from its own
 child of ``SeedSequence(seed)`` so stages do not disturb each other's random streams.
 """
 from __future__ import annotations
@@ -29,11 +31,17 @@ from vlseg.synth.anatomy import (
     sample_pose,
 )
 from vlseg.synth.contrast import compose, sample_means
-from vlseg.synth.params import DEFAULT_RANGES, SynthRanges
+from vlseg.synth.params import DEFAULT_RANGES, POST_BASE_MEANS, POST_TISSUES, PROTEIN_FLAIR, SynthRanges
 from vlseg.synth.tumor import (
+    FAR,
+    PostOp,
     displace_normal,
     edema_fraction,
     hard_labels,
+    postop_fractions,
+    postop_labels,
+    resected,
+    sample_postop,
     sample_tumor,
     tumor_fields,
     tumor_fractions,
@@ -42,6 +50,9 @@ from vlseg.synth.tumor import (
 GENERATOR_VERSION = "1"
 CASE_KEYS: tuple[str, ...] = (*SEQUENCES, "seg")
 ORIENTATION_FLIPS: dict[str, tuple[int, ...]] = {"RAS": (), "LAS": (0,), "LPS": (0, 1)}
+TIMEPOINTS: tuple[str, ...] = ("pre", "post")
+# The label convention of a phantom's label map, by time point.
+TIMEPOINT_CONVENTION: dict[str, str] = {"pre": "brats2023", "post": "brats2024"}
 
 
 def default_case_id(seed: int) -> str:
@@ -70,17 +81,40 @@ def _sub_box(box_aff: np.ndarray, box_shape: tuple[int, ...], pose, crop_aff: np
     return sub, shape, aff
 
 
-def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+def _post_means(rng: np.random.Generator, r: SynthRanges, post: PostOp) -> dict[str, tuple[float, ...]]:
+    """Per-case means of the post-treatment tissues (fluid brighter on FLAIR with protein)."""
+    out = {}
+    for seq, base in POST_BASE_MEANS.items():
+        m = dict(base)
+        if seq == "t2f":
+            m["FLUID"] += post.protein * (PROTEIN_FLAIR - base["FLUID"])
+        out[seq] = tuple(m[t] * float(rng.uniform(*r.tissue_jitter)) for t in POST_TISSUES)
+    return out
+
+
+def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template, *, timepoint: str = "pre",
+            healthy: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """RAS arrays (int16 images + uint8 seg), their affine, and the drawn parameters."""
+    if timepoint not in TIMEPOINTS:
+        raise ValueError(f"timepoint must be one of {TIMEPOINTS}, got {timepoint!r}")
     ss = np.random.SeedSequence(int(seed))
-    rng_pose, rng_tumor, rng_contrast, rng_store = (np.random.default_rng(s) for s in ss.spawn(4))
+    # A fifth stream for the post-treatment draws: the first four are those of the pre-treatment
+    # case, so the post case of a seed is the same head and tumor after surgery.
+    rng_pose, rng_tumor, rng_contrast, rng_store, rng_post = (np.random.default_rng(s) for s in ss.spawn(5))
     shape, out_aff = output_geometry(spacing_mm, r)
     s = float(spacing_mm)
 
     # Pose the head and grow the tumor (in template space).
     pose = sample_pose(rng_pose, tpl, r)
     spec = sample_tumor(rng_tumor, tpl, r)
+    post = sample_postop(rng_post, r) if timepoint == "post" and not healthy else None
+    if post is not None:
+        spec = resected(spec, post)
     fields = tumor_fields(rng_tumor, spec, tpl, r)
+    if healthy:  # the same head with no tumor: empty level sets, no mass effect
+        for f in (fields.core, fields.necrosis, fields.edema):
+            f[...] = FAR
+        fields.pull[...] = 0.0
 
     # Output voxels that can hold brain (a crop of the FOV) and the tumor's sub-box of that crop.
     crop = _crop_box(pose.to_world(tpl.surface_mm), out_aff, shape, margin=3)
@@ -119,24 +153,35 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
     sub = tsub
     sshape = tshape
     bsub = brain[sub]
-    tc, ncr, et = tumor_fractions(core, necrosis, gap, bsub, spec, s)
-    ed_f = edema_fraction(edema, bsub, s)
     gm_s, wm_s, csf_s = gm[sub], wm[sub], csf[sub]                    # views
-    ed = displace_normal(tc, ed_f, gm_s, wm_s, (csf_s,))             # edema replaces GM/WM, not CSF
+    ed_f = edema_fraction(edema, bsub, s)
+    extra: tuple[np.ndarray, ...] = ()
+    extra_means = None
+    if post is None:
+        tc, ncr, et = tumor_fractions(core, necrosis, gap, bsub, spec, s)
+        ed = displace_normal(tc, ed_f, gm_s, wm_s, (csf_s,))         # edema replaces GM/WM, not CSF
+        hard = hard_labels(core, necrosis, gap, edema, bsub, csf_s, spec)
+    else:  # the cavity (fluid, blood) and its wall (residual tumor, gliosis)
+        pf = postop_fractions(core, necrosis, gap, texture, bsub, post, s)
+        ed = displace_normal(pf["tc"], ed_f, gm_s, wm_s, (csf_s,)) + pf["gliosis"]
+        ncr, et = pf["netc"], pf["et"]
+        extra, extra_means = (pf["fluid"], pf["blood"]), _post_means(rng_post, r, post)
+        hard = postop_labels(core, necrosis, gap, edema, bsub, csf_s, post)
 
-    # Hard labels at voxel centres (BraTS 2023: 1 NCR, 2 ED, 3 ET).
-    lab = vocab.label_convention("brats2023")
-    hard = hard_labels(core, necrosis, gap, edema, bsub, csf_s, spec)
+    # Hard labels at voxel centres (BraTS 2023: 1 NCR, 2 ED, 3 ET; 2024 adds 4 RC).
+    convention = TIMEPOINT_CONVENTION[timepoint]
+    lab = vocab.label_convention(convention)
     seg_sub = np.zeros(sshape, np.uint8)
-    for concept in ("ED", "NCR", "ET"):
-        seg_sub[hard[concept]] = lab[concept]
+    for concept, mask in hard.items():
+        seg_sub[mask] = lab[concept]
     seg_c = np.zeros(cshape, np.uint8)
     seg_c[sub] = seg_sub
 
     # Contrasts.
     means = sample_means(rng_contrast, r)
     imgs_c, cinfo = compose(rng_contrast, normal=(gm, wm, csf), tumor=(ed, ncr, et), texture=texture,
-                            sub=sub, brain=brain, means=means, r=r, spacing_mm=s)
+                            sub=sub, brain=brain, means=means, r=r, spacing_mm=s, extra=extra,
+                            extra_means=extra_means)
     arrays = {k: np.zeros(shape, np.int16) for k in SEQUENCES}
     for k in SEQUENCES:
         arrays[k][crop] = imgs_c[k]
@@ -147,11 +192,15 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template) -> tupl
         "generator": f"vlseg.synth v{GENERATOR_VERSION}",
         "seed": int(seed),
         "spacing_mm": s,
-        "variant": spec.variant,
-        "enhancement": spec.enhancement,
-        "edema_mm": spec.edema_mm,
-        "rim_gap_threshold": spec.rim_gap_threshold if np.isfinite(spec.rim_gap_threshold) else None,
-        "lesions": [asdict(les) for les in spec.lesions],
+        "timepoint": timepoint,
+        "label_convention": convention,
+        "variant": "healthy" if healthy else spec.variant,
+        "enhancement": None if healthy else spec.enhancement,
+        "edema_mm": None if healthy else spec.edema_mm,
+        "rim_gap_threshold": (spec.rim_gap_threshold if np.isfinite(spec.rim_gap_threshold) and not healthy
+                              else None),
+        "lesions": [] if healthy else [asdict(les) for les in spec.lesions],
+        **({"postop": post.describe()} if post is not None else {}),
         "pose": {"rotation_deg": pose.rotation_deg, "scale": pose.scale, "shift_mm": pose.shift_mm},
         "means": means,
         **cinfo,
@@ -185,17 +234,20 @@ def _store(arrays: dict[str, np.ndarray], affine: np.ndarray, orientation: str) 
     return {k: nifti_image(v, aff) for k, v in arrays.items()}
 
 
-def generate_case_with_info(seed: int, *, spacing_mm: float = 1.0,
-                            ranges: SynthRanges = DEFAULT_RANGES) -> tuple[dict[str, nib.Nifti1Image], dict]:
+def generate_case_with_info(seed: int, *, spacing_mm: float = 1.0, ranges: SynthRanges = DEFAULT_RANGES,
+                            timepoint: str = "pre", healthy: bool = False
+                            ) -> tuple[dict[str, nib.Nifti1Image], dict]:
     """Images keyed ``t1n, t1c, t2w, t2f, seg`` and a JSON-able record of what was drawn."""
-    arrays, aff, info = _render(int(seed), float(spacing_mm), ranges, load_template())
+    arrays, aff, info = _render(int(seed), float(spacing_mm), ranges, load_template(),
+                                timepoint=timepoint, healthy=healthy)
     return _store(arrays, aff, info["orientation"]), info
 
 
-def generate_case(seed: int, *, spacing_mm: float = 1.0,
-                  ranges: SynthRanges = DEFAULT_RANGES) -> dict[str, nib.Nifti1Image]:
+def generate_case(seed: int, *, spacing_mm: float = 1.0, ranges: SynthRanges = DEFAULT_RANGES,
+                  timepoint: str = "pre", healthy: bool = False) -> dict[str, nib.Nifti1Image]:
     """One phantom as NIfTI images keyed ``t1n, t1c, t2w, t2f, seg`` (deterministic per seed)."""
-    return generate_case_with_info(seed, spacing_mm=spacing_mm, ranges=ranges)[0]
+    return generate_case_with_info(seed, spacing_mm=spacing_mm, ranges=ranges, timepoint=timepoint,
+                                   healthy=healthy)[0]
 
 
 def case_files(case_dir: Path, case_id: str) -> dict[str, Path]:
@@ -205,7 +257,8 @@ def case_files(case_dir: Path, case_id: str) -> dict[str, Path]:
 
 
 def write_case(out_dir: str | os.PathLike, seed: int, *, case_id: str | None = None,
-               spacing_mm: float = 1.0, ranges: SynthRanges = DEFAULT_RANGES) -> Path:
+               spacing_mm: float = 1.0, ranges: SynthRanges = DEFAULT_RANGES, timepoint: str = "pre",
+               healthy: bool = False) -> Path:
     """Write ``out_dir/<case_id>/<case_id>-{t1n,t1c,t2w,t2f,seg}.nii.gz``; return the case folder.
 
     Existing files are never overwritten: a complete case is skipped, an interrupted one gets only
@@ -219,7 +272,8 @@ def write_case(out_dir: str | os.PathLike, seed: int, *, case_id: str | None = N
     files = case_files(case_dir, case_id)
     if all(f.exists() for f in files.values()):
         return case_dir
-    images, info = generate_case_with_info(seed, spacing_mm=spacing_mm, ranges=ranges)
+    images, info = generate_case_with_info(seed, spacing_mm=spacing_mm, ranges=ranges, timepoint=timepoint,
+                                           healthy=healthy)
     case_dir.mkdir(parents=True, exist_ok=True)
     for k in CASE_KEYS:
         if not files[k].exists():

@@ -49,7 +49,7 @@ from vlseg.synth.randomize_params import DEFAULT_RANDOMIZE, RandomizeConfig
 @dataclass(frozen=True)
 class RandomizedSample:
     images: np.ndarray               # (4, X, Y, Z) float32 z-scored, 0 outside the brain
-    labels: dict[str, np.ndarray]    # "NCR", "ED", "ET": (X, Y, Z) bool
+    labels: dict[str, np.ndarray]    # TUMOR_LABELS ("NCR", "ED", "ET", "RC"): (X, Y, Z) bool
     brain: np.ndarray                # (X, Y, Z) bool
     raw: np.ndarray                  # (4, X, Y, Z) float32 intensities before normalization
     affine: np.ndarray               # 4x4 index -> world mm (RAS) of the arrays

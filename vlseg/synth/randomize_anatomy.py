@@ -2,7 +2,8 @@
 
 The label map the engine renders from is a set of per-voxel fractions (partial volume) of
 ``LABELS``: four normal classes from the ICBM152 template (GM, WM, sulcal CSF, ventricles) and
-four tumor classes (edema, necrosis, enhancing tumor, cyst; a cyst is labelled necrosis).
+four tumor classes (edema, necrosis, enhancing tumor, cyst; a cyst is labelled necrosis) and the
+two tissues of a post-treatment scan's resection cavity (fluid and blood products, labelled RC).
 
 One sample maps every output voxel (world mm, RAS) to template MNI mm through
 ``p = A w + b`` (scale, rotation, left/right flip), a smooth random displacement (lattice,
@@ -27,19 +28,25 @@ from vlseg.synth.params import DEFAULT_RANGES, SynthRanges
 from vlseg.synth.randomize_params import RandomizeConfig
 from vlseg.synth.tumor import (
     FAR,
+    PostOp,
     TumorFields,
     TumorSpec,
     displace_normal,
     edema_fraction,
     hard_labels,
+    postop_fractions,
+    postop_labels,
+    resected,
+    sample_postop,
     sample_tumor,
     tumor_fields,
     tumor_fractions,
 )
 
-LABELS: tuple[str, ...] = ("GM", "WM", "CSF", "VENT", "ED", "NCR", "ET", "CYST")
+LABELS: tuple[str, ...] = ("GM", "WM", "CSF", "VENT", "ED", "NCR", "ET", "CYST", "FLUID", "BLOOD")
 N_NORMAL = 4
-TUMOR_LABELS: tuple[str, ...] = ("NCR", "ED", "ET")   # the hard labels a sample carries (concept codes)
+# The hard labels a sample carries (concept codes); RC is empty unless the tumor was resected.
+TUMOR_LABELS: tuple[str, ...] = ("NCR", "ED", "ET", "RC")
 MARGIN_VOX = 2  # kept around the brain, as the preprocessing cache does
 
 
@@ -184,11 +191,14 @@ class TumorDraw:
     site: str                         # "supratentorial" | "infratentorial" | "callosal" | "none"
     size: str                         # "typical" | "small" | "large" | "multifocal"
     cyst_depth_mm: float | None       # None: no cyst
+    post: PostOp | None = None        # None: untreated; else what surgery left (a cavity)
 
     def describe(self) -> dict:
         s = self.spec
         return {"site": self.site, "size": self.size, "enhancement": s.enhancement if s else None,
-                "lesions": len(s.lesions) if s else 0, "cyst": self.cyst_depth_mm is not None}
+                "lesions": len(s.lesions) if s else 0, "cyst": self.cyst_depth_mm is not None,
+                "timepoint": "post" if self.post is not None else "pre",
+                **({"postop": self.post.describe()} if self.post is not None else {})}
 
 
 def _ranges(cfg: RandomizeConfig, size: str, site: str) -> SynthRanges:
@@ -221,6 +231,8 @@ def sample_tumor_draw(rng: np.random.Generator, cfg: RandomizeConfig, anatomy: A
     r = _ranges(cfg, size, site)
     tpl = anatomy.template
     spec = sample_tumor(rng, tpl, r)
+    # Drawn only when post-treatment samples are asked for (the pre-treatment stream stays put).
+    post = sample_postop(rng, r) if cfg.p_post > 0 and rng.uniform() < cfg.p_post else None
     if site == "callosal":
         # Butterfly: centred on the callosal body, elongated left-right, not rotated.
         c = anatomy.callosal_mm[int(rng.integers(len(anatomy.callosal_mm)))]
@@ -234,10 +246,14 @@ def sample_tumor_draw(rng: np.random.Generator, cfg: RandomizeConfig, anatomy: A
         c = anatomy.deep_mm[int(rng.integers(len(anatomy.deep_mm)))]
         first = dataclasses.replace(spec.lesions[0], centre_mm=tuple(float(v) for v in c))
         spec = dataclasses.replace(spec, lesions=(first, *spec.lesions[1:]))
+    if post is not None:
+        spec = resected(spec, post)
     fields: TumorFields = tumor_fields(rng, spec, tpl, r)
     stack, stack_aff = fields.tumor_stack()
     cyst = float(rng.uniform(*cfg.cyst_depth_mm)) if (rng.uniform() < cfg.p_cyst and spec.enhancement != "solid") else None
-    return TumorDraw(spec, stack, stack_aff, fields.pull, fields.affine, site, size, cyst)
+    if post is not None:
+        cyst = None  # the cavity is the centre
+    return TumorDraw(spec, stack, stack_aff, fields.pull, fields.affine, site, size, cyst, post)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,9 +263,9 @@ def sample_tumor_draw(rng: np.random.Generator, cfg: RandomizeConfig, anatomy: A
 class LabelMap:
     """A sample's anatomy on the output grid."""
 
-    fractions: np.ndarray     # (8, X, Y, Z) float32 fractions of LABELS (sum 1 inside the brain)
+    fractions: np.ndarray     # (10, X, Y, Z) float32 fractions of LABELS (sum 1 inside the brain)
     brain: np.ndarray         # (X, Y, Z) bool skull-strip mask
-    labels: dict[str, np.ndarray]   # "NCR", "ED", "ET": bool hard labels at voxel centres
+    labels: dict[str, np.ndarray]   # TUMOR_LABELS: bool hard labels at voxel centres
     texture: np.ndarray       # (X, Y, Z) unit-std tumor heterogeneity (0 outside the tumor box)
     affine: np.ndarray        # 4x4 index -> world mm
 
@@ -317,14 +333,21 @@ def render_labels(draw: SpatialDraw, tumor: TumorDraw, shape: tuple[int, int, in
         assert spec is not None
         gm, wm, csf, vent = frac[:N_NORMAL]
         # Partial volume (linear ramp over one voxel) and hard labels, as the phantom renderer does.
-        tc, ncr, et = tumor_fractions(core, necrosis, gap, brain, spec, s)
-        if tumor.cyst_depth_mm is not None:
-            cyst = np.minimum(np.clip(0.5 - (necrosis + tumor.cyst_depth_mm) / s, 0, 1), ncr)
-            ncr = ncr - cyst
-        else:
-            cyst = np.zeros_like(ncr)
         ed_f = edema_fraction(edema, brain, s)
-        ed = displace_normal(tc, ed_f, gm, wm, (csf, vent))            # edema replaces GM/WM, not CSF
-        frac[4], frac[5], frac[6], frac[7] = ed, ncr, et, cyst
-        labels = hard_labels(core, necrosis, gap, edema, brain, csf + vent, spec)
+        if tumor.post is not None:  # the cavity (fluid, blood) and its wall (residual tumor, gliosis)
+            pf = postop_fractions(core, necrosis, gap, texture, brain, tumor.post, s)
+            ed = displace_normal(pf["tc"], ed_f, gm, wm, (csf, vent)) + pf["gliosis"]
+            frac[4], frac[5], frac[6], frac[8], frac[9] = ed, pf["netc"], pf["et"], pf["fluid"], pf["blood"]
+            labels = postop_labels(core, necrosis, gap, edema, brain, csf + vent, tumor.post)
+        else:
+            tc, ncr, et = tumor_fractions(core, necrosis, gap, brain, spec, s)
+            if tumor.cyst_depth_mm is not None:
+                cyst = np.minimum(np.clip(0.5 - (necrosis + tumor.cyst_depth_mm) / s, 0, 1), ncr)
+                ncr = ncr - cyst
+            else:
+                cyst = np.zeros_like(ncr)
+            ed = displace_normal(tc, ed_f, gm, wm, (csf, vent))        # edema replaces GM/WM, not CSF
+            frac[4], frac[5], frac[6], frac[7] = ed, ncr, et, cyst
+            labels = {**hard_labels(core, necrosis, gap, edema, brain, csf + vent, spec),
+                      "RC": np.zeros(shape, bool)}
     return LabelMap(fractions=frac, brain=brain, labels=labels, texture=texture.astype(np.float32), affine=out_aff)

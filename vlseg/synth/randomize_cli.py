@@ -23,7 +23,7 @@ from vlseg import vocab
 from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError, VlsegError
 from vlseg.fileio import atomic_path, write_json_atomic
-from vlseg.synth.phantom import CASE_KEYS, case_files, nifti_image
+from vlseg.synth.phantom import CASE_KEYS, TIMEPOINT_CONVENTION, case_files, nifti_image
 from vlseg.synth.randomize import RandomizedSynth
 
 RANDOMIZED_CASE_STREAM = 0x52414E44   # "RAND": keeps written cases off the training streams
@@ -49,10 +49,13 @@ def write_randomized_case(out_dir: str | Path, synth: RandomizedSynth, seed: int
         v = np.clip(np.rint(s.raw[i] * scale), 0, 32767).astype(np.int16)
         v[s.brain & (v == 0)] = 1                                   # the brain stays nonzero
         arrays[seq] = v
-    lab = vocab.label_convention("brats2023")
+    timepoint = s.record["tumor"].get("timepoint", "pre")
+    convention = TIMEPOINT_CONVENTION[timepoint]
+    lab = vocab.label_convention(convention)
     seg = np.zeros(s.brain.shape, np.uint8)
-    for concept in ("ED", "NCR", "ET"):
-        seg[s.labels[concept]] = lab[concept]
+    for concept, mask in s.labels.items():
+        if mask.any():
+            seg[mask] = lab[concept]
     arrays["seg"] = seg
     folder.mkdir(parents=True, exist_ok=True)
     for k in CASE_KEYS:
@@ -60,7 +63,7 @@ def write_randomized_case(out_dir: str | Path, synth: RandomizedSynth, seed: int
             with atomic_path(files[k]) as tmp:
                 nib.save(nifti_image(arrays[k], s.affine), tmp)
     record = {"generator": "vlseg.synth.randomize", "set_seed": int(seed), "index": int(index),
-              "case_id": name, "scale": scale, **s.record,
+              "case_id": name, "scale": scale, "label_convention": convention, **s.record,
               "label_voxels": {k: int((seg == v).sum()) for k, v in lab.items()}}
     write_json_atomic(files["info"], json.loads(json.dumps(record, default=float)))
     return folder

@@ -10,7 +10,10 @@ Only the relations that define the tumor labels are then enforced:
   (BraTS 2023 defines it as the surrounding FLAIR hyperintensity);
 * free water (CSF, ventricles) is darker than GM and WM on t2f: nulling it is what makes a FLAIR;
 * NCR and ED differ (relative difference >= ``separation``) in at least one sequence, otherwise
-  the core's boundary in a non-enhancing tumor would be invisible in every sequence.
+  the core's boundary in a non-enhancing tumor would be invisible in every sequence;
+* a resection cavity's fluid does not enhance and is darker than GM and WM on t1n and t1c;
+  blood products at its wall are brighter than GM and WM on t1n (so their t1c brightness is not
+  enhancement: relative to normal tissue they are no brighter on t1c than on t1n).
 
 Everything else (which tissue is darker, how CSF looks, ...) is left free.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlseg.vocab import SEQUENCES
-from vlseg.synth.params import BASE_MEANS
+from vlseg.synth.params import BASE_MEANS, POST_BASE_MEANS
 from vlseg.synth.randomize_anatomy import LABELS, LabelMap
 from vlseg.synth.randomize_params import RandomizeConfig
 
@@ -30,20 +33,21 @@ _S = {name: i for i, name in enumerate(SEQUENCES)}
 # Phantom table extended to the extra labels: ventricles look like CSF; a cyst is fluid that is
 # dark on T1, bright on T2 and intermediate on FLAIR (proteinaceous).
 _CYST = {"t1n": 0.22, "t1c": 0.24, "t2w": 1.0, "t2f": 0.3}
-REALISTIC = np.array([[BASE_MEANS[s]["CSF"] if lab == "VENT" else _CYST[s] if lab == "CYST" else BASE_MEANS[s][lab]
-                       for lab in LABELS] for s in SEQUENCES], np.float64)   # (4 sequences, 8 labels)
+_TABLE = {s: {**BASE_MEANS[s], **POST_BASE_MEANS[s], "VENT": BASE_MEANS[s]["CSF"], "CYST": _CYST[s]}
+          for s in SEQUENCES}
+REALISTIC = np.array([[_TABLE[s][lab] for lab in LABELS] for s in SEQUENCES], np.float64)  # (4, labels)
 
 
 @dataclass(frozen=True)
 class ContrastDraw:
-    means: np.ndarray          # (4, 8) mean per sequence and label (relative units)
-    stds: np.ndarray           # (4, 8) within-label standard deviation
+    means: np.ndarray          # (4, labels) mean per sequence and label (relative units)
+    stds: np.ndarray           # (4, labels) within-label standard deviation
     tumor_texture: np.ndarray  # (4,) relative amplitude of tumor heterogeneity
     realistic: bool
 
 
 def enforce_relations(means: np.ndarray, rng: np.random.Generator, cfg: RandomizeConfig) -> np.ndarray:
-    """Adjust (a copy of) ``means`` (4, 8) so the label-defining relations hold with a margin."""
+    """Adjust (a copy of) ``means`` (4, labels) so the label-defining relations hold with a margin."""
     m = means.copy()
     t1n, t1c, t2w, t2f = (_S[s] for s in ("t1n", "t1c", "t2w", "t2f"))
     et, wm, gm, ed, ncr = _L["ET"], _L["WM"], _L["GM"], _L["ED"], _L["NCR"]
@@ -60,6 +64,15 @@ def enforce_relations(means: np.ndarray, rng: np.random.Generator, cfg: Randomiz
         s = int(rng.integers(len(SEQUENCES)))
         gap = (2 + cfg.separation) / (2 - cfg.separation) * (1 + rng.uniform(0.0, cfg.separation))  # ratio
         m[s, ncr] = m[s, ed] * gap if rng.uniform() < 0.5 else m[s, ed] / gap
+    # Cavity fluid: darker than the parenchyma on both T1s; blood: brighter on t1n, and no
+    # brighter on t1c than on t1n relative to normal tissue.
+    par = [_L["GM"], wm]
+    fluid, blood = _L["FLUID"], _L["BLOOD"]
+    for seq in (t1n, t1c):
+        m[seq, fluid] = min(m[seq, fluid], m[seq, par].min() / (1 + rng.uniform(*cfg.fluid_margin)))
+    m[t1n, blood] = max(m[t1n, blood], m[t1n, par].max() * (1 + rng.uniform(*cfg.fluid_margin)))
+    ref = m[:, par].mean(axis=1)
+    m[t1c, blood] = min(m[t1c, blood], m[t1n, blood] / ref[t1n] * ref[t1c])
     # Enhancing tumor is the brightest label on t1c.
     others = [i for i in range(len(LABELS)) if i != et]
     m[t1c, et] = max(m[t1c, et], m[t1c, others].max() * (1 + rng.uniform(*cfg.et_margin)))

@@ -42,6 +42,7 @@ class RandomizeConfig:
     small_radius_mm: Range = (2.5, 7.0)
     large_radius_mm: Range = (31.0, 42.0)
     cyst_depth_mm: Range = (1.0, 6.0)           # cyst starts this far inside the necrosis
+    p_post: float = 0.0                         # post-treatment: the tumor's centre resected (a cavity, RC)
     tumor_reuse: float = 3.0                    # mean samples per generated tumor (pool); 1: always new
     tumor_pool: int = 8
     # --- contrast: per-label Gaussian mixture, per sequence ---

@@ -16,7 +16,7 @@ sub-voxel boundaries.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -288,3 +288,82 @@ def hard_labels(core: np.ndarray, necrosis: np.ndarray, gap: np.ndarray, edema: 
     else:
         et_h = tc_h & (necrosis >= 0) & ~(gap > spec.rim_gap_threshold)
     return {"NCR": tc_h & ~et_h, "ED": ~tc_h & (edema < 0) & brain & (csf < 0.5), "ET": et_h}
+
+
+# --------------------------------------------------------------------------------------------
+# Post-treatment: the tumor's centre resected, a cavity left behind (BraTS 2024 labels)
+
+@dataclass(frozen=True)
+class PostOp:
+    """What surgery left of a tumor. The cavity is the necrosis level set of a rim tumor (the
+    tumor's centre); the shell between it and the core boundary is residual tissue: enhancing
+    where the wall noise (``gap``) is high, non-enhancing nodules where it is low, gliosis
+    (labelled SNFH, as BraTS 2024 does) elsewhere."""
+
+    rim_threshold: float | None      # None: no residual enhancing tumor
+    nodule_threshold: float | None   # None: no non-enhancing residual nodules
+    blood_mm: float | None           # None: no blood products
+    blood_threshold: float
+    protein: float                   # 0..1: FLAIR of the cavity fluid, CSF-dark to intermediate
+    push: float                      # mass effect left / the tumor's
+
+    def describe(self) -> dict:
+        return {"residual_enhancing": self.rim_threshold is not None,
+                "residual_nodules": self.nodule_threshold is not None,
+                "blood_products": self.blood_mm is not None, "fluid_protein": round(self.protein, 3)}
+
+
+def sample_postop(rng: np.random.Generator, r: SynthRanges) -> PostOp:
+    clean = rng.uniform() < r.p_no_residual
+    rim = None if clean or rng.uniform() >= r.p_residual_rim else float(rng.uniform(*r.residual_rim_threshold))
+    nod = None if clean or rng.uniform() >= r.p_residual_nodules else float(rng.uniform(*r.nodule_threshold))
+    blood = float(rng.uniform(*r.blood_depth_mm)) if rng.uniform() < r.p_blood else None
+    return PostOp(rim_threshold=rim, nodule_threshold=nod, blood_mm=blood,
+                  blood_threshold=float(rng.uniform(*r.blood_threshold)),
+                  protein=float(rng.uniform(*r.fluid_protein)), push=float(rng.uniform(*r.cavity_push)))
+
+
+def resected(spec: TumorSpec, post: PostOp) -> TumorSpec:
+    """The tumor as surgery found it: a rim (the cavity is its centre), most mass effect gone."""
+    lesions = tuple(replace(les, push_mm=les.push_mm * post.push) for les in spec.lesions)
+    return replace(spec, enhancement="rim", lesions=lesions, rim_gap_threshold=float("inf"))
+
+
+def _soft_above(x: np.ndarray, threshold: float | None) -> np.ndarray | float:
+    return 0.0 if threshold is None else np.clip(0.5 + (x - threshold) / 0.3, 0, 1)
+
+
+def postop_fractions(core: np.ndarray, necrosis: np.ndarray, gap: np.ndarray, texture: np.ndarray,
+                     brain: np.ndarray, post: PostOp, spacing_mm: float) -> dict[str, np.ndarray]:
+    """Partial-volume fractions of the post-treatment tissues: ``tc`` (everything inside the old
+    tumor boundary), ``fluid`` and ``blood`` (the cavity), ``netc``, ``et`` and ``gliosis``
+    (the wall); fluid + blood + netc + et + gliosis == tc."""
+    s = spacing_mm
+    tc = np.clip(0.5 - core / s, 0, 1) * brain
+    cavity = np.minimum(np.clip(0.5 - necrosis / s, 0, 1), tc)
+    wall = tc - cavity
+    et_w = _soft_above(gap, post.rim_threshold)
+    nod_w = _soft_above(-gap, post.nodule_threshold) * (1 - et_w)
+    et, netc = wall * et_w, wall * nod_w
+    if post.blood_mm is None:
+        blood = np.zeros_like(cavity)
+    else:  # a layer of the cavity along its wall, in patches
+        layer = np.clip(0.5 + (necrosis + post.blood_mm) / s, 0, 1)
+        blood = cavity * layer * _soft_above(texture, post.blood_threshold)
+    return {"tc": tc, "fluid": cavity - blood, "blood": blood, "netc": netc, "et": et,
+            "gliosis": wall - et - netc}
+
+
+def postop_labels(core: np.ndarray, necrosis: np.ndarray, gap: np.ndarray, edema: np.ndarray,
+                  brain: np.ndarray, csf: np.ndarray, post: PostOp) -> dict[str, np.ndarray]:
+    """Disjoint hard labels at voxel centres, keyed by concept: ``RC`` the cavity (with its
+    fluid and blood), ``ET`` residual enhancing wall, ``NCR`` non-enhancing residual tumor
+    (BraTS 2024 NETC), ``ED`` gliosis of the wall and the surrounding FLAIR signal (SNFH)."""
+    tc = (core < 0) & brain
+    rc = tc & (necrosis < 0)
+    wall = tc & ~rc
+    et = wall & (gap > post.rim_threshold) if post.rim_threshold is not None else np.zeros_like(tc)
+    netc = (wall & ~et & (-gap > post.nodule_threshold) if post.nodule_threshold is not None
+            else np.zeros_like(tc))
+    ed = (wall & ~et & ~netc) | (~tc & (edema < 0) & brain & (csf < 0.5))
+    return {"NCR": netc, "ED": ed, "ET": et, "RC": rc}

@@ -99,8 +99,14 @@ def codes() -> tuple[str, ...]:
 
 
 def base_codes() -> tuple[str, ...]:
-    """The disjoint label classes (NCR, ED, ET)."""
+    """The disjoint label classes (NCR, ED, ET, RC)."""
     return tuple(c.code for c in _REGISTRY if c.is_base)
+
+
+def all_regions(timepoint: str | None = None) -> tuple[str, ...]:
+    """What "all sub-regions" means on a scan of ``timepoint``: the disjoint classes that exist
+    on it (None: on any scan, so NCR, ED, ET; "post" adds the resection cavity)."""
+    return tuple(c.code for c in _REGISTRY if c.is_base and c.timepoint in (None, timepoint))
 
 
 def name(code: str) -> str:
@@ -231,14 +237,14 @@ def label_conventions() -> dict[str, dict[str, int]]:
 
 
 # -- the bundled tumor concepts -------------------------------------------------------------
-from vlseg.vocab.tumor import TUMOR_CODES, TUMOR_CONCEPTS  # noqa: E402
+from vlseg.vocab.tumor import PRE_TREATMENT_CODES, TUMOR_CODES, TUMOR_CONCEPTS  # noqa: E402
 
 for _c in TUMOR_CONCEPTS:
     register(_c)
 
 __all__ = [
     "Concept", "DicomCode", "LabelConvention", "RELATION_ROLES", "RGB", "SEQUENCES",
-    "SEQUENCE_ALIASES", "SEQUENCE_TITLES", "TUMOR_CODES", "TUMOR_CONCEPTS", "base_codes",
+    "PRE_TREATMENT_CODES", "SEQUENCE_ALIASES", "SEQUENCE_TITLES", "TUMOR_CODES", "TUMOR_CONCEPTS", "all_regions", "base_codes",
     "by_role", "canonical_sequence", "check_concept", "codes", "colors", "concept", "concepts",
     "convention", "convention_names", "conventions", "default_convention", "draw_order",
     "label_convention", "label_conventions", "name", "names", "naming_convention", "parts",

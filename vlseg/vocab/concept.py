@@ -42,6 +42,9 @@ class Concept:
     # Name of the ratio "this / ratio_whole" in answer.json and calibration ("necrotic_fraction_
     # of_core"); None: the ratio is still answered, but is not reported or calibrated by name.
     ratio_name: str | None = None
+    # The scans it exists on: None for any scan, "post" for post-treatment scans only (a
+    # resection cavity); on other scans it is absent by definition (a true negative in training).
+    timepoint: str | None = None
 
     def __post_init__(self) -> None:
         if not self.code or not self.code.isalnum() or self.code.upper() != self.code:
@@ -58,6 +61,8 @@ class Concept:
                 raise ValueError(f"concept {self.code}: {name} must be (code value, scheme, meaning)")
         if self.ratio_name is not None and self.ratio_whole is None:
             raise ValueError(f"concept {self.code}: ratio_name needs a ratio_whole")
+        if self.timepoint not in (None, "pre", "post"):
+            raise ValueError(f"concept {self.code}: timepoint must be None, 'pre' or 'post'")
         if self.labels and self.parts != (self.code,):
             raise ValueError(f"concept {self.code}: only base classes carry label values")
 

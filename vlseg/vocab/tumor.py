@@ -4,8 +4,10 @@
     ET   enhancing tumor                            TC  tumor core  = NCR ∪ ET
     WT   whole tumor = NCR ∪ ED ∪ ET
 
-Label values: BraTS 2021 (4 = ET), BraTS 2023 and 2024 (3 = ET; 2024 adds 4 = resection cavity,
-a concept not defined yet), MSD Task01 (1 edema, 2 non-enhancing tumor, 3 enhancing tumor).
+    RC   resection cavity (post-treatment scans; outside the tumor regions: TC and WT exclude it)
+
+Label values: BraTS 2021 (4 = ET), BraTS 2023 and 2024 (3 = ET; 2024 labels 1 NETC, 2 SNFH and
+adds 4 = RC), MSD Task01 (1 edema, 2 non-enhancing tumor, 3 enhancing tumor).
 """
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ from vlseg.vocab.concept import Concept, DicomCode
 NECROSIS: DicomCode = ("6574001", "SCT", "Necrosis")
 EDEMA: DicomCode = ("79654002", "SCT", "Edema")
 NEOPLASM: DicomCode = ("108369006", "SCT", "Neoplasm")
+# No SNOMED CT concept in pydicom's code dictionary names a surgical cavity, so the cavity gets a
+# local code: a coding scheme designator starting "99" is private (DICOM PS3.16 §8).
+RESECTION_CAVITY: DicomCode = ("VLSEG-RC", "99VLSEG", "Resection cavity")
 
 NCR = Concept(
     code="NCR", name="necrotic tumor core", parts=("NCR",), color=(230, 40, 40),
     labels={"brats2023": 1, "brats2021": 1, "brats2024": 1, "msd": 2},
     synonyms=(
         "NCR", "necrotic core", "necrotic tumor core", "necrotic tumour core", "necrosis",
-        "necrotic tissue", "necrotic region", "non-enhancing tumor core", "non-enhancing core",
+        "necrotic tissue", "necrotic region", "non-enhancing tumor core", "non-enhancing core", "NETC",
         "necrotic and non-enhancing tumor", "NCR/NET", "NET", "dead tissue in the tumor",
         "necrotic center", "central necrosis",
     ),
@@ -31,7 +36,7 @@ NCR = Concept(
         "cystic necrotic cavity", "necrotic component", "tumor necrosis", "nonenhancing core",
     ),
     keywords=(r"\bnon[- ]?enhanc\w*", r"\bnecro\w*", r"\bdead tissue\b", r"\bncr\b"),
-    abbreviations=(("NCR", "necrotic core"), ("NET", "necrotic core")),
+    abbreviations=(("NCR", "necrotic core"), ("NET", "necrotic core"), ("NETC", "necrotic core")),
     tier=0, ratio_whole="TC", ratio_name="necrotic_fraction_of_core",
     dicom_type=NECROSIS, relation_role="necrosis",
 )
@@ -41,7 +46,7 @@ ED = Concept(
     synonyms=(
         "ED", "edema", "oedema", "peritumoral edema", "peritumoral oedema", "perilesional edema",
         "vasogenic edema", "swelling", "SNFH", "surrounding non-enhancing FLAIR hyperintensity",
-        "FLAIR hyperintensity", "T2 hyperintensity",
+        "FLAIR hyperintensity", "T2 hyperintensity", "FLAIR signal abnormality",
         "brain swelling around the tumor", "edematous tissue", "invaded tissue",
     ),
     heldout_synonyms=("oedematous area", "fluid around the tumor", "peritumoural swelling"),
@@ -51,7 +56,8 @@ ED = Concept(
     ),
     keywords=(r"\bedema\w*", r"\bswell\w*", r"\bswollen\b", r"\bflair hyperintens\w*",
               r"\bhyperintens\w*( \w+)? on (t2 |t2-)?(flair|t2)\b", r"\bt2 hyperintens\w*",
-              r"\bperitumou?ral\b", r"\bperilesional\b", r"\bvasogenic\b", r"\bsnfh\b"),
+              r"\bperitumou?ral\b", r"\bperilesional\b", r"\bvasogenic\b", r"\bsnfh\b",
+              r"\bflair (signal )?abnormalit(y|ies)\b"),
     abbreviations=(("ED", "edema"), ("SNFH", "snfh")),
     tier=0, ratio_whole="WT", ratio_name="edema_fraction_of_whole",
     dicom_type=EDEMA, relation_role="edema",
@@ -109,7 +115,31 @@ WT = Concept(
     tier=2, region=True, dicom_type=NEOPLASM,
 )
 
+RC = Concept(
+    code="RC", name="resection cavity", parts=("RC",), color=(170, 60, 255),
+    labels={"brats2024": 4},
+    synonyms=(
+        "resection cavity", "surgical cavity", "post-operative cavity", "postoperative cavity",
+        "the cavity", "resection bed", "surgical bed", "operative cavity", "cavity left by surgery",
+        "where the tumor was removed", "where the tumor was resected",
+    ),
+    heldout_synonyms=("surgical resection cavity", "post-surgical cavity", "tumor bed"),
+    phrases=(
+        "the hole left by surgery", "cavity after surgery", "resected area", "where they operated",
+        "the operated area", "the surgical site",
+    ),
+    # Not a bare "cavity": "cystic necrotic cavity" is necrosis.
+    keywords=(r"\bresect\w*( \w+)? (cavit\w*|bed|area|site)\b", r"\b(post-?operative|post-?surgical|"
+              r"surgical|operative) (cavit\w*|bed|site)\b",               r"\b(tumor|tumour|it) was (removed|resected|operated)\b",
+              r"\b(hole|cavity|gap|space) (left )?(by|after|from) (the )?(surgery|operation|resection)\b"),
+    abbreviations=(("RC", "resection cavity"),),
+    tier=0, dicom_type=RESECTION_CAVITY, timepoint="post",
+)
+
 # Registration order is the order of concepts everywhere (JSON, tables); a model's checkpoint
 # names the concepts it segments and their order (vlseg.model.config.ModelConfig.concepts).
-TUMOR_CONCEPTS: tuple[Concept, ...] = (NCR, ED, ET, TC, WT)
+TUMOR_CONCEPTS: tuple[Concept, ...] = (NCR, ED, ET, TC, WT, RC)
 TUMOR_CODES: tuple[str, ...] = tuple(c.code for c in TUMOR_CONCEPTS)
+# What a model segments when its checkpoint does not say: the untreated-tumor concepts every
+# checkpoint before the post-treatment concepts was trained on.
+PRE_TREATMENT_CODES: tuple[str, ...] = tuple(c.code for c in TUMOR_CONCEPTS if c.timepoint != "post")
