@@ -181,9 +181,11 @@ def asks_for_help(text: str) -> bool:
     return bool(pattern and pattern.search(text))
 
 
-def capabilities_text() -> str:
-    """One line listing what can be segmented and asked (help and refusal answers)."""
-    regions = ", ".join(f"{c.name} ({c.code})" for c in vocab.concepts())
+def capabilities_text(concepts: Iterable[str] | None = None) -> str:
+    """One line listing what can be segmented (``concepts``: a model's; None: every registered
+    concept) and asked (help and refusal answers)."""
+    shown = [c for c in vocab.concepts() if concepts is None or c.code in concepts]
+    regions = ", ".join(f"{c.name} ({c.code})" for c in shown)
     asks = [i.summary for i in reversed(TABLE) if i.summary]  # simplest question first
     return (f"I can segment and measure these brain-tumor regions on MRI: {regions}. Ask for "
             f"{', '.join(asks[:-1])}, or {asks[-1]}." if len(asks) > 1 else

@@ -75,8 +75,11 @@ class Dialogue:
         parse = self.parser.parse(query, previous=talk.previous)
         unknown = [c for c in parse.concepts if c not in predictor.concepts]
         if unknown:
+            missing = " or the ".join(vocab.name(c) for c in unknown)
+            post = " (a post-treatment concept: load a model trained on post-treatment scans)" if any(
+                vocab.concept(c).timepoint == "post" for c in unknown) else ""
             parse = Parse(query=parse.query, intent="refuse", refused=True, targets=(),
-                          reason=f"this model does not segment {vocab.name(unknown[0])}")
+                          reason=f"this model does not segment the {missing}{post}")
         questions = parse.questions
         timing["parse"] = time.perf_counter() - t0
         measures = any(q.spec.measures for q in questions)
@@ -116,6 +119,7 @@ class Dialogue:
         parts = [(q.spec, Facts(targets=[target_json[c] for c in q.concepts],
                                 relations=rel_json if q.spec.relations(q.concepts) else None,
                                 phrases=[t.phrase for t in q.targets], reason=q.reason,
+                                help_text=capabilities_text(predictor.concepts),
                                 places=[p.to_json() for p in q.places or parse.places],
                                 case=dict(talk.facts), confidence=confidence,
                                 companions={c: target_json[c] for c in q.spec.companions(q.concepts)
