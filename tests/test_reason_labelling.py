@@ -75,3 +75,21 @@ def test_raw_core_evidence_keeps_a_tumor_whose_core_is_only_specks():
     import pytest
     with pytest.raises(ValueError, match="core_evidence"):
         final_masks(probs, AFFINE, core_evidence="loose")
+
+
+def test_a_class_outside_the_chain_is_disjoint_from_it():
+    """The resection cavity is decoded with the chain; a voxel both claim goes to the higher
+    probability and the tumor regions still nest and add up."""
+    assert labelling_sources(["RC"]) == ("WT", "TC", "ET", "RC")
+    shape = (40, 40, 40)
+    wt, tc = _ball(shape, (20, 20, 20), 12), _ball(shape, (20, 20, 20), 8)
+    rc = _ball(shape, (20, 20, 12), 7)            # overlaps the tumor's lower part
+    probs = {"WT": np.where(wt, 0.8, 0.05), "TC": np.where(tc, 0.8, 0.05), "ET": np.where(tc, 0.8, 0.05),
+             "RC": np.where(rc, 0.9, 0.05)}
+    probs["RC"][rc & tc] = 0.6                     # inside the core the tumor is more likely
+    probs = {c: p.astype(np.float32) for c, p in probs.items()}
+    m = final_masks(probs, AFFINE)
+    assert not (m["RC"] & m["WT"]).any()
+    assert (m["RC"] & wt & ~tc).any() and not (m["RC"] & tc).any()
+    assert np.array_equal(m["WT"], m["NCR"] | m["ED"] | m["ET"]) and np.array_equal(m["TC"], m["NCR"] | m["ET"])
+    assert not (m["TC"] & ~m["WT"]).any()

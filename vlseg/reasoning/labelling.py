@@ -18,7 +18,10 @@ pieces, the largest 0.14 mL), and the pieces dropped were false positives in dee
 (MODEL_CARD.md); a real satellite lesion seen only on FLAIR, beside a lesion with a core, would
 be lost. Probabilities of the derived classes follow the same algebra
 (p_NCR = max(p_TC − p_ET, 0), p_ED = max(p_WT − p_TC, 0)); they feed the volume intervals.
-A concept outside the chain (one registered later) is thresholded and cleaned on its own.
+A base class outside the chain (the resection cavity, or one registered later) is decoded with
+the chain and is disjoint from it: thresholded and cleaned on its own, then a voxel both it and
+the outermost region claim goes to the higher probability (taken out of every region and class
+of the chain, so they still nest and add up).
 
 ``labelling_sources(concepts)`` says which probabilities to decode for the asked concepts;
 ``Segmenter``, training validation and ``bench/evaluate_model.py`` all call ``final_masks``.
@@ -57,7 +60,12 @@ def labelling_sources(concepts: Iterable[str]) -> tuple[str, ...]:
     chain, derived = region_chain(), _derived()
     out: list[str] = []
     for c in concepts:
-        out.extend(chain if (c in chain or c in derived) else (c,))
+        if c in chain or c in derived:
+            out.extend(chain)
+        elif vocab.concept(c).is_base:  # disjoint from the tumor: decided against the chain
+            out.extend((*chain, c))
+        else:
+            out.append(c)
     return tuple(dict.fromkeys(out))
 
 
@@ -103,7 +111,21 @@ def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshol
     for c, p in probs.items():
         if c not in masks and c not in chain:
             masks[c] = clean_mask(p, affine, threshold=threshold, min_lesion_ml=min_lesion_ml)
+            if vocab.concept(c).is_base and chain and chain[0] in masks:
+                _split_overlap(masks, probs, c, chain[0])
     return masks
+
+
+def _split_overlap(masks: dict[str, np.ndarray], probs: Mapping[str, np.ndarray], c: str, outer: str) -> None:
+    """Voxels both ``c`` and the outermost region hold go to the higher probability (in place)."""
+    both = masks[c] & masks[outer]
+    if not both.any():
+        return
+    to_c = both & (np.asarray(probs[c]) > np.asarray(probs[outer]))
+    masks[c] = masks[c] & ~(both & ~to_c)
+    for k in list(masks):
+        if k != c and (k in region_chain() or k in _derived()):
+            masks[k] = masks[k] & ~to_c
 
 
 def drop_coreless_pieces(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
