@@ -110,7 +110,9 @@ def test_partial_label_mixture_supervises_only_annotated_concepts(tmp_path):
 
 def test_annotated_but_absent_concept_is_an_empty_target(tmp_path):
     src = SourceConfig(name="full", kind="phantoms", path="x")
-    assert supervised_concepts(src) == CONCEPTS
+    # Untreated phantoms also say "no resection cavity" (a true negative, not a missing label).
+    assert supervised_concepts(src) == (*CONCEPTS, "RC")
+    assert supervised_concepts(SourceConfig(name="post", kind="brats2024", path="x")) == (*CONCEPTS, "RC")
     path = tmp_path / "healthy.npz"
     np.savez_compressed(path, images=np.ones((4, 16, 16, 16), np.float16), bits=np.zeros((16, 16, 16), np.uint8),
                         present=np.array([True, False, True, True]))
@@ -120,6 +122,15 @@ def test_annotated_but_absent_concept_is_an_empty_target(tmp_path):
     assert s["loss_mask"].tolist() == [1.0] * 5 and sorted(s["concepts"]) == sorted(CONCEPTS)
     assert int(s["targets"].sum()) == 0
     assert s["present"].tolist() == [True, False, True, True] and float(s["images"][1].abs().sum()) == 0.0
+    # Only the trained model's concepts take slots: a model that segments RC is told it is absent.
+    entry = SourceEntries("full", 1.0, (*CONCEPTS, "RC"), (str(path),))
+    with_rc = MixtureDataset(sources=[entry], crop_size=(16, 16, 16), prompts_per_sample=6, foreground_prob=0.67,
+                             augment_config=None, concepts=(*CONCEPTS, "RC"))
+    s = with_rc.sample(np.random.default_rng(2))
+    assert "RC" in s["concepts"] and s["loss_mask"].tolist() == [1.0] * 6 and int(s["targets"].sum()) == 0
+    without = MixtureDataset(sources=[entry], crop_size=(16, 16, 16), prompts_per_sample=5, foreground_prob=0.67,
+                             augment_config=None, concepts=CONCEPTS)
+    assert "RC" not in without.sample(np.random.default_rng(2))["concepts"]
 
 
 def test_source_annotation_rules():

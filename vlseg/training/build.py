@@ -40,10 +40,13 @@ def base_ref(config: TrainConfig) -> BaseRef | None:
 def resolve_model_config(config: TrainConfig) -> ModelConfig:
     """The ModelConfig this run trains (from the init checkpoint when fine-tuning)."""
     if config.init_checkpoint is not None:
-        return ModelConfig.from_dict(read_checkpoint_config(init_folder(config))["model"])
-    model_config = resolve_config(config.model)
-    if config.text_lora_rank is not None:
-        model_config = model_config.replace(text_lora_rank=config.text_lora_rank)
+        model_config = ModelConfig.from_dict(read_checkpoint_config(init_folder(config))["model"])
+    else:
+        model_config = resolve_config(config.model)
+        if config.text_lora_rank is not None:
+            model_config = model_config.replace(text_lora_rank=config.text_lora_rank)
+    if config.concepts is not None:
+        model_config = model_config.replace(concepts=tuple(config.concepts))
     return model_config
 
 
@@ -77,6 +80,8 @@ def build_training_model(config: TrainConfig, *,
         model = build_model(resolve_model_config(config))
         if resume_dir is not None:
             load_state_into(model, resume_dir / WEIGHTS_FILE)
+    if config.concepts is not None:
+        model.config = model.config.replace(concepts=tuple(config.concepts))
     if spec is None:
         set_trainable(model)
     check_frozen_text_base(model)

@@ -206,6 +206,9 @@ class TrainConfig:
     threads: int | None = None                  # torch CPU threads per process
     mixed_precision: str = "no"                 # no | fp16 | bf16 (accelerate)
     text_lora_rank: int | None = None           # from scratch: override the model's text LoRA rank
+    # The concepts the trained model segments (its checkpoint names them); None: the init
+    # checkpoint's or the preset's. Adding one (e.g. RC) teaches the model a new prompt.
+    concepts: tuple[str, ...] | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -221,6 +224,11 @@ class TrainConfig:
             raise InputError("keep_checkpoints must be >= 1")
         if self.lora.enabled and self.init_checkpoint is None:
             raise InputError("lora.enabled needs init_checkpoint (\"default\" or a checkpoint path) to adapt")
+        if self.concepts is not None:
+            bad = [c for c in self.concepts if c not in vocab.codes()]
+            if bad or not self.concepts or len(set(self.concepts)) != len(self.concepts):
+                raise InputError(f"concepts must be distinct registered concepts ({', '.join(vocab.codes())}); "
+                                 f"got {list(self.concepts)}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,6 +213,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         sources=entries, crop_size=config.data.crop_size, prompts_per_sample=config.data.prompts_per_sample,
         foreground_prob=config.data.foreground_prob, augment_config=config.augment, seed=config.seed,
         rank=accelerator.process_index, start_step=start_step, keep_in_memory=config.data.keep_in_memory,
+        concepts=model.config.concepts,
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.data.batch_size, collate_fn=collate,
                                          num_workers=config.data.num_workers,

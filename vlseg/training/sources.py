@@ -7,10 +7,14 @@ it, a crop, augmentations and one prompt per slot:
 
 * slots are filled first with the concepts the source supervises (shuffled), then padded with
   the others at ``loss_mask`` 0 and an all-zero target: an unannotated concept never adds loss;
-* a supervised concept that is absent from the case is trained as an empty mask.
+* a supervised concept that is absent from the case is trained as an empty mask;
+* a concept that exists only after treatment (the resection cavity) is supervised as absent on
+  every source of untreated scans (a true negative, not a missing label);
+* only the concepts the trained model segments (its config's ``concepts``) take slots.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -48,11 +52,17 @@ def closure(concepts: Sequence[str]) -> tuple[str, ...]:
     return tuple(c for c in vocab.codes() if c in have | derived)
 
 
+def absent_by_definition(convention: str) -> tuple[str, ...]:
+    """Concepts a scan in ``convention`` cannot hold: post-treatment ones on untreated scans."""
+    conv = vocab.convention(convention)
+    return tuple(c.code for c in vocab.concepts() if c.timepoint is not None and c.timepoint != conv.timepoint)
+
+
 def available_concepts(source: SourceConfig) -> tuple[str, ...]:
-    """Concepts the source's label files can provide."""
+    """Concepts the source's label files can provide (an absent-by-definition one as empty)."""
     convention = source_convention(source)
     if convention is not None:
-        return closure(sorted(vocab.label_convention(convention)))
+        return closure(sorted({*vocab.label_convention(convention), *absent_by_definition(convention)}))
     if source.kind == "randomized":
         return closure(TUMOR_LABELS)
     assert source.label_map is not None
@@ -223,8 +233,13 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         rank: int = 0,
         start_step: int = 0,
         keep_in_memory: bool = True,
+        concepts: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        # What the trained model segments (None: every registered concept).
+        self.concepts = tuple(concepts) if concepts is not None else vocab.codes()
+        sources = [dataclasses.replace(s, supervised=tuple(c for c in s.supervised if c in self.concepts))
+                   for s in sources]
         if not sources or any(not s.files and s.randomize is None for s in sources):
             raise InputError("the training mixture needs at least one case per source")
         for s in sources:
@@ -257,10 +272,10 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         sup = list(supervised)
         rng.shuffle(sup)
         chosen = sup[: self.prompts_per_sample]
-        others = [c for c in vocab.codes() if c not in supervised]
+        others = [c for c in self.concepts if c not in supervised]
         rng.shuffle(others)
         while len(chosen) + len(others) < self.prompts_per_sample:
-            others.append(vocab.codes()[int(rng.integers(len(vocab.codes())))])
+            others.append(self.concepts[int(rng.integers(len(self.concepts)))])
         pad = others[: self.prompts_per_sample - len(chosen)]
         mask = np.array([1.0] * len(chosen) + [0.0] * len(pad), dtype=np.float32)
         return chosen + pad, mask
@@ -324,5 +339,5 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 __all__ = [
     "concept_bit", "CaseRef", "CachedSample", "MixtureDataset", "SourceEntries",
     "available_concepts", "closure", "collate", "discover_cases", "folder_label_masks",
-    "randomized_entries", "randomized_sample", "read_cache_file", "source_convention", "supervised_concepts",
+    "absent_by_definition", "randomized_entries", "randomized_sample", "read_cache_file", "source_convention", "supervised_concepts",
 ]
