@@ -46,7 +46,7 @@ def test_memory_stays_flat_over_30_cases(small_cases, tmp_path, monkeypatch):
         raise VlsegError("atlas skipped in this test")
     monkeypatch.setattr(AtlasLocator, "fit", classmethod(no_atlas))
     torch.manual_seed(0)
-    cfg = load_named_config("tiny").to_dict() | {"spacing_mm": 4.0, "channels": [4, 8, 16, 32]}
+    cfg = load_named_config("tiny").to_dict() | {"spacing_mm": 4.0, "channels": [4, 8, 16, 32], "bias_correction": "none"}
     seg = Segmenter(model=build_model(cfg))
     rss: list[int] = []
     summary = run_cases(seg, find_cases([small_cases]), query=QUERY, out=tmp_path / "out",
