@@ -178,8 +178,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     out = Path(config.output_dir)
