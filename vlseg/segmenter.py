@@ -107,7 +107,7 @@ class Answer:
         """
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
-            raise InputError("is a file, not a folder; give --out a folder", str(out))
+            raise InputError("is a file, not a folder; answers are saved into a folder", str(out))
         names = {c: f"{c}.nii.gz" for c in self.masks_ras} if self._case is not None else {}
         if self._case is not None:
             inputs = {Path(p).resolve() for p in self._case.sources.values()}
@@ -186,10 +186,10 @@ class Segmenter:
 
         if threads is not None:
             if threads < 1:
-                raise InputError(f"--threads must be at least 1, got {threads}")
+                raise InputError(f"threads={threads}: must be at least 1")
             torch.set_num_threads(threads)
         if device == "cuda" and not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+            raise InputError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu'")
         model = load_model(name_or_path, device=device)
         source = model.source  # the adapter folder, else the checkpoint folder
         return cls(model=model, device=device, checkpoint=source.adapter or source.checkpoint, **kwargs)
