@@ -23,7 +23,7 @@ SHOWN = ("WT", "TC", "ET")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from vlseg.bench_robustness import FAMILIES
+    from vlseg.benchmarks.robustness import FAMILIES
 
     p = argparse.ArgumentParser(prog="bench/labelling_rules.py", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="checkpoint folder or bundled name (default: the bundled default)")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import vlseg
-    from vlseg import bench_robustness as rb
+    from vlseg.benchmarks import robustness as rb
     from vlseg.evaluation import with_sequences
     from vlseg.fileio import write_json_atomic
     from vlseg.io import load_case

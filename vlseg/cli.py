@@ -28,7 +28,7 @@ COMMANDS: dict[str, str] = {
     "parse": "vlseg.language.cli:run",
     "segment": "vlseg.segmenter_cli:run",
     "serve": "vlseg.app.cli:run",
-    "bench": "vlseg.bench:run_cli",
+    "bench": "vlseg.benchmarks.speed:run_cli",
     "models": "vlseg.model.cli:run_cli",
     "mcp": "vlseg.mcp_server:run_cli",
 }

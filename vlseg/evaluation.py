@@ -1,6 +1,6 @@
 """Scoring a model on a labelled case, through the predictor's own path.
 
-Shared by ``bench/evaluate_model.py`` and the robustness benchmark (``vlseg.bench_robustness``):
+Shared by ``bench/evaluate_model.py`` and the robustness benchmark (``vlseg.benchmarks.robustness``):
 the case restricted to a sequence subset, the masks ``Segmenter`` would give
 (``vlseg.predict.predict_masks``), scored against the case's own labels
 (``vlseg.metrics.case_metrics``).
