@@ -317,11 +317,6 @@ class AtlasLocator:
                 self._midplane = atlas_plane
         return self._midplane
 
-    @property
-    def source_image(self) -> tuple | None:
-        """(image, affine) the locator was fitted on, while the mid-plane is not yet fitted."""
-        return None if self._source is None else self._source[:2]
-
     @classmethod
     def identity(cls) -> "AtlasLocator":
         """For data already in MNI space (e.g. the template's own grid)."""

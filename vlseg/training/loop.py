@@ -315,25 +315,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     return summary
 
 
-@torch.no_grad()
-def fixed_set_loss(model: nn.Module, entries, config: TrainConfig, *, samples: int = 8, seed: int = 1234) -> float:
-    """Mean loss over a fixed, un-augmented set of crops (same crops and phrases on every call)."""
-    ds = MixtureDataset(sources=entries, crop_size=config.data.crop_size,
-                        prompts_per_sample=config.data.prompts_per_sample,
-                        foreground_prob=config.data.foreground_prob, augment_config=None, seed=seed)
-    rng = np.random.default_rng(seed)
-    batch = collate([ds.sample(rng) for _ in range(samples)])
-    was_training = model.training
-    model.eval()
-    try:
-        logits = PromptedSegmenter(model)(batch["images"], batch["present"], batch["phrases"])
-        loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
-                                   smooth=config.loss.dice_smooth)
-        return float(loss_fn(logits, batch["targets"], batch["loss_mask"]).loss)
-    finally:
-        model.train(was_training)
-
-
 def state_digest(model: nn.Module) -> str:
     """SHA-256 over every trainable tensor (name + bytes), in name order."""
     import hashlib
