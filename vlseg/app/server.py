@@ -153,8 +153,8 @@ def create_app(config: AppConfig, *, segmenter: Any = None,
 
     if Path(get_upload_folder()).resolve() != config.gradio_temp_dir:
         raise RuntimeError(f"Gradio keeps uploads in {get_upload_folder()}, not in the app's "
-                           f"{config.gradio_temp_dir}: set os.environ.update(gradio_environment(config)) "
-                           "before create_app")
+                           f"{config.gradio_temp_dir}: run os.environ.update(vlseg.app.server."
+                           "gradio_environment(config)) before create_app")
     security.prepare_dirs(config)
     if segmenter is None:
         from vlseg.segmenter import Segmenter
