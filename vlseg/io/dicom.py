@@ -418,7 +418,7 @@ def _plan_grids(study: Study, chosen: dict[str, Series], paths: dict[str, Path],
     if other:
         raise InputError(f"series {', '.join(other)} {'is' if len(other) == 1 else 'are'} in another "
                          f"frame of reference than the reference series {ref.label()} ({ref_seq}), "
-                         "so not registered to it; register them first or pick series with "
+                         "so not registered to it; register them first or choose the series with "
                          "series=", str(study.folder))
     ref_grid = _native_grid(ref, paths[ref_seq], _NO_LIMIT)
     target = ras_grid(ref_grid)
