@@ -157,11 +157,10 @@ _PARAMETER = re.compile(r"(?<![\w-])(series|threads|device)=('[^']*'|[^\s;:,]*)"
 def in_flag_words(error: VlsegError) -> str:
     """The one line for ``error`` with the parameters it names written as this command line's
     flags: ``series='AX' matches no series`` -> ``--series AX matches no series``."""
-    line = one_line(error)
     if not isinstance(error, InputError):
-        return line
+        return one_line(error)
 
-    def flag(m: re.Match) -> str:
+    def flag(m: re.Match[str]) -> str:
         value = m.group(2)
         if re.fullmatch(r"'[\w.-]+'", value):
             value = value[1:-1]
