@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from torch import nn
 
 from vlseg.errors import InputError, ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
-from vlseg.model.adapters import save_adapter
+from vlseg.model.adapters import AdapterSpec, BaseRef, save_adapter
 from vlseg.model.checkpoint import save_checkpoint
 from vlseg.model.storage import check_safetensors, git_commit
 from vlseg.training.build import base_ref, build_training_model
@@ -41,6 +41,9 @@ from vlseg.training.config import TrainConfig, config_to_dict
 from vlseg.training.losses import MaskedPromptLoss
 from vlseg.training.sources import MixtureDataset, SourceEntries, collate, discover_cases
 from vlseg.training.validate import validate_cases
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 STATE_FILE = "state.json"
 OPTIM_FILE = "optimizer.safetensors"
@@ -175,14 +178,14 @@ class _Run:
     and its progress (step, best and last validation, wall time)."""
 
     config: TrainConfig
-    accelerator: Any  # accelerate.Accelerator
+    accelerator: Accelerator
     out: Path
     wrapper: nn.Module  # PromptedSegmenter, as prepared by accelerate (DDP over ranks)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loss_fn: MaskedPromptLoss
-    spec: Any  # the LoRA adapter spec when fine-tuning, else None
-    base: Any  # the base checkpoint an adapter names (BaseRef), else None
+    spec: AdapterSpec | None  # the LoRA adapter when fine-tuning
+    base: BaseRef | None  # the base checkpoint an adapter names
     provenance: dict[str, Any]
     step: int
     best: dict[str, Any] | None
@@ -246,8 +249,9 @@ def _resume_point(config: TrainConfig, *, resume: bool, main: bool) -> tuple[Pat
     return resume_dir, state
 
 
-def _set_up(config: TrainConfig, accelerator, resume_dir: Path | None, state: dict[str, Any], *,
-            progress: bool, command: str | None) -> tuple[_Run, Any, list[tuple[Any, Any]]]:
+def _set_up(config: TrainConfig, accelerator: Accelerator, resume_dir: Path | None, state: dict[str, Any], *,
+            progress: bool, command: str | None
+            ) -> tuple[_Run, torch.utils.data.DataLoader, list[tuple[Any, Any]]]:
     """Seed, model, optimizer and schedule (restored when resuming), data, validation cases;
     the output folder's config.yaml and the log's start event. Returns the run, the training
     data loader and the validation cases."""
@@ -299,7 +303,7 @@ def _set_up(config: TrainConfig, accelerator, resume_dir: Path | None, state: di
     return run, loader, val_refs
 
 
-def _training_data(config: TrainConfig, accelerator, model: nn.Module, *, start_step: int,
+def _training_data(config: TrainConfig, accelerator: Accelerator, model: nn.Module, *, start_step: int,
                    progress: bool) -> tuple[list[SourceEntries], torch.utils.data.DataLoader]:
     """Build the cache once (main process first), then every rank streams its own samples
     (from ``start_step`` on when resuming)."""
