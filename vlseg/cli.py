@@ -149,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Library errors name a function's parameter (``series='AX'``, ``threads=0``, ``device='cuda'``);
-# here the user gave it as a flag.
-_PARAMETER = re.compile(r"(?<![\w-])(series|threads|device)=('[^']*'|[^\s;:,]*)")
+# Library errors name a function's parameter (``series='AX'``, ``threads=0``, ``device='cuda'``,
+# ``pred_convention=msd``); here the user gave it as a flag (``--pred-convention``).
+_PARAMETER = re.compile(r"(?<![\w-])(series|threads|device|pred_convention|gt_convention)="
+                        r"('[^']*'|[^\s;:,]*)")
 
 
 def in_flag_words(error: VlsegError) -> str:
@@ -164,7 +165,8 @@ def in_flag_words(error: VlsegError) -> str:
         value = m.group(2)
         if re.fullmatch(r"'[\w.-]+'", value):
             value = value[1:-1]
-        return f"--{m.group(1)} {value}" if value else f"--{m.group(1)}"
+        flag = "--" + m.group(1).replace("_", "-")
+        return f"{flag} {value}" if value else flag
 
     problem = _PARAMETER.sub(flag, error.problem)
     return one_line(InputError(problem, error.path))

@@ -85,8 +85,8 @@ def series_of(path: Path) -> tuple[Series, Study]:
             return mr[0], study
         if not mr:
             raise InputError("holds no MR image series", str(path))
-        raise InputError(f"holds {len(mr)} MR series ({study.listing()}); give it as a case folder "
-                         "(--case) so each series is mapped to a sequence", str(path))
+        raise InputError(f"holds {len(mr)} MR series ({study.listing()}); give the folder as "
+                         "the case, so each series is mapped to a sequence", str(path))
     if not is_dicom_file(path):
         raise InputError("is not a DICOM file (no DICM marker after the 128-byte preamble)", str(path))
     from pydicom import dcmread
