@@ -159,5 +159,6 @@ def test_serve_checks_folders_and_port_before_the_model(tmp_path, capsys, no_mod
     line = _one_line(capsys.readouterr().err)
     assert rc == 2 and f"cannot listen on 127.0.0.1:{port}" in line
     rc = main(["serve", "--outputs", str(tmp_path / "o"), "--allowed-host", "http://evil/"])
-    assert rc == 2 and "not a host name" in _one_line(capsys.readouterr().err)
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2 and "--allowed-host 'http://evil/': not a host name" in line
     assert no_model == []

@@ -150,9 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Library errors name a function's parameter (``series='AX'``, ``threads=0``, ``device='cuda'``,
-# ``pred_convention=msd``); here the user gave it as a flag (``--pred-convention``).
-_PARAMETER = re.compile(r"(?<![\w-])(series|threads|device|pred_convention|gt_convention)="
-                        r"('[^']*'|[^\s;:,]*)")
+# ``pred_convention=msd``); here the user gave it as a flag.
+FLAGS: dict[str, str] = {
+    "series": "--series", "threads": "--threads", "device": "--device", "port": "--port",
+    "allowed_hosts": "--allowed-host", "pred_convention": "--pred-convention",
+    "gt_convention": "--gt-convention",
+}
+_PARAMETER = re.compile(rf"(?<![\w-])({'|'.join(FLAGS)})=('[^']*'|[^\s;:,]*)")
 
 
 def in_flag_words(error: VlsegError) -> str:
@@ -165,7 +169,7 @@ def in_flag_words(error: VlsegError) -> str:
         value = m.group(2)
         if re.fullmatch(r"'[\w.-]+'", value):
             value = value[1:-1]
-        flag = "--" + m.group(1).replace("_", "-")
+        flag = FLAGS[m.group(1)]
         return f"{flag} {value}" if value else flag
 
     problem = _PARAMETER.sub(flag, error.problem)
