@@ -23,7 +23,7 @@ SHOWN = ("WT", "TC", "ET")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from vlseg.bench_robustness import FAMILIES
+    from vlseg.benchmarks.robustness import FAMILIES
 
     p = argparse.ArgumentParser(prog="bench/labelling_rules.py", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="checkpoint folder or bundled name (default: the bundled default)")
@@ -43,9 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)  # this script is the entry point: it decides
 
     import vlseg
-    from vlseg import bench_robustness as rb
+    from vlseg.benchmarks import robustness as rb
     from vlseg.evaluation import with_sequences
     from vlseg.fileio import write_json_atomic
     from vlseg.io import load_case
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     testset = rb.build_testset(args.cache, cases_per_family=args.cases_per_family, families=args.families,
                                spacing_mm=args.spacing, first_case=args.first_case, log=lambda m: print(m, file=sys.stderr))
-    seg = vlseg.Segmenter.from_pretrained(args.model, threads=args.threads)
+    seg = vlseg.Segmenter.from_pretrained(args.model)
     prompts = concept_prompts(seg.model)
     rows = []
     for family, folders in testset.items():

@@ -5,7 +5,7 @@
 
 A fixed, seeded test set per shift family (clean, anatomy_warp, contrast, bias_field,
 thick_slices on their own 5 mm grid, noise, combined; plus T1c+FLAIR and T1c only on clean and
-combined) is generated once into ``--cache`` and reused (see ``vlseg/bench_robustness.py`` for the
+combined) is generated once into ``--cache`` and reused (see ``vlseg/benchmarks/robustness.py`` for the
 seed namespace and ``vlseg/synth/shifts.py`` for the shifts). Every case goes through the
 predictor's own path for each checkpoint. Writes ``robustness.json``, ``robustness.png`` and
 ``robustness.md`` into ``--out`` and prints the Markdown table (checkpoints side by side).
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from vlseg.bench_robustness import FAMILIES
+    from vlseg.benchmarks.robustness import FAMILIES
 
     p = _Parser(prog="bench/robustness.py", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", default=None,
@@ -67,8 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
+    torch.set_num_threads(args.threads)  # this script is the entry point: it decides
     import vlseg
-    from vlseg import bench_robustness as rb
+    from vlseg.benchmarks import robustness as rb
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     for label, model in zip(rb.model_labels(models), models):
         t1 = time.perf_counter()
-        seg = vlseg.Segmenter.from_pretrained(model, threads=args.threads)
+        seg = vlseg.Segmenter.from_pretrained(model)
         log(f"scoring {label}")
         rows = rb.score_model(seg, testset, log=log)
         result["models"].append({"label": label, "argument": model, **seg.model_info()})
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
-        from vlseg import bench_robustness as rb
+        from vlseg.benchmarks import robustness as rb
         from vlseg.fileio import write_bytes_atomic, write_json_atomic
 
         result = run(args)

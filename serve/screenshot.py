@@ -11,6 +11,7 @@ Needs Debian's /usr/bin/chromium.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import tempfile
@@ -59,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from vlseg.app.security import AppConfig
-    from vlseg.app.server import create_app
+    from vlseg.app.server import create_app, gradio_environment
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = AppConfig(output_root=Path(tmp) / "out", samples_dir=a.samples, port=_free_port(),
                         model=a.model)
+        os.environ.update(gradio_environment(cfg))
         app = create_app(cfg)
         app.launch()
         try:

@@ -130,8 +130,15 @@ GRADIO_ENV = ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")
 
 
 def save_gradio_env() -> dict[str, str | None]:
-    """The Gradio variables ``create_app`` sets, to put back with ``restore_env`` after a test."""
+    """The Gradio variables ``point_gradio_at`` sets, to put back with ``restore_env`` after a test."""
     return {k: os.environ.get(k) for k in GRADIO_ENV}
+
+
+def point_gradio_at(cfg) -> None:  # noqa: ANN001 - an AppConfig
+    """What ``vlseg serve`` does before ``create_app``: Gradio's caches inside the app's output root."""
+    from vlseg.app.server import gradio_environment
+
+    os.environ.update(gradio_environment(cfg))
 
 
 def restore_env(saved: dict[str, str | None]) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from app_fakes import FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env, save_gradio_env
+from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, point_gradio_at, restore_env,
+                       save_gradio_env)
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +41,7 @@ def fake_app(tmp_path_factory, phantom_case_2mm):
     tmp = tmp_path_factory.mktemp("browser")
     cfg = AppConfig(output_root=tmp / "out", samples_dir=tmp / "samples", port=free_port(),
                     sample_seeds=(3,), sample_spacing_mm=2.0)
+    point_gradio_at(cfg)
     app = create_app(cfg, segmenter=FakeSegmenter(delay_s=1.0), fork=fake_fork,
                      sample_writer=copy_case_writer(phantom_case_2mm))
     app.launch()

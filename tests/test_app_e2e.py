@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from app_fakes import copy_case_writer, free_port, restore_env, save_gradio_env
+from app_fakes import copy_case_writer, free_port, point_gradio_at, restore_env, save_gradio_env
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,7 @@ def real_app(tmp_path_factory, phantom_case_2mm):
                            {"note": "random weights, app tests only"})
     cfg = AppConfig(output_root=tmp / "out", samples_dir=tmp / "samples", port=free_port(),
                     model=str(ckpt), sample_seeds=(7,), sample_spacing_mm=2.0)
+    point_gradio_at(cfg)
     app = create_app(cfg, sample_writer=copy_case_writer(phantom_case_2mm))
     app.launch()
     assert app.samples.wait(120)

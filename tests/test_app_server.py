@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env,
-                       save_gradio_env, small_case)
+from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, point_gradio_at,
+                       restore_env, save_gradio_env, small_case)
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,7 @@ def _start(tmp: Path, *, auth=None, queue_max_size: int = 2, max_file_size_mb: i
     cfg = AppConfig(output_root=tmp / "out", samples_dir=tmp / "samples", port=free_port(),
                     sample_seeds=(1,), sample_spacing_mm=2.0, queue_max_size=queue_max_size,
                     max_file_size_mb=max_file_size_mb, auth=auth)
+    point_gradio_at(cfg)
     app = create_app(cfg, segmenter=FakeSegmenter(), fork=fake_fork,
                      sample_writer=copy_case_writer(sample_src))
     app.launch()
@@ -298,3 +299,15 @@ def test_auth_protects_every_route(tmp_path):
     finally:
         app.close()
         restore_env(saved)
+
+
+def test_create_app_needs_gradio_pointed_at_its_output_root(tmp_path, monkeypatch):
+    """Gradio takes its upload folder from the environment only; the app must own that folder
+    (it sweeps and empties it), so create_app refuses to build on anyone else's."""
+    from vlseg.app.security import AppConfig
+    from vlseg.app.server import create_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))
+    cfg = AppConfig(output_root=tmp_path / "out", samples_dir=tmp_path / "samples", port=free_port())
+    with pytest.raises(RuntimeError, match="gradio_environment"):
+        create_app(cfg, segmenter=FakeSegmenter(), fork=fake_fork)

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vlseg import bench_robustness as rb
+from vlseg.benchmarks import robustness as rb
 from vlseg.synth import shifts
 
 REPO = Path(__file__).resolve().parent.parent

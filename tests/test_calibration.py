@@ -14,8 +14,8 @@ import pytest
 
 from vlseg.errors import ModelError
 from vlseg.reasoning.calibration import (
-    CALIBRATION_FILE, Calibration, apply_temperature, conformal_bounds,
-    expected_calibration_error, fit_temperature, logit, sigmoid, weights_sha256,
+    CALIBRATION_FILE, Calibration, apply_temperature, conformal_bounds, fit_temperature, logit, sigmoid,
+    weights_sha256,
 )
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -35,13 +35,11 @@ def test_temperature_fit_recovers_known_temperature(true_t):
     assert fit_temperature(z, y) == pytest.approx(true_t, rel=0.05)
 
 
-def test_weighted_fit_equals_duplicated_samples_and_lowers_ece():
+def test_weighted_fit_equals_duplicated_samples():
     z, y = _logits(20_000, 1, 2.0)
     w = np.where(np.arange(z.size) % 2 == 0, 3.0, 1.0)
     dup = np.r_[np.arange(z.size), np.repeat(np.arange(0, z.size, 2), 2)]
     assert fit_temperature(z, y, w) == pytest.approx(fit_temperature(z[dup], y[dup]), rel=1e-4)
-    t = fit_temperature(z, y)
-    assert expected_calibration_error(sigmoid(z / t), y) < 0.5 * expected_calibration_error(sigmoid(z), y)
 
 
 def test_temperature_keeps_the_half_threshold():

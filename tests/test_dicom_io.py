@@ -1,5 +1,5 @@
 """DICOM in: studies (flat, nested, LPS, oblique, thick, multi-frame) through the reader seam,
-series mapping (descriptions, acquisition tags, --series), and clear refusals."""
+series mapping (descriptions, acquisition tags, series=), and clear refusals."""
 from __future__ import annotations
 
 import shutil
@@ -106,7 +106,7 @@ def test_two_candidates_for_a_sequence_is_one_line_listing_the_series(images, tm
     with pytest.raises(InputError) as e:
         load_case(folder)
     msg = str(e.value)
-    assert "\n" not in msg and "look like t1c" in msg and "--series t1c=" in msg
+    assert "\n" not in msg and "look like t1c" in msg and "series=t1c=" in msg
     assert "'AX T1 SE POST GD'" in msg and "AX T2 FLAIR" in msg
     uids = {s.number: s.uid for s in scan_study(folder).series}
     case = load_study(folder, series=["t1c=3"])
@@ -133,7 +133,7 @@ def test_unrecognised_series_listed_with_the_override_hint(images, tmp_path):
         ds.save_as(f)
     with pytest.raises(InputError) as e:
         load_case(folder)
-    assert "not recognised" in str(e.value) and "--series" in str(e.value)
+    assert "not recognised" in str(e.value) and "series=" in str(e.value)
     assert load_study(folder, series=["t1n=SERIES A"]).present == ("t1n",)
 
 
@@ -270,9 +270,9 @@ def test_reference_series_can_be_chosen(mixed, images, tmp_path):
     assert np.allclose(sorted(case.spacing), [1.0, 1.0, float(FLAIR_STEP)], atol=1e-4)
     assert grid_plan(case)[0] == "t2f" and grid_plan(case)[2] == ["t1n", "t1c", "t2w"]
     one = study(images, tmp_path / "one", seed="one", sequences=("t1c", "t2f"))
-    with pytest.raises(InputError, match=r"--reference t2w: the study has no t2w series \(it has t1c, t2f\)"):
+    with pytest.raises(InputError, match=r"reference='t2w': the study has no t2w series \(it has t1c, t2f\)"):
         load_study(one, reference="t2w")
-    with pytest.raises(InputError, match="--reference 'dwi'"):
+    with pytest.raises(InputError, match="reference='dwi'"):
         load_study(one, reference="dwi")
     assert grid_plan(load_case(folder))[0] == "t1c"  # loading it again plans it again
 

@@ -108,6 +108,26 @@ def test_bad_arguments_fail_before_the_model(phantom_case_2mm, tmp_path, capsys,
     assert rc == 2 and "--threads" in _one_line(capsys.readouterr().err) and no_model == []
 
 
+def test_library_errors_name_parameters_the_cli_shows_its_flags(phantom_case_2mm, tmp_path, capsys, no_model):
+    from vlseg.cli import in_flag_words
+    from vlseg.errors import InputError
+    from vlseg.io.dicom import resolve_study
+
+    with pytest.raises(InputError, match="series= overrides go with a DICOM study folder"):
+        resolve_study(phantom_case_2mm, {"t1c": "7"})
+    rc = _segment(phantom_case_2mm, tmp_path / "o", "--series", "t1c=7")
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2 and "--series overrides go with a DICOM study folder" in line and "series=" not in line
+    for problem, shown in (
+            ("device='cuda' was asked for but no CUDA GPU is available; use device='cpu'",
+             "--device cuda was asked for but no CUDA GPU is available; use --device cpu"),
+            ("series='AX FLAIR' matches 2 series", "--series 'AX FLAIR' matches 2 series"),
+            ("pick one with series=t1c=NUMBER; the study holds: #3 'AX T1'",
+             "pick one with --series t1c=NUMBER; the study holds: #3 'AX T1'"),
+            ("threads=0: must be at least 1", "--threads 0: must be at least 1")):
+        assert in_flag_words(InputError(problem, "study")) == f"study: {shown}"
+
+
 def test_unexpected_errors_are_one_line_and_logged(phantom_case_2mm, tmp_path, capsys, monkeypatch):
     def boom(cls, *a, **k):
         raise RuntimeError("Sigma must be greater than zero.\nITK ERROR: deep inside")
@@ -139,5 +159,6 @@ def test_serve_checks_folders_and_port_before_the_model(tmp_path, capsys, no_mod
     line = _one_line(capsys.readouterr().err)
     assert rc == 2 and f"cannot listen on 127.0.0.1:{port}" in line
     rc = main(["serve", "--outputs", str(tmp_path / "o"), "--allowed-host", "http://evil/"])
-    assert rc == 2 and "not a host name" in _one_line(capsys.readouterr().err)
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2 and "--allowed-host 'http://evil/': not a host name" in line
     assert no_model == []

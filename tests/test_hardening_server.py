@@ -99,8 +99,8 @@ def test_query_length_is_checked_before_uploads_are_read(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------ live server
 @pytest.fixture
 def live(tmp_path):
-    from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env,
-                           save_gradio_env, small_case)
+    from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, point_gradio_at,
+                           restore_env, save_gradio_env, small_case)
     from vlseg.app.server import create_app
 
     saved = save_gradio_env()
@@ -108,6 +108,7 @@ def live(tmp_path):
     cfg = AppConfig(output_root=tmp_path / "out", samples_dir=tmp_path / "samples", port=free_port(),
                     sample_seeds=(1,), sample_spacing_mm=2.0, max_file_size_mb=1,
                     auth=("alice", "s3cret-pass"), login_max_failures=3)
+    point_gradio_at(cfg)
     app = create_app(cfg, segmenter=FakeSegmenter(), fork=fake_fork, sample_writer=copy_case_writer(sample))
     app.launch()
     yield app, small_case(tmp_path / "cases", "CASE-A", shift=2)

@@ -26,7 +26,7 @@ QUERY = "how big is the whole tumor?"
 
 @pytest.fixture(scope="module")
 def seg():
-    return Segmenter.from_pretrained(None, threads=1)
+    return Segmenter.from_pretrained(None)
 
 
 @pytest.fixture(scope="module")

@@ -91,8 +91,8 @@ def _raw_status(port: int, path: str, host: str) -> int:
 
 
 def test_serve_mcp_over_http_behind_the_host_checks(dicom_study, tmp_path):
-    from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, restore_env,
-                           save_gradio_env, small_case)
+    from app_fakes import (FakeSegmenter, copy_case_writer, fake_fork, free_port, point_gradio_at,
+                           restore_env, save_gradio_env, small_case)
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
@@ -102,6 +102,7 @@ def test_serve_mcp_over_http_behind_the_host_checks(dicom_study, tmp_path):
     saved = save_gradio_env()
     cfg = AppConfig(output_root=tmp_path / "out", samples_dir=tmp_path / "samples", port=free_port(),
                     sample_seeds=(1,), sample_spacing_mm=2.0)
+    point_gradio_at(cfg)
     app = create_app(cfg, segmenter=FakeSegmenter(), fork=fake_fork, mcp=True,
                      sample_writer=copy_case_writer(small_case(tmp_path / "src", "S", shift=5)))
     try:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from vlseg.cli import main
+from vlseg.errors import InputError
+from vlseg.metrics.evaluate import evaluate_folders
 from vlseg.vocab.labels import concepts_to_labels
 from vlseg.metrics import HD95_EMPTY
 
@@ -141,6 +143,8 @@ def test_errors_are_one_line_and_write_nothing(dirs, tmp_path, capsys):
     _save(np.where(_labels() == 3, 4, _labels()).astype(np.uint8), pred / "case4.nii.gz")
     _fails(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out)], capsys,
            "[4]", "--pred-convention brats2021")
+    with pytest.raises(InputError, match="pass pred_convention=brats2021"):  # the library's words
+        evaluate_folders(pred, gt)
     # Not a NIfTI file.
     (pred / "case4.nii.gz").write_bytes(b"<html>not a scan</html>")
     _fails(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out)], capsys,

@@ -181,8 +181,13 @@ def test_serve_takes_an_adapter_and_refuses_a_tampered_one(adapter_on_random, tm
                         classmethod(lambda cls, *a, **k: loaded.append(original(cls, *a, **k)) or loaded[-1]))
     args = argparse.Namespace(host="127.0.0.1", port=7861, model=str(adapter_on_random), device="cpu",
                               outputs=str(tmp_path / "app"), samples=str(tmp_path / "samples"))
-    app = create_app(config_from_args(args, environ={}))
+    from app_fakes import point_gradio_at, restore_env, save_gradio_env
+
+    cfg, saved = config_from_args(args, environ={}), save_gradio_env()
+    point_gradio_at(cfg)
+    app = create_app(cfg)
     app.close()
+    restore_env(saved)
     assert loaded[0].model_info()["adapter"]["sha256"] == adapter_sha256(adapter_on_random)
     monkeypatch.undo()
     bad = _with_base_sha(adapter_on_random, tmp_path / "tampered", "d" * 64)

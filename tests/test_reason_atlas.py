@@ -9,10 +9,10 @@ from scipy import ndimage
 
 from vlseg.errors import VlsegError
 from vlseg.reasoning.atlas import (
-    LOBES, MNI_2MM_AFFINE, MNI_2MM_SHAPE, AtlasLocator, apply_affine, lobe_at, load_lobe_atlas,
-    template_path,
+    MNI_2MM_AFFINE, MNI_2MM_SHAPE, AtlasLocator, apply_affine, lobe_at, load_lobe_atlas, template_path,
 )
 from vlseg.reasoning.measure import measure_target
+from vlseg.vocab.places import LOBES
 
 
 def _rot(axis: int, deg: float) -> np.ndarray:

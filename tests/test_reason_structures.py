@@ -12,9 +12,8 @@ from vlseg.reasoning.answer import measurement_to_json
 from vlseg.reasoning.atlas import MNI_2MM_AFFINE, MNI_2MM_SHAPE, AtlasLocator, apply_affine
 from vlseg.reasoning.location import reaches
 from vlseg.reasoning.measure import measure_target
-from vlseg.reasoning.structures import (
-    ALIASES, STRUCTURE_KEYS, STRUCTURES, distances_mm, structure, structure_points_mni,
-)
+from vlseg.reasoning.structures import distances_mm, structure_points_mni
+from vlseg.vocab.places import ALIASES, STRUCTURE_KEYS, STRUCTURES, structure
 
 _W = apply_affine(MNI_2MM_AFFINE, np.indices(MNI_2MM_SHAPE).reshape(3, -1).T.astype(float))
 _W = _W.reshape(*MNI_2MM_SHAPE, 3)

@@ -19,6 +19,26 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "train" / "configs" / "tiny_test.yaml"
 
 
+@torch.no_grad()
+def fixed_set_loss(model, entries, config, *, samples: int = 8, seed: int = 1234) -> float:
+    """Mean training loss over a fixed, un-augmented set of crops (same crops and phrases on every
+    call), through the loop's own wrapper, dataset and loss."""
+    from vlseg.training.loop import PromptedSegmenter
+    from vlseg.training.losses import MaskedPromptLoss
+    from vlseg.training.sources import MixtureDataset, collate
+
+    ds = MixtureDataset(sources=entries, crop_size=config.data.crop_size,
+                        prompts_per_sample=config.data.prompts_per_sample,
+                        foreground_prob=config.data.foreground_prob, augment_config=None, seed=seed)
+    rng = np.random.default_rng(seed)
+    batch = collate([ds.sample(rng) for _ in range(samples)])
+    model.eval()
+    logits = PromptedSegmenter(model)(batch["images"], batch["present"], batch["phrases"])
+    loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
+                               smooth=config.loss.dice_smooth)
+    return float(loss_fn(logits, batch["targets"], batch["loss_mask"]).loss)
+
+
 def write_tiny_cases(root: Path, *, n: int, label: str, seed: int, shape=(24, 28, 24)) -> Path:
     """Generic-folder cases (``caseNN_{t1n,t1c,t2w,t2f,seg}.nii.gz``, 2 mm) labelling one concept as 1."""
     rng = np.random.default_rng(seed)
@@ -140,7 +160,7 @@ def test_finetune_lora_lowers_loss_and_saves_only_adapter(trained, tiny_data, tm
     from vlseg.model import load_model
     from vlseg.model.checkpoint import checkpoint_sha256
     from vlseg.training.cache import build_cache
-    from vlseg.training.loop import fixed_set_loss, train
+    from vlseg.training.loop import train
 
     base = trained / "checkpoints" / "step_0000004"
     out = tmp_path / "ft"

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [*args.override, f"output_dir={out}", f"max_steps={start + args.steps}",
                      f"mixed_precision='{precision}'"]
         config = load_config(args.config, overrides)
+        if config.threads:
+            torch.set_num_threads(config.threads)
         if resume is not None:
             # The checkpoint must hold the model this config trains.
             want = resolve_model_config(config).name

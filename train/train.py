@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+
     from vlseg.errors import VlsegError
     from vlseg.training.config import load_config
 
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("VLSEG_THREADS"):
             overrides.append(f"threads={int(os.environ['VLSEG_THREADS'])}")
         config = load_config(args.config, overrides)
+        if config.threads:
+            torch.set_num_threads(config.threads)
         from vlseg.training.loop import train
 
         command = " ".join(["train/train.py", *(argv if argv is not None else sys.argv[1:])])

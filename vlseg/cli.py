@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import time
 import traceback
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from vlseg import vocab
-from vlseg.errors import VlsegError, one_line
+from vlseg.errors import InputError, VlsegError, one_line
 
 # subcommand -> "module:function"; the function takes the parsed argparse.Namespace and
 # returns an exit status (or None for 0). Imports are lazy so `vlseg --help` stays fast.
@@ -27,7 +28,7 @@ COMMANDS: dict[str, str] = {
     "parse": "vlseg.language.cli:run",
     "segment": "vlseg.segmenter_cli:run",
     "serve": "vlseg.app.cli:run",
-    "bench": "vlseg.bench:run_cli",
+    "bench": "vlseg.benchmarks.speed:run_cli",
     "models": "vlseg.model.cli:run_cli",
     "mcp": "vlseg.mcp_server:run_cli",
 }
@@ -153,6 +154,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Library errors name a function's parameter (``series='AX'``, ``threads=0``, ``device='cuda'``,
+# ``pred_convention=msd``); here the user gave it as a flag.
+FLAGS: dict[str, str] = {
+    "series": "--series", "threads": "--threads", "device": "--device", "port": "--port",
+    "allowed_hosts": "--allowed-host", "pred_convention": "--pred-convention",
+    "gt_convention": "--gt-convention",
+}
+_PARAMETER = re.compile(rf"(?<![\w-])({'|'.join(FLAGS)})=('[^']*'|[^\s;:,]*)")
+
+
+def in_flag_words(error: VlsegError) -> str:
+    """The one line for ``error`` with the parameters it names written as this command line's
+    flags: ``series='AX' matches no series`` -> ``--series AX matches no series``."""
+    if not isinstance(error, InputError):
+        return one_line(error)
+
+    def flag(m: re.Match[str]) -> str:
+        value = m.group(2)
+        if re.fullmatch(r"'[\w.-]+'", value):
+            value = value[1:-1]
+        flag = FLAGS[m.group(1)]
+        return f"{flag} {value}" if value else flag
+
+    problem = _PARAMETER.sub(flag, error.problem)
+    return one_line(InputError(problem, error.path))
+
+
 def _resolve(target: str) -> Callable:
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
@@ -187,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = _resolve(COMMANDS[args.command])(args)
     except VlsegError as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {in_flag_words(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

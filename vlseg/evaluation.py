@@ -1,6 +1,6 @@
 """Scoring a model on a labelled case, through the predictor's own path.
 
-Shared by ``bench/evaluate_model.py`` and the robustness benchmark (``vlseg.bench_robustness``):
+Shared by ``bench/evaluate_model.py`` and the robustness benchmark (``vlseg.benchmarks.robustness``):
 the case restricted to a sequence subset, the masks ``Segmenter`` would give
 (``vlseg.predict.predict_masks``), scored against the case's own labels
 (``vlseg.metrics.case_metrics``).
@@ -9,18 +9,36 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, NamedTuple, Sequence
+
+if TYPE_CHECKING:  # types only: importing torch and the model stays the caller's choice
+    import torch
+
+    from vlseg.io import Case
+    from vlseg.model import VLSegModel
+
+# concept -> metric name -> value, as ``vlseg.metrics.case_metrics`` returns them
+CaseMetrics = dict[str, dict[str, float]]
 
 
-def with_sequences(case: Any, sequences: Sequence[str]) -> Any:
+class SubsetScore(NamedTuple):
+    """One sequence subset of a case, scored: its name, the seconds prediction took, the metrics."""
+
+    subset: str
+    seconds: float
+    metrics: CaseMetrics
+
+
+def with_sequences(case: Case, sequences: Sequence[str]) -> Case:
     """The case with only the named sequences (the others left out, as a user would)."""
     return dataclasses.replace(case, images={k: v for k, v in case.images.items() if k in sequences})
 
 
-def score_subsets(model: Any, case: Any, subsets: Mapping[str, Sequence[str]], *, prompts: Any = None,
-                  threshold: float = 0.5, device: str | None = None, include_lesion_wise: bool = True
-                  ) -> Iterator[tuple[str, float, dict[str, dict[str, float]]]]:
-    """For each named subset of sequences: ``(name, seconds to predict, case_metrics)``.
+def score_subsets(model: VLSegModel, case: Case, subsets: Mapping[str, Sequence[str]], *,
+                  prompts: torch.Tensor | None = None, threshold: float = 0.5, device: str | None = None,
+                  include_lesion_wise: bool = True) -> Iterator[SubsetScore]:
+    """For each named subset of sequences, its :class:`SubsetScore` (name, seconds to predict,
+    ``case_metrics``).
 
     ``case`` is a labelled ``vlseg.io.Case``; ``prompts`` the model's concept prompts
     (``vlseg.predict.concept_prompts``, computed once per model by the caller, else per call).
@@ -36,7 +54,8 @@ def score_subsets(model: Any, case: Any, subsets: Mapping[str, Sequence[str]], *
         t0 = time.perf_counter()
         pred = predict_masks(model, sub, threshold=threshold, prompts=prompts, device=device)
         seconds = time.perf_counter() - t0
-        yield name, seconds, case_metrics(pred, case.labels, case.spacing, include_lesion_wise=include_lesion_wise)
+        yield SubsetScore(name, seconds, case_metrics(pred, case.labels, case.spacing,
+                                                      include_lesion_wise=include_lesion_wise))
 
 
-__all__ = ["score_subsets", "with_sequences"]
+__all__ = ["CaseMetrics", "SubsetScore", "score_subsets", "with_sequences"]

@@ -30,10 +30,6 @@ def fmt_ml(v: float) -> str:
     return f"{fmt_number(round_ml(v))} mL"
 
 
-def fmt_mm(v: float) -> str:
-    return f"{fmt_number(round_mm(v) or 0.0)} mm"
-
-
 def fmt_pct(fraction: float) -> str:
     """A fraction (0..1) as a whole percentage: 0.413 -> "41%"."""
     return f"{fmt_number(round(float(fraction) * 100, 0))}%"

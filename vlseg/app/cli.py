@@ -1,6 +1,7 @@
 """`vlseg serve`: build the app from command-line arguments and the environment, print the URL.
 
-The only place the app reads the environment: ``VLSEG_AUTH=user:password`` (or ``--auth-file``).
+The only place the app reads the environment: ``VLSEG_AUTH=user:password`` (or ``--auth-file``);
+and the one that writes it: Gradio's variables (upload cache inside the app's output root).
 Everything that needs no model is checked before the model loads: the arguments and
 credentials, the output and sample folders (writable folders, not files), and the port.
 On Ctrl+C or SIGTERM the server stops and every upload and answer of the run is deleted.
@@ -94,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
         print("vlseg serve: note: only requests addressed to localhost/127.0.0.1 are answered; add "
               "--allowed-host NAME for each name or address clients use to reach this machine",
               file=sys.stderr)
-    from vlseg.app.server import create_app
+    from vlseg.app.server import create_app, gradio_environment
 
+    os.environ.update(gradio_environment(config))
     print("vlseg serve: loading the model ...", file=sys.stderr, flush=True)
     app = create_app(config, mcp=mcp)
     _stop_on_sigterm()

@@ -60,7 +60,7 @@ class AppConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise InputError(f"--port must be in 1..65535, got {self.port}")
+            raise InputError(f"port={self.port}: must be in 1..65535")
         if self.max_file_size_mb < 1:
             raise InputError(f"max file size must be at least 1 MB, got {self.max_file_size_mb}")
         if self.queue_max_size < 1 or self.concurrency_limit < 1:
@@ -74,7 +74,7 @@ class AppConfig:
         hosts = tuple(str(h).strip().lower().rstrip(".") for h in self.allowed_hosts)
         bad = [h for h, n in zip(self.allowed_hosts, hosts) if not _HOST_NAME.match(n)]
         if bad:
-            raise InputError(f"--allowed-host {bad[0]!r} is not a host name; give a bare name such "
+            raise InputError(f"allowed_hosts={bad[0]!r}: not a host name; give a bare name such "
                              "as mri.example.org (no scheme, port or path)")
         object.__setattr__(self, "allowed_hosts", hosts)
         if self.login_max_failures < 1 or self.login_window_s < 1:

@@ -1,6 +1,8 @@
 """Assemble and launch the app: model, sessions, samples, janitors, Gradio Blocks.
 
-    app = create_app(AppConfig(output_root=..., samples_dir=...))
+    config = AppConfig(output_root=..., samples_dir=...)
+    os.environ.update(gradio_environment(config))   # the entry point's step (Gradio reads it)
+    app = create_app(config)
     url = app.launch()          # non-blocking; app.close() stops it and deletes every upload
 
 Uploads live in two places, both under the app's output root: Gradio's upload cache
@@ -12,7 +14,6 @@ emptied when it stops.
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -133,23 +134,28 @@ def wait_until_up(url: str, *, timeout_s: float = 60.0) -> None:
             time.sleep(0.5)
 
 
-def _use_app_temp_dirs(config: AppConfig) -> None:
-    """Point Gradio's upload cache (and example cache) inside the app's own output root.
-
-    Gradio reads these at Blocks/App construction, so this runs before the UI is built.
-    """
-    os.environ["GRADIO_TEMP_DIR"] = str(config.gradio_temp_dir)
-    os.environ["GRADIO_EXAMPLES_CACHE"] = str(config.output_root / "examples-cache")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+def gradio_environment(config: AppConfig) -> dict[str, str]:
+    """The variables that put Gradio's upload cache (and example cache) inside the app's output
+    root. The entry point sets them (``os.environ.update(...)``) before :func:`create_app`:
+    Gradio reads them from the environment only, when the Blocks and the server are built."""
+    return {"GRADIO_TEMP_DIR": str(config.gradio_temp_dir),
+            "GRADIO_EXAMPLES_CACHE": str(config.output_root / "examples-cache")}
 
 
 def create_app(config: AppConfig, *, segmenter: Any = None,
                sample_writer: SampleWriter | None = None,
                fork: Callable[[Any], Any] = fork_segmenter, mcp: bool = False) -> VlsegApp:
     """Build everything; ``segmenter`` defaults to ``Segmenter.from_pretrained(config.model)``.
-    ``mcp``: add the MCP tools (``vlseg.mcp_server``) with their own forked segmenter."""
+    ``mcp``: add the MCP tools (``vlseg.mcp_server``) with their own forked segmenter.
+    Gradio must already keep its uploads in ``config.gradio_temp_dir`` (:func:`gradio_environment`):
+    the app sweeps them there and deletes them when it stops."""
+    from gradio.utils import get_upload_folder
+
+    if Path(get_upload_folder()).resolve() != config.gradio_temp_dir:
+        raise RuntimeError(f"Gradio keeps uploads in {get_upload_folder()}, not in the app's "
+                           f"{config.gradio_temp_dir}: run os.environ.update(vlseg.app.server."
+                           "gradio_environment(config)) before create_app")
     security.prepare_dirs(config)
-    _use_app_temp_dirs(config)
     if segmenter is None:
         from vlseg.segmenter import Segmenter
 

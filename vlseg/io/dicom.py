@@ -21,7 +21,7 @@ since a study holds one patient), and :meth:`DicomReader.read` then returns each
 resampled onto the reference grid with SimpleITK linear interpolation in patient (LPS) space,
 from the exact DICOM geometry. The plan is kept in this process for the series paths
 ``study_files`` returned (the latest mapping of a study wins), so ``load_case(folder)``,
-``load_case({seq: series path})`` (uploads, ``--series``) and ``read_header`` agree. Masks and
+``load_case({seq: series path})`` (uploads, ``series=``) and ``read_header`` agree. Masks and
 the DICOM-SEG are on that grid and reference that series; :func:`grid_plan` tells which series
 was the reference and which were resampled.
 
@@ -85,8 +85,8 @@ def series_of(path: Path) -> tuple[Series, Study]:
             return mr[0], study
         if not mr:
             raise InputError("holds no MR image series", str(path))
-        raise InputError(f"holds {len(mr)} MR series ({study.listing()}); give it as a case folder "
-                         "(--case) so each series is mapped to a sequence", str(path))
+        raise InputError(f"holds {len(mr)} MR series ({study.listing()}); give the folder as "
+                         "the case, so each series is mapped to a sequence", str(path))
     if not is_dicom_file(path):
         raise InputError("is not a DICOM file (no DICM marker after the 128-byte preamble)", str(path))
     from pydicom import dcmread
@@ -334,12 +334,12 @@ def series_path(series: Series, study: Study) -> Path:
 
 def resolve_study(folder: str | os.PathLike, overrides: dict[str, str] | None = None, *,
                   reference: str | None = None) -> dict[str, Path]:
-    """``{sequence: series path}`` for a DICOM study folder, with ``--series`` overrides and the
+    """``{sequence: series path}`` for a DICOM study folder, with ``series=`` overrides and the
     reference series (``reference``: a sequence); pass it to ``load_case`` / ``Segmenter.set_case``."""
     folder = Path(folder)
     if not folder.is_dir() or not holds_dicom(folder):
-        raise InputError("is not a folder of DICOM files; --series goes with a DICOM study given "
-                         "as --case", str(folder))
+        raise InputError("is not a folder of DICOM files; series= overrides go with a DICOM study "
+                         "folder", str(folder))
     return DicomReader().study_files(folder, overrides, reference=reference)[0]
 
 
@@ -399,9 +399,9 @@ def pick_reference(sequences, reference: str | None = None) -> str:
         try:
             seq = canonical_sequence(str(reference).strip())
         except ValueError as e:
-            raise InputError(f"--reference {reference!r}: {e}") from None
+            raise InputError(f"reference={reference!r}: {e}") from None
         if seq not in sequences:
-            raise InputError(f"--reference {seq}: the study has no {seq} series (it has "
+            raise InputError(f"reference={seq!r}: the study has no {seq} series (it has "
                              f"{', '.join(sequences)})")
         return seq
     return next(s for s in REFERENCE_ORDER if s in sequences)
@@ -418,8 +418,8 @@ def _plan_grids(study: Study, chosen: dict[str, Series], paths: dict[str, Path],
     if other:
         raise InputError(f"series {', '.join(other)} {'is' if len(other) == 1 else 'are'} in another "
                          f"frame of reference than the reference series {ref.label()} ({ref_seq}), "
-                         "so not registered to it; register them first or pick series with "
-                         "--series", str(study.folder))
+                         "so not registered to it; register them first or choose the series with "
+                         "series=", str(study.folder))
     ref_grid = _native_grid(ref, paths[ref_seq], _NO_LIMIT)
     target = ras_grid(ref_grid)
     plan: dict[str, _Onto | None] = {}

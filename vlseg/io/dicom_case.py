@@ -1,4 +1,4 @@
-"""Load a DICOM study as a :class:`~vlseg.io.Case`, with ``--series`` overrides.
+"""Load a DICOM study as a :class:`~vlseg.io.Case`, with ``series=`` overrides.
 
 ``load_case(folder)`` already reads a DICOM study (the reader maps its series to sequences);
 this adds the user's choice of series (``{"t1c": "7"}``: series number, description or

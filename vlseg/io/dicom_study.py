@@ -3,7 +3,7 @@
 Headers are read with pydicom (no pixel data); series are told apart by SeriesInstanceUID.
 Each MR image series is mapped to t1n / t1c / t2w / t2f from, in order of trust:
 
-1. a ``--series SEQ=...`` override (series number, SeriesInstanceUID or description);
+1. a ``series=`` override: series number, SeriesInstanceUID or description;
 2. its SeriesDescription and ProtocolName (``FLAIR``, ``T2``, ``T1 ... POST/GD/+C``, ...);
 3. its acquisition tags: inversion time (FLAIR: TI > 1500 ms with a long TE), echo and
    repetition times (T2: TE > 60 ms, TR > 1500 ms; T1: TE < 30 ms), and the contrast agent
@@ -12,7 +12,7 @@ Each MR image series is mapped to t1n / t1c / t2w / t2f from, in order of trust:
 Series that are not MR images (SEG, SR, presentation states), localizers, and derived maps
 (ADC, DWI, perfusion, SWI, subtractions) are never mapped. Two series for one sequence, or none
 at all, is a one-line error listing the series found (number, description, image count) and how
-to pick one with ``--series``. Patient identifiers are compared, never shown.
+to pick one with ``series=``. Patient identifiers are compared, never shown.
 """
 from __future__ import annotations
 
@@ -350,7 +350,7 @@ def cached_study(folder: str | os.PathLike) -> Study:
 
 
 def _match(study: Study, spec: str) -> Series:
-    """The series a ``--series`` value names: series number, SeriesInstanceUID or description."""
+    """The series a ``series=`` value names: series number, SeriesInstanceUID or description."""
     spec = spec.strip()
     hits = [s for s in study.series if s.uid == spec]
     if not hits and spec.lstrip("#").isdigit():
@@ -360,10 +360,10 @@ def _match(study: Study, spec: str) -> Series:
         hits = [s for s in study.series if low in (s.description.lower(), s.protocol.lower())]
     if len(hits) != 1:
         why = "matches no series" if not hits else f"matches {len(hits)} series"
-        raise InputError(f"--series value {spec!r} {why}; the study holds: {study.listing()}",
+        raise InputError(f"series={spec!r} {why}; the study holds: {study.listing()}",
                          str(study.folder))
     if not hits[0].is_mr_image:
-        raise InputError(f"--series {spec!r} is {hits[0].excluded}; pick an MR image series",
+        raise InputError(f"series={spec!r} is {hits[0].excluded}; pick an MR image series",
                          str(study.folder))
     return hits[0]
 
@@ -374,14 +374,14 @@ def parse_overrides(values: list[str] | tuple[str, ...] | None) -> dict[str, str
     for v in values or ():
         seq, sep, spec = str(v).partition("=")
         if not sep or not spec.strip():
-            raise InputError(f"--series {v!r}: give SEQ=SERIES, e.g. t1c=7 (series number), "
+            raise InputError(f"series={v!r}: give SEQ=SERIES, e.g. t1c=7 (series number), "
                              "t2f='AX FLAIR' (description) or t1n=<SeriesInstanceUID>")
         try:
             key = canonical_sequence(seq.strip())
         except ValueError as e:
-            raise InputError(f"--series {v!r}: {e}") from None
+            raise InputError(f"series={v!r}: {e}") from None
         if key in out:
-            raise InputError(f"--series gives {key} twice; give one series per sequence")
+            raise InputError(f"series= gives {key} twice; give one series per sequence")
         out[key] = spec
     return out
 
@@ -395,7 +395,7 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
         chosen[seq] = _match(study, spec)
     taken = {s.uid for s in chosen.values()}
     if len(taken) != len(chosen):
-        raise InputError("--series names one series for two sequences; give one series per "
+        raise InputError("series= names one series for two sequences; give one series per "
                          "sequence", str(study.folder))
     for seq in SEQUENCES:
         if seq in chosen:
@@ -404,7 +404,7 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
         if len(cands) > 1:
             names = ", ".join(s.label() for s in cands)
             raise InputError(f"has {len(cands)} series that look like {seq} ({names}); pick one "
-                             f"with --series {seq}=NUMBER; the study holds: {study.listing()}",
+                             f"with series={seq}=NUMBER; the study holds: {study.listing()}",
                              str(study.folder))
         if cands:
             chosen[seq] = cands[0]
@@ -412,7 +412,7 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
         mr = [s for s in study.series if s.is_mr_image]
         what = "no MR image series" if not mr else "no series recognised as T1, T1 post-contrast, T2 or FLAIR"
         raise InputError(f"holds {what}; the study holds: {study.listing()}; name them with "
-                         "--series t1c=NUMBER (or description or SeriesInstanceUID)", str(study.folder))
+                         "series=t1c=NUMBER (or description or SeriesInstanceUID)", str(study.folder))
     return {s: chosen[s] for s in SEQUENCES if s in chosen}
 
 

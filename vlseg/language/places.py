@@ -1,7 +1,6 @@
 """Places a question may name: lobes, hemispheres and brain structures (for location and
-distance questions). The lobe names come from the lobe atlas (``vlseg.reasoning.atlas.LOBES``),
-the structures and their aliases from ``vlseg.reasoning.structures`` — one table each; here only
-the words that point at them.
+distance questions). The lobe names, the structures and the words for each come from the
+vocabulary (``vlseg.vocab.places``); here only finding them in a question.
 
     find_places("does it reach the left occipital lobe?")
     # [Place(kind='side', key='left', ...), Place(kind='lobe', key='occipital', ...)]
@@ -13,16 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from vlseg.reasoning.atlas import LOBES
-from vlseg.reasoning.structures import ALIASES, STRUCTURE_KEYS
+from vlseg.vocab.places import ALIASES, LOBE_ALIASES, LOBES, STRUCTURE_KEYS
 
-# Other words for the lobe atlas' regions.
-LOBE_ALIASES: dict[str, str] = {
-    "insular": "insula", "insular cortex": "insula", "cerebellar": "cerebellum",
-    "deep gray matter": "deep grey matter", "basal ganglia": "deep grey matter",
-    "frontal lobe": "frontal", "parietal lobe": "parietal", "temporal lobe": "temporal",
-    "occipital lobe": "occipital", "limbic lobe": "limbic",
-}
 _SIDE = re.compile(r"\b(left|right)( (hemisphere|side|half|brain))?\b")
 
 

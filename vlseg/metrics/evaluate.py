@@ -113,10 +113,10 @@ def evaluate_folders(pred: str | Path, gt: str | Path, *, pred_convention: str =
                         file=sys.stderr, dynamic_ncols=True, leave=False):
         gsrc = gt_sources[case_id]
         conv = gt_convention or guess_convention(gsrc)
-        truth = load_labels(gsrc, conv, option="--gt-convention")
+        truth = load_labels(gsrc, conv, option="gt_convention=")
         psrc = pred_sources.get(case_id)
         if psrc is not None:
-            p = load_labels(psrc, pred_convention, option="--pred-convention")
+            p = load_labels(psrc, pred_convention, option="pred_convention=")
             problem = truth.grid.mismatch(p.grid)
             if problem is not None:
                 raise InputError(f"grid differs from the ground truth {truth.path.name}: {problem}; "

@@ -156,14 +156,15 @@ def guess_convention(src: LabelSource) -> str:
 
 def _read_label_map(path: Path, convention: str, option: str, max_voxels: int) -> tuple[np.ndarray, Grid]:
     vol = read_volume(path, max_voxels=max_voxels)
-    return to_ras(check_label_map(vol.data, path, convention, option=f"{option} "), vol.grid)
+    return to_ras(check_label_map(vol.data, path, convention, option=option), vol.grid)
 
 
 def load_labels(src: LabelSource, convention: str, *, option: str,
                 max_voxels: int = DEFAULT_MAX_VOXELS) -> LoadedLabels:
     """Read a source into RAS+ concept masks (label maps give all five concepts).
 
-    ``option`` is the CLI flag that sets ``convention`` (named in error hints).
+    ``option`` is how the caller's user sets ``convention`` (``gt_convention=``), named in
+    error hints.
     """
     if src.label_file is not None:
         labels, grid = _read_label_map(src.label_file, convention, option, max_voxels)

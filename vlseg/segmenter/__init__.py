@@ -87,19 +87,16 @@ class Segmenter:
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
                         parser: QueryParser | None = None, threshold: float = 0.5,
                         calibration: Calibration | None = None,
-                        confidence: float = DEFAULT_CONFIDENCE,
-                        threads: int | None = None) -> "Segmenter":
+                        confidence: float = DEFAULT_CONFIDENCE) -> "Segmenter":
         """Load the bundled default model (None), a named bundled model, a checkpoint folder, or a
         LoRA adapter folder (``runs/<x>/best``: applied on the base checkpoint it names by sha256).
-
-        ``threads`` is accepted for older callers and not used: the process's thread count is
-        the entry point's to set (``torch.set_num_threads``), never the library's."""
+        The process's thread count is the entry point's to set, never the library's."""
         import torch
 
         from vlseg.model import load_model
 
         if device == "cuda" and not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+            raise InputError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu'")
         model = load_model(name_or_path, device=device)
         source = model.source  # the adapter folder, else the checkpoint folder
         return cls(model=model, device=device, checkpoint=source.adapter or source.checkpoint,

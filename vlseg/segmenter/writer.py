@@ -89,7 +89,7 @@ def write_answer(out_dir: str | Path, doc: Mapping[str, Json], files: AnswerFile
     (None: answer.json alone); returns the answer.json path."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError("is a file, not a folder; give --out a folder", str(out))
+        raise InputError("is a file, not a folder; answers are saved into a folder", str(out))
     if files is not None:
         inputs = {Path(p).resolve() for p in files.case.sources.values()}
         clash = [n for e in exporters for n in e.names(files) if (out / n).resolve() in inputs]

@@ -112,9 +112,6 @@ class Pose:
     scale: tuple[float, float, float]
     shift_mm: tuple[float, float, float]
 
-    def to_template(self, world: np.ndarray) -> np.ndarray:
-        return world @ self.matrix.T.astype(world.dtype) + self.offset.astype(world.dtype)
-
     def to_world(self, mni: np.ndarray) -> np.ndarray:
         return (mni - self.offset) @ np.linalg.inv(self.matrix).T
 

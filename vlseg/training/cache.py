@@ -128,7 +128,6 @@ def preprocess_case(case, masks: dict[str, np.ndarray], spacing_mm: float,
 
 def _build_one(job: tuple[CaseRef, SourceConfig, float, str, str]) -> str:
     ref, source, spacing_mm, bias_correction, out = job
-    torch.set_num_threads(1)
     case, masks = load_labelled_case(ref, source)
     arrays = preprocess_case(case, masks, spacing_mm, bias_correction)
     with atomic_path(out) as tmp:
@@ -166,7 +165,8 @@ def build_cache(
         bar = tqdm(total=len(jobs), desc="preprocessing cache", disable=not progress, unit="case")
         if workers > 1 and len(jobs) > 1:
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(min(workers, len(jobs))) as pool:
+            # The worker processes are this function's own: one torch thread each
+            with ctx.Pool(min(workers, len(jobs)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
                 for _ in pool.imap_unordered(_build_one, jobs):
                     bar.update()
         else:

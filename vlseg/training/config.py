@@ -203,7 +203,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
-    threads: int | None = None                  # torch CPU threads per process
+    threads: int | None = None                  # torch CPU threads per process (set by train/*.py)
     mixed_precision: str = "no"                 # no | fp16 | bf16 (accelerate)
     text_lora_rank: int | None = None           # from scratch: override the model's text LoRA rank
     # The concepts the trained model segments (its checkpoint names them); None: the init

@@ -21,8 +21,9 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,15 +32,18 @@ from torch import nn
 
 from vlseg.errors import InputError, ModelError
 from vlseg.fileio import atomic_path, write_json_atomic
-from vlseg.model.adapters import save_adapter
+from vlseg.model.adapters import AdapterSpec, BaseRef, save_adapter
 from vlseg.model.checkpoint import save_checkpoint
 from vlseg.model.storage import check_safetensors, git_commit
 from vlseg.training.build import base_ref, build_training_model
 from vlseg.training.cache import build_cache, load_labelled_case
 from vlseg.training.config import TrainConfig, config_to_dict
 from vlseg.training.losses import MaskedPromptLoss
-from vlseg.training.sources import MixtureDataset, collate, discover_cases
+from vlseg.training.sources import MixtureDataset, SourceEntries, collate, discover_cases
 from vlseg.training.validate import validate_cases
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 STATE_FILE = "state.json"
 OPTIM_FILE = "optimizer.safetensors"
@@ -168,6 +172,40 @@ def _hardware(accelerator) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # the loop
 
+@dataclass
+class _Run:
+    """One training run: what the steps below share (the model, its optimizer, where it writes)
+    and its progress (step, best and last validation, wall time)."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    out: Path
+    wrapper: nn.Module  # PromptedSegmenter, as prepared by accelerate (DDP over ranks)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: MaskedPromptLoss
+    spec: AdapterSpec | None  # the LoRA adapter when fine-tuning
+    base: BaseRef | None  # the base checkpoint an adapter names
+    provenance: dict[str, Any]
+    step: int
+    best: dict[str, Any] | None
+    last_val: dict[str, Any] | None
+    wall_before: float  # wall time of the run before this resume
+    t_start: float = 0.0
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def model(self) -> nn.Module:
+        """The vlseg model being trained (unwrapped)."""
+        return self.accelerator.unwrap_model(self.wrapper).model
+
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
           command: str | None = None) -> dict[str, Any]:
     """Train as configured; returns a summary (final step, last/best validation, paths).
@@ -175,18 +213,52 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     ``command``: the launching command line, recorded in checkpoint provenance.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
-    main = accelerator.is_main_process
+    resume_dir, state = _resume_point(config, resume=resume, main=accelerator.is_main_process)
+    run, loader, val_refs = _set_up(config, accelerator, resume_dir, state, progress=progress, command=command)
+    run.t_start = time.perf_counter()
+    bar = tqdm(total=config.max_steps, initial=run.step, disable=not (progress and run.main),
+               desc=config.name, unit="step", dynamic_ncols=True)
+    data_iter = iter(loader)
+    running: list[float] = []
+    run.wrapper.train()
+    while run.step < config.max_steps:
+        t0 = time.perf_counter()
+        running.append(_train_step(run, next(data_iter)))
+        bar.update()
+        last = run.step == config.max_steps
+        if run.main and (run.step % config.log_every == 0 or last):
+            _log_losses(run, running, step_time_s=time.perf_counter() - t0, bar=bar)
+        if run.main and config.val.sources and ((config.val.every and run.step % config.val.every == 0) or last):
+            _validate(run, val_refs)
+        if run.step % config.checkpoint_every == 0 or last:
+            _checkpoint(run)
+    bar.close()
+    return _finish(run)
+
+
+def _resume_point(config: TrainConfig, *, resume: bool, main: bool) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint to resume from (None: start at step 0) and its state.json."""
     out = Path(config.output_dir)
     resume_dir = find_last_checkpoint(out) if resume else None
     if resume and resume_dir is None and main:
         print(f"train: no checkpoint to resume in {out / 'checkpoints'}; starting from step 0")
     state: dict[str, Any] = json.loads((resume_dir / STATE_FILE).read_text()) if resume_dir else {}
+    return resume_dir, state
+
+
+def _set_up(config: TrainConfig, accelerator: Accelerator, resume_dir: Path | None, state: dict[str, Any], *,
+            progress: bool, command: str | None
+            ) -> tuple[_Run, torch.utils.data.DataLoader, list[tuple[Any, Any]]]:
+    """Seed, model, optimizer and schedule (restored when resuming), data, validation cases;
+    the output folder's config.yaml and the log's start event. Returns the run, the training
+    data loader and the validation cases."""
+    from accelerate.utils import set_seed
+
+    main = accelerator.is_main_process
+    out = Path(config.output_dir)
     start_step = int(state.get("step", 0))
     set_seed(config.seed + start_step)
 
@@ -204,23 +276,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
                                smooth=config.loss.dice_smooth)
 
-    # Data: build the cache once (main process first), then every rank streams its own samples
-    with accelerator.main_process_first():
-        entries = build_cache(config.data.sources, cache_dir=config.data.cache_dir,
-                              spacing_mm=model.config.spacing_mm, workers=config.data.cache_workers,
-                              progress=progress and main, bias_correction=model.config.bias_correction)
-    dataset = MixtureDataset(
-        sources=entries, crop_size=config.data.crop_size, prompts_per_sample=config.data.prompts_per_sample,
-        foreground_prob=config.data.foreground_prob, augment_config=config.augment, seed=config.seed,
-        rank=accelerator.process_index, start_step=start_step, keep_in_memory=config.data.keep_in_memory,
-        concepts=model.config.concepts,
-    )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.data.batch_size, collate_fn=collate,
-                                         num_workers=config.data.num_workers,
-                                         persistent_workers=config.data.num_workers > 0)
+    entries, loader = _training_data(config, accelerator, model, start_step=start_step, progress=progress)
     val_refs = _val_refs(config) if main else []
 
-    provenance_base = {
+    provenance = {
         "training_config": config.name, "seed": config.seed,
         "data_sources": [_describe_source(s, e) for s, e in zip(config.data.sources, entries)],
         "validation_sources": [{"name": s.name, "kind": s.kind, "path": s.path} for s in config.val.sources],
@@ -231,110 +290,119 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         if base is not None:
-            provenance_base["base_checkpoint"] = base.to_json()
+            provenance["base_checkpoint"] = base.to_json()
         _log(out, {"event": "start", "step": start_step, "resumed_from": str(resume_dir) if resume_dir else None,
                    "processes": accelerator.num_processes,
                    "distributed": f"{accelerator.distributed_type.value} ({accelerator.state.backend or 'none'})",
                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                    "cases": {e.name: len(e.files) for e in entries}})
+    run = _Run(config=config, accelerator=accelerator, out=out, wrapper=wrapper, optimizer=optimizer,
+               scheduler=scheduler, loss_fn=loss_fn, spec=spec, base=base, provenance=provenance,
+               step=start_step, best=state.get("best"), last_val=state.get("last_val"),
+               wall_before=float(state.get("wall_time_s", 0.0)))
+    return run, loader, val_refs
 
-    wall_before = float(state.get("wall_time_s", 0.0))
-    best = state.get("best")
-    last_val: dict[str, Any] | None = state.get("last_val")
-    t_start = time.perf_counter()
-    bar = tqdm(total=config.max_steps, initial=start_step, disable=not (progress and main),
-               desc=config.name, unit="step", dynamic_ncols=True)
-    data_iter = iter(loader)
-    running: list[float] = []
-    step = start_step
-    wrapper.train()
-    while step < config.max_steps:
-        t0 = time.perf_counter()
-        batch = next(data_iter)
-        images = batch["images"].to(accelerator.device)                  # (B, 4, D, H, W)
-        present = batch["present"].to(accelerator.device)                # (B, 4)
-        targets = batch["targets"].to(accelerator.device)                # (B, P, D, H, W)
-        loss_mask = batch["loss_mask"].to(accelerator.device)            # (B, P)
-        with accelerator.autocast():
-            logits = wrapper(images, present, batch["phrases"])
-        result = loss_fn(logits, targets, loss_mask)
-        if not torch.isfinite(result.loss):
-            raise ModelError(f"training loss became {result.loss.item()} at step {step}; lower optim.lr")
-        accelerator.backward(result.loss)
-        if config.optim.grad_clip > 0:
-            accelerator.clip_grad_norm_(wrapper.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        running.append(float(accelerator.reduce(result.loss.detach(), reduction="mean")))
-        bar.update()
-        if main and (step % config.log_every == 0 or step == config.max_steps):
-            loss_avg = float(np.mean(running))
-            bar.set_postfix(loss=f"{loss_avg:.4f}")
-            _log(out, {"event": "train", "step": step, "loss": loss_avg, "lr": scheduler.get_last_lr()[0],
-                       "step_time_s": time.perf_counter() - t0,
-                       "wall_time_s": wall_before + time.perf_counter() - t_start})
-            running.clear()
-        do_val = config.val.sources and ((config.val.every and step % config.val.every == 0) or step == config.max_steps)
-        if do_val and main:
-            last_val = run_validation(accelerator.unwrap_model(wrapper).model, val_refs, config, accelerator.device)
-            _log(out, {"event": "val", "step": step, **last_val})
-            score = last_val.get(next(iter(last_val)), {}).get("mean") if last_val else None
-            if score is not None and (best is None or score > best["score"]):
-                best = {"step": step, "score": score}
-                _save(out / "best", accelerator.unwrap_model(wrapper).model, spec, base, config, provenance_base,
-                      step=step, wall=wall_before + time.perf_counter() - t_start, val=last_val)
-            wrapper.train()
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
-            if main:
-                wall = wall_before + time.perf_counter() - t_start
-                ckpt = out / "checkpoints" / f"step_{step:07d}"
-                _save(ckpt, accelerator.unwrap_model(wrapper).model, spec, base, config, provenance_base,
-                      step=step, wall=wall, val=last_val)
-                meta = save_optimizer(optimizer, ckpt / OPTIM_FILE)
-                write_json_atomic(ckpt / STATE_FILE, {
-                    "step": step, "wall_time_s": wall, "seed": config.seed, "optimizer": meta,
-                    "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
-                    "best": best, "last_val": last_val, "processes": accelerator.num_processes,
-                })
-                _prune(out / "checkpoints", config.keep_checkpoints)
-                write_json_atomic(out / "last.json", {"step": step, "checkpoint": str(ckpt)})
-            accelerator.wait_for_everyone()
-    bar.close()
+
+def _training_data(config: TrainConfig, accelerator: Accelerator, model: nn.Module, *, start_step: int,
+                   progress: bool) -> tuple[list[SourceEntries], torch.utils.data.DataLoader]:
+    """Build the cache once (main process first), then every rank streams its own samples
+    (from ``start_step`` on when resuming)."""
+    with accelerator.main_process_first():
+        entries = build_cache(config.data.sources, cache_dir=config.data.cache_dir,
+                              spacing_mm=model.config.spacing_mm, workers=config.data.cache_workers,
+                              progress=progress and accelerator.is_main_process,
+                              bias_correction=model.config.bias_correction)
+    dataset = MixtureDataset(
+        sources=entries, crop_size=config.data.crop_size, prompts_per_sample=config.data.prompts_per_sample,
+        foreground_prob=config.data.foreground_prob, augment_config=config.augment, seed=config.seed,
+        rank=accelerator.process_index, start_step=start_step, keep_in_memory=config.data.keep_in_memory,
+        concepts=model.config.concepts,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.data.batch_size, collate_fn=collate,
+                                         num_workers=config.data.num_workers,
+                                         persistent_workers=config.data.num_workers > 0)
+    return entries, loader
+
+
+def _train_step(run: _Run, batch: dict[str, Any]) -> float:
+    """One optimizer step on ``batch``; the loss, averaged over ranks."""
+    device = run.accelerator.device
+    images = batch["images"].to(device)                  # (B, 4, D, H, W)
+    present = batch["present"].to(device)                # (B, 4)
+    targets = batch["targets"].to(device)                # (B, P, D, H, W)
+    loss_mask = batch["loss_mask"].to(device)            # (B, P)
+    with run.accelerator.autocast():
+        logits = run.wrapper(images, present, batch["phrases"])
+    result = run.loss_fn(logits, targets, loss_mask)
+    if not torch.isfinite(result.loss):
+        raise ModelError(f"training loss became {result.loss.item()} at step {run.step}; lower optim.lr")
+    run.accelerator.backward(result.loss)
+    if run.config.optim.grad_clip > 0:
+        run.accelerator.clip_grad_norm_(run.wrapper.parameters(), run.config.optim.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return float(run.accelerator.reduce(result.loss.detach(), reduction="mean"))
+
+
+def _log_losses(run: _Run, running: list[float], *, step_time_s: float, bar) -> None:
+    """Log the mean loss since the last log (and show it on the progress bar); empties ``running``."""
+    loss_avg = float(np.mean(running))
+    bar.set_postfix(loss=f"{loss_avg:.4f}")
+    _log(run.out, {"event": "train", "step": run.step, "loss": loss_avg, "lr": run.scheduler.get_last_lr()[0],
+                   "step_time_s": step_time_s, "wall_time_s": run.wall()})
+    running.clear()
+
+
+def _validate(run: _Run, val_refs: list[tuple[Any, Any]]) -> None:
+    """Score the validation cases (main process); save ``best/`` when the first concept's mean
+    Dice improves."""
+    run.last_val = run_validation(run.model, val_refs, run.config, run.accelerator.device)
+    _log(run.out, {"event": "val", "step": run.step, **run.last_val})
+    score = run.last_val.get(next(iter(run.last_val)), {}).get("mean") if run.last_val else None
+    if score is not None and (run.best is None or score > run.best["score"]):
+        run.best = {"step": run.step, "score": score}
+        _save(run.out / "best", run.model, run.spec, run.base, run.config, run.provenance,
+              step=run.step, wall=run.wall(), val=run.last_val)
+    run.wrapper.train()
+
+
+def _checkpoint(run: _Run) -> None:
+    """``checkpoints/step_NNNNNNN/``: weights (or adapter), optimizer, then state.json (last, so a
+    folder with it is complete); the oldest pruned; last.json. Every rank waits for it."""
+    if run.main:
+        wall = run.wall()
+        ckpt = run.out / "checkpoints" / f"step_{run.step:07d}"
+        _save(ckpt, run.model, run.spec, run.base, run.config, run.provenance,
+              step=run.step, wall=wall, val=run.last_val)
+        meta = save_optimizer(run.optimizer, ckpt / OPTIM_FILE)
+        write_json_atomic(ckpt / STATE_FILE, {
+            "step": run.step, "wall_time_s": wall, "seed": run.config.seed, "optimizer": meta,
+            "scheduler": {k: v for k, v in run.scheduler.state_dict().items() if k != "lr_lambdas"},
+            "best": run.best, "last_val": run.last_val, "processes": run.accelerator.num_processes,
+        })
+        _prune(run.out / "checkpoints", run.config.keep_checkpoints)
+        write_json_atomic(run.out / "last.json", {"step": run.step, "checkpoint": str(ckpt)})
+    run.accelerator.wait_for_everyone()
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """Per-rank weight digests (several processes), the log's end event; the run's summary."""
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:
         # Every rank records a digest of its weights: DDP keeps them identical (checked in tests)
-        digest = state_digest(accelerator.unwrap_model(wrapper).model)
-        write_json_atomic(out / "ranks" / f"rank{accelerator.process_index}.json",
-                          {"rank": accelerator.process_index, "step": step, "weights_sha256": digest})
+        write_json_atomic(run.out / "ranks" / f"rank{accelerator.process_index}.json",
+                          {"rank": accelerator.process_index, "step": run.step,
+                           "weights_sha256": state_digest(run.model)})
         accelerator.wait_for_everyone()
-    wall = wall_before + time.perf_counter() - t_start
-    summary = {"step": step, "wall_time_s": wall, "last_val": last_val, "best": best,
-               "last_checkpoint": str(find_last_checkpoint(out)), "output_dir": str(out)}
-    if main:
-        _log(out, {"event": "end", **summary})
+    summary = {"step": run.step, "wall_time_s": run.wall(), "last_val": run.last_val, "best": run.best,
+               "last_checkpoint": str(find_last_checkpoint(run.out)), "output_dir": str(run.out)}
+    if run.main:
+        _log(run.out, {"event": "end", **summary})
     accelerator.end_training()
     return summary
-
-
-@torch.no_grad()
-def fixed_set_loss(model: nn.Module, entries, config: TrainConfig, *, samples: int = 8, seed: int = 1234) -> float:
-    """Mean loss over a fixed, un-augmented set of crops (same crops and phrases on every call)."""
-    ds = MixtureDataset(sources=entries, crop_size=config.data.crop_size,
-                        prompts_per_sample=config.data.prompts_per_sample,
-                        foreground_prob=config.data.foreground_prob, augment_config=None, seed=seed)
-    rng = np.random.default_rng(seed)
-    batch = collate([ds.sample(rng) for _ in range(samples)])
-    was_training = model.training
-    model.eval()
-    try:
-        logits = PromptedSegmenter(model)(batch["images"], batch["present"], batch["phrases"])
-        loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
-                                   smooth=config.loss.dice_smooth)
-        return float(loss_fn(logits, batch["targets"], batch["loss_mask"]).loss)
-    finally:
-        model.train(was_training)
 
 
 def state_digest(model: nn.Module) -> str:

@@ -17,24 +17,26 @@ import tempfile
 import time
 from pathlib import Path
 
+from vlseg.errors import InputError
+
 FIRST_QUERY = "segment the enhancing tumor"
 FOLLOW_UPS = ("how big is it?", "and the edema?", "where is the necrotic core?",
               "what fraction of the core is necrotic?", "does the tumor cross the midline?")
 
 
-def run_benchmark(*, runs: int = 5, threads: int = 2, model: str | None = None,
-                  case_dir: Path | None = None) -> dict:
+def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | None = None) -> dict:
+    """Time the Segmenter with the torch threads the caller set (recorded in the result)."""
     import torch
 
     from vlseg.segmenter import Segmenter
     from vlseg.synth import write_case
 
-    torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="vlseg-bench-") as tmp:
         if case_dir is None:
             case_dir = write_case(Path(tmp), seed=2024, spacing_mm=1.0)
         t0 = time.perf_counter()
-        seg = Segmenter.from_pretrained(model, threads=threads)
+        seg = Segmenter.from_pretrained(model)
         load_s = time.perf_counter() - t0
         first, follow = [], []
         for _ in range(runs):
@@ -62,6 +64,11 @@ def run_benchmark(*, runs: int = 5, threads: int = 2, model: str | None = None,
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    result = run_benchmark(runs=args.runs, threads=args.threads, model=args.model)
+    import torch
+
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    result = run_benchmark(runs=args.runs, model=args.model)
     print(json.dumps(result, indent=2))
     return 0

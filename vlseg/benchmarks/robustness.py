@@ -27,7 +27,7 @@ import json
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypedDict
 
 import nibabel as nib
 import numpy as np
@@ -37,6 +37,9 @@ from vlseg.vocab import SEQUENCES
 from vlseg.fileio import atomic_path, write_json_atomic
 from vlseg.synth import shifts
 from vlseg.synth.phantom import nifti_image
+
+if TYPE_CHECKING:
+    from vlseg.segmenter import Segmenter
 
 NAMESPACE = "vlseg-robustness-v1"
 TESTSET_VERSION = "1"  # bump when a shift or the phantom generator changes: cached cases are keyed by it
@@ -181,8 +184,18 @@ def build_testset(root: str | Path, *, cases_per_family: int, families: Iterable
 
 
 # ----------------------------------------------------------------------------- scoring
-def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str], None] = print
-                ) -> list[dict[str, Any]]:
+class ScoreRow(TypedDict):
+    """One case scored on one sequence subset (a row of ``per_case`` in robustness.json)."""
+
+    family: str
+    subset: str
+    case: str
+    seconds: float
+    metrics: dict[str, dict[str, float]]  # concept -> {dice, hd95}
+
+
+def score_model(seg: Segmenter, testset: dict[str, list[Path]], *, log: Callable[[str], None] = print
+                ) -> list[ScoreRow]:
     """Per-case rows ``{family, subset, case, seconds, metrics: {concept: {dice, hd95}}}``; the
     masks are the ones ``Segmenter`` makes (RAS+ case grid)."""
     from vlseg.evaluation import score_subsets
@@ -190,7 +203,7 @@ def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str]
     from vlseg.predict import concept_prompts
 
     prompts = concept_prompts(seg.model)  # (5, E)
-    rows: list[dict[str, Any]] = []
+    rows: list[ScoreRow] = []
     for family, folders in testset.items():
         subsets = {s: SUBSETS[s] for f, s in conditions([family])}
         for folder in folders:
@@ -203,11 +216,11 @@ def score_model(seg: Any, testset: dict[str, list[Path]], *, log: Callable[[str]
     return rows
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def summarize(rows: list[ScoreRow]) -> dict[str, dict[str, Any]]:
     """``{condition: {n_cases, concept: {dice, dice_sd, hd95, hd95_sd}}}`` (means over cases)."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, list[dict[str, dict[str, float]]]] = {}
     for r in rows:
-        out.setdefault(condition_name(r["family"], r["subset"]), []).append(r["metrics"])  # type: ignore[arg-type]
+        out.setdefault(condition_name(r["family"], r["subset"]), []).append(r["metrics"])
     order = [condition_name(f, s) for f, s in conditions(FAMILIES)]
     summary: dict[str, dict[str, Any]] = {}
     for name, ms in sorted(out.items(), key=lambda kv: order.index(kv[0])):
