@@ -14,7 +14,7 @@ from dicom_cases import (FILLED_TAGS, FLAIR_STEP, PHI_STRINGS, T1C_MARGIN, mixed
 
 from vlseg.errors import InputError
 from vlseg.io import Grid, load_case, reader_for, to_ras, write_mask
-from vlseg.io.dicom import DicomReader, grid_plan
+from vlseg.io.dicom import DicomReader
 from vlseg.io.dicom_case import load_study
 from vlseg.io.dicom_study import parse_overrides, scan_study
 
@@ -238,8 +238,8 @@ def test_series_on_different_grids_are_resampled_onto_the_t1c_series(mixed, imag
     folder, fine = mixed
     case = load_case(folder)
     assert case.present == ("t1n", "t1c", "t2w", "t2f") and case.case_id == "mixed"
-    ref_seq, ref_path, resampled = grid_plan(case)
-    assert (ref_seq, resampled) == ("t1c", ["t1n", "t2w", "t2f"])
+    ref_seq, ref_path, resampled = case.study.reference, case.study.reference_path, case.study.resampled
+    assert (ref_seq, resampled) == ("t1c", ("t1n", "t2w", "t2f"))
     assert isinstance(reader_for(ref_path), DicomReader)
     # The case is on the 1 mm T1c grid (its 180 mm field of view), the T1c voxels untouched.
     m = T1C_MARGIN
@@ -268,13 +268,13 @@ def test_reference_series_can_be_chosen(mixed, images, tmp_path):
     folder, _ = mixed
     case = load_study(folder, reference="flair")
     assert np.allclose(sorted(case.spacing), [1.0, 1.0, float(FLAIR_STEP)], atol=1e-4)
-    assert grid_plan(case)[0] == "t2f" and grid_plan(case)[2] == ["t1n", "t1c", "t2w"]
+    assert case.study.reference == "t2f" and case.study.resampled == ("t1n", "t1c", "t2w")
     one = study(images, tmp_path / "one", seed="one", sequences=("t1c", "t2f"))
     with pytest.raises(InputError, match=r"reference='t2w': the study has no t2w series \(it has t1c, t2f\)"):
         load_study(one, reference="t2w")
     with pytest.raises(InputError, match="reference='dwi'"):
         load_study(one, reference="dwi")
-    assert grid_plan(load_case(folder))[0] == "t1c"  # loading it again plans it again
+    assert load_case(folder).study.reference == "t1c"  # loading it again plans it again
 
 
 def test_series_in_another_frame_of_reference_are_refused_by_name(images, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from dicom_cases import FILLED_TAGS, PHI_STRINGS, mixed_grid_study, phantom_images, study
 
 from vlseg.io import Grid, load_case, to_ras
-from vlseg.io.dicom import _grid_from
+from vlseg.io.dicom_geometry import grid_from
 from vlseg.io.dicom_seg import read_seg_masks, write_seg
 from vlseg.io.dicom_study import scan_study
 
@@ -37,7 +37,7 @@ def _seg_equals_nifti(seg_path: Path, nifti: dict[str, Path]) -> None:
     for concept, path in nifti.items():
         img = nib.load(path)
         ref, g_ref = to_ras(np.asarray(img.dataobj), Grid(shape=img.shape, affine=img.affine))
-        arr, g = to_ras(got[concept].transpose(2, 1, 0), _grid_from(aff, got[concept].shape))
+        arr, g = to_ras(got[concept].transpose(2, 1, 0), grid_from(aff, got[concept].shape))
         assert g.mismatch(g_ref) is None, concept
         assert np.array_equal(arr, ref), concept
 
@@ -161,29 +161,32 @@ def test_cohort_measurements_have_no_patient_data(filled, tmp_path, capsys):
     assert not [s for s in PHI_STRINGS if s.lower() in blob.lower()]
 
 
-def test_dicom_seg_exporter_plans_the_grid_once_and_nifti_cases_open_no_file(images, tmp_path,
-                                                                             monkeypatch, phantom_case_2mm):
+def test_dicom_seg_exporter_reads_the_case_study_and_nifti_cases_open_no_file(images, tmp_path,
+                                                                              monkeypatch, phantom_case_2mm):
     import vlseg.io.dicom_seg as dicom_seg
+    import vlseg.io.dicom_study as dicom_study
     import vlseg.segmenter.writer as writer
 
     case = load_case(study(images, tmp_path / "s", seed="once", layout="nested"))
+    assert case.study is not None and case.study.reference == "t1c"
     seg_ras, _ = to_ras(np.asarray(images["seg"].dataobj), Grid(shape=images["seg"].shape,
                                                                  affine=images["seg"].affine))
-    calls = []
-    real = writer.grid_plan
-    monkeypatch.setattr(writer, "grid_plan", lambda c: calls.append(1) or real(c))
+    scans = []
+    real = dicom_study.scan_study
+    monkeypatch.setattr(dicom_study, "scan_study", lambda f: scans.append(f) or real(f))
     files = writer.AnswerFiles(case=case, masks_ras={"WT": (seg_ras > 0).astype(np.uint8)},
                                model={"name": "x"})
     stage = tmp_path / "stage"
     stage.mkdir()
     out = writer.DicomSeg().write(files, stage)
     assert out["dicom_seg"]["references"] == out["dicom"]["reference"] == "t1c"
-    assert calls == [1] and (stage / dicom_seg.SEG_FILE).is_file()
+    assert scans == [] and (stage / dicom_seg.SEG_FILE).is_file()  # no study scanned again
 
-    def no_open(p):
-        raise AssertionError(f"opened {p}")
+    def no_open(*a, **k):
+        raise AssertionError(f"opened {a}")
 
-    monkeypatch.setattr(dicom_seg, "is_dicom_source", no_open)
+    monkeypatch.setattr(dicom_seg, "read_datasets", no_open)
     nifti = load_case(phantom_case_2mm)
-    assert not dicom_seg.is_dicom_case(nifti)
+    assert nifti.study is None
+    assert writer.DicomSeg().names(writer.AnswerFiles(case=nifti, masks_ras={"WT": seg_ras}, model={})) == []
     assert writer.DicomSeg().write(writer.AnswerFiles(case=nifti, masks_ras={}, model={}), stage) == {}

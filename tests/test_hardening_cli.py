@@ -111,7 +111,7 @@ def test_bad_arguments_fail_before_the_model(phantom_case_2mm, tmp_path, capsys,
 def test_library_errors_name_parameters_the_cli_shows_its_flags(phantom_case_2mm, tmp_path, capsys, no_model):
     from vlseg.cli import in_flag_words
     from vlseg.errors import InputError
-    from vlseg.io.dicom import resolve_study
+    from vlseg.io.dicom_case import resolve_study
 
     with pytest.raises(InputError, match="series= overrides go with a DICOM study folder"):
         resolve_study(phantom_case_2mm, {"t1c": "7"})

@@ -55,6 +55,15 @@ class ToyReader:
         return Volume(data=arr.astype(np.float32), grid=Grid(shape=arr.shape[:3], affine=AFFINE),
                       path=path)
 
+    def study(self, path: Path, overrides=None, *, reference=None) -> None:
+        return None  # toy arrays are files, never studies
+
+    def study_of(self, images) -> None:
+        return None
+
+    def is_one_case(self, path: Path) -> bool:
+        return False
+
 
 @pytest.fixture
 def toy_reader():

@@ -92,19 +92,15 @@ class CaseTools:
         sequence by number, description or SeriesInstanceUID, e.g. {"t1c": "7"}. Returns the
         case summary: sequences, shape, spacing in mm, warnings."""
         from vlseg.io import open_case
-        from vlseg.io.dicom import series_of
-        from vlseg.io.dicom_seg import is_dicom_case
 
         src = Path(str(path)).expanduser()
         with self._lock:
             case = open_case(src, series=series)
             summary = CaseLoaded(**self._segmenter().set_case(case))
             self._case_id = case.case_id
-            dicom = is_dicom_case(case)
-            summary["format"] = "dicom" if dicom else "nifti"
-            if dicom:
-                summary["series"] = {seq: series_of(Path(p))[0].label()
-                                     for seq, p in case.sources.items() if seq != "seg"}
+            summary["format"] = "dicom" if case.study is not None else "nifti"
+            if case.study is not None:
+                summary["series"] = dict(case.study.labels)
             return summary
 
     def ask(self, question: str) -> Asked:

@@ -217,9 +217,10 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
     result = UploadSet(fingerprint=fingerprint_uploads(paths))
     for folder in studies:
         reader = reader_for(folder)
-        if reader is None or not hasattr(reader, "study_files"):
+        study = reader.study(folder) if reader is not None else None
+        if study is None:
             raise InputError(f"the zip holds no readable DICOM study; {_HELP}")
-        for seq, series in reader.study_files(folder)[0].items():
+        for seq, series in study.paths.items():
             if seq in result.sequences:
                 raise InputError(f"two uploads hold the {seq} sequence; upload one study")
             result.sequences[seq] = series

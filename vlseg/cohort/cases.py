@@ -48,14 +48,10 @@ def _holds_sequences(folder: Path) -> bool:
 
 
 def _read_as_one_case(folder: Path) -> bool:
-    """True if a registered reader claims ``folder`` as a whole (e.g. a DICOM study). A reader
-    that claims folders of cases too (anything with its files somewhere below) says which it
-    is through ``is_one_case``."""
+    """True if a registered reader claims ``folder`` as one case (e.g. a DICOM study), not as a
+    folder of cases (anything with its files somewhere below): its ``is_one_case`` says which."""
     reader = reader_for(folder)
-    if reader is None:
-        return False
-    one = getattr(reader, "is_one_case", None)
-    return True if one is None else bool(one(folder))
+    return reader is not None and reader.is_one_case(folder)
 
 
 def _subfolders(folder: Path) -> list[Path]:

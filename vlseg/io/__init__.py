@@ -4,6 +4,7 @@ float32 with validation, and write masks / label maps back onto the input's own 
     >>> case = open_case("BraTS-GLI-00001-000/")        # read, validate, check the geometry
     >>> case = load_case({"t1c": "a.nii.gz", "flair": "b.nii.gz"})   # read and validate only
     >>> case.present, case.shape, case.spacing
+    >>> case.study          # None for files; a DICOM study's series, reference and resampled
     >>> write_mask(mask_ras, case, "out/ET.nii.gz")     # uint8, input affine, clean header
     >>> classify("upload_flair.nii.gz").sequence         # 't2f'  (see README.md: where rules live)
 """
@@ -15,6 +16,7 @@ from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
 from vlseg.io.opening import CaseSource, open_case
 from vlseg.io.nifti import NiftiReader, is_nifti_name, looks_like_nifti, write_uint8
 from vlseg.io.outputs import check_output_dir
+from vlseg.io.study import StudySource
 from vlseg.io.readers import (
     READERS,
     Reader,
@@ -44,5 +46,5 @@ __all__ = [
     "has_reader_suffix", "NiftiReader", "is_nifti_name", "looks_like_nifti",
     "Grid", "Header", "Volume", "to_ras", "ras_grid", "write_uint8",
     "DEFAULT_MAX_VOXELS", "GRID_TOL_MM", "GRID_TOL_DIR",
-    "MSD_CHANNELS", "CaseFiles", "find_case_files",
+    "MSD_CHANNELS", "CaseFiles", "find_case_files", "StudySource",
 ]

@@ -22,7 +22,8 @@ from vlseg.io.classify import label_values
 from vlseg.io.labels import check_label_map
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
 from vlseg.io.nifti import check_output_path, write_uint8
-from vlseg.io.readers import read_volume
+from vlseg.io.readers import read_volume, reader_for
+from vlseg.io.study import StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, to_ras
 
 _RAS = axcodes2ornt(("R", "A", "S"))
@@ -40,6 +41,7 @@ class Case:
     label_convention: str | None = None  # convention the labels were read in
     layout: str = "files"  # how the case was found: brats2023 | brats2021 | folder | msd | files
     sources: dict[str, Path] = field(default_factory=dict)  # sequence / "seg" -> file read
+    study: StudySource | None = None  # the study it was read from (DICOM: series, reference grid)
 
     def __post_init__(self) -> None:
         if not self.images:
@@ -109,8 +111,17 @@ def _check_grid(ref: Grid, grid: Grid, path: Path, ref_path: Path, what: str) ->
                          "the same grid", str(path))
 
 
+def _study_of(images: Mapping[str, Path]) -> StudySource | None:
+    """The study plain sequence files were read from, asked of the one reader that read them
+    (None for plain files, or files of several formats)."""
+    readers = {id(r): r for r in map(reader_for, images.values())}
+    if len(readers) != 1 or None in readers.values():
+        return None
+    return next(iter(readers.values())).study_of(images)
+
+
 def load_case(
-    source: str | os.PathLike | Mapping[str, str | os.PathLike | None],
+    source: str | os.PathLike | Mapping[str, str | os.PathLike | None] | CaseFiles,
     *,
     label: str | os.PathLike | None = None,
     label_convention: str | None = None,
@@ -120,13 +131,14 @@ def load_case(
 
     ``source``: a case folder (BraTS 2023+, BraTS 2021, or any folder with named sequence files),
     an MSD Task01 4D image (its label is taken from a sibling ``labelsTr/`` when present), one
-    named sequence file, or a mapping ``{sequence (any alias) or "seg": path}``.
+    named sequence file, a mapping ``{sequence (any alias) or "seg": path}``, or the
+    :class:`CaseFiles` of a study a reader split (``Case.study`` is then its study).
     ``label`` overrides the layout's label file; ``label_convention`` overrides the layout's
     convention (BraTS 2023 -> brats2023, BraTS 2021 -> brats2021, MSD -> msd, else brats2023).
     """
     if max_voxels < 1:
         raise ValueError("max_voxels must be positive")
-    files: CaseFiles = find_case_files(source)
+    files = source if isinstance(source, CaseFiles) else find_case_files(source)
     label_path = Path(label) if label is not None else files.label
     convention = label_convention or files.convention
     try:
@@ -171,10 +183,13 @@ def load_case(
         labels = labels_to_concepts(lab_ras, convention)
         sources["seg"] = vol.path
         del vol, lab, lab_ras
+    study = files.study
+    if study is None and files.msd_image is None:
+        study = _study_of(files.images)
     return Case(images={s: images[s] for s in SEQUENCES if s in images}, affine=ref.affine.copy(),
                 source_grid=source_grid, labels=labels, case_id=files.case_id,
                 label_convention=convention if labels is not None else None,
-                layout=files.layout, sources=sources)
+                layout=files.layout, sources=sources, study=study)
 
 
 # ----------------------------------------------------------------------------- writing

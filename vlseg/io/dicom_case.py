@@ -7,6 +7,10 @@ SeriesInstanceUID) and of the reference series whose grid the others are resampl
 callers.
 
     >>> case = load_study("study/", series={"t1c": "7", "t2f": "AX FLAIR"}, reference="t1c")
+    >>> load_case(resolve_study("study/", {"t1c": "7"}))   # the same case, from its series paths
+
+Both ask the registered DICOM reader (``reader_for``), which keeps the grid plan of the series
+paths it mapped for the reads that follow.
 """
 from __future__ import annotations
 
@@ -14,10 +18,29 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from vlseg.errors import InputError
 from vlseg.io.case import Case, load_case
-from vlseg.io.dicom import resolve_study
-from vlseg.io.dicom_study import parse_overrides
+from vlseg.io.dicom_study import holds_dicom, parse_overrides
+from vlseg.io.layout import CaseFiles
+from vlseg.io.readers import reader_for
+from vlseg.io.study import StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS
+
+
+def _study(folder: Path, overrides: Mapping[str, str] | None, reference: str | None) -> StudySource:
+    reader = reader_for(folder) if folder.is_dir() and holds_dicom(folder) else None
+    study = reader.study(folder, overrides, reference=reference) if reader is not None else None
+    if study is None:
+        raise InputError("is not a folder of DICOM files; series= overrides go with a DICOM study "
+                         "folder", str(folder))
+    return study
+
+
+def resolve_study(folder: str | os.PathLike, overrides: Mapping[str, str] | None = None, *,
+                  reference: str | None = None) -> dict[str, Path]:
+    """``{sequence: series path}`` for a DICOM study folder, with ``series=`` overrides and the
+    reference series (``reference``: a sequence); pass it to ``load_case`` / ``Segmenter.set_case``."""
+    return dict(_study(Path(folder), overrides, reference).paths)
 
 
 def load_study(folder: str | os.PathLike, *, series: Mapping[str, str] | Sequence[str] | None = None,
@@ -29,9 +52,9 @@ def load_study(folder: str | os.PathLike, *, series: Mapping[str, str] | Sequenc
         return load_case(folder, max_voxels=max_voxels)
     overrides = parse_overrides([f"{k}={v}" for k, v in series.items()]
                                 if isinstance(series, Mapping) else list(series or ()))
-    case = load_case(resolve_study(folder, overrides, reference=reference), max_voxels=max_voxels)
-    case.case_id, case.layout = folder.name, "dicom"
-    return case
+    study = _study(folder, overrides, reference)
+    return load_case(CaseFiles(images=dict(study.paths), layout="dicom", case_id=folder.name,
+                               study=study), max_voxels=max_voxels)
 
 
-__all__ = ["load_study"]
+__all__ = ["load_study", "resolve_study"]

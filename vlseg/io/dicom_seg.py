@@ -4,7 +4,8 @@ The SEG references the series whose grid the masks are on (the case's reference 
 grid ``write_mask`` writes NIfTI masks on; series on other grids were resampled onto it), carries one segment per answered concept with
 SNOMED CT coded concepts, the algorithm's identification (vlseg, version, model sha256), and
 copies the source's patient and study modules, as the standard requires for a derived object
-of the same study. It is written with the answer by the answer writer's DICOM-SEG exporter
+of the same study. It is written for a case that knows its study (``Case.study``, set when the
+case is read) by the answer writer's DICOM-SEG exporter
 (``vlseg.segmenter.writer.DicomSeg``), inside the same staged publish as answer.json, which
 lists it.
 
@@ -15,31 +16,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from vlseg.io.dicom import _datasets, grid_plan, hd_affine, is_dicom_source, series_of
-from vlseg.io.nifti import is_nifti_name
+from vlseg.io.case import Case
+from vlseg.io.dicom_geometry import hd_affine, read_datasets
 
 SEG_FILE = "segmentation.dcm"
-
-
-
-def is_dicom_case(case: Any) -> bool:
-    """True when every sequence of the case was read from a DICOM series. A case with a NIfTI
-    source (told by its name) is not, without opening any file: ``Answer.save`` asks this of
-    every answer."""
-    sources = [Path(v) for k, v in getattr(case, "sources", {}).items() if k != "seg"]
-    if not sources or any(is_nifti_name(p.name) for p in sources):
-        return False
-    return all(is_dicom_source(p) for p in sources)
-
-
-def reference_source(case: Any) -> Path:
-    """The series the masks' grid comes from: the study's reference series (t1c, else t2f, t1n,
-    t2w, natively on the case's grid; the other series were resampled onto it)."""
-    return Path(grid_plan(case)[1])
 
 
 def _lab(rgb: tuple[int, int, int]):
@@ -49,10 +33,11 @@ def _lab(rgb: tuple[int, int, int]):
         hd.color.CIELabColor, "from_rgb") else None
 
 
-def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.PathLike, *,
-              model: Mapping[str, Any], reference: str | os.PathLike | None = None) -> Path:
+def write_seg(case: Case, masks_ras: Mapping[str, np.ndarray], path: str | os.PathLike, *,
+              model: Mapping[str, object]) -> Path:
     """Write ``masks_ras`` (concept -> (X, Y, Z) RAS+ 0/1) as a BINARY DICOM-SEG at ``path``,
-    referencing the series at ``reference`` (default: :func:`reference_source` of the case)."""
+    referencing the case's reference series (``case.study``: the series whose grid the case is
+    on; the other series were resampled onto it)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -61,8 +46,9 @@ def write_seg(case: Any, masks_ras: Mapping[str, np.ndarray], path: str | os.Pat
     path = Path(path)
     if not masks_ras:
         raise ValueError("a DICOM-SEG needs at least one mask")
-    series, _ = series_of(Path(reference) if reference is not None else reference_source(case))
-    sources = _datasets(series, pixels=False)
+    if case.study is None:
+        raise ValueError("a DICOM-SEG needs a case read from a DICOM study (case.study is None)")
+    sources = read_datasets(case.study.reference_files, pixels=False)
     sha = str(model.get("checkpoint_sha256") or "")
     algorithm = hd.AlgorithmIdentificationSequence(
         name="vlseg", family=codes.cid7162.ArtificialIntelligence, version=__version__,
@@ -118,5 +104,4 @@ def read_seg_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.n
     return out, np.asarray(vol.affine)
 
 
-__all__ = ["SEG_FILE", "write_seg", "is_dicom_case", "read_seg_masks",
-           "reference_source"]
+__all__ = ["SEG_FILE", "write_seg", "read_seg_masks"]

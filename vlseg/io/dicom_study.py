@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections import OrderedDict, deque
+from collections import deque
 from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Iterator, Mapping
 
 from vlseg.vocab import SEQUENCES, canonical_sequence
 from vlseg.errors import InputError
+from vlseg.io.study import BoundedCache
 
 MAX_FILES = 20_000  # files examined in one study folder
 MAX_DEPTH = 8  # sub-folder levels searched for DICOM files
@@ -320,33 +320,32 @@ def scan_study(folder: str | os.PathLike) -> Study:
     return Study(folder=folder, series=series, n_other_files=others)
 
 
-# A small cache of scanned studies: a study's headers are read once per process, not once per
-# series read (keyed by folder, its file count and newest modification time).
-_CACHE: "OrderedDict[tuple, Study]" = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 8
-
-
-def _cache_key(folder: Path) -> tuple:
+def scan_key(folder: Path) -> tuple[str, int, int]:
+    """What a scanned study is kept by: its folder, its file count and newest modification time
+    (a study that changed on disk is scanned again)."""
     files = walk_files(folder) if folder.is_dir() else [folder]
     newest = max((f.stat().st_mtime_ns for f in files), default=0)
     return (str(folder.resolve()), len(files), newest)
 
 
-def cached_study(folder: str | os.PathLike) -> Study:
-    folder = Path(folder)
-    key = _cache_key(folder)
-    with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            return hit
-    study = scan_study(folder)
-    with _CACHE_LOCK:
-        _CACHE[key] = study
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return study
+class StudyScans:
+    """Scanned studies, owned by one reader: a study's headers are read once per load, not once
+    per series read; at most ``size`` studies are kept (least recently used out)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._studies: BoundedCache[tuple[str, int, int], Study] = BoundedCache(size)
+
+    def get(self, folder: str | os.PathLike) -> Study:
+        folder = Path(folder)
+        key = scan_key(folder)
+        hit = self._studies.get(key)
+        if hit is None:
+            hit = scan_study(folder)
+            self._studies.put(key, hit)
+        return hit
+
+    def __len__(self) -> int:
+        return len(self._studies)
 
 
 def _match(study: Study, spec: str) -> Series:
@@ -416,6 +415,6 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
     return {s: chosen[s] for s in SEQUENCES if s in chosen}
 
 
-__all__ = ["Series", "Study", "scan_study", "cached_study", "map_sequences", "parse_overrides",
+__all__ = ["Series", "Study", "scan_study", "StudyScans", "scan_key", "map_sequences", "parse_overrides",
            "is_dicom_file", "looks_like_dicom", "holds_dicom", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
            "MR_IMAGE_CLASSES"]

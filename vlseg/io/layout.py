@@ -17,6 +17,7 @@ from vlseg.errors import InputError
 from vlseg.io.classify import LABEL_TOKENS, NAMING_HINT, FileClass, classify
 from vlseg.io.nifti import is_nifti_name
 from vlseg.io.readers import reader_for
+from vlseg.io.study import StudySource
 
 __all__ = ["MSD_CHANNELS", "CaseFiles", "find_case_files", "is_nifti_name"]
 
@@ -34,6 +35,7 @@ class CaseFiles:
     layout: str = "files"  # "brats2023" | "brats2021" | "folder" | "msd" | "files"
     case_id: str = "case"
     convention: str = "brats2023"  # label convention the layout implies
+    study: StudySource | None = None  # the study a reader split the folder into (DICOM)
 
 
 def find_case_files(source: str | os.PathLike | Mapping[str, str | os.PathLike | None]) -> CaseFiles:
@@ -49,9 +51,10 @@ def find_case_files(source: str | os.PathLike | Mapping[str, str | os.PathLike |
         reader = reader_for(path)  # a reader may claim a folder: a series, or a study it splits
         if reader is None:
             return _from_folder(path)
-        if hasattr(reader, "study_files"):  # e.g. DICOM: {sequence: series path}, case id
-            images, case_id = reader.study_files(path)
-            return CaseFiles(images=images, layout=reader.name.lower(), case_id=case_id)
+        study = reader.study(path)  # e.g. DICOM: {sequence: series path} and the grid plan
+        if study is not None:
+            return CaseFiles(images=dict(study.paths), layout=reader.name.lower(),
+                             case_id=path.name, study=study)
     return _from_file(path)
 
 

@@ -23,6 +23,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from typing import Mapping
 
 import nibabel as nib
 import numpy as np
@@ -31,6 +32,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from vlseg.errors import InputError
 from vlseg.fileio import atomic_path
+from vlseg.io.study import StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, GRID_TOL_DIR, GRID_TOL_MM, Grid, Header, Volume, fmt_shape, fmt_vec
 
 __all__ = ["DEFAULT_MAX_VOXELS", "GRID_TOL_DIR", "GRID_TOL_MM", "Grid", "Volume", "NiftiReader",
@@ -299,6 +301,17 @@ class NiftiReader:
     def read(self, path: Path, *, max_voxels: int = DEFAULT_MAX_VOXELS,
              channels: int | None = None) -> Volume:
         return read_nifti(path, max_voxels=max_voxels, channels=channels)
+
+    # -- the study seam: NIfTI files are read one by one, never split from a folder
+    def study(self, path: Path, overrides: Mapping[str, str] | None = None, *,
+              reference: str | None = None) -> StudySource | None:
+        return None
+
+    def study_of(self, images: Mapping[str, Path]) -> StudySource | None:
+        return None
+
+    def is_one_case(self, path: Path) -> bool:
+        return False
 
 
 # ----------------------------------------------------------------------------- writing

@@ -1,8 +1,11 @@
 """The reader seam: each file format is one :class:`Reader`; :data:`READERS` is the one list.
 
-NIfTI is the first reader. A new format (DICOM next) is one module with a class that has the
-members below, plus one line in :data:`READERS`; ``load_case``, :func:`vlseg.io.classify`, the
-app's uploads and ``vlseg evaluate`` reach it through :func:`reader_for` with no other edit.
+NIfTI is the first reader, DICOM the second. A new format is one module with a class that has
+the members below, plus one line in :data:`READERS`; ``load_case``, :func:`vlseg.io.classify`,
+the app's uploads, cohorts and ``vlseg evaluate`` reach it through :func:`reader_for` with no
+other edit. A reader of single files answers None/False to the study members; a reader that
+splits a folder into sequences (DICOM) answers a :class:`StudySource`, which ``load_case`` sets
+as ``Case.study`` for the exporters.
 
     >>> reader_for(Path("case-t1c.nii.gz")).name
     'NIfTI'
@@ -12,11 +15,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Mapping, Protocol, runtime_checkable
 
 from vlseg.errors import InputError
 from vlseg.io.dicom import DicomReader
 from vlseg.io.nifti import NiftiReader
+from vlseg.io.study import StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Header, Volume
 
 
@@ -42,6 +46,23 @@ class Reader(Protocol):
         else the exact number of volumes a 4D file must hold."""
         ...
 
+    def study(self, path: Path, overrides: Mapping[str, str] | None = None, *,
+              reference: str | None = None) -> StudySource | None:
+        """A folder this reader reads as one study, split into ``{sequence: path}`` with its
+        grid plan (``overrides``: sequence -> series choice; ``reference``: the sequence whose
+        grid the others are read onto); None when the reader does not split folders."""
+        ...
+
+    def study_of(self, images: Mapping[str, Path]) -> StudySource | None:
+        """The study a case's ``{sequence: path}`` (all claimed by this reader) were read from;
+        None for plain files."""
+        ...
+
+    def is_one_case(self, path: Path) -> bool:
+        """Whether a folder this reader claims is one case, not a folder of cases (cheap, never
+        raises; False for a reader that claims no folders)."""
+        ...
+
 
 # The registry: asked in order, the first reader whose ``can_read`` says yes reads the file.
 READERS: list[Reader] = [NiftiReader(), DicomReader()]
@@ -51,7 +72,7 @@ def register_reader(reader: Reader, *, first: bool = True) -> None:
     """Add a reader (``first``: ahead of the others, so it may claim files they would)."""
     if not isinstance(reader, Reader):
         raise TypeError(f"{reader!r} lacks the Reader members (name, hint, suffixes, can_read, "
-                        "read_header, read)")
+                        "read_header, read, study, study_of, is_one_case)")
     if first:
         READERS.insert(0, reader)
     else:

@@ -21,8 +21,7 @@ import numpy as np
 from vlseg.errors import InputError
 from vlseg.fileio import staged_folder, write_json_atomic
 from vlseg.io import Case, write_mask
-from vlseg.io.dicom import grid_plan
-from vlseg.io.dicom_seg import SEG_FILE, is_dicom_case, write_seg
+from vlseg.io.dicom_seg import SEG_FILE, write_seg
 from vlseg.reasoning.case_facts import Json
 
 ANSWER_FILE = "answer.json"
@@ -61,22 +60,22 @@ class NiftiMasks:
 
 
 class DicomSeg:
-    """For a case read from a DICOM study: one DICOM-SEG referencing the study's reference
-    series, and answer.json's ``dicom`` (the grid's series) and ``dicom_seg`` entries."""
+    """For a case read from a study (``case.study``): one DICOM-SEG referencing the study's
+    reference series, and answer.json's ``dicom`` (the grid's series) and ``dicom_seg`` entries."""
 
     def names(self, files: AnswerFiles) -> list[str]:
-        return [SEG_FILE] if files.masks_ras and is_dicom_case(files.case) else []
+        return [SEG_FILE] if files.masks_ras and files.case.study is not None else []
 
     def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
-        if not is_dicom_case(files.case):
+        study = files.case.study
+        if study is None:
             return {}
-        ref_seq, ref_path, resampled = grid_plan(files.case)
-        out: dict[str, Json] = {"dicom": {"reference": ref_seq, "resampled": list(resampled)}}
+        out: dict[str, Json] = {"dicom": {"reference": study.reference,
+                                          "resampled": list(study.resampled)}}
         if files.masks_ras:
-            write_seg(files.case, files.masks_ras, stage / SEG_FILE, model=files.model,
-                      reference=ref_path)
+            write_seg(files.case, files.masks_ras, stage / SEG_FILE, model=files.model)
             out["dicom_seg"] = {"file": SEG_FILE, "segments": list(files.masks_ras),
-                                "references": ref_seq}
+                                "references": study.reference}
         return out
 
 
