@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--confidence", type=float, default=0.9,
                    help="confidence level of the volume and ratio intervals (default 0.9)")
+    s.add_argument("--timepoint", default="auto", choices=["auto", "pre", "post"],
+                   help="pre: an untreated scan (no resection cavity is ever reported); post: after "
+                        "surgery; auto (default): a model that segments the cavity decides, one of "
+                        "1 mL or more means post-treatment (answer.json says what was assumed and why)")
     s.add_argument("--overwrite", action="store_true",
                    help="with --cases: redo cases already answered with this query and model")
     s.add_argument("--no-progress", action="store_true",

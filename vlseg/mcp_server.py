@@ -49,6 +49,7 @@ class CaseLoaded(TypedDict, total=False):
     spacing_mm: list[float]
     encode_s: float
     warnings: list[str]
+    timepoint: str  # as asked: pre | post | auto
     format: str  # "dicom" | "nifti"
     series: dict[str, str]  # DICOM: sequence -> the series read as it
 
@@ -86,17 +87,20 @@ class CaseTools:
             self._seg = self._factory()
         return self._seg
 
-    def load_case(self, path: str, series: dict[str, str] | None = None) -> CaseLoaded:
+    def load_case(self, path: str, series: dict[str, str] | None = None,
+                  timepoint: str = "auto") -> CaseLoaded:
         """Load and encode a scan: a case folder (NIfTI files named like BraTS, e.g.
         case-t1c.nii.gz) or a DICOM study folder. ``series`` (DICOM only) picks the series of a
-        sequence by number, description or SeriesInstanceUID, e.g. {"t1c": "7"}. Returns the
-        case summary: sequences, shape, spacing in mm, warnings."""
+        sequence by number, description or SeriesInstanceUID, e.g. {"t1c": "7"}. ``timepoint``:
+        "pre" (untreated: no resection cavity is reported), "post" (after surgery) or "auto"
+        (default: decided from the scan). Returns the case summary: sequences, shape, spacing in
+        mm, warnings."""
         from vlseg.io import open_case
 
         src = Path(str(path)).expanduser()
         with self._lock:
             case = open_case(src, series=series)
-            summary = CaseLoaded(**self._segmenter().set_case(case))
+            summary = CaseLoaded(**self._segmenter().set_case(case, timepoint=timepoint))
             self._case_id = case.case_id
             summary["format"] = "dicom" if case.study is not None else "nifti"
             if case.study is not None:
@@ -154,8 +158,8 @@ def build_server(tools: CaseTools):
                 raise ToolError(e.strerror or one_line(e)) from None
 
     @server.tool(description=CaseTools.load_case.__doc__)
-    def load_case(path: str, series: dict[str, str] | None = None) -> dict[str, Any]:
-        return call(tools.load_case, path, series)
+    def load_case(path: str, series: dict[str, str] | None = None, timepoint: str = "auto") -> dict[str, Any]:
+        return call(tools.load_case, path, series, timepoint)
 
     @server.tool(description=CaseTools.ask.__doc__)
     def ask(question: str) -> dict[str, Any]:
@@ -209,8 +213,8 @@ def add_gradio_tools(blocks: Any, tools: CaseTools) -> None:
         except OSError as e:
             raise gr.Error(e.strerror or one_line(e), print_exception=False) from None
 
-    def load_case(path: str, series: dict | None = None) -> dict:
-        return guarded(tools.load_case, path, series)
+    def load_case(path: str, series: dict | None = None, timepoint: str = "auto") -> dict:
+        return guarded(tools.load_case, path, series, timepoint)
 
     def ask(question: str) -> dict:
         return guarded(tools.ask, question)

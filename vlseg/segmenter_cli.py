@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     t1 = time.perf_counter()
-    seg = Segmenter.from_pretrained(args.model, device=args.device, confidence=args.confidence)
+    seg = Segmenter.from_pretrained(args.model, device=args.device, confidence=args.confidence,
+                                    timepoint=getattr(args, "timepoint", "auto"))
     load_s = time.perf_counter() - t1
     seg.set_case(case)
     answer = seg.ask(args.query)

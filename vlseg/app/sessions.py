@@ -81,6 +81,7 @@ class AskRequest:
     session_id: str
     query: str
     confidence: float | None = None  # level of the volume / ratio intervals (None: default)
+    timepoint: str | None = None  # pre | post | auto for the scan (None: as it was)
     pictures: bool = True  # the UI's extras: overlay PNG, table, named downloads + zip, viewer masks
 
 
@@ -317,6 +318,8 @@ class SessionStore:
                     reencoded = True
                 seg = session.segmenter
                 assert seg is not None
+                if req.timepoint is not None:
+                    seg.set_timepoint(req.timepoint)
                 ans = (seg.ask(query) if req.confidence is None
                        else seg.ask(query, confidence=req.confidence))
                 case = seg.case

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import gradio as gr
 
 from vlseg.errors import VlsegError
+from vlseg.segmenter.timepoint import TIMEPOINTS
 from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
@@ -200,7 +201,8 @@ class ChatApp:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return self.submit(EXAMPLE_QUERIES[int(index)], sid)
 
-    def answer_next(self, sid: str | None, confidence: float | None = None) -> tuple:
+    def answer_next(self, sid: str | None, confidence: float | None = None,
+                    timepoint: str | None = None) -> tuple:
         """Step 2 (queued, one model call at a time): answer the oldest waiting question."""
         keep = (gr.skip(), gr.skip(), gr.skip(), gr.skip())  # table, files, viewer, sequence
         if not sid:
@@ -214,7 +216,8 @@ class ChatApp:
             return (chat_messages(turns), *keep, _waiting(turns))
         try:
             resp = self.store.ask(AskRequest(session_id=sid, query=turn.question,
-                                             confidence=_confidence(confidence)))
+                                             confidence=_confidence(confidence),
+                                             timepoint=_timepoint(timepoint)))
         except Exception as e:  # noqa: BLE001 - a failed question keeps everything shown
             self.store.finish(turn, _user_message(e))
             turns = self.store.turns(sid)
@@ -243,9 +246,10 @@ class ChatApp:
 
     # ----------------------------------------------------------------- HTTP API
     def api_ask(self, files: list[str] | None, query: str, confidence: float | None,
-                sid: str | None) -> tuple:
-        """``/ask``: (sequence files, query[, confidence]) -> (answer JSON, mask files). Same
-        schema as answer.json; ``confidence`` (default 0.9) sets the intervals' level.
+                sid: str | None, timepoint: str | None = None) -> tuple:
+        """``/ask``: (sequence files, query[, confidence, timepoint]) -> (answer JSON, mask files).
+        Same schema as answer.json; ``confidence`` (default 0.9) sets the intervals' level,
+        ``timepoint`` (auto, pre, post; default auto) whether the scan is after treatment.
 
         Within one client session, sending the same files again reuses the cached encoding and
         the chat context (follow-up questions work).
@@ -259,7 +263,8 @@ class ChatApp:
                                             label="api upload",
                                             fingerprint=ups.fingerprint))
             resp = self.store.ask(AskRequest(session_id=sid, query=query or "",
-                                             confidence=_confidence(confidence), pictures=False))
+                                             confidence=_confidence(confidence),
+                                             timepoint=_timepoint(timepoint) or "auto", pictures=False))
         except VlsegError as e:
             raise gr.Error(strip_dirs(str(e)), print_exception=False) from None
         except Exception as e:  # noqa: BLE001
@@ -274,6 +279,11 @@ def _confidence(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return q if 0.5 <= q <= 0.99 else None
+
+
+def _timepoint(value: Any) -> str | None:
+    """The scan's time point from the UI or API: auto, pre or post, else None (unchanged)."""
+    return value if value in TIMEPOINTS else None
 
 
 def _dropper(store: SessionStore) -> Any:
@@ -331,6 +341,9 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                 table = gr.HTML("", elem_id="measurements")
                 confidence = gr.Slider(0.5, 0.99, value=0.9, step=0.01, elem_id="confidence",
                                        label="Interval confidence (next answers)")
+                timepoint = gr.Radio([("decide from the scan", "auto"), ("before treatment", "pre"),
+                                      ("after surgery", "post")], value="auto", elem_id="timepoint",
+                                     label="Scan time point (a resection cavity is reported only after surgery)")
                 downloads = gr.File(label="Downloads (named by case; the zip has masks, answer.json "
                                     "and a CSV)", file_count="multiple", interactive=False,
                                     elem_id="downloads", height=140)
@@ -340,6 +353,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
             api_files = gr.File(file_count="multiple", label="files")
             api_query = gr.Textbox(label="query")
             api_confidence = gr.Number(value=0.9, label="confidence", minimum=0.5, maximum=0.99)
+            api_timepoint = gr.Radio(["auto", "pre", "post"], value="auto", label="timepoint")
             api_answer = gr.JSON(label="answer")
             api_masks = gr.File(file_count="multiple", label="masks")
             api_btn = gr.Button("ask")
@@ -358,7 +372,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
         for k, (trigger, fn, inputs) in enumerate(triggers):
             trigger(fn, inputs, submit_outputs, queue=False, trigger_mode="multiple",
                     show_progress="hidden", api_name=f"ui_submit_{k}", api_visibility="private",
-                    ).then(app.answer_next, [sid, confidence], answer_outputs, show_progress_on=[ask_status],
+                    ).then(app.answer_next, [sid, confidence, timepoint], answer_outputs, show_progress_on=[ask_status],
                            api_name=f"ui_answer_{k}", trigger_mode="multiple", **heavy)
         seq_radio.input(app.change_sequence, [sid, seq_radio], [viewer], api_name="ui_sequence",
                         concurrency_id="viewer", concurrency_limit=2, api_visibility="private",
@@ -369,7 +383,8 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                    api_name="ui_samples_tick", api_visibility="private", show_progress="hidden", queue=False)
         demo.load(app.refresh_samples, None, [sample_radio, sample_status, timer],
                   api_name="ui_samples_load", api_visibility="private", show_progress="hidden", queue=False)
-        api_btn.click(app.api_ask, [api_files, api_query, api_confidence, sid], [api_answer, api_masks, sid],
+        api_btn.click(app.api_ask, [api_files, api_query, api_confidence, sid, api_timepoint],
+                      [api_answer, api_masks, sid],
                       api_name="ask", concurrency_id="inference", api_visibility="public",
                       api_description="Answer a question on a scan: files = 1-4 NIfTI sequences "
                       "(names carry the sequence, e.g. ...-t2f.nii.gz) or a .zip of a case folder; "

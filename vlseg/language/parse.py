@@ -162,8 +162,10 @@ class QueryParser:
         self._neg_emb = self._embed(list(bank.NEGATIVE_BANK))
 
     # ------------------------------------------------------------------ public
-    def parse(self, query: str, *, previous: Parse | dict | None = None) -> Parse:
-        """Parse one query; ``previous`` (the last parse in this chat) resolves "it", "and the edema?"."""
+    def parse(self, query: str, *, previous: Parse | dict | None = None,
+              timepoint: str | None = None) -> Parse:
+        """Parse one query; ``previous`` (the last parse in this chat) resolves "it", "and the edema?";
+        ``timepoint`` ("pre"/"post", None: not known) says what "all sub-regions" holds."""
         query = self._check(query)
         if isinstance(previous, dict):  # chat history kept as JSON (e.g. by the app)
             previous = Parse.from_json(previous)
@@ -180,14 +182,15 @@ class QueryParser:
         # A compound question is answered part by part, in the order asked.
         clauses = rules.split_questions(text, intents.detect)
         if len(clauses) > 1:
-            return self._parse_compound(query, clauses, previous)
-        return self._parse_text(query, text, previous)
+            return self._parse_compound(query, clauses, previous, timepoint)
+        return self._parse_text(query, text, previous, timepoint)
 
-    def _parse_compound(self, query: str, clauses: list[str], previous: Parse | None) -> Parse:
+    def _parse_compound(self, query: str, clauses: list[str], previous: Parse | None,
+                        timepoint: str | None) -> Parse:
         parts: list[Parse] = []
         prev = previous
         for clause in clauses:
-            p = self._parse_text(query, clause, prev)
+            p = self._parse_text(query, clause, prev, timepoint)
             parts.append(p)  # a refused part stays, so the answer says what it could not do
             if not p.refused and p.targets:
                 prev = p  # "where is the tumor, and how big is it?": "it" is the tumor
@@ -200,7 +203,8 @@ class QueryParser:
         return Parse(query=query, intent=answered[0].intent, refused=False, targets=tuple(targets),
                      refers_to_previous=answered[0].refers_to_previous, parts=tuple(parts))
 
-    def _parse_text(self, query: str, text: str, previous: Parse | None) -> Parse:
+    def _parse_text(self, query: str, text: str, previous: Parse | None,
+                    timepoint: str | None = None) -> Parse:
         """One question (normalized ``text``) -> Parse."""
         # Question type, the places it names (not targets), and target phrases.
         intent = intents.detect(text)
@@ -220,12 +224,12 @@ class QueryParser:
         # "all but the edema": every disjoint region except what follows.
         all_but = rules.ALL_BUT.search(text)
         if all_but is not None:
-            excluded = self._parse_text(query, all_but.group("rest"), None)
+            excluded = self._parse_text(query, all_but.group("rest"), None, timepoint)
             if excluded.refused or not excluded.targets:
                 return excluded if excluded.refused else _refuse(query, "say which region to leave out")
             drop = {p for t in excluded.targets for p in vocab.concept(t.concept).parts}
-            keep = [self._named_target(c) for c in vocab.all_regions() if c not in drop]
-            return self._resolve(query, text, intent, list(keep), previous)
+            keep = [self._named_target(c) for c in vocab.all_regions(timepoint) if c not in drop]
+            return self._resolve(query, text, intent, list(keep), previous, timepoint)
 
         # Phrases -> concepts (None for a reference to the previous turn).
         resolved: list[TargetRef | None] = []
@@ -247,7 +251,7 @@ class QueryParser:
                 continue
             resolved.append(ref)
 
-        parse = self._resolve(query, text, intent, resolved, previous)
+        parse = self._resolve(query, text, intent, resolved, previous, timepoint)
         if places and not parse.refused:
             parse = dataclasses.replace(parse, places=tuple(places))
         return parse
@@ -289,14 +293,15 @@ class QueryParser:
         return TargetRef(phrase=span.text, concept=concept, score=sims[concept])
 
     def _resolve(self, query: str, text: str, intent: str | None,
-                 resolved: list[TargetRef | None], previous: Parse | None) -> Parse:
+                 resolved: list[TargetRef | None], previous: Parse | None,
+                 timepoint: str | None = None) -> Parse:
         """Fill references from the previous turn, pick the intent, apply the defaults."""
         usable = previous if previous is not None and not previous.refused and previous.targets else None
         # "it"/"that" refer to what this query names; only when it names nothing, to the last turn.
         targets = [r for r in resolved if r is not None]
         from_previous = False
         if not targets and rules.ALL_REGIONS.search(text):
-            targets = [self._named_target(c) for c in vocab.all_regions()]
+            targets = [self._named_target(c) for c in vocab.all_regions(timepoint)]
         spec = intents.get(intent) if intent is not None else None
         if not targets:
             refers = any(r is None for r in resolved) or bool(rules.FOLLOW_UP.search(text))

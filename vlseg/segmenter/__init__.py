@@ -25,6 +25,7 @@ from vlseg.reasoning import DISCLAIMER
 from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, Calibration
 from vlseg.segmenter.answer import Answer, ModelInfo
 from vlseg.segmenter.dialogue import CaseTalk, Dialogue
+from vlseg.segmenter.timepoint import check_timepoint
 from vlseg.segmenter.writer import ANSWER_FILE
 from vlseg.vocab import SEQUENCES
 
@@ -41,13 +42,15 @@ class CaseSummary(TypedDict):
     spacing_mm: list[float]
     encode_s: float
     warnings: list[str]
+    timepoint: str  # as asked: pre | post | auto
 
 
 class SegmenterLike(Protocol):
     """What the app and the MCP tools need from a :class:`Segmenter` (tests pass stand-ins)."""
 
-    def set_case(self, source: CaseSource | Case) -> CaseSummary: ...
+    def set_case(self, source: CaseSource | Case, *, timepoint: str | None = None) -> CaseSummary: ...
     def ask(self, query: str, *, confidence: float | None = None) -> Answer: ...
+    def set_timepoint(self, timepoint: str) -> None: ...
     def reset(self) -> None: ...
     @property
     def case(self) -> Case: ...
@@ -59,10 +62,12 @@ class Segmenter:
     def __init__(self, *, model: VLSegModel, device: str = "cpu", checkpoint: Path | None = None,
                  parser: QueryParser | None = None, threshold: float = 0.5,
                  calibration: Calibration | None = None,
-                 confidence: float = DEFAULT_CONFIDENCE) -> None:
+                 confidence: float = DEFAULT_CONFIDENCE, timepoint: str = "auto") -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.confidence = _check_confidence(confidence)
+        # Pre- or post-treatment scans (vlseg.segmenter.timepoint); set_case may override it
+        self.timepoint = check_timepoint(timepoint)
         # Calibrated intervals stored beside the weights (identity when there are none)
         if calibration is None:
             calibration = (Calibration.load(checkpoint) if checkpoint is not None
@@ -87,7 +92,7 @@ class Segmenter:
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
                         parser: QueryParser | None = None, threshold: float = 0.5,
                         calibration: Calibration | None = None,
-                        confidence: float = DEFAULT_CONFIDENCE) -> "Segmenter":
+                        confidence: float = DEFAULT_CONFIDENCE, timepoint: str = "auto") -> "Segmenter":
         """Load the bundled default model (None), a named bundled model, a checkpoint folder, or a
         LoRA adapter folder (``runs/<x>/best``: applied on the base checkpoint it names by sha256).
         The process's thread count is the entry point's to set, never the library's."""
@@ -101,14 +106,15 @@ class Segmenter:
         source = model.source  # the adapter folder, else the checkpoint folder
         return cls(model=model, device=device, checkpoint=source.adapter or source.checkpoint,
                    parser=parser, threshold=threshold, calibration=calibration,
-                   confidence=confidence)
+                   confidence=confidence, timepoint=timepoint)
 
     def fork(self) -> "Segmenter":
         """A Segmenter with its own case and chat state sharing this one's model and parser
         (one per chat session; nothing is reloaded, the checkpoint hash is computed once)."""
         other = Segmenter(model=self.model, device=self.device, checkpoint=self.checkpoint,
                           parser=self.parser, threshold=self.threshold,
-                          calibration=self.calibration, confidence=self.confidence)
+                          calibration=self.calibration, confidence=self.confidence,
+                          timepoint=self.timepoint)
         other._model_info = self.model_info()
         return other
 
@@ -117,12 +123,15 @@ class Segmenter:
     def case(self) -> Case:
         return self.predictor.case
 
-    def set_case(self, source: CaseSource | Case) -> CaseSummary:
-        """Validate, preprocess and encode a scan once. Returns a short summary of the case."""
+    def set_case(self, source: CaseSource | Case, *, timepoint: str | None = None) -> CaseSummary:
+        """Validate, preprocess and encode a scan once. Returns a short summary of the case.
+        ``timepoint`` (pre | post | auto; default: the Segmenter's) says whether the scan is
+        after treatment (see ``vlseg.segmenter.timepoint``)."""
+        asked = self.timepoint if timepoint is None else check_timepoint(timepoint)
         case = open_case(source)  # read (unless given a Case) and check the geometry
         warnings = geometry_warnings(case.source_grid) + brain_warnings(case.images, case.affine)
         encode_s = self.predictor.set_case(case)
-        self._talk = CaseTalk(case=case, warnings=warnings)
+        self._talk = CaseTalk(case=case, warnings=warnings, timepoint_asked=asked)
         return {
             "case_id": case.case_id,
             "sequences": list(case.present),
@@ -130,7 +139,15 @@ class Segmenter:
             "spacing_mm": [round(float(s), 4) for s in case.spacing],
             "encode_s": round(encode_s, 3),
             "warnings": list(warnings),
+            "timepoint": asked,
         }
+
+    def set_timepoint(self, timepoint: str) -> None:
+        """Say whether the case that is set is pre- or post-treatment (pre | post | auto); the
+        encoding is kept, the time point is decided again at the next question."""
+        asked = check_timepoint(timepoint)
+        if self._talk is not None and self._talk.timepoint_asked != asked:
+            self._talk.timepoint_asked, self._talk.timepoint = asked, None
 
     def reset(self) -> None:
         """Forget the case and the chat history."""

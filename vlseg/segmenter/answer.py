@@ -56,6 +56,7 @@ class Answer:
     relations_json: JsonObject | None = None  # relations with their intervals, as answered
     confidence: float | None = None  # the intervals' confidence level (measured answers)
     calibration: JsonObject | None = None  # how the intervals were calibrated
+    timepoint: JsonObject | None = None  # {"asked", "assumed", "reason"}: pre- or post-treatment
     case: Case | None = field(default=None, repr=False, compare=False)  # what the masks are of
 
     def to_json(self) -> JsonObject:
@@ -75,6 +76,8 @@ class Answer:
             "disclaimer": DISCLAIMER,
         }
         out.update(answer_fields(self.case_facts))
+        if self.timepoint is not None:
+            out["timepoint"] = dict(self.timepoint)
         if self.confidence is not None:
             out["confidence"] = self.confidence
             out["calibration"] = self.calibration

@@ -36,6 +36,7 @@ from vlseg.reasoning.calibration import Calibration
 from vlseg.reasoning.grouping import lesion_masks
 from vlseg.errors import VlsegError
 from vlseg.segmenter.answer import Answer, JsonObject, ModelInfo
+from vlseg.segmenter.timepoint import Timepoint, decide, post_concepts
 
 LOCATOR_SEQUENCES = ("t1n", "t1c", "t2w", "t2f")  # closest to the T1 atlas template first
 
@@ -55,6 +56,8 @@ class CaseTalk:
     measured: dict[str, TargetMeasurement] = field(default_factory=dict)
     relations: Relations | None = None
     intervals: dict[tuple[str, float], tuple[float, float] | None] = field(default_factory=dict)
+    timepoint_asked: str = "auto"  # pre | post | auto, as the user set it
+    timepoint: Timepoint | None = None  # decided at the first question
 
 
 class Dialogue:
@@ -71,9 +74,18 @@ class Dialogue:
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
 
+        # Pre- or post-treatment, decided once per case (auto decodes the cavity)
+        if talk.timepoint is None:
+            talk.timepoint = decide(talk.timepoint_asked, predictor)
+        tp = talk.timepoint
         # Understand the query; a concept the model does not segment is refused, not decoded
-        parse = self.parser.parse(query, previous=talk.previous)
+        parse = self.parser.parse(query, previous=talk.previous, timepoint=tp.assumed)
         unknown = [c for c in parse.concepts if c not in predictor.concepts]
+        ruled_out = [c for c in parse.concepts if tp.asked == "pre" and tp.excludes(c)]
+        if ruled_out and not unknown:
+            parse = Parse(query=parse.query, intent="refuse", refused=True, targets=(),
+                          reason=f"no {vocab.name(ruled_out[0])} is reported on this scan: {tp.reason}; "
+                                 "give the time point as post (or auto) for a scan after surgery")
         if unknown:
             missing = " or the ".join(vocab.name(c) for c in unknown)
             post = " (a post-treatment concept: load a model trained on post-treatment scans)" if any(
@@ -89,7 +101,9 @@ class Dialogue:
         # Condition on prompts: decode only what is not cached yet, one labelling of the case
         t1 = time.perf_counter()
         decoded = tuple(dict.fromkeys(c for q in questions for c in q.spec.decode(q.concepts)))
-        masks = predictor.masks(decoded)
+        if tp.assumed == "post":  # the cavity is always part of a post-treatment labelling
+            decoded += tuple(c for c in post_concepts(predictor) if c not in decoded)
+        masks = self._masks(talk, predictor, decoded)
         if talk.generation != predictor.generation:  # a new labelling: the old measures are stale
             talk.generation, talk.measured, talk.relations, talk.intervals = predictor.generation, {}, None, {}
         timing["decode"] = time.perf_counter() - t1
@@ -135,13 +149,29 @@ class Dialogue:
                               rel, timing, model, target_json=target_json, relations_json=rel_json)
         answer.confidence = confidence if grounded else None
         answer.calibration = self.calibration.describe(confidence) if grounded else None
+        answer.timepoint = tp.to_json()
         return answer
 
     # ----------------------------------------------------------------- steps
+    @staticmethod
+    def _labelling(talk: CaseTalk, predictor: Predictor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The predictor's labelling as this scan's time point allows: a concept the scan cannot
+        hold (the cavity on an untreated scan) is empty."""
+        probs, masks = predictor.labelling()
+        tp = talk.timepoint
+        if tp is not None and any(tp.excludes(c) for c in masks):
+            masks = {c: (np.zeros_like(m) if tp.excludes(c) else m) for c, m in masks.items()}
+        return probs, masks
+
+    def _masks(self, talk: CaseTalk, predictor: Predictor, concepts: tuple[str, ...]) -> dict[str, np.ndarray]:
+        predictor.masks(concepts)
+        masks = self._labelling(talk, predictor)[1]
+        return {c: masks[c] for c in concepts}
+
     def _measure(self, talk: CaseTalk, predictor: Predictor, concept: str,
                  locator: AtlasLocator | None) -> TargetMeasurement:
         if concept not in talk.measured:
-            probs, masks = predictor.labelling()
+            probs, masks = self._labelling(talk, predictor)
             # Lesions counted as a radiologist would: sub-regions per parent lesion
             talk.measured[concept] = measure_target(
                 concept, probs[concept], talk.case.affine, locator=locator,
@@ -152,7 +182,7 @@ class Dialogue:
         """Compute a case fact once per case (failures are said in the answer, never raised)."""
         if fact.name in talk.facts or f"{fact.name}_error" in talk.facts:
             return
-        _, masks = predictor.labelling()
+        _, masks = self._labelling(talk, predictor)
         talk.facts.update(case_facts.compute(fact, case_facts.FactInputs(
             images=talk.case.images, affine=talk.case.affine, locator=self._locator(talk),
             locator_failed=talk.locator_failed, masks=masks)))
@@ -173,7 +203,7 @@ class Dialogue:
         """answer.json entries of the measured targets and relations, with
         ``volume_ml_interval`` per target and ``<ratio>_interval`` per ratio at ``level``."""
         cal, affine, known = self.calibration, talk.case.affine, talk.intervals
-        probs, masks = predictor.labelling()
+        probs, masks = self._labelling(talk, predictor)
         out: dict[str, JsonObject] = {}
         for c, m in measured.items():
             j = measurement_to_json(m)
@@ -198,7 +228,7 @@ class Dialogue:
                 measurements: list[TargetMeasurement], rel: Relations | None,
                 timing: dict[str, float], model: ModelInfo, *, target_json: dict[str, JsonObject],
                 relations_json: JsonObject | None) -> Answer:
-        masks = predictor.masks(m.concept for m in measurements) if measurements else {}
+        masks = self._masks(talk, predictor, tuple(m.concept for m in measurements)) if measurements else {}
         targets: list[JsonObject] = []
         masks_src: dict[str, np.ndarray] = {}
         masks_ras: dict[str, np.ndarray] = {}
