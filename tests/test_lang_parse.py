@@ -45,7 +45,7 @@ IN_SCOPE = [
     ("the dead tissue in the middle", "segment", ["NCR"]),
     ("the part that lights up with contrast", "segment", ["ET"]),
     ("fluid around the tumor", "segment", ["ED"]),
-    ("is there any enhancing tumor?", "segment", ["ET"]),
+    ("is there any enhancing tumor?", "presence", ["ET"]),
     ("segment the tumor but not the edema", "segment", ["TC"]),
     ("segment all sub-regions", "segment", ["NCR", "ED", "ET"]),
     ("where is the tumour?", "location", ["WT"]),

@@ -139,7 +139,7 @@ def test_unknown_intent_or_sequence_raises():
     with pytest.raises(ValueError):
         compose_answer(intent="help", targets=[], phrases=[], relations=None, sequences_used=["dwi"])
     assert set(INTENTS) == {"segment", "volume", "location", "midline", "ratio", "count", "help", "refuse",
-                            "distance", "shift"}
+                            "distance", "shift", "presence"}
 
 
 def test_count_answer_names_each_lesion_and_multifocal_cores():
@@ -160,3 +160,16 @@ def test_count_answer_names_each_lesion_and_multifocal_cores():
     assert line.startswith("The tumor core consists of 2 separate lesions (multifocal).")
     assert "1) 12 mL in the left hemisphere, frontal lobe; 2) 3.5 mL in the left hemisphere, parietal lobe." in line
     assert "closer than 5 mm are counted as one lesion" in line
+
+
+def test_presence_says_yes_or_no_first_and_whether_the_enhancing_tumor_is_measurable(case):
+    from vlseg.reasoning.answer import presence_lines
+
+    meas, _ = case
+    et = measurement_to_json(meas["ET"])
+    (line,) = presence_lines(Facts(targets=[et], confidence=None))
+    assert line.startswith("Yes: enhancing tumor") and "measurable by RANO 2.0" in line
+    absent = measurement_to_json(meas["ET_absent"])
+    assert presence_lines(Facts(targets=[absent]))[0] == "No: I found no measurable enhancing tumor."
+    wt = dict(measurement_to_json(meas["WT"]), present=False, volume_ml=0.0)
+    assert presence_lines(Facts(targets=[wt]))[0] == "No: I found no tumor in this scan."

@@ -29,6 +29,7 @@ from vlseg.reasoning.answer import (
     midline_lines,
     ratio_lines,
     refuse_lines,
+    presence_lines,
     segment_lines,
     shift_lines,
     volume_lines,
@@ -139,6 +140,11 @@ TABLE: tuple[Intent, ...] = (
         r"\bmeasure\w*|\bdiameters?\b|\bdimensions?\b|\b(ml|cc|cm3|milliliters?)\b|\bextent\b|"
         r"\bhow far\b|\bburden\b|\blargest\b|\bhow long\b|\bhow wide\b"),
         volume_lines, summary="its volume and diameters", default_target="WT"),
+    Intent("presence", re.compile(
+        r"^(is|are) there\b|\b(is|are) there (any|a|an|still)\b|\bany (residual|remaining)\b|"
+        r"\bresidual\b|\bremaining\b|\bleft over\b|\bstill (there|present|visible)\b|"
+        r"\b(does|do) (it|the scan|this scan|the image|the mri) (show|have|contain)\b"),
+        presence_lines, summary="whether there is any (e.g. residual enhancing tumor)", default_target="WT"),
     Intent("segment", re.compile(
         r"\bsegment\w*|\bshow\b|\bdisplay\w*|\bhighlight\w*|\boutline\w*|\bdelineat\w*|\bcontour\w*|"
         r"\bmasks?\b|\bdraw\b|\bmark\b|\bfind\b|\bdetect\w*|\bidentify\b|\bvisuali[sz]e\b|\blabel\b|"

@@ -381,6 +381,33 @@ def segment_lines(f: Facts) -> list[str]:
             + (_relation_sentences(f.relations) if f.relations else []))
 
 
+PRESENCE_MIN_ML = 0.1  # "is there ...?": less than this is said as none found
+RANO_MEASURABLE_MM = 10.0  # RANO 2.0: a lesion is measurable from 10 mm in both diameters
+
+
+def _presence(j: dict, q: float | None = None) -> str:
+    """Yes or no first, then the volume with its interval and place; for the enhancing tumor,
+    whether it is measurable by RANO 2.0."""
+    name = _name(j["concept"])
+    if not j["present"] or j["volume_ml"] < PRESENCE_MIN_ML:
+        if j["concept"] == "WT":
+            return "No: I found no tumor in this scan."
+        seen = f" ({_num(j['volume_ml'])} mL, below {_num(PRESENCE_MIN_ML)} mL)" if j["present"] else ""
+        return f"No: I found no {'measurable ' if j['concept'] == 'ET' else ''}{name}{seen}."
+    where = _where(j)
+    s = f"Yes: {name}, {_volume(j, q)}, {_lesions(j['n_lesions'])}" + (f", {where}." if where else ".")
+    if j["concept"] == "ET" and j.get("max_diameter_mm") is not None:
+        a, b = j["max_diameter_mm"], j["perpendicular_diameter_mm"] or 0.0
+        measurable = min(a, b) >= RANO_MEASURABLE_MM
+        s += (f" Largest lesion {_num(a)} × {_num(b)} mm: {'' if measurable else 'not '}measurable by "
+              f"RANO 2.0 (both diameters {_num(RANO_MEASURABLE_MM)} mm or more).")
+    return s
+
+
+def presence_lines(f: Facts) -> list[str]:
+    return [_presence(j, f.confidence) for j in f.targets]
+
+
 def volume_lines(f: Facts) -> list[str]:
     return [_volume_sentence(j, f.confidence) for j in f.targets]
 
