@@ -27,8 +27,6 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
              limit: int | None = None) -> dict:
     import torch
 
-    from vlseg import vocab
-    CONCEPTS = vocab.codes()
     from vlseg.evaluation import score_subsets
     from vlseg.io import load_case
     from vlseg.model import describe_source, load_model
@@ -36,6 +34,7 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
 
     torch.set_num_threads(threads)
     model = load_model(model_path)
+    concepts = model.config.concepts  # scored where the case's labels have them too
     prompts = concept_prompts(model)  # (5, E)
     folders = sorted(p for p in cases_dir.iterdir() if p.is_dir())[:limit]
     per_case: list[dict] = []
@@ -49,13 +48,13 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
             per_case.append({"case": case.case_id, "subset": subset_name, "seconds": round(seconds, 2),
                              "metrics": scores})
             print(f"{case.case_id} {subset_name}: " + " ".join(
-                f"{c} {scores[c]['dice']:.3f}" for c in CONCEPTS), flush=True)
+                f"{c} {scores[c]['dice']:.3f}" for c in concepts if c in scores), flush=True)
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for subset_name in SUBSETS:
         rows = [r["metrics"] for r in per_case if r["subset"] == subset_name]
         summary[subset_name] = {
             c: {k: float(np.mean([r[c][k] for r in rows])) for k in ("dice", "hd95", "lesion_dice", "lesion_hd95")}
-            for c in CONCEPTS
+            for c in concepts if rows and all(c in r for r in rows)
         }
         summary[subset_name]["n_cases"] = len(rows)  # type: ignore[assignment]
     return {"model": model_path, "weights": describe_source(model.source), "cases": str(cases_dir),

@@ -33,11 +33,15 @@ class FakeSegmenter:
         self.queries: list[str] = []
         self.confidences: list[float | None] = []
 
-    def set_case(self, source: Any) -> dict[str, Any]:
+    def set_case(self, source: Any, *, timepoint: str | None = None) -> dict[str, Any]:
         case = source if isinstance(source, Case) else load_case(source)
         self._case = case
         self.n_encodes += 1
-        return {"case_id": case.case_id, "sequences": list(case.present)}
+        self.timepoint = timepoint or "auto"
+        return {"case_id": case.case_id, "sequences": list(case.present), "timepoint": self.timepoint}
+
+    def set_timepoint(self, timepoint: str) -> None:
+        self.timepoint = timepoint
 
     @property
     def case(self) -> Case:

@@ -211,7 +211,7 @@ def score_model(seg: Segmenter, testset: dict[str, list[Path]], *, log: Callable
             for subset, seconds, m in score_subsets(seg.model, case, subsets, prompts=prompts, threshold=seg.threshold,
                                                     device=seg.device, include_lesion_wise=False):
                 rows.append({"family": family, "subset": subset, "case": case.case_id, "seconds": round(seconds, 2),
-                             "metrics": {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in vocab.codes()}})
+                             "metrics": {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in vocab.codes() if c in m}})
                 log(f"{case.case_id} {subset}: " + " ".join(f"{c} {m[c]['dice']:.3f}" for c in TABLE_CONCEPTS))
     return rows
 
@@ -226,6 +226,8 @@ def summarize(rows: list[ScoreRow]) -> dict[str, dict[str, Any]]:
     for name, ms in sorted(out.items(), key=lambda kv: order.index(kv[0])):
         entry: dict[str, Any] = {"n_cases": len(ms)}
         for c in vocab.codes():
+            if not all(c in m for m in ms):
+                continue
             entry[c] = {}
             for k in METRICS:
                 a = np.array([m[c][k] for m in ms], dtype=np.float64)
