@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre: an untreated scan (no resection cavity is ever reported); post: after "
                         "surgery; auto (default): a model that segments the cavity decides, one of "
                         "1 mL or more means post-treatment (answer.json says what was assumed and why)")
+    s.add_argument("--label-convention", default=None, choices=list(vocab.convention_names()),
+                   help="also write labels.nii.gz: the masks as one label map in this convention "
+                        "(e.g. brats2024: 1 NETC, 2 SNFH, 3 ET, 4 resection cavity)")
     s.add_argument("--overwrite", action="store_true",
                    help="with --cases: redo cases already answered with this query and model")
     s.add_argument("--no-progress", action="store_true",
