@@ -1,5 +1,6 @@
 """`--definition brats2023` against the official BraTS 2023 lesion-wise script, figure for figure,
-on hand-made pairs; `--definition brats2025` (one-to-one matching) by hand.
+on hand-made pairs; `--definition brats2025` (the official BraTS 2025 rule) by hand; its official figures are in
+test_metrics_brats2025.py.
 
 The expected values were computed with the official script's logic (``get_LesionWiseScores`` /
 ``get_LesionWiseResults`` of the BraTS 2023 metrics repository, with DeepMind's
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from vlseg.metrics import HD95_EMPTY, case_metrics, hd95, lesion_wise
+from vlseg.metrics import HD95_EMPTY, case_metrics, dice, hd95, lesion_wise
 from vlseg.metrics.surface import hd95_surfel
 
 ISO = (1.0, 1.0, 1.0)
@@ -142,34 +144,34 @@ def _lw25(pred, gt, spacing):
 
 
 def test_brats2025_one_to_one_by_hand():
+    """The official BraTS 2025 rule (figures from the official package: test_metrics_brats2025)."""
     # Identical: one TP, perfect.
     _, gt, _ = split_lesion()
     r = _lw25(gt.copy(), gt, ISO)
-    assert (r["n_tp"], r["n_fn"], r["n_fp"], r["dice"], r["hd95"], r["pq"]) == (1, 0, 0, 1.0, 0.0, 1.0)
-    # Split in two halves of IoU 320/768 < 0.5: no match at all (BraTS 2023 matched both).
-    r = _lw25(*split_lesion())
-    assert (r["n_tp"], r["n_fn"], r["n_fp"], r["dice"], r["hd95"], r["pq"]) == (0, 1, 2, 0.0, HD95_EMPTY, 0.0)
-    # Cut near one end: the big piece (IoU 576/768 = 0.75) is the TP, the slab a FP.
-    pred = gt.copy()
-    pred[19:21] = False
+    assert (r["n_tp"], r["n_fn"], r["n_fp"], r["dice"], r["hd95"], r["nsd"]) == (1, 0, 0, 1.0, 0.0, 1.0)
+    # Split in two: any overlap matches, one piece is the TP, the other a FP that does not
+    # lower the lesion-wise Dice (the mean is over matched lesions only).
+    pred, gt, _ = split_lesion()
     r = _lw25(pred, gt, ISO)
-    big = pred.copy()
-    big[21:] = False
-    tp_dice, tp_hd = 2 * 576 / (576 + 768), hd95_surfel(gt, big, ISO)
+    pieces, n = ndimage.label(pred)
+    piece_dice = [2 * np.count_nonzero((pieces == i) & gt) / (np.count_nonzero(pieces == i) + gt.sum())
+                  for i in range(1, n + 1)]
     assert (r["n_tp"], r["n_fn"], r["n_fp"]) == (1, 0, 1)
-    assert r["dice"] == pytest.approx(tp_dice / 2) and r["hd95"] == pytest.approx((tp_hd + HD95_EMPTY) / 2)
-    assert r["sq"] == pytest.approx(0.75) and r["rq"] == pytest.approx(1 / 1.5)
-    assert r["pq"] == pytest.approx(0.75 / 1.5)
-    # One blob over two lesions (IoU 216/864 each): two misses and a false positive.
+    assert r["dice"] == pytest.approx(max(piece_dice)) and r["global_dice"] == pytest.approx(dice(pred, gt))
+    # One blob over two lesions: one lesion matched, the other missed.
     r = _lw25(*merged_prediction())
-    assert (r["n_tp"], r["n_fn"], r["n_fp"], r["dice"], r["hd95"]) == (0, 2, 1, 0.0, HD95_EMPTY)
-    # Empty cases, as BraTS 2023.
-    assert (_lw25(*both_empty())["dice"], _lw25(*both_empty())["hd95"]) == (1.0, 0.0)
-    assert (_lw25(*gt_empty())["n_fp"], _lw25(*gt_empty())["hd95"]) == (1, HD95_EMPTY)
-    assert (_lw25(*pred_empty())["n_fn"], _lw25(*pred_empty())["dice"]) == (1, 0.0)
+    assert (r["n_tp"], r["n_fn"], r["n_fp"]) == (1, 1, 0)
+    # Empty cases: nothing to score is NaN; a lesion-less side gives 0 / inf, reported 373 globally.
+    r = _lw25(*both_empty())
+    assert np.isnan(r["dice"]) and np.isnan(r["hd95"]) and np.isnan(r["global_dice"])
+    r = _lw25(*gt_empty())
+    assert (r["n_fp"], r["dice"], r["hd95"], r["global_hd95"]) == (1, 0.0, np.inf, 373.0)
+    r = _lw25(*pred_empty())
+    assert (r["n_fn"], r["dice"], r["nsd"], r["global_dice"]) == (1, 0.0, 0.0, 0.0)
 
 
-def test_brats2025_through_case_metrics_reports_pq():
+def test_brats2025_through_case_metrics():
     pred, gt, spacing = split_lesion()
     row = case_metrics({"ET": pred}, {"ET": gt}, spacing, definition="brats2025")["ET"]
-    assert row["pq"] == 0.0 and row["dice"] == pytest.approx(OFFICIAL["split_lesion"]["dice"])
+    assert (row["n_tp"], row["n_fp"], row["rq"]) == (1, 1, pytest.approx(1 / 1.5))
+    assert row["dice"] == pytest.approx(dice(pred, gt)) and 0 < row["nsd"] <= 1

@@ -179,3 +179,55 @@ def test_msd_labels_tr_and_ambiguous_case_folder(tmp_path, capsys):
     _save(lab.astype(np.uint8), amb / "x-seg.nii.gz")
     _save(lab.astype(np.uint8), amb / "y_seg.nii.gz")
     _fails(["evaluate", "--pred", str(amb.parent), "--gt", str(gt)], capsys, "several label files")
+
+
+def _post_treatment(shift: int = 0) -> np.ndarray:
+    """A post-treatment map in BraTS 2024 values: the tumour (1 NETC, 2 SNFH, 3 ET) and a cavity 4."""
+    lab = _labels(shift).astype(np.uint8)
+    lab[1 + shift:5 + shift, 2:8, 2:6] = 4
+    return lab
+
+
+def test_brats2024_detected_scored_and_named_as_the_challenge(tmp_path, capsys):
+    gt, pred, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    _save(_post_treatment(), gt / "BraTS-GLI-00001-100" / "BraTS-GLI-00001-100-seg.nii.gz")
+    _save(_post_treatment(shift=1), pred / "BraTS-GLI-00001-100.nii.gz")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out),
+                 "--definition", "brats2025"]) == 0
+    printed = capsys.readouterr().out
+    for label in ("NETC (NCR)", "SNFH (ED)", "\nET ", "\nTC ", "\nWT ", "\nRC "):
+        assert label in printed
+    doc = json.loads((out / "metrics.json").read_text())
+    case = doc["cases"]["BraTS-GLI-00001-100"]
+    assert case["gt_convention"] == "brats2024" and set(case["concepts"]) == {"NCR", "ED", "ET", "TC", "WT", "RC"}
+    rc = case["concepts"]["RC"]
+    assert (rc["n_tp"], rc["n_fp"], rc["n_fn"]) == (1, 0, 0) and 0 < rc["dice"] < 1 and 0 < rc["nsd"] <= 1
+    assert doc["summary"]["NCR"]["region"] == "NETC" and doc["summary"]["ED"]["region"] == "SNFH"
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["region"] for r in rows} == {"NETC", "SNFH", "ET", "TC", "WT", "RC"}
+    # TC and WT leave the cavity out.
+    gt_rc = (_post_treatment() == 4).sum()
+    assert case["concepts"]["WT"]["gt_voxels"] == (_post_treatment() > 0).sum() - gt_rc
+
+
+def test_brats2025_nan_regions_and_json_strings(tmp_path):
+    gt, pred, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    _save(_labels().astype(np.uint8), gt / "c1.nii.gz")
+    _save(_labels().astype(np.uint8), pred / "c1.nii.gz")
+    _save(np.zeros(SHAPE, np.uint8), gt / "c2.nii.gz")                       # tumour-free
+    _save(np.zeros(SHAPE, np.uint8), pred / "c2.nii.gz")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out),
+                 "--definition", "brats2025"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["cases"]["c2"]["concepts"]["ET"]["dice"] == "nan"
+    assert doc["summary"]["ET"]["dice"]["mean"] == 1.0  # NaN skipped, as the official report
+
+
+def test_label_4_under_brats2023_is_one_line_naming_it(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    _save(_post_treatment(), gt / "case1-seg.nii.gz")
+    _save(_post_treatment(), pred / "case1.nii.gz")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--gt-convention", "brats2023"]) != 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]  # the progress bar aside
+    assert len(err) == 1 and "label values [4]" in err[0] and "--gt-convention brats2024" in err[0]

@@ -68,3 +68,25 @@ def test_missing_model_is_a_clear_error(phantom_case_2mm, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "no such checkpoint" in err and "Traceback" not in err
+
+
+def test_segment_writes_a_brats2024_label_map_when_asked(random_checkpoint, phantom_case_2mm, tmp_path):
+    out = tmp_path / "out"
+    argv = ["segment", "--case", str(phantom_case_2mm), "--query", "segment the edema and the tumor core",
+            "--out", str(out), "--model", str(random_checkpoint), "--threads", "1"]
+    assert main(argv + ["--label-convention", "brats2024"]) == 0
+    answer = json.loads((out / "answer.json").read_text())
+    entry = answer["label_map"]
+    assert entry["file"] == "labels.nii.gz" and entry["convention"] == "brats2024"
+    assert entry["labels"] == {"NETC": 1, "SNFH": 2, "ET": 3, "RC": 4} and entry["left_out"] == []
+    src = nib.load(next(phantom_case_2mm.glob("*-t1n.nii.gz")))
+    img = nib.load(out / "labels.nii.gz")
+    labels = np.asarray(img.dataobj)
+    assert img.shape == src.shape and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2, 3, 4}
+    np.testing.assert_allclose(img.affine, src.affine, atol=1e-5)
+    masks = {t["concept"]: np.asarray(nib.load(out / t["mask"]).dataobj) > 0 for t in answer["targets"]}
+    np.testing.assert_array_equal(labels > 0, masks["ED"] | masks["TC"])
+    np.testing.assert_array_equal(labels == 2, masks["ED"] & ~masks["TC"])  # the core paints over edema
+    # Answering again without it removes the label map the earlier answer listed.
+    assert main(argv) == 0
+    assert not (out / "labels.nii.gz").exists() and "label_map" not in json.loads((out / "answer.json").read_text())

@@ -76,12 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of predicted label maps, or a `vlseg segment --cases` output folder")
     s.add_argument("--gt", required=True, help="folder of ground-truth label maps (or case folders)")
     s.add_argument("--out", default=None, help="folder for metrics.csv / metrics.json (default: --pred)")
-    s.add_argument("--pred-convention", default=vocab.default_convention(),
-                   choices=list(vocab.convention_names()))
+    s.add_argument("--pred-convention", default=None, choices=list(vocab.convention_names()),
+                   help="default: brats2023, or brats2024 where the ground truth is")
     s.add_argument("--gt-convention", default=None, choices=list(vocab.convention_names()),
-                   help="default: from the layout (MSD labelsTr/ -> msd, *_seg -> brats2021, else brats2023)")
+                   help="default: from the layout (MSD labelsTr/ -> msd, *_seg -> brats2021, else brats2023, "
+                        "or brats2024 when the labels include 4, the resection cavity)")
     s.add_argument("--definition", default="brats2023", choices=["brats2023", "brats2025"],
-                   help="lesion-wise rule: official BraTS 2023 (default) or BraTS 2025 one-to-one matching")
+                   help="official BraTS 2023 lesion-wise rule (default) or the BraTS 2025 evaluation "
+                        "(brats-evaluation: global + lesion-wise Dice, NSD, HD95)")
 
     s = sub.add_parser("parse", help="print the JSON parse of each query, one per line")
     s.add_argument("queries", nargs="+", help="queries; '-' reads one query per line from stdin")
@@ -114,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre: an untreated scan (no resection cavity is ever reported); post: after "
                         "surgery; auto (default): a model that segments the cavity decides, one of "
                         "1 mL or more means post-treatment (answer.json says what was assumed and why)")
+    s.add_argument("--label-convention", default=None, choices=list(vocab.convention_names()),
+                   help="also write labels.nii.gz: the masks as one label map in this convention "
+                        "(e.g. brats2024: 1 NETC, 2 SNFH, 3 ET, 4 resection cavity)")
     s.add_argument("--overwrite", action="store_true",
                    help="with --cases: redo cases already answered with this query and model")
     s.add_argument("--no-progress", action="store_true",

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     answer = seg.ask(args.query)
     answer.timing_s["model_load"] = load_s
     answer.timing_s["wall"] = time.perf_counter() - t0
-    path = answer.save(out)
+    path = answer.save(out, label_convention=getattr(args, "label_convention", None))
     print(answer.text)
     print(f"wrote {path} and {len(answer.masks)} mask(s)", file=sys.stderr)
     return 0

@@ -55,8 +55,10 @@ def _release_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path) -> dict[str, float]:
-    """Read, encode, ask and save one case; returns the stage times (raises on failure)."""
+def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path, *,
+                label_convention: str | None = None) -> dict[str, float]:
+    """Read, encode, ask and save one case (with a ``labels.nii.gz`` in ``label_convention``
+    when given); returns the stage times (raises on failure)."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     case = open_case(ref.folder)
@@ -69,14 +71,14 @@ def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path) -> dict[str
     times["decode"] = answer.timing_s.get("parse", 0.0) + answer.timing_s.get("decode", 0.0)
     times["measure"] = (t3 - t2) - times["decode"]  # measure + compose
     answer.timing_s.update(read=times["read"], encode=times["encode"])
-    answer.save(out / ref.case_id)
+    answer.save(out / ref.case_id, label_convention=label_convention)
     times["write"] = time.perf_counter() - t3
     return times
 
 
 def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, overwrite: bool = False,
               rank: int = 0, progress: bool = True, stream: TextIO | None = None,
-              desc: str = "cases",
+              desc: str = "cases", label_convention: str | None = None,
               after_case: Callable[[CaseRef, dict[str, Any]], None] | None = None) -> RunSummary:
     """Run ``cases`` (this process's share) and return what happened; never raises for a case.
 
@@ -100,7 +102,7 @@ def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, ov
                 continue
             record: dict[str, Any] = {"case": ref.case_id, "rank": rank}
             try:
-                times = answer_case(seg, ref, query, out)
+                times = answer_case(seg, ref, query, out, label_convention=label_convention)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:  # noqa: BLE001 - one bad case never stops the cohort

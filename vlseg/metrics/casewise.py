@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from vlseg import vocab
-from vlseg.metrics.lesionwise import lesion_hd95, lesion_wise
+from vlseg.metrics.lesionwise import brats2025_result, lesion_hd95, lesion_wise
 from vlseg.metrics.overlap import as_masks, check_spacing, complete_concepts, dice
 
 
@@ -40,7 +40,12 @@ def case_metrics(
     in the vocabulary's order. Per concept the result holds ``dice``, ``hd95`` (mm),
     ``gt_voxels``, ``pred_voxels`` and, unless ``include_lesion_wise=False``, the lesion-wise
     ``lesion_dice``, ``lesion_hd95``, ``n_tp``, ``n_fn``, ``n_fp`` of ``definition``
-    (see :func:`vlseg.metrics.lesion_wise`; ``brats2025`` adds ``pq``).
+    (see :func:`vlseg.metrics.lesion_wise`).
+
+    ``brats2025`` gives the official BraTS 2025 figures (:mod:`vlseg.metrics.panoptic`):
+    ``dice``/``hd95``/``nsd`` are the global ones (NaN when both masks are empty, HD95 373 mm
+    when they do not overlap), ``lesion_dice``/``lesion_hd95``/``lesion_nsd`` the means over
+    matched lesions (NaN without lesions, 0/0/inf without a match), plus ``rq``.
     """
     spacing = check_spacing(spacing)
     pred_c, gt_c = complete_concepts(pred), complete_concepts(gt)
@@ -53,6 +58,9 @@ def case_metrics(
     out: dict[str, dict[str, float]] = {}
     for c in concepts:
         p, g = as_masks(pred_c[c], gt_c[c])
+        if definition == "brats2025":
+            out[c] = _brats2025_row(p, g, spacing)
+            continue
         gt_voxels = int(np.count_nonzero(g))
         lw = (lesion_wise(p, g, spacing, definition=definition, dilation_iters=dilation_iters,
                           min_volume_mm3=min_volume_mm3) if include_lesion_wise else None)
@@ -62,11 +70,17 @@ def case_metrics(
         if lw is not None:
             row.update(lesion_dice=lw["dice"], lesion_hd95=lw["hd95"],
                        n_tp=lw["n_tp"], n_fn=lw["n_fn"], n_fp=lw["n_fp"])
-            if "pq" in lw:
-                row["pq"] = lw["pq"]
         row.update(gt_voxels=gt_voxels, pred_voxels=int(np.count_nonzero(p)))
         out[c] = row
     return out
+
+
+def _brats2025_row(p: np.ndarray, g: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
+    r = brats2025_result(p, g, spacing)
+    return {"dice": r["global_dice"], "hd95": r["global_hd95"], "nsd": r["global_nsd"],
+            "lesion_dice": r["dice"], "lesion_hd95": r["hd95"], "lesion_nsd": r["nsd"],
+            "n_tp": r["n_tp"], "n_fn": r["n_fn"], "n_fp": r["n_fp"], "rq": r["rq"],
+            "gt_voxels": int(np.count_nonzero(g)), "pred_voxels": int(np.count_nonzero(p))}
 
 
 def _whole_lesion_hd95(lw: Mapping, gt_voxels: int) -> float | None:

@@ -26,15 +26,10 @@
    non-ignored GT lesions with and without a match. With nothing to score (no kept GT lesion
    and no false positive) the result is Dice 1, HD95 0.
 
-``definition="brats2025"``: one-to-one matching, as the BraTS 2025 (Lighthouse) evaluation
-configures panoptica (``panoptica_evaluator_BRATS.yaml``): instances are the 26-connected
-components of GT and prediction (no dilation merge, no size filter); pairs are matched greedily
-by descending IoU, each instance at most once, when IoU >= ``iou_threshold`` (0.5). Matched
-pairs are TP with their Dice and surface-weighted HD95; every unmatched GT instance (FN) and
-predicted instance (FP) scores Dice 0, HD95 374; the case score averages over TP + FN + FP as
-above. Also reported: panoptic quality ``pq = sq * rq`` with ``sq`` the mean IoU of TP and
-``rq = TP / (TP + FP/2 + FN/2)``. (panoptica itself cannot be installed beside NumPy 2.4: it
-pins numpy<2.3; the rule is small enough to state here and test by hand.)
+``definition="brats2025"``: the BraTS 2025 evaluation (PyPI ``brats-evaluation``, panoptica's
+glioma config), figure for figure: see :mod:`vlseg.metrics.panoptic` (optimal one-to-one matching
+on Dice with any overlap, lesion-wise means over the matched lesions only, pooled HD95, NSD,
+global scores, NaN/inf for empty cases).
 """
 from __future__ import annotations
 
@@ -44,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from vlseg.metrics.overlap import HD95_EMPTY, _bbox, _union_box, as_masks, check_spacing
+from vlseg.metrics.panoptic import panoptic
 from vlseg.metrics.surface import hd95_surfel
 
 DEFINITIONS = ("brats2023", "brats2025")
@@ -84,24 +80,22 @@ def lesion_wise(
     definition: str = "brats2023",
     dilation_iters: int = 3,
     min_volume_mm3: float = 50.0,
-    iou_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Lesion-wise Dice/HD95 of boolean masks ``pred`` vs ``gt`` (rules in the module docstring).
 
     Returns a JSON-ready dict: ``dice``, ``hd95`` (mm), ``n_tp``, ``n_fn``, ``n_fp``,
     ``n_ignored`` (GT lesions at or below the volume limit), ``lesions`` (one entry per GT
     lesion: ``voxels``, ``volume_mm3``, ``ignored``, ``detected``, ``dice``, ``hd95``,
-    ``matched`` = number of matched predicted components) and ``false_positive_voxels``; with
-    ``brats2025`` also ``pq``, ``sq``, ``rq``.
+    ``matched`` = number of matched predicted components) and ``false_positive_voxels``.
+    ``brats2025`` returns :func:`brats2025_result` instead (``dilation_iters`` and
+    ``min_volume_mm3`` do not apply).
     """
     if definition not in DEFINITIONS:
         raise ValueError(f"definition must be one of {', '.join(DEFINITIONS)}, got {definition!r}")
     pred, gt = as_masks(pred, gt)
     spacing = check_spacing(spacing)
     if definition == "brats2025":
-        if not 0.0 < iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
-        return _one_to_one(pred, gt, spacing, iou_threshold)
+        return brats2025_result(pred, gt, spacing)
     if isinstance(dilation_iters, bool) or not isinstance(dilation_iters, (int, np.integer)) or dilation_iters < 0:
         raise ValueError(f"dilation_iters must be an integer >= 0, got {dilation_iters!r}")
     if not np.isfinite(min_volume_mm3) or min_volume_mm3 < 0:
@@ -168,59 +162,20 @@ def lesion_wise(
     return _finish(result, dice_sum, hd_sum)
 
 
-def _one_to_one(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float, float],
-                iou_threshold: float) -> dict[str, Any]:
-    """BraTS 2025: components matched one-to-one by IoU (see the module docstring)."""
-    result = _empty_result()
-    result.update(pq=1.0, sq=1.0, rq=1.0)
-    gt_lab, n_gt = ndimage.label(gt, structure=_CC_STRUCTURE)
-    pred_lab, n_pred = ndimage.label(pred, structure=_CC_STRUCTURE)
-    if n_gt == 0 and n_pred == 0:
-        return result
-    gt_sizes = np.bincount(gt_lab.ravel(), minlength=n_gt + 1)
-    pred_sizes = np.bincount(pred_lab.ravel(), minlength=n_pred + 1)
-    # Overlap counts of every (gt, pred) pair that shares a voxel.
-    both = (gt_lab > 0) & (pred_lab > 0)
-    pairs, counts = np.unique(np.stack([gt_lab[both], pred_lab[both]]), axis=1, return_counts=True)
-    candidates = []
-    for (g, p), inter in zip(pairs.T.tolist(), counts.tolist()):
-        iou = inter / (gt_sizes[g] + pred_sizes[p] - inter)
-        if iou >= iou_threshold:
-            candidates.append((-iou, g, p, inter))
-    candidates.sort()  # highest IoU first; ties by GT then prediction label
-    used_gt: dict[int, tuple[int, int, float]] = {}
-    used_pred: set[int] = set()
-    for neg_iou, g, p, inter in candidates:
-        if g in used_gt or p in used_pred:
-            continue
-        used_gt[g] = (p, inter, -neg_iou)
-        used_pred.add(p)
-    gt_boxes = ndimage.find_objects(gt_lab, max_label=n_gt)
-    pred_boxes = ndimage.find_objects(pred_lab, max_label=n_pred)
-    voxel_mm3 = float(np.prod(spacing))
-    dice_sum = hd_sum = iou_sum = 0.0
-    for g in range(1, n_gt + 1):
-        size = int(gt_sizes[g])
-        entry: dict[str, Any] = {"voxels": size, "volume_mm3": size * voxel_mm3, "ignored": False,
-                                 "detected": g in used_gt, "matched": int(g in used_gt)}
-        if g in used_gt:
-            p, inter, iou = used_gt[g]
-            box = _union_box([gt_boxes[g - 1], pred_boxes[p - 1]], gt.shape, margin=0)
-            entry.update(dice=2.0 * inter / (size + int(pred_sizes[p])), iou=iou,
-                         hd95=lesion_hd95(gt_lab[box] == g, pred_lab[box] == p, spacing))
-            result["n_tp"] += 1
-            iou_sum += iou
-        else:
-            entry.update(dice=0.0, hd95=HD95_EMPTY)
-            result["n_fn"] += 1
-        dice_sum += entry["dice"]
-        hd_sum += entry["hd95"]
-        result["lesions"].append(entry)
-    false_positives = [p for p in range(1, n_pred + 1) if p not in used_pred]
-    result["n_fp"] = len(false_positives)
-    result["false_positive_voxels"] = [int(pred_sizes[p]) for p in false_positives]
-    tp, fn, fp = result["n_tp"], result["n_fn"], result["n_fp"]
-    result["sq"] = iou_sum / tp if tp else 0.0
-    result["rq"] = tp / (tp + 0.5 * fp + 0.5 * fn)
-    result["pq"] = result["sq"] * result["rq"]
-    return _finish(result, dice_sum, hd_sum)
+def brats2025_result(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
+    """The BraTS 2025 figures (:mod:`vlseg.metrics.panoptic`) as a JSON-ready dict.
+
+    ``dice``, ``nsd``, ``hd95``: lesion-wise means over matched lesions (the official ``sq_*``;
+    NaN when neither mask has a lesion, 0/0/inf when nothing matched) and their ``*_std``;
+    ``global_dice``, ``global_nsd``, ``global_hd95`` (inf reported as 373 mm, as the official
+    report); ``n_tp``, ``n_fn``, ``n_fp``, ``rq`` (F1 of detection), ``lesions`` and
+    ``false_positive_voxels``.
+    """
+    r = panoptic(pred, gt, spacing)
+    tp, fp, fn = r.tp, r.fp, r.fn
+    return {"dice": r.lesion_dice, "nsd": r.lesion_nsd, "hd95": r.lesion_hd95,
+            "dice_std": r.lesion_dice_std, "nsd_std": r.lesion_nsd_std, "hd95_std": r.lesion_hd95_std,
+            "global_dice": r.dice, "global_nsd": r.nsd, "global_hd95": r.reported_hd95,
+            "n_tp": tp, "n_fn": fn, "n_fp": fp, "n_ignored": 0,
+            "rq": tp / (tp + 0.5 * fp + 0.5 * fn) if tp else (0.0 if tp + fp + fn else float("nan")),
+            "lesions": r.lesions, "false_positive_voxels": r.false_positive_voxels}

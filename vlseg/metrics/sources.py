@@ -59,6 +59,7 @@ class LoadedLabels:
     masks: dict[str, np.ndarray]  # concept -> bool (X, Y, Z) in RAS+
     grid: Grid                    # RAS+ grid of the masks
     path: Path                    # a file to name in messages
+    convention: str = ""          # the convention the label map was read in ("" for masks)
 
 
 def _style(path: Path, named_style: str) -> str:
@@ -154,21 +155,48 @@ def guess_convention(src: LabelSource) -> str:
     return src.style if src.style in vocab.convention_names() else vocab.default_convention()
 
 
-def _read_label_map(path: Path, convention: str, option: str, max_voxels: int) -> tuple[np.ndarray, Grid]:
+def labels_fit(data: np.ndarray, named: str) -> str:
+    """The convention a label map named like ``named`` holds: ``named`` itself when its values
+    fit, else the first convention named alike (same separator and sequence names, e.g.
+    BraTS 2024 beside 2023) whose values cover the map's; ``named`` when none does (the
+    validation then names the stray label)."""
+    present = set(np.unique(np.asarray(data)).tolist())
+    ref = vocab.convention(named)
+
+    def fits(name: str) -> bool:
+        return present <= {0, *vocab.label_convention(name).values()}
+
+    if fits(named):
+        return named
+    for c in vocab.conventions():
+        if (c.separator, c.sequence_tokens, c.channels) == (ref.separator, ref.sequence_tokens, ref.channels) \
+                and fits(c.name):
+            return c.name
+    return named
+
+
+def _read_label_map(path: Path, convention: str, option: str, max_voxels: int,
+                    detect: bool) -> tuple[np.ndarray, Grid, str]:
     vol = read_volume(path, max_voxels=max_voxels)
-    return to_ras(check_label_map(vol.data, path, convention, option=option), vol.grid)
+    if detect:
+        convention = labels_fit(vol.data, convention)
+    labels, grid = to_ras(check_label_map(vol.data, path, convention, option=option), vol.grid)
+    return labels, grid, convention
 
 
-def load_labels(src: LabelSource, convention: str, *, option: str,
+def load_labels(src: LabelSource, convention: str, *, option: str, detect: bool = False,
                 max_voxels: int = DEFAULT_MAX_VOXELS) -> LoadedLabels:
-    """Read a source into RAS+ concept masks (label maps give all five concepts).
+    """Read a source into RAS+ concept masks (label maps give every concept of the convention).
 
     ``option`` is how the caller's user sets ``convention`` (``gt_convention=``), named in
-    error hints.
+    error hints. ``detect=True`` (the convention was guessed from the layout) reads a label
+    map in the convention its values fit among those named alike (:func:`labels_fit`); a
+    convention the user gave is kept, and a label outside it is an error naming the label.
     """
     if src.label_file is not None:
-        labels, grid = _read_label_map(src.label_file, convention, option, max_voxels)
-        return LoadedLabels(masks=labels_to_concepts(labels, convention), grid=grid, path=src.label_file)
+        labels, grid, conv = _read_label_map(src.label_file, convention, option, max_voxels, detect)
+        return LoadedLabels(masks=labels_to_concepts(labels, conv), grid=grid, path=src.label_file,
+                            convention=conv)
     masks: dict[str, np.ndarray] = {}
     ref: tuple[Grid, Path] | None = None
     for concept, path in src.concept_files.items():

@@ -15,7 +15,7 @@ from vlseg.io import Case
 from vlseg.language import Parse
 from vlseg.reasoning import DISCLAIMER, Relations, TargetMeasurement, relations_to_json
 from vlseg.reasoning.case_facts import Json, answer_fields
-from vlseg.segmenter.writer import AnswerFiles, write_answer
+from vlseg.segmenter.writer import AnswerFiles, exporters, write_answer
 
 JsonObject = dict[str, Json]
 
@@ -83,12 +83,13 @@ class Answer:
             out["calibration"] = self.calibration
         return out
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write ``answer.json`` and the masks into ``out_dir`` (see :func:`write_answer`);
-        returns the answer.json path."""
+    def save(self, out_dir: str | Path, *, label_convention: str | None = None) -> Path:
+        """Write ``answer.json`` and the masks into ``out_dir`` (see :func:`write_answer`), and
+        with ``label_convention`` (e.g. ``"brats2024"``) also one label map ``labels.nii.gz`` in
+        it; returns the answer.json path."""
         files = (AnswerFiles(case=self.case, masks_ras=self.masks_ras, model=dict(self.model))
                  if self.case is not None else None)
-        return write_answer(out_dir, self.to_json(), files)
+        return write_answer(out_dir, self.to_json(), files, exporters=exporters(label_convention))
 
 
 __all__ = ["Answer", "ModelInfo", "JsonObject"]

@@ -1,8 +1,10 @@
 """The answer writer: the only code that knows an answer folder's layout.
 
 ``answer.json`` plus one file per exporter: a ``<CONCEPT>.nii.gz`` per target in the input's own
-grid (:class:`NiftiMasks`), and for a case read from a DICOM study one DICOM Segmentation
-(:class:`DicomSeg`). Everything is staged first and published with answer.json last
+grid (:class:`NiftiMasks`), for a case read from a DICOM study one DICOM Segmentation
+(:class:`DicomSeg`), and when asked one label map ``labels.nii.gz`` in a label convention
+(:class:`LabelMap`, e.g. BraTS 2024: 1 NETC, 2 SNFH, 3 ET, 4 resection cavity; see
+:func:`exporters`). Everything is staged first and published with answer.json last
 (``vlseg.fileio.staged_folder``); files an earlier answer.json listed there are removed, nothing
 else is touched, and an interrupted write never leaves an answer.json that disagrees with the
 files beside it.
@@ -20,11 +22,13 @@ import numpy as np
 
 from vlseg.errors import InputError
 from vlseg.fileio import staged_folder, write_json_atomic
-from vlseg.io import Case, write_mask
+from vlseg import vocab
+from vlseg.io import Case, write_label_map, write_mask
 from vlseg.io.dicom_seg import SEG_FILE, write_seg
 from vlseg.reasoning.case_facts import Json
 
 ANSWER_FILE = "answer.json"
+LABELS_FILE = "labels.nii.gz"
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,35 @@ class DicomSeg:
         return out
 
 
+class LabelMap:
+    """One ``labels.nii.gz``: the masks painted into one label map in ``convention`` on the input's
+    own grid (inner classes win: ET over NCR over ED), and answer.json's ``label_map`` entry. A
+    target the convention has no value for (the cavity in BraTS 2023) is left out and listed."""
+
+    def __init__(self, convention: str) -> None:
+        self.convention = vocab.convention(convention).name  # ValueError naming the valid ones
+
+    def names(self, files: AnswerFiles) -> list[str]:
+        return [LABELS_FILE] if files.masks_ras else []
+
+    def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
+        if not files.masks_ras:
+            return {}
+        values = vocab.label_convention(self.convention)
+        write_label_map(files.masks_ras, files.case, stage / LABELS_FILE, self.convention)
+        conv = vocab.convention(self.convention)
+        left_out = [c for c in files.masks_ras if not set(vocab.concept(c).parts) & set(values)]
+        return {"label_map": {"file": LABELS_FILE, "convention": self.convention,
+                              "labels": {conv.region_name(c): v for c, v in values.items()},
+                              "left_out": left_out}}
+
+
 EXPORTERS: tuple[Exporter, ...] = (NiftiMasks(), DicomSeg())
+
+
+def exporters(label_convention: str | None = None) -> tuple[Exporter, ...]:
+    """The default exporters, plus a :class:`LabelMap` in ``label_convention`` when given."""
+    return EXPORTERS + ((LabelMap(label_convention),) if label_convention else ())
 
 
 def write_answer(out_dir: str | Path, doc: Mapping[str, Json], files: AnswerFiles | None, *,
@@ -107,11 +139,11 @@ def _listed_files(answer_json: Path) -> list[str]:
     """File names an earlier answer.json in the folder lists (none if unreadable)."""
     try:
         doc = json.loads(answer_json.read_text())
-        extra = [str(doc["dicom_seg"]["file"])] if isinstance(doc.get("dicom_seg"), dict) else []
+        extra = [str(doc[k]["file"]) for k in ("dicom_seg", "label_map") if isinstance(doc.get(k), dict)]
         return [str(t["mask"]) for t in doc.get("targets", []) if isinstance(t, dict) and t.get("mask")] + extra
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return []
 
 
-__all__ = ["ANSWER_FILE", "AnswerFiles", "Exporter", "NiftiMasks", "DicomSeg", "EXPORTERS",
-           "write_answer"]
+__all__ = ["ANSWER_FILE", "LABELS_FILE", "AnswerFiles", "Exporter", "NiftiMasks", "DicomSeg", "LabelMap",
+           "EXPORTERS", "exporters", "write_answer"]

@@ -28,6 +28,13 @@ class LabelConvention:
     channels: tuple[str, ...] = ()
     # The data it describes: "pre" (untreated) or "post" (post-treatment) scans.
     timepoint: str = "pre"
+    # The challenge's own names of the regions where they differ from vlseg's concept codes
+    # (BraTS 2024: NCR is "NETC", ED is "SNFH"); evaluation reports name regions this way.
+    region_names: dict[str, str] = field(default_factory=dict)
+
+    def region_name(self, code: str) -> str:
+        """The challenge's name of concept ``code`` in this convention (the code if the same)."""
+        return self.region_names.get(code, code)
 
     def __post_init__(self) -> None:
         if not self.name or self.name.lower() != self.name:
@@ -65,7 +72,8 @@ MSD = LabelConvention(
     channels=("t2f", "t1n", "t1c", "t2w"))
 BRATS2024 = LabelConvention(
     name="brats2024", title="BraTS 2024 post-treatment (1 NETC, 2 SNFH, 3 ET, 4 resection cavity)",
-    separator="-", sequence_tokens=_BRATS_NEW, implied_by_naming=False, timepoint="post")
+    separator="-", sequence_tokens=_BRATS_NEW, implied_by_naming=False, timepoint="post",
+    region_names={"NCR": "NETC", "ED": "SNFH"})
 
 # Order: the default first (files named like BraTS 2023 read as 2023 unless told otherwise).
 BUNDLED_CONVENTIONS: tuple[LabelConvention, ...] = (BRATS2023, BRATS2021, MSD, BRATS2024)
