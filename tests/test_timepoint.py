@@ -87,3 +87,13 @@ def test_a_model_without_the_cavity_takes_every_scan_as_untreated(phantom_case_2
     assert ans.to_json()["timepoint"]["assumed"] == "pre" and "untreated" in ans.to_json()["timepoint"]["reason"]
     ans = seg.ask("segment the surgical cavity")
     assert ans.refused and "does not segment the resection cavity" in ans.text
+
+
+def test_after_surgery_the_core_is_named_as_in_brats2024_and_the_cavity_is_left_out(phantom_case_2mm, monkeypatch):
+    seg = _segmenter(monkeypatch, cavity_mm=20.0, timepoint="post")
+    seg.set_case(phantom_case_2mm)
+    ans = seg.ask("segment the necrotic core")
+    (t,) = ans.to_json()["targets"]
+    assert t["concept"] == "NCR" and t["name"] == "non-enhancing tumor core"
+    assert "resection cavity is not counted in any tumor region" in ans.text
+    assert "Non-enhancing tumor core" in ans.text or "non-enhancing tumor core" in ans.text

@@ -116,6 +116,11 @@ def _name(concept: str) -> str:
     return vocab.name(concept)
 
 
+def _jname(j: dict) -> str:
+    """A measured target's name as answered (its post-treatment name on such scans)."""
+    return j.get("name") or _name(j["concept"])
+
+
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
@@ -125,7 +130,7 @@ def _join(items: list[str]) -> str:
 
 
 def _absent(j: dict) -> str:
-    return f"No {_name(j['concept'])} was found."
+    return f"No {_jname(j)} was found."
 
 
 _SIDE_WORDS = {"left": "in the left hemisphere", "right": "in the right hemisphere",
@@ -189,14 +194,14 @@ def _segment(j: dict, q: float | None = None) -> str:
     if not j["present"]:
         return _absent(j)
     where = _where(j)
-    return (f"{_cap(_name(j['concept']))}: {_volume(j, q)}, {_lesions(j['n_lesions'])}"
+    return (f"{_cap(_jname(j))}: {_volume(j, q)}, {_lesions(j['n_lesions'])}"
             + (f", {where}." if where else "."))
 
 
 def _volume_sentence(j: dict, q: float | None = None) -> str:
     if not j["present"]:
         return _absent(j)
-    s = f"The {_name(j['concept'])} measures {_volume(j, q)}."
+    s = f"The {_jname(j)} measures {_volume(j, q)}."
     if j["max_diameter_mm"] is not None:
         s += (f" Longest axial diameter {_num(j['max_diameter_mm'])} mm, "
               f"perpendicular {_num(j['perpendicular_diameter_mm'])} mm.")
@@ -208,7 +213,7 @@ def _count(j: dict) -> str:
     lesion of their parent), then each lesion's volume and place."""
     if not j["present"]:
         return _absent(j)
-    name, n = _name(j["concept"]), j["n_lesions"]
+    name, n = _jname(j), j["n_lesions"]
     lesions = j.get("lesions") or []
     if n == 1:
         text = {"WT": f"The {name} is a single contiguous lesion.",
@@ -249,7 +254,7 @@ def _reach(j: dict, asked: list[dict[str, Any]]) -> str:
 
     if not j["present"]:
         return _absent(j)
-    name = _name(j["concept"])
+    name = _jname(j)
     sides = [p["key"] for p in asked if p["kind"] == "side"]
     lobes = [p["key"] for p in asked if p["kind"] == "lobe"] or [None]
     side = sides[0] if sides else None
@@ -277,7 +282,7 @@ _LOBE_WORD = frozenset({"frontal", "parietal", "temporal", "occipital", "limbic"
 def _distance(j: dict, keys: list[str]) -> str:
     if not j["present"]:
         return _absent(j)
-    name = _name(j["concept"])
+    name = _jname(j)
     dist = j.get("distances_mm") or {}
     touching, apart, unknown = [], [], []
     for key in keys:
@@ -302,16 +307,16 @@ def _location(j: dict) -> str:
         return _absent(j)
     where = _where(j, fractions=True)
     if where is None:  # coordinates stay in the JSON (centroid_ras_mm); no jargon in the text
-        return (f"The {_name(j['concept'])} was found, but its brain region is unknown "
+        return (f"The {_jname(j)} was found, but its brain region is unknown "
                 "(the scan could not be matched to the brain atlas).")
     mid = "crosses" if j["crosses_midline"] else "does not cross"
-    return f"The {_name(j['concept'])} is {where}, and {mid} the midline." + _unreliable(j)
+    return f"The {_jname(j)} is {where}, and {mid} the midline." + _unreliable(j)
 
 
 def _midline(j: dict) -> str:
     if not j["present"]:
         return _absent(j)
-    name = _name(j["concept"])
+    name = _jname(j)
     if j["hemisphere"] is None:
         return f"Whether the {name} crosses the midline is unknown (no atlas registration)."
     if j["crosses_midline"]:
@@ -388,7 +393,7 @@ RANO_MEASURABLE_MM = 10.0  # RANO 2.0: a lesion is measurable from 10 mm in both
 def _presence(j: dict, q: float | None = None) -> str:
     """Yes or no first, then the volume with its interval and place; for the enhancing tumor,
     whether it is measurable by RANO 2.0."""
-    name = _name(j["concept"])
+    name = _jname(j)
     if not j["present"] or j["volume_ml"] < PRESENCE_MIN_ML:
         if j["concept"] == "WT":
             return "No: I found no tumor in this scan."

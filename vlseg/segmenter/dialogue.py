@@ -141,7 +141,8 @@ class Dialogue:
                  for q in questions]
         grounded = bool(measured)
         notes = (*talk.warnings, *((f"Location unavailable: {talk.locator_failed}.",)
-                                   if grounded and talk.locator_failed else ()))
+                                   if grounded and talk.locator_failed else ()),
+                 *self._timepoint_notes(tp, predictor, parse.concepts))
         text = answer_text_parts(parts, sequences_used=list(talk.case.present), notes=notes,
                                  calibrated=self.calibration.calibrated)
         timing["total"] = time.perf_counter() - t0
@@ -153,6 +154,16 @@ class Dialogue:
         return answer
 
     # ----------------------------------------------------------------- steps
+    @staticmethod
+    def _timepoint_notes(tp: Timepoint, predictor: Predictor, concepts: tuple[str, ...]) -> tuple[str, ...]:
+        """After surgery, what the tumor regions leave out (said when one is asked)."""
+        cavity = post_concepts(predictor)
+        tumor = [c for c in concepts if c not in cavity and vocab.concept(c).timepoint is None]
+        if tp.assumed != "post" or not cavity or not tumor:
+            return ()
+        return (f"On this post-treatment scan the {_join_names(cavity)} is not counted in any tumor "
+                "region (as in BraTS 2024).",)
+
     @staticmethod
     def _labelling(talk: CaseTalk, predictor: Predictor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The predictor's labelling as this scan's time point allows: a concept the scan cannot
@@ -205,8 +216,10 @@ class Dialogue:
         cal, affine, known = self.calibration, talk.case.affine, talk.intervals
         probs, masks = self._labelling(talk, predictor)
         out: dict[str, JsonObject] = {}
+        when = talk.timepoint.assumed if talk.timepoint is not None else None
         for c, m in measured.items():
             j = measurement_to_json(m)
+            j["name"] = vocab.display_name(c, when)
             if (c, level) not in known:
                 known[(c, level)] = cal.volume_interval(c, probs[c], masks[c], affine, level)
             lo, hi = known[(c, level)]  # type: ignore[misc]
@@ -247,6 +260,10 @@ class Dialogue:
 
 
 # ----------------------------------------------------------------------------- answer text
+
+
+def _join_names(codes: tuple[str, ...] | list[str]) -> str:
+    return " and the ".join(vocab.name(c) for c in codes)
 
 
 def answer_text_parts(parts: list[tuple[Intent, Facts]], *, sequences_used: list[str],

@@ -113,6 +113,12 @@ def name(code: str) -> str:
     return concept(code).name
 
 
+def display_name(code: str, timepoint: str | None = None) -> str:
+    """The name answers use on a scan of ``timepoint`` (post-treatment names where they differ)."""
+    c = concept(code)
+    return c.post_name if timepoint == "post" and c.post_name else c.name
+
+
 def names() -> dict[str, str]:
     return {c.code: c.name for c in _REGISTRY}
 
@@ -244,7 +250,7 @@ for _c in TUMOR_CONCEPTS:
 
 __all__ = [
     "Concept", "DicomCode", "LabelConvention", "RELATION_ROLES", "RGB", "SEQUENCES",
-    "PRE_TREATMENT_CODES", "SEQUENCE_ALIASES", "SEQUENCE_TITLES", "TUMOR_CODES", "TUMOR_CONCEPTS", "all_regions", "base_codes",
+    "PRE_TREATMENT_CODES", "SEQUENCE_ALIASES", "SEQUENCE_TITLES", "TUMOR_CODES", "TUMOR_CONCEPTS", "all_regions", "base_codes", "display_name",
     "by_role", "canonical_sequence", "check_concept", "codes", "colors", "concept", "concepts",
     "convention", "convention_names", "conventions", "default_convention", "draw_order",
     "label_convention", "label_conventions", "name", "names", "naming_convention", "parts",

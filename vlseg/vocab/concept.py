@@ -45,6 +45,8 @@ class Concept:
     # The scans it exists on: None for any scan, "post" for post-treatment scans only (a
     # resection cavity); on other scans it is absent by definition (a true negative in training).
     timepoint: str | None = None
+    # Its name on post-treatment scans where that differs (BraTS 2024: "non-enhancing tumor core").
+    post_name: str | None = None
 
     def __post_init__(self) -> None:
         if not self.code or not self.code.isalnum() or self.code.upper() != self.code:

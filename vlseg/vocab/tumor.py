@@ -38,7 +38,7 @@ NCR = Concept(
     keywords=(r"\bnon[- ]?enhanc\w*", r"\bnecro\w*", r"\bdead tissue\b", r"\bncr\b"),
     abbreviations=(("NCR", "necrotic core"), ("NET", "necrotic core"), ("NETC", "necrotic core")),
     tier=0, ratio_whole="TC", ratio_name="necrotic_fraction_of_core",
-    dicom_type=NECROSIS, relation_role="necrosis",
+    dicom_type=NECROSIS, relation_role="necrosis", post_name="non-enhancing tumor core",
 )
 ED = Concept(
     code="ED", name="peritumoral edema", parts=("ED",), color=(60, 200, 60),
@@ -60,7 +60,7 @@ ED = Concept(
               r"\bflair (signal )?abnormalit(y|ies)\b"),
     abbreviations=(("ED", "edema"), ("SNFH", "snfh")),
     tier=0, ratio_whole="WT", ratio_name="edema_fraction_of_whole",
-    dicom_type=EDEMA, relation_role="edema",
+    dicom_type=EDEMA, relation_role="edema", post_name="surrounding FLAIR signal abnormality",
 )
 ET = Concept(
     code="ET", name="enhancing tumor", parts=("ET",), color=(255, 230, 0),
