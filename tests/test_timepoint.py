@@ -13,16 +13,34 @@ from vlseg.errors import InputError
 pytestmark = pytest.mark.slow
 
 
-def _segmenter(monkeypatch, cavity_mm: float, *, with_rc: bool = True, **kw):
+@pytest.fixture(scope="module")
+def tiny_model():
+    from vlseg.model import build_model
+
+    torch.manual_seed(0)
+    return build_model("tiny")
+
+
+@pytest.fixture
+def make(tiny_model, monkeypatch):
+    return lambda cavity_mm, **kw: _segmenter(monkeypatch, tiny_model, cavity_mm, **kw)
+
+
+def _segmenter(monkeypatch, model, cavity_mm: float, *, with_rc: bool = True, **kw):
     """A `tiny` model (RC in its config when ``with_rc``) whose decoder puts the cavity (p 0.9) on
     a cube of ``cavity_mm`` at the case's centre and a tumor (p 0.9) on a cube beside it."""
     from vlseg import Segmenter
-    from vlseg.model import build_model, inference
+    from vlseg.errors import VlsegError
+    from vlseg.model import inference
+    from vlseg.reasoning import AtlasLocator
 
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    if with_rc:
-        model.config = dataclasses.replace(model.config, concepts=(*model.config.concepts, "RC"))
+    def no_atlas(*a, **k):  # location is not under test: answer without it, faster
+        raise VlsegError("atlas skipped in this test")
+
+    monkeypatch.setattr(AtlasLocator, "fit", classmethod(no_atlas))
+    concepts = (*model.config.concepts, "RC") if with_rc else tuple(c for c in model.config.concepts if c != "RC")
+    # N4 is not under test
+    monkeypatch.setattr(model, "config", dataclasses.replace(model.config, concepts=concepts, bias_correction="none"))
     monkeypatch.setattr(model, "embed_prompts", lambda texts: list(texts))
     seg = Segmenter(model=model, **kw)
 
@@ -43,8 +61,8 @@ def _segmenter(monkeypatch, cavity_mm: float, *, with_rc: bool = True, **kw):
     return seg
 
 
-def test_auto_finds_a_cavity_and_says_why(phantom_case_2mm, monkeypatch):
-    seg = _segmenter(monkeypatch, cavity_mm=20.0)
+def test_auto_finds_a_cavity_and_says_why(phantom_case_2mm, make):
+    seg = make(cavity_mm=20.0)
     assert seg.set_case(phantom_case_2mm)["timepoint"] == "auto"
     doc = seg.ask("how big is the resection cavity?").to_json()
     assert doc["timepoint"]["asked"] == "auto" and doc["timepoint"]["assumed"] == "post"
@@ -56,8 +74,8 @@ def test_auto_finds_a_cavity_and_says_why(phantom_case_2mm, monkeypatch):
     assert [t["concept"] for t in doc["targets"]] == ["NCR", "ED", "ET", "RC"]
 
 
-def test_auto_without_a_cavity_takes_the_scan_as_untreated(phantom_case_2mm, monkeypatch):
-    seg = _segmenter(monkeypatch, cavity_mm=6.0)  # 0.2 mL: below the auto minimum
+def test_auto_without_a_cavity_takes_the_scan_as_untreated(phantom_case_2mm, make):
+    seg = make(cavity_mm=6.0)  # 0.2 mL: below the auto minimum
     seg.set_case(phantom_case_2mm)
     doc = seg.ask("segment the cavity").to_json()
     assert doc["timepoint"]["assumed"] == "pre" and "1 mL" in doc["timepoint"]["reason"]
@@ -66,8 +84,8 @@ def test_auto_without_a_cavity_takes_the_scan_as_untreated(phantom_case_2mm, mon
     assert [t["concept"] for t in seg.ask("segment all sub-regions").to_json()["targets"]] == ["NCR", "ED", "ET"]
 
 
-def test_pre_never_reports_a_cavity_and_post_always_may(phantom_case_2mm, monkeypatch):
-    seg = _segmenter(monkeypatch, cavity_mm=20.0, timepoint="pre")
+def test_pre_never_reports_a_cavity_and_post_always_may(phantom_case_2mm, make):
+    seg = make(cavity_mm=20.0, timepoint="pre")
     seg.set_case(phantom_case_2mm)
     ans = seg.ask("segment the resection cavity")
     assert ans.refused and "timepoint=pre" in ans.text and ans.to_json()["timepoint"]["assumed"] == "pre"
@@ -80,8 +98,8 @@ def test_pre_never_reports_a_cavity_and_post_always_may(phantom_case_2mm, monkey
         seg.set_case(phantom_case_2mm, timepoint="later")
 
 
-def test_a_model_without_the_cavity_takes_every_scan_as_untreated(phantom_case_2mm, monkeypatch):
-    seg = _segmenter(monkeypatch, cavity_mm=20.0, with_rc=False)
+def test_a_model_without_the_cavity_takes_every_scan_as_untreated(phantom_case_2mm, make):
+    seg = make(cavity_mm=20.0, with_rc=False)
     seg.set_case(phantom_case_2mm)
     ans = seg.ask("segment the whole tumor")
     assert ans.to_json()["timepoint"]["assumed"] == "pre" and "untreated" in ans.to_json()["timepoint"]["reason"]
@@ -89,8 +107,8 @@ def test_a_model_without_the_cavity_takes_every_scan_as_untreated(phantom_case_2
     assert ans.refused and "does not segment the resection cavity" in ans.text
 
 
-def test_after_surgery_the_core_is_named_as_in_brats2024_and_the_cavity_is_left_out(phantom_case_2mm, monkeypatch):
-    seg = _segmenter(monkeypatch, cavity_mm=20.0, timepoint="post")
+def test_after_surgery_the_core_is_named_as_in_brats2024_and_the_cavity_is_left_out(phantom_case_2mm, make):
+    seg = make(cavity_mm=20.0, timepoint="post")
     seg.set_case(phantom_case_2mm)
     ans = seg.ask("segment the necrotic core")
     (t,) = ans.to_json()["targets"]

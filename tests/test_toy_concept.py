@@ -47,7 +47,8 @@ def _toy_segmenter(box_world_mm: tuple[np.ndarray, np.ndarray], monkeypatch):
 
     torch.manual_seed(0)
     model = build_model("tiny")
-    model.config = dataclasses.replace(model.config, concepts=(*model.config.concepts, "CAL"))
+    model.config = dataclasses.replace(model.config, concepts=(*model.config.concepts, "CAL"),
+                                       bias_correction="none")  # N4 is not under test
     monkeypatch.setattr(model, "embed_prompts", lambda texts: list(texts))
     seg = Segmenter(model=model)
 
@@ -128,7 +129,9 @@ def test_a_concept_the_model_does_not_name_is_refused_plainly(toy, phantom_case_
     from vlseg import Segmenter
     from vlseg.model import build_model
 
-    seg = Segmenter(model=build_model("tiny"))  # config: the five untreated-tumor concepts
+    model = build_model("tiny")  # config: the five untreated-tumor concepts
+    model.config = dataclasses.replace(model.config, bias_correction="none")
+    seg = Segmenter(model=model)
     seg.set_case(phantom_case_2mm)
     ans = seg.ask("segment the calcification")
     assert ans.to_json()["refused"] and "does not segment the calcification" in ans.text
