@@ -41,7 +41,8 @@ INSTRUCTIONS = (
 
 
 class CaseLoaded(TypedDict, total=False):
-    """What ``load_case`` returns: ``Segmenter.set_case``'s summary, the format, the series."""
+    """What ``load_case`` returns: ``Segmenter.set_case``'s summary (``CaseSummary``, repeated
+    here so the server starts without importing the model stack), the format, the series."""
 
     case_id: str
     sequences: list[str]
