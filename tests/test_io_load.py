@@ -301,3 +301,17 @@ def test_grid_equality_and_hash():
     assert a == b and hash(a) == hash(b) and a.spacing == (1.0, 1.0, 1.0)
     assert a.mismatch(Grid(shape=(2, 3, 4), affine=np.diag([1, 1, 1.01, 1]))) is not None
     assert not a.affine.flags.writeable
+
+
+def test_a_post_treatment_label_map_named_like_2023_is_read_as_brats2024(tmp_path):
+    """A BraTS 2024 folder (named like 2023, label 4 = resection cavity) is never refused for its
+    label map; an explicit brats2023 still names the label."""
+    folder = _brats2023(tmp_path / "c", seg=False)
+    seg = _seg("brats2023")
+    seg[0, 0, :2] = 4
+    _save(seg, np.eye(4), folder / "BraTS-GLI-00001-000-seg.nii.gz")
+    case = load_case(folder)
+    assert case.label_convention == "brats2024" and case.labels["RC"].sum() == 2
+    assert not (case.labels["RC"] & case.labels["WT"]).any()
+    with pytest.raises(InputError, match=r"label values \[4\] outside the brats2023"):
+        load_case(folder, label_convention="brats2023")

@@ -19,7 +19,7 @@ from vlseg.vocab import SEQUENCES
 from vlseg.vocab.labels import concepts_to_labels, labels_to_concepts
 from vlseg.errors import InputError
 from vlseg.io.classify import label_values
-from vlseg.io.labels import check_label_map
+from vlseg.io.labels import check_label_map, named_like_convention
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
 from vlseg.io.nifti import check_output_path, write_uint8
 from vlseg.io.readers import read_volume, reader_for
@@ -177,6 +177,8 @@ def load_case(
     labels = None
     if label_path is not None:
         vol = read_volume(label_path, max_voxels=max_voxels)
+        if label_convention is None:  # only the naming said which: the values may say better
+            convention = named_like_convention(vol.data, convention)
         lab = check_label_map(vol.data, vol.path, convention)
         lab_ras, grid = to_ras(lab, vol.grid)
         _check_grid(ref, grid, vol.path, ref_path, "the label")

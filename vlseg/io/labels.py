@@ -45,6 +45,26 @@ def check_label_map(data: np.ndarray, path: str | Path, convention: str, *,
     return labels
 
 
+def named_like_convention(data: np.ndarray, convention: str) -> str:
+    """The convention to read a label map in when only its file naming said ``convention``:
+    that one if its values fit, else a convention named the same way whose values fit (a BraTS
+    2024 post-treatment map, label 4, is named like 2023), else ``convention`` (the check then
+    says what is wrong)."""
+    values = np.asarray(data)
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        return convention
+    present = {int(v) for v in np.unique(values)} - {0}
+    if present <= set(vocab.label_convention(convention).values()):
+        return convention
+    named = vocab.convention(convention)
+    for c in vocab.conventions():
+        if (c.name != convention and c.separator == named.separator
+                and c.sequence_tokens == named.sequence_tokens
+                and present <= set(vocab.label_convention(c.name).values())):
+            return c.name
+    return convention
+
+
 def check_binary_mask(data: np.ndarray, path: str | Path) -> np.ndarray:
     """Validate a one-concept 0/1 mask; return it as bool in the input's order."""
     path = Path(path)
