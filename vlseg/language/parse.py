@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from vlseg import vocab
 from vlseg.errors import InputError
 from vlseg.language import bank, intents, rules
+from vlseg.language.context import FromContext
 from vlseg.language.intents import Intent
 from vlseg.language.places import Place, find_places, without_places
 from vlseg.text.base import TextEncoder
@@ -48,30 +49,6 @@ class TargetRef:
 
     def to_json(self) -> dict[str, Any]:
         return {"phrase": self.phrase, "concept": self.concept, "score": self.score}
-
-
-@dataclass(frozen=True)
-class FromContext:
-    """What a follow-up took from the conversation rather than from its own words: the concepts
-    ("how big is it?"), the question type ("and the edema?"), the places ("what about the core?"
-    after "how far is the tumor from the motor cortex?"), and the query they came from."""
-
-    query: str
-    targets: tuple[str, ...] = ()
-    intent: str | None = None
-    places: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.targets or self.intent or self.places)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"query": self.query, "targets": list(self.targets), "intent": self.intent,
-                "places": list(self.places)}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "FromContext":
-        return cls(query=str(obj["query"]), targets=tuple(map(str, obj.get("targets", ()))),
-                   intent=obj.get("intent"), places=tuple(map(str, obj.get("places", ()))))
 
 
 @dataclass(frozen=True)
@@ -226,6 +203,8 @@ class QueryParser:
         prev = previous
         for clause in clauses:
             p = self._parse_text(query, clause, prev, timepoint)
+            if prev is not previous and p.context:  # taken from an earlier part of this query
+                p = dataclasses.replace(p, context=None, refers_to_previous=False)
             parts.append(p)  # a refused part stays, so the answer says what it could not do
             if not p.refused and p.targets:
                 prev = p  # "where is the tumor, and how big is it?": "it" is the tumor
@@ -235,7 +214,7 @@ class QueryParser:
         if len(parts) == 1:
             return parts[0]
         targets = _dedupe([t for p in answered for t in p.targets])
-        context = next((p.context for p in answered if p.context), None)
+        context = next((p.context for p in answered if p.context), None)  # from the last turn
         return Parse(query=query, intent=answered[0].intent, refused=False, targets=tuple(targets),
                      refers_to_previous=context is not None, parts=tuple(parts), context=context,
                      asks=tuple(dict.fromkeys(a for p in answered for a in p.asks)))
