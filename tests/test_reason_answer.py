@@ -112,7 +112,10 @@ def test_measured_numbers_actually_appear(case):
     ratio = compose_answer(intent="ratio", targets=[meas["NCR"], meas["TC"]], phrases=["a", "b"],
                            relations=rel, sequences_used=["t1n"])
     pct = round(relations_to_json(rel)["necrotic_fraction_of_core"] * 100)
-    assert f"{pct}% of the tumor core" in ratio and "surrounded by an enhancing rim" in ratio
+    assert f"{pct}% of the tumor core" in ratio and "rim" not in ratio  # not asked
+    rim = answer_text_parts([(get("ratio"), Facts.of([meas["NCR"], meas["TC"]], rel, asks=("rim",)))],
+                            sequences_used=["t1n"])
+    assert "surrounded by an enhancing rim" in rim and "Edema extends" not in rim
 
 
 def test_absent_enhancing_tumor_is_said_plainly(case):
@@ -120,7 +123,7 @@ def test_absent_enhancing_tumor_is_said_plainly(case):
     for intent in ("segment", "volume", "location", "midline", "count"):
         text = compose_answer(intent=intent, targets=[meas["ET_absent"]], phrases=["enhancing"],
                               relations=None, sequences_used=["t1n", "t1c", "t2w", "t2f"])
-        assert text.splitlines()[0] == "No enhancing tumor was found."
+        assert text.splitlines()[0] == "I could not find any enhancing tumor in this scan."
         assert "not given" not in text
 
 
