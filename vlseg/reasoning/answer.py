@@ -338,6 +338,9 @@ def distance_lines(f: Facts) -> list[str]:
     return [wording.distance(j, keys) for j in f.targets]
 
 
+MIDLINE_SHIFT_REPORT_MM = 2.0  # a midline shift is reported from this size on
+
+
 def shift_lines(f: Facts) -> list[str]:
     shift = f.case.get("midline_shift")
     if not shift:
