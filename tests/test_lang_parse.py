@@ -244,6 +244,8 @@ FOLLOW_UPS = [
     ("how big is the edema?", "the same for the necrosis", "volume", ("NCR",), ((), "volume", ())),
     ("how big is the edema?", "where is that?", "location", ("ED",), (("ED",), None, ())),
     ("what fraction of the core is necrotic?", "and the edema?", "ratio", ("ED", "WT"), ((), "ratio", ())),
+    ("what fraction of the core is necrotic?", "and the enhancing tumor?", "ratio", ("ET", "TC"), ((), "ratio", ())),
+    ("what fraction of the tumor is necrotic?", "and the edema?", "ratio", ("ED", "WT"), ((), "ratio", ())),
     ("segment the edema", "how many are there?", "count", ("ED",), (("ED",), None, ())),
 ]
 

@@ -355,8 +355,13 @@ class QueryParser:
         spec = intents.get(final)
         targets = _dedupe(targets)
         if spec.min_targets == 2 and len(targets) == 1:
-            # "what fraction is necrotic?": the part's default whole (NCR -> TC, ED -> WT).
+            # "what fraction is necrotic?": the part's default whole (NCR -> TC, ED -> WT);
+            # "and the edema?" after a ratio: the whole asked about before.
             whole = vocab.concept(targets[0].concept).ratio_whole
+            earlier = usable.targets[1].concept if inherit and usable and len(usable.targets) > 1 else None
+            if earlier is not None and set(vocab.concept(targets[0].concept).parts) < set(
+                    vocab.concept(earlier).parts):
+                whole = earlier
             if whole is not None and whole != targets[0].concept:
                 targets.append(self._named_target(whole))
         if len(targets) < spec.min_targets:
