@@ -101,7 +101,8 @@ FOLLOW_UP = re.compile(r"^(and|also|what about|how about|what of|same for|and fo
 CORRECTION = re.compile(r"^(no|nope|sorry|actually)\b|\b(i meant|i mean|instead|rather)\b")
 # Relations a question asks about by name; otherwise answers leave them out.
 _RELATION_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("rim", re.compile(r"\b(rim|ring|rimmed|surround\w*|encircl\w*|enclos\w*)\b")),
+    ("rim", re.compile(r"\b(rimmed|ringed|surround\w*|encircl\w*|enclos\w*)\b|"
+                       r"\b(a|an|any) (enhancing )?(rim|ring)\b")),
     ("edema_extent", re.compile(r"\b(beyond|extend\w*|spread\w*|margin|how far (does|do|is|are) "
                                 r"the (edema|swelling))\b")),
 )
