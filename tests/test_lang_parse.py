@@ -227,3 +227,44 @@ def test_cli_bad_query_exits_2(parser, capsys):
     out = capsys.readouterr()
     assert "500" in out.err and "Traceback" not in out.err
     assert json.loads(out.out.strip())["targets"][0]["concept"] == "ED"
+
+
+# (previous question, follow-up, intent, concepts, what came from context: targets, intent, places)
+FOLLOW_UPS = [
+    ("segment the necrotic core", "how big is it compared to the whole tumor?", "ratio", ("NCR", "WT"),
+     (("NCR",), None, ())),
+    ("segment the necrotic core", "compare it to the whole tumor", "ratio", ("NCR", "WT"), (("NCR",), None, ())),
+    ("how far is the tumor from the motor cortex?", "what about the edema?", "distance", ("ED",),
+     ((), "distance", ("motor_cortex",))),
+    ("where is the tumor?", "what about the core?", "location", ("TC",), ((), "location", ())),
+    ("where is the tumor?", "and the edema?", "location", ("ED",), ((), "location", ())),
+    ("segment the edema", "is it on the left?", "location", ("ED",), (("ED",), None, ())),
+    ("is the core on the left?", "no, I meant the edema", "location", ("ED",), ((), "location", ("left",))),
+    ("how big is the core?", "show me the enhancing part instead", "volume", ("ET",), ((), "volume", ())),
+    ("how big is the edema?", "the same for the necrosis", "volume", ("NCR",), ((), "volume", ())),
+    ("how big is the edema?", "where is that?", "location", ("ED",), (("ED",), None, ())),
+    ("what fraction of the core is necrotic?", "and the edema?", "ratio", ("ED", "WT"), ((), "ratio", ())),
+    ("what fraction of the core is necrotic?", "and the enhancing tumor?", "ratio", ("ET", "TC"), ((), "ratio", ())),
+    ("what fraction of the tumor is necrotic?", "and the edema?", "ratio", ("ED", "WT"), ((), "ratio", ())),
+    ("segment the edema", "how many are there?", "count", ("ED",), (("ED",), None, ())),
+]
+
+
+@pytest.mark.parametrize("first,follow,intent,concepts,context", FOLLOW_UPS)
+def test_follow_ups_resolve_like_a_person(parser, first, follow, intent, concepts, context):
+    """A follow-up that changes only the concept keeps the intent (and places); one that changes
+    only the intent keeps the concepts; answer.json's resolved_from_context says which."""
+    prev = parser.parse(first)
+    p = parser.parse(follow, previous=prev)
+    assert (p.intent, p.concepts) == (intent, concepts), p
+    assert p.refers_to_previous and p.context is not None
+    assert (p.context.targets, p.context.intent, p.context.places) == context
+    obj = p.to_json()
+    assert obj["resolved_from_context"]["query"] == first
+    assert Parse.from_json(obj).context == p.context
+
+
+def test_a_query_that_names_everything_takes_nothing_from_context(parser):
+    p = parser.parse("how big is the edema?", previous=parser.parse("where is the core?"))
+    assert p.context is None and "resolved_from_context" not in p.to_json()
+    assert parser.parse("compare it to the whole tumor").refused  # nothing to refer to

@@ -112,7 +112,10 @@ def test_measured_numbers_actually_appear(case):
     ratio = compose_answer(intent="ratio", targets=[meas["NCR"], meas["TC"]], phrases=["a", "b"],
                            relations=rel, sequences_used=["t1n"])
     pct = round(relations_to_json(rel)["necrotic_fraction_of_core"] * 100)
-    assert f"{pct}% of the tumor core" in ratio and "surrounded by an enhancing rim" in ratio
+    assert f"{pct}% of the tumor core" in ratio and "rim" not in ratio  # not asked
+    rim = answer_text_parts([(get("ratio"), Facts.of([meas["NCR"], meas["TC"]], rel, asks=("rim",)))],
+                            sequences_used=["t1n"])
+    assert "surrounded by an enhancing rim" in rim and "Edema extends" not in rim
 
 
 def test_absent_enhancing_tumor_is_said_plainly(case):
@@ -120,7 +123,7 @@ def test_absent_enhancing_tumor_is_said_plainly(case):
     for intent in ("segment", "volume", "location", "midline", "count"):
         text = compose_answer(intent=intent, targets=[meas["ET_absent"]], phrases=["enhancing"],
                               relations=None, sequences_used=["t1n", "t1c", "t2w", "t2f"])
-        assert text.splitlines()[0] == "No enhancing tumor was found."
+        assert text.splitlines()[0] == "I could not find any enhancing tumor in this scan."
         assert "not given" not in text
 
 
@@ -173,3 +176,30 @@ def test_presence_says_yes_or_no_first_and_whether_the_enhancing_tumor_is_measur
     assert presence_lines(Facts(targets=[absent]))[0] == "No: I found no measurable enhancing tumor."
     wt = dict(measurement_to_json(meas["WT"]), present=False, volume_ml=0.0)
     assert presence_lines(Facts(targets=[wt]))[0] == "No: I found no tumor in this scan."
+
+
+def test_location_names_main_lobes_and_at_most_two_it_also_reaches():
+    from vlseg.reasoning import wording
+
+    ed = {"concept": "ED", "present": True, "hemisphere": "right", "crosses_midline": False,
+          "location_reliable": True, "lobes_involved": ["temporal", "frontal"],
+          "lobe_fractions": {"temporal": 0.62, "frontal": 0.12, "parietal": 0.08, "insula": 0.06,
+                             "limbic": 0.05, "occipital": 0.03, "deep grey matter": 0.02}}
+    assert wording.location(ed) == (
+        "The peritumoral edema is in the right hemisphere, mainly the temporal lobe (62%) and "
+        "frontal lobe (12%), also reaching the parietal lobe (8%) and insula (6%); it does not "
+        "cross the midline.")
+    assert wording.where(ed) == "in the right hemisphere, mainly the temporal lobe and frontal lobe"
+
+
+def test_distance_in_mm_unless_the_masks_meet():
+    from vlseg.reasoning import wording
+
+    wt = {"concept": "WT", "present": True, "location_reliable": True,
+          "distances_mm": {"motor_cortex": 14.2, "broca_area": 0.0, "thalamus": 0.0, "midline": 21.0},
+          "structures_overlapping": ["thalamus"]}
+    text = wording.distance(wt, ["motor_cortex", "broca_area", "thalamus", "midline"])
+    assert text.startswith("The whole tumor is 14.2 mm from the motor cortex")
+    assert "touches the Broca's area" in text and "overlaps the thalamus" in text and "21 mm from the midline" in text
+    # No structure named (an old follow-up): where it is, never an empty answer.
+    assert wording.distance(dict(wt, hemisphere=None), []).startswith("The whole tumor was found")

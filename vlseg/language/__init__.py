@@ -4,7 +4,8 @@ What each intent looks like lives in the intent table (``vlseg.language.intents`
 concept in the vocabulary (``vlseg.vocab``)."""
 from __future__ import annotations
 
+from vlseg.language.context import FromContext
 from vlseg.language.intents import Intent
 from vlseg.language.parse import MAX_QUERY_CHARS, Parse, QueryParser, TargetRef
 
-__all__ = ["Intent", "QueryParser", "Parse", "TargetRef", "MAX_QUERY_CHARS"]
+__all__ = ["FromContext", "Intent", "QueryParser", "Parse", "TargetRef", "MAX_QUERY_CHARS"]

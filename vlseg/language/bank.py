@@ -123,6 +123,7 @@ reach reaches involve involves affect affects everything roughly exactly up out 
 multifocal multicentric unifocal solitary single several multiple separate distinct satellite foci focus involved involvement
 involving extension extending extended across spread spreading closest nearest close near
 temporal occipital insula insular limbic deep any some all there's i'd i'm could i
+meant mean instead rather actually sorry nope
 """.split())
 # Prepositions: kept inside a phrase ("enhancing part of the tumor"), dropped at its edges.
 PREPOSITIONS: frozenset[str] = frozenset(

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from vlseg import vocab
 from vlseg.errors import InputError
 from vlseg.language import bank, intents, rules
+from vlseg.language.context import FromContext
 from vlseg.language.intents import Intent
 from vlseg.language.places import Place, find_places, without_places
 from vlseg.text.base import TextEncoder
@@ -65,6 +66,10 @@ class Parse:
     parts: tuple["Parse", ...] = ()
     # Lobes, sides and structures the question is about ("does it reach the occipital lobe?").
     places: tuple[Place, ...] = ()
+    # What came from the previous turn (None: nothing); ``refers_to_previous`` is its truth.
+    context: FromContext | None = None
+    # Relations the question names ("rim", "edema_extent": ``rules.relations_asked``).
+    asks: tuple[str, ...] = ()
     # The intent's record in the intent table, looked up once (a ValueError naming the known
     # intents when there is none).
     spec: Intent = field(init=False, repr=False, compare=False)
@@ -101,6 +106,10 @@ class Parse:
             out["parts"] = [p.to_json() for p in self.parts]
         if self.places:
             out["places"] = [p.to_json() for p in self.places]
+        if self.context:
+            out["resolved_from_context"] = self.context.to_json()
+        if self.asks:
+            out["asks"] = list(self.asks)
         return out
 
     @classmethod
@@ -112,10 +121,13 @@ class Parse:
             parts = tuple(cls.from_json(p) for p in obj.get("parts", ()))
             places = tuple(Place(kind=str(p["kind"]), key=str(p["key"]), phrase=str(p["phrase"]))
                            for p in obj.get("places", ()))
+            context = obj.get("resolved_from_context")
             return cls(query=str(obj["query"]), intent=str(obj["intent"]),
                        refused=bool(obj["refused"]), targets=targets,
                        refers_to_previous=bool(obj.get("refers_to_previous", False)),
-                       reason=obj.get("reason"), parts=parts, places=places)
+                       reason=obj.get("reason"), parts=parts, places=places,
+                       context=FromContext.from_json(context) if context else None,
+                       asks=tuple(map(str, obj.get("asks", ()))))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"not a parse object: {e}") from e
 
@@ -191,6 +203,8 @@ class QueryParser:
         prev = previous
         for clause in clauses:
             p = self._parse_text(query, clause, prev, timepoint)
+            if prev is not previous and p.context:  # taken from an earlier part of this query
+                p = dataclasses.replace(p, context=None, refers_to_previous=False)
             parts.append(p)  # a refused part stays, so the answer says what it could not do
             if not p.refused and p.targets:
                 prev = p  # "where is the tumor, and how big is it?": "it" is the tumor
@@ -200,16 +214,20 @@ class QueryParser:
         if len(parts) == 1:
             return parts[0]
         targets = _dedupe([t for p in answered for t in p.targets])
+        context = next((p.context for p in answered if p.context), None)  # from the last turn
         return Parse(query=query, intent=answered[0].intent, refused=False, targets=tuple(targets),
-                     refers_to_previous=answered[0].refers_to_previous, parts=tuple(parts))
+                     refers_to_previous=context is not None, parts=tuple(parts), context=context,
+                     asks=tuple(dict.fromkeys(a for p in answered for a in p.asks)))
 
     def _parse_text(self, query: str, text: str, previous: Parse | None,
                     timepoint: str | None = None) -> Parse:
         """One question (normalized ``text``) -> Parse."""
         # Question type, the places it names (not targets), and target phrases.
+        asks = rules.relations_asked(text)
         intent = intents.detect(text)
-        spec = intents.get(intent) if intent is not None else None
-        places = (find_places(text, prefer_structures=intent == "distance")
+        inherit = _inherited_intent(text, intent, _usable(previous))
+        spec = intents.get(inherit or intent) if (inherit or intent) is not None else None
+        places = (find_places(text, prefer_structures=(inherit or intent) == "distance")
                   if spec is not None and spec.places else [])
         text = without_places(text, places) if places else text
         if spec is not None and not spec.names_targets:  # "is there midline shift?"
@@ -229,7 +247,7 @@ class QueryParser:
                 return excluded if excluded.refused else _refuse(query, "say which region to leave out")
             drop = {p for t in excluded.targets for p in vocab.concept(t.concept).parts}
             keep = [self._named_target(c) for c in vocab.all_regions(timepoint) if c not in drop]
-            return self._resolve(query, text, intent, list(keep), previous, timepoint)
+            return self._resolve(query, text, intent, list(keep), previous, timepoint, inherit=inherit)
 
         # Phrases -> concepts (None for a reference to the previous turn).
         resolved: list[TargetRef | None] = []
@@ -251,10 +269,16 @@ class QueryParser:
                 continue
             resolved.append(ref)
 
-        parse = self._resolve(query, text, intent, resolved, previous, timepoint)
-        if places and not parse.refused:
-            parse = dataclasses.replace(parse, places=tuple(places))
-        return parse
+        parse = self._resolve(query, text, intent, resolved, previous, timepoint, inherit=inherit)
+        if parse.refused:
+            return parse
+        context = parse.context
+        usable = _usable(previous)
+        if not places and parse.spec.places and context and context.intent and usable is not None:
+            # "what about the edema?" after "how far is the tumor from the motor cortex?"
+            places = list(usable.places)
+            context = dataclasses.replace(context, places=tuple(p.key for p in places))
+        return dataclasses.replace(parse, places=tuple(places), asks=asks, context=context)
 
     # ------------------------------------------------------------------ steps
     def _check(self, query: Any) -> str:
@@ -294,19 +318,23 @@ class QueryParser:
 
     def _resolve(self, query: str, text: str, intent: str | None,
                  resolved: list[TargetRef | None], previous: Parse | None,
-                 timepoint: str | None = None) -> Parse:
-        """Fill references from the previous turn, pick the intent, apply the defaults."""
-        usable = previous if previous is not None and not previous.refused and previous.targets else None
-        # "it"/"that" refer to what this query names; only when it names nothing, to the last turn.
+                 timepoint: str | None = None, *, inherit: str | None = None) -> Parse:
+        """Fill references from the previous turn, pick the intent, apply the defaults.
+        ``inherit``: the previous question's intent, when this one keeps it (``_inherited_intent``)."""
+        usable = _usable(previous)
+        # "it"/"that" refer to what this query names; only when it names nothing (or fewer
+        # regions than the question needs), to the last turn.
         targets = [r for r in resolved if r is not None]
-        from_previous = False
+        refers = any(r is None for r in resolved)
+        taken: list[TargetRef] = []
         if not targets and rules.ALL_REGIONS.search(text):
             targets = [self._named_target(c) for c in vocab.all_regions(timepoint)]
-        spec = intents.get(intent) if intent is not None else None
+        final = inherit or intent
+        spec = intents.get(final) if final is not None else None
         if not targets:
-            refers = any(r is None for r in resolved) or bool(rules.FOLLOW_UP.search(text))
+            refers = refers or bool(rules.FOLLOW_UP.search(text) or rules.CORRECTION.search(text))
             if usable is not None and (intent is not None or refers):
-                targets, from_previous = list(usable.targets), True
+                targets = taken = list(usable.targets)
             elif spec is not None and spec.default_target is not None:
                 # "how big is it?" with nothing said before: the scan's tumor.
                 targets = [self._named_target(spec.default_target)]
@@ -315,24 +343,36 @@ class QueryParser:
                                       "e.g. 'segment the edema'")
             else:
                 return _refuse(query, "no tumor region named; say e.g. 'segment the edema'")
+        elif refers and usable is not None and spec is not None and len(targets) < spec.min_targets:
+            # "how big is it compared to the whole tumor?": "it" is the last answer's region.
+            taken = [t for t in usable.targets if t.concept not in {n.concept for n in targets}][:1]
+            at = resolved.index(None)
+            targets = [r for r in resolved[:at] if r is not None] + taken + \
+                [r for r in resolved[at:] if r is not None]
 
-        if intent is None:
-            if usable is not None and usable.spec.measures:
-                intent, from_previous = usable.intent, True
-            else:
-                intent = "segment"
-        spec = intents.get(intent)
+        if final is None:
+            final = "segment"
+        spec = intents.get(final)
         targets = _dedupe(targets)
         if spec.min_targets == 2 and len(targets) == 1:
-            # "what fraction is necrotic?": the part's default whole (NCR -> TC, ED -> WT).
+            # "what fraction is necrotic?": the part's default whole (NCR -> TC, ED -> WT);
+            # "and the edema?" after a ratio: the whole asked about before.
             whole = vocab.concept(targets[0].concept).ratio_whole
+            earlier = usable.targets[1].concept if inherit and usable and len(usable.targets) > 1 else None
+            if earlier is not None and set(vocab.concept(targets[0].concept).parts) < set(
+                    vocab.concept(earlier).parts):
+                whole = earlier
             if whole is not None and whole != targets[0].concept:
                 targets.append(self._named_target(whole))
         if len(targets) < spec.min_targets:
             return _refuse(query, "say which two regions to compare, e.g. "
                                   "'what fraction of the core is necrotic?'")
-        return Parse(query=query, intent=intent, refused=False, targets=tuple(targets),
-                     refers_to_previous=from_previous)
+        context = None
+        if usable is not None and (taken or inherit):
+            context = FromContext(query=usable.query, targets=tuple(t.concept for t in taken),
+                                  intent=inherit)
+        return Parse(query=query, intent=final, refused=False, targets=tuple(targets),
+                     refers_to_previous=context is not None, context=context)
 
     # ------------------------------------------------------------------ embeddings
     def _embed(self, phrases: list[str]) -> torch.Tensor:
@@ -371,6 +411,23 @@ class QueryParser:
         phrase = vocab.name(concept)
         score = self._similarities([phrase])[phrase][concept]
         return TargetRef(phrase=phrase, concept=concept, score=score)
+
+
+def _usable(previous: Parse | None) -> Parse | None:
+    """The previous question, if a follow-up can lean on it (answered, about some region)."""
+    return previous if previous is not None and not previous.refused and previous.targets else None
+
+
+def _inherited_intent(text: str, intent: str | None, usable: Parse | None) -> str | None:
+    """The previous question's intent when this one keeps it: it names no question type ("and
+    the edema?", "the core"), or it corrects the last one ("no, I meant the edema", "show me the
+    enhancing part instead"). None: this question's own intent (or the default) holds."""
+    if usable is None or not usable.spec.measures:
+        return None
+    if intent is None or (intent == "segment" and rules.CORRECTION.search(text)):
+        # A question about the case, not a region ("is there midline shift?"): segment instead.
+        return usable.intent if usable.spec.names_targets else (None if intent else "segment")
+    return None
 
 
 def _dedupe(targets: list[TargetRef]) -> list[TargetRef]:

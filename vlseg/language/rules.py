@@ -92,7 +92,26 @@ def _known_words(_version: int) -> frozenset[str]:
 # "segment everything" / "all sub-regions": the three disjoint regions.
 ALL_REGIONS = re.compile(r"\b(everything|all (the )?(sub-?regions?|regions|labels|classes|parts|"
                          r"compartments|components|tumor regions|tissue types))\b")
-FOLLOW_UP = re.compile(r"^(and|also|what about|how about|same for)\b")
+# A follow-up that names only a new concept ("and the edema?", "what about the core?", "the same
+# for the necrosis"): the previous question, asked of it.
+FOLLOW_UP = re.compile(r"^(and|also|what about|how about|what of|same for|and for|now)\b|"
+                       r"\b(the )?same (for|with|about|question|thing|again)\b|\bthe same\b")
+# A correction ("no, I meant the edema", "show me the enhancing part instead"): the previous
+# question, asked of the concept named now (a display verb here does not change the question).
+CORRECTION = re.compile(r"^(no|nope|sorry|actually)\b|\b(i meant|i mean|instead|rather)\b")
+# Relations a question asks about by name; otherwise answers leave them out.
+_RELATION_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("rim", re.compile(r"\b(rimmed|ringed|surround\w*|encircl\w*|enclos\w*)\b|"
+                       r"\b(a|an|any) (enhancing )?(rim|ring)\b")),
+    ("edema_extent", re.compile(r"\b(beyond|extend\w*|spread\w*|margin|how far (does|do|is|are) "
+                                r"the (edema|swelling))\b")),
+)
+
+
+def relations_asked(text: str) -> tuple[str, ...]:
+    """Which relations the normalized question names: "rim" (necrosis inside an enhancing rim),
+    "edema_extent" (how far the edema reaches beyond the core)."""
+    return tuple(name for name, rule in _RELATION_WORDS if rule.search(text))
 
 
 # -- target spans ----------------------------------------------------------------------------
@@ -146,7 +165,9 @@ def ratio_spans(text: str) -> list[Span] | None:
         m = rule.search(text)
         if m:
             spans = [make_span(m.group(k).replace(",", " ").split()) for k in order]
-            if all(s.words for s in spans):
+            # "compare it to the whole tumor": "it" holds a place (the previous turn's region)
+            if all(s.words for s in spans) or (any(s.words for s in spans)
+                                               and all(s.words or s.had_pronoun for s in spans)):
                 return spans
     return None
 

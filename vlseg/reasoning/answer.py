@@ -20,7 +20,7 @@ from vlseg.numbers import fmt_number, fmt_pct, round_fraction, round_ml, round_m
 from vlseg.vocab import SEQUENCES
 from vlseg.reasoning.measure import TargetMeasurement
 from vlseg.reasoning.relations import Relations
-from vlseg.vocab.places import structure
+from vlseg.reasoning import wording
 
 DISCLAIMER = "This is a research tool output, not a diagnosis."
 DEFAULT_RATIO = ("NCR", "TC")
@@ -40,6 +40,7 @@ class Facts:
     confidence: float | None = None  # level of the targets' volume_ml_interval / ratio intervals
     companions: dict[str, dict[str, Any]] = field(default_factory=dict)  # other measured concepts
     case: dict[str, Any] = field(default_factory=dict)  # case-level facts (midline shift)
+    asks: tuple[str, ...] = ()  # relations the question names ("rim", "edema_extent")
 
     @classmethod
     def of(cls, targets: list[TargetMeasurement], relations: Relations | None = None,
@@ -92,6 +93,7 @@ def measurement_to_json(t: TargetMeasurement) -> dict[str, Any]:
         "right_fraction": round_fraction(t.right_fraction),
         "midline_method": t.midline_method,
         "distances_mm": {k: round_mm(v) for k, v in t.distances_mm},
+        "structures_overlapping": list(t.structures_overlapping),
     }
 
 
@@ -129,37 +131,6 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _absent(j: dict) -> str:
-    return f"No {_jname(j)} was found."
-
-
-_SIDE_WORDS = {"left": "in the left hemisphere", "right": "in the right hemisphere",
-               "bilateral": "in both hemispheres"}
-
-
-def _lobe(name: str) -> str:
-    return f"{name} lobe" if name in _LOBE_WORD else name
-
-
-def _where(j: dict, *, fractions: bool = False) -> str | None:
-    """Side and lobes in words: involved lobes ranked (>= 10 % of the target), then the lobes it
-    only extends into (1-10 %); with ``fractions`` each involved lobe's share."""
-    if j["hemisphere"] is None:
-        return None
-    side = _SIDE_WORDS[j["hemisphere"]]
-    involved = j.get("lobes_involved", j["lobes"])
-    minor = j.get("lobes_minor", [])
-    if not involved and not minor:
-        return side
-    fr = j.get("lobe_fractions") or {}
-    names = [f"{_lobe(lobe)} ({_pct(fr[lobe])})" if fractions and fr.get(lobe) is not None
-             else _lobe(lobe) for lobe in involved]
-    text = f"{side}, involving the {_join(names)}" if names else side
-    if minor:
-        text += f"{',' if names else ''} with minor extension into the {_join([_lobe(m) for m in minor])}"
-    return text
-
-
 def _lesions(n: int) -> str:
     return f"{n} lesion" if n == 1 else f"{n} lesions"
 
@@ -192,15 +163,15 @@ def interval_note(q: float, *, calibrated: bool) -> str:
 
 def _segment(j: dict, q: float | None = None) -> str:
     if not j["present"]:
-        return _absent(j)
-    where = _where(j)
+        return wording.absent(j)
+    where = wording.where(j)
     return (f"{_cap(_jname(j))}: {_volume(j, q)}, {_lesions(j['n_lesions'])}"
             + (f", {where}." if where else "."))
 
 
 def _volume_sentence(j: dict, q: float | None = None) -> str:
     if not j["present"]:
-        return _absent(j)
+        return wording.absent(j)
     s = f"The {_jname(j)} measures {_volume(j, q)}."
     if j["max_diameter_mm"] is not None:
         s += (f" Longest axial diameter {_num(j['max_diameter_mm'])} mm, "
@@ -212,7 +183,7 @@ def _count(j: dict) -> str:
     """The number of lesions as counted (pieces within a few mm are one lesion; sub-regions per
     lesion of their parent), then each lesion's volume and place."""
     if not j["present"]:
-        return _absent(j)
+        return wording.absent(j)
     name, n = _jname(j), j["n_lesions"]
     lesions = j.get("lesions") or []
     if n == 1:
@@ -227,9 +198,9 @@ def _count(j: dict) -> str:
         for k, les in enumerate(lesions, start=1):
             where = ""
             if les.get("hemisphere"):
-                where = f" {_SIDE_WORDS[les['hemisphere']]}"
+                where = f" {wording.SIDE_WORDS[les['hemisphere']]}"
                 if les.get("main_lobe"):
-                    where += f", {_lobe(les['main_lobe'])}"
+                    where += f", {wording.lobe_words(les['main_lobe'])}"
             each.append(f"{k}) {_num(les['volume_ml'])} mL{where}")
         text += " " + "; ".join(each) + "."
     merge = j.get("lesion_merge_mm")
@@ -238,110 +209,21 @@ def _count(j: dict) -> str:
     return text
 
 
-def _unreliable(j: dict) -> str:
-    if j["location_reliable"] is False:
-        return " The atlas registration looks implausible, so treat the location as approximate."
-    return ""
-
-
-MIDLINE_SHIFT_REPORT_MM = 2.0  # a midline shift is reported from this size on
-
-
-def _reach(j: dict, asked: list[dict[str, Any]]) -> str:
-    """Yes/no for "does it reach the (left) occipital lobe?" / "is it in the left hemisphere?",
-    with the share of the target there (``vlseg.reasoning.location.reaches``)."""
-    from vlseg.reasoning.location import reaches
-
-    if not j["present"]:
-        return _absent(j)
-    name = _jname(j)
-    sides = [p["key"] for p in asked if p["kind"] == "side"]
-    lobes = [p["key"] for p in asked if p["kind"] == "lobe"] or [None]
-    side = sides[0] if sides else None
-    if j["hemisphere"] is None:
-        return f"Where the {name} lies is unknown (the scan could not be matched to the brain atlas)."
+def _relation_sentences(r: dict, asks: tuple[str, ...]) -> list[str]:
+    """The relations the question asked about ("rim", "edema_extent"); unasked, none."""
     out = []
-    for lobe in lobes:
-        r = reaches(j, lobe=lobe, hemisphere=side)
-        where = (f"the {side + ' ' if side else ''}{_lobe(lobe)}" if lobe is not None
-                 else f"the {side} hemisphere")
-        if r.answer:
-            share = _pct(r.fraction) if r.fraction >= 0.005 else "less than 1%"
-            out.append(f"Yes: {share} of the {name} is in {where}.")
-        elif r.fraction > 0:
-            out.append(f"Only marginally: {_pct(r.fraction) if r.fraction >= 0.005 else 'less than 1%'}"
-                       f" of the {name} is in {where}.")
-        else:
-            out.append(f"No: the {name} does not reach {where}; it is {_where(j)}.")
-    return " ".join(out) + _unreliable(j)
-
-
-_LOBE_WORD = frozenset({"frontal", "parietal", "temporal", "occipital", "limbic"})
-
-
-def _distance(j: dict, keys: list[str]) -> str:
-    if not j["present"]:
-        return _absent(j)
-    name = _jname(j)
-    dist = j.get("distances_mm") or {}
-    touching, apart, unknown = [], [], []
-    for key in keys:
-        s, d = structure(key), dist.get(key)
-        if d is None:
-            unknown.append(f"the {s.name}")
-        elif d == 0:
-            touching.append(f"the {s.name}")
-        else:
-            apart.append(f"{_num(d)} mm from the {s.name}")
-    said = ([f"touches or overlaps {_join(touching)}"] if touching else []) + \
-        ([f"is {_join(apart)} at its closest point"] if apart else [])
-    text = f"The {name} {' and '.join(said)}." if said else ""
-    if unknown:
-        text += (" " if text else "") + (f"The distance to {_join(unknown)} is unknown "
-                                         "(the scan could not be matched to the brain atlas).")
-    return text + _unreliable(j)
-
-
-def _location(j: dict) -> str:
-    if not j["present"]:
-        return _absent(j)
-    where = _where(j, fractions=True)
-    if where is None:  # coordinates stay in the JSON (centroid_ras_mm); no jargon in the text
-        return (f"The {_jname(j)} was found, but its brain region is unknown "
-                "(the scan could not be matched to the brain atlas).")
-    mid = "crosses" if j["crosses_midline"] else "does not cross"
-    return f"The {_jname(j)} is {where}, and {mid} the midline." + _unreliable(j)
-
-
-def _midline(j: dict) -> str:
-    if not j["present"]:
-        return _absent(j)
-    name = _jname(j)
-    if j["hemisphere"] is None:
-        return f"Whether the {name} crosses the midline is unknown (no atlas registration)."
-    if j["crosses_midline"]:
-        return f"The {name} crosses the midline." + _unreliable(j)
-    side = {"left": "it lies in the left hemisphere",
-            "right": "it lies in the right hemisphere",
-            "bilateral": "it has separate parts in both hemispheres"}[j["hemisphere"]]
-    return f"The {name} does not cross the midline; {side}." + _unreliable(j)
-
-
-def _relation_sentences(r: dict) -> list[str]:
-    out = []
-    if r.get("necrosis_surrounded_by_enhancing_rim") is not None:
+    if "rim" in asks and r.get("necrosis_surrounded_by_enhancing_rim") is not None:
         ring = "is" if r["necrosis_surrounded_by_enhancing_rim"] else "is not"
         out.append(f"The necrosis {ring} surrounded by an enhancing rim "
                    f"({_pct(r['necrosis_rim_fraction'])} of its border is enhancing tumor).")
-    if r.get("edema_extent_beyond_core_mm") is not None:
+    if "edema_extent" in asks and r.get("edema_extent_beyond_core_mm") is not None:
         out.append(f"Edema extends about {_num(r['edema_extent_beyond_core_mm'])} mm beyond the "
                    f"tumor core (farthest point {_num(r['edema_max_extent_beyond_core_mm'])} mm).")
     return out
 
 
-
-
-def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None = None) -> list[str]:
+def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None = None,
+           asks: tuple[str, ...] = ()) -> list[str]:
     concepts = [j["concept"] for j in js]
     if len(concepts) >= 2:
         part, whole = concepts[0], concepts[1]
@@ -371,7 +253,7 @@ def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None =
             lines.append(f"No ratio of {_name(part)} to {_name(whole)} can be given "
                          f"(the {_name(whole)} is empty).")
     if r is not None:
-        lines += _relation_sentences(r)
+        lines += _relation_sentences(r, asks)
     return lines
 
 
@@ -383,7 +265,7 @@ def _clean_phrase(p: str) -> str:
 # ---------------------------------------------------------------- composers (one per answer kind)
 def segment_lines(f: Facts) -> list[str]:
     return ([_segment(j, f.confidence) for j in f.targets]
-            + (_relation_sentences(f.relations) if f.relations else []))
+            + (_relation_sentences(f.relations, f.asks) if f.relations else []))
 
 
 PRESENCE_MIN_ML = 0.1  # "is there ...?": less than this is said as none found
@@ -399,7 +281,7 @@ def _presence(j: dict, q: float | None = None) -> str:
             return "No: I found no tumor in this scan."
         seen = f" ({_num(j['volume_ml'])} mL, below {_num(PRESENCE_MIN_ML)} mL)" if j["present"] else ""
         return f"No: I found no {'measurable ' if j['concept'] == 'ET' else ''}{name}{seen}."
-    where = _where(j)
+    where = wording.where(j)
     s = f"Yes: {name}, {_volume(j, q)}, {_lesions(j['n_lesions'])}" + (f", {where}." if where else ".")
     if j["concept"] == "ET" and j.get("max_diameter_mm") is not None:
         a, b = j["max_diameter_mm"], j["perpendicular_diameter_mm"] or 0.0
@@ -431,15 +313,15 @@ def count_lines(f: Facts) -> list[str]:
 
 
 def location_lines(f: Facts) -> list[str]:
-    return [_location(j) for j in f.targets]
+    return [wording.location(j) for j in f.targets]
 
 
 def midline_lines(f: Facts) -> list[str]:
-    return [_midline(j) for j in f.targets]
+    return [wording.midline(j) for j in f.targets]
 
 
 def ratio_lines(f: Facts) -> list[str]:
-    return _ratio(f.targets, f.relations, f.confidence)
+    return _ratio(f.targets, f.relations, f.confidence, f.asks)
 
 
 def location_or_reach_lines(f: Facts) -> list[str]:
@@ -448,12 +330,15 @@ def location_or_reach_lines(f: Facts) -> list[str]:
     asked = [p for p in f.places if p["kind"] in ("lobe", "side")]
     if not asked:
         return location_lines(f)
-    return [_reach(j, asked) for j in f.targets]
+    return [wording.reach(j, asked) for j in f.targets]
 
 
 def distance_lines(f: Facts) -> list[str]:
     keys = [p["key"] for p in f.places if p["kind"] == "structure"]
-    return [_distance(j, keys) for j in f.targets]
+    return [wording.distance(j, keys) for j in f.targets]
+
+
+MIDLINE_SHIFT_REPORT_MM = 2.0  # a midline shift is reported from this size on
 
 
 def shift_lines(f: Facts) -> list[str]:

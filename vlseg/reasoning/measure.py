@@ -17,7 +17,7 @@ from scipy.spatial.distance import pdist, squareform
 from vlseg import vocab
 from vlseg.reasoning.atlas import AtlasLocator, apply_affine
 from vlseg.reasoning.grouping import MERGE_MM, group_lesions, min_voxels, voxel_volume_ml
-from vlseg.reasoning.structures import distances_mm
+from vlseg.reasoning.structures import distances_and_overlaps
 from vlseg.vocab.places import STRUCTURE_KEYS
 
 # Probability levels bounding the volume range (see docs/reasoning.md).
@@ -75,6 +75,7 @@ class TargetMeasurement:
     right_fraction: float | None = None
     midline_method: str | None = None    # how the mid-sagittal plane was found
     distances_mm: tuple[tuple[str, float | None], ...] = ()  # structure key -> mm (0 = touching)
+    structures_overlapping: tuple[str, ...] = ()  # keys of structures it overlaps (not just touches)
 
 
 def _check_inputs(concept: str, prob: np.ndarray, affine: np.ndarray, threshold: float,
@@ -322,9 +323,10 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
             main_lobe=les.get("main_lobe")))
     fractions = where["lobe_fractions"] if where else {}
     dist: dict[str, float | None] = {}
+    overlapping: tuple[str, ...] = ()
     if locator is not None and distances:
         keys = STRUCTURE_KEYS if distances is True else tuple(distances)
-        dist = distances_mm(target, crop_affine, locator, keys)
+        dist, overlapping = distances_and_overlaps(target, crop_affine, locator, keys)
     return TargetMeasurement(
         concept=concept, present=True, presence_score=max(score, threshold), volume_ml=volume,
         volume_ml_range=(min(vol[high_q], volume), max(vol[low_q], volume)),
@@ -347,5 +349,5 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
         left_fraction=where["left_fraction"] if where else None,
         right_fraction=where["right_fraction"] if where else None,
         midline_method=where.get("midplane") if where else None,
-        distances_mm=tuple(dist.items()),
+        distances_mm=tuple(dist.items()), structures_overlapping=overlapping,
     )

@@ -155,28 +155,42 @@ def _surface_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return apply_affine(affine, idx.astype(np.float64))
 
 
+MIN_GAP_MM = 0.1  # a gap is never reported below this: 0 mm means the masks meet
+
+
 def distances_mm(mask: np.ndarray, affine: np.ndarray, locator: AtlasLocator,
                  structures: tuple[str, ...] | list[str] | None = None) -> dict[str, float | None]:
     """{structure key: distance in mm} from the target ``mask`` (module doc for the rule);
     ``structures`` are keys or aliases (all by default). Empty mask: every distance is None."""
+    return distances_and_overlaps(mask, affine, locator, structures)[0]
+
+
+def distances_and_overlaps(mask: np.ndarray, affine: np.ndarray, locator: AtlasLocator,
+                           structures: tuple[str, ...] | list[str] | None = None,
+                           ) -> tuple[dict[str, float | None], tuple[str, ...]]:
+    """``distances_mm`` and the structures the target overlaps (a structure point lies inside
+    it; the midline: the target has voxels on both sides). 0 mm without overlap: the masks touch;
+    apart, at least ``MIN_GAP_MM``, so a gap never reads as touching."""
     keys = [structure(s).key for s in (structures if structures is not None else STRUCTURE_KEYS)]
     mask = np.asarray(mask, dtype=bool)
     affine = np.asarray(affine, dtype=np.float64)
     if not mask.any():
-        return {k: None for k in keys}
+        return {k: None for k in keys}, ()
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     half_case = float(spacing.mean()) / 2
     surf = _surface_points(mask, affine)
     inv = np.linalg.inv(affine)
     out: dict[str, float | None] = {}
+    overlaps: list[str] = []
     for key in keys:
         if key == "midline":
             a, b = locator.midplane.signed_affine(affine)
             s = np.argwhere(mask) @ a + b
             if s.min() < 0 < s.max():
                 out[key] = 0.0
+                overlaps.append(key)
             else:
-                out[key] = max(0.0, float(np.abs(s).min()) - half_case)
+                out[key] = _gap(float(np.abs(s).min()) - half_case)
             continue
         best = None
         for _side, pts, tree, box in _case_structure(locator, key):
@@ -184,11 +198,17 @@ def distances_mm(mask: np.ndarray, affine: np.ndarray, locator: AtlasLocator,
             inside = np.all((ijk >= 0) & (ijk < mask.shape), axis=1)
             if inside.any() and mask[tuple(ijk[inside].T)].any():
                 best = 0.0
+                overlaps.append(key)
                 break
-            gap = max(0.0, _min_distance(tree, box, surf) - half_case - 0.5)  # 0.5: half an atlas voxel
+            gap = _gap(_min_distance(tree, box, surf) - half_case - 0.5)  # 0.5: half an atlas voxel
             best = gap if best is None else min(best, gap)
         out[key] = best
-    return out
+    return out, tuple(overlaps)
+
+
+def _gap(mm: float) -> float:
+    """0 where the voxels meet, else at least ``MIN_GAP_MM``."""
+    return 0.0 if mm <= 0 else max(mm, MIN_GAP_MM)
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point

@@ -66,6 +66,9 @@ class Answer:
             "refused": self.refused,
             "intent": self.intent,
             "intents": list(self.parse.intents) if self.parse is not None else [self.intent],
+            # What a follow-up took from the previous question (None: all from its own words).
+            "resolved_from_context": (self.parse.context.to_json()
+                                      if self.parse is not None and self.parse.context else None),
             "targets": [dict(t) for t in self.targets],
             "relations": (self.relations_json if self.relations_json is not None
                           else relations_to_json(self.relations)),

@@ -18,6 +18,7 @@ from vlseg import vocab
 from vlseg.io import Case
 from vlseg.language import Intent, Parse, QueryParser, TargetRef
 from vlseg.language.intents import capabilities_text
+from vlseg.language.intents import get as get_intent
 from vlseg.numbers import round_fraction, round_ml
 from vlseg.predict import Predictor
 from vlseg.reasoning import (
@@ -133,6 +134,7 @@ class Dialogue:
         parts = [(q.spec, Facts(targets=[target_json[c] for c in q.concepts],
                                 relations=rel_json if q.spec.relations(q.concepts) else None,
                                 phrases=[t.phrase for t in q.targets], reason=q.reason,
+                                asks=q.asks or parse.asks,
                                 help_text=capabilities_text(predictor.concepts),
                                 places=[p.to_json() for p in q.places or parse.places],
                                 case=dict(talk.facts), confidence=confidence,
@@ -278,7 +280,10 @@ def answer_text_parts(parts: list[tuple[Intent, Facts]], *, sequences_used: list
         elif spec.name == "refuse" and len(parts) > 1:  # one part of a compound question
             lines.append(spec.compose(facts)[0])
         else:
-            lines.extend(line for line in spec.compose(facts) if line not in lines)
+            said = [line for line in spec.compose(facts) if line.strip()]
+            if not said and facts.targets:  # never an empty answer: say at least what was measured
+                said = get_intent("volume").compose(facts)
+            lines.extend(line for line in said if line not in lines)
     grounded = any(spec.measures for spec, _ in parts)
     confidence = next((f.confidence for _, f in parts if f.confidence is not None), None)
     return finish(lines, sequences_used=sequences_used, grounded=grounded, notes=notes,
