@@ -205,7 +205,7 @@ def load_case(
                 source_grid=source_grid, labels=labels, case_id=files.case_id,
                 label_convention=convention if labels is not None else None,
                 layout=files.layout, sources=sources, study=study,
-                warnings=tuple(w for w in warnings if w))
+                warnings=tuple(w for w in warnings if w) + (study.warnings if study else ()))
 
 
 # ----------------------------------------------------------------------------- writing

@@ -153,9 +153,7 @@ class DicomReader:
         except MemoryError:
             raise InputError("is too large to load", str(path)) from None
         except Exception as e:  # noqa: BLE001 - pixel decoding: compressed syntaxes, corrupt data
-            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise InputError(f"pixel data could not be decoded ({msg}); export it uncompressed "
-                             "or install the decoder pydicom names", str(path)) from None
+            raise _pixel_error(e, datasets, path) from None
         array = np.asarray(vol.array, dtype=np.float32)
         if array.ndim != 3:
             raise InputError(f"holds {array.ndim}D pixel data (colour or several channels); an MR "
@@ -254,6 +252,24 @@ class DicomReader:
         return hit.onto if hit is not None else None
 
 
+def _pixel_error(error: Exception, datasets: list, path: Path) -> InputError:
+    """One line for pixel data that could not be decoded, naming the first file whose own pixel
+    data fails (a truncated slice) when there is one, else the series."""
+    for ds in datasets:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.pixel_array
+        except Exception as e:  # noqa: BLE001 - the file whose pixels fail
+            msg = str(e).splitlines()[0].split(" - ")[0][:120] if str(e) else type(e).__name__
+            return InputError(f"pixel data could not be decoded ({msg}); replace the file if it "
+                              "is truncated, or export the series uncompressed",
+                              str(getattr(ds, "filename", "") or path))
+    msg = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    return InputError(f"pixel data could not be decoded ({msg}); export it uncompressed or "
+                      "install the decoder pydicom names", str(path))
+
+
 def series_path(series: Series, study: Study) -> Path:
     """A path that names one series: its own folder when no other series shares it, else its
     first file (the series is then gathered from that file's folder)."""
@@ -317,12 +333,14 @@ def _source(items: Mapping[str, tuple[Path, _Mapped]]) -> StudySource:
         onto = next(m.onto for _, m in items.values() if m.onto is not None)
         ref, ref_path, ref_files = onto.sequence, onto.path, onto.files
     folders = {m.study.folder for _, m in items.values()}
+    notes = {m.study.skipped_note() for _, m in items.values()}
     return StudySource(
         folder=folders.pop() if len(folders) == 1 else None,
         paths={seq: p for seq, (p, _) in items.items()},
         labels={seq: m.series.label() for seq, (_, m) in items.items()},
         reference=ref, reference_path=ref_path, reference_files=ref_files,
-        resampled=tuple(s for s in SEQUENCES if s in items and items[s][1].onto is not None))
+        resampled=tuple(s for s in SEQUENCES if s in items and items[s][1].onto is not None),
+        warnings=tuple(sorted(n for n in notes if n)))
 
 
 def is_dicom_source(path: str | os.PathLike) -> bool:

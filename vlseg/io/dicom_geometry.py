@@ -81,7 +81,16 @@ def _diagnose(datasets, where: str) -> InputError:
 def _series_geometry(series: Series, where: str):
     """:func:`_geometry` of a series from its headers, cached on the (cached) Series."""
     if series.geometry is None:
-        series.geometry = _geometry(series, read_datasets(series.files, pixels=False), where)
+        try:
+            series.geometry = _geometry(series, read_datasets(series.files, pixels=False), where)
+        except InputError as e:
+            if not series.unread:
+                raise
+            # A file beside the series that could not be read is the likely missing slice.
+            f, why = series.unread[0]
+            raise InputError(f"{why}: series {series.label()} is incomplete without it "
+                             f"({e.problem.split(';')[0].split(' (')[0]}); replace the file",
+                             str(f)) from None
     return series.geometry
 
 
