@@ -346,3 +346,31 @@ def test_one_unlistable_sub_folder_is_not_an_argument_error_for_the_cohort(studi
         walk_files(root)
     # A folder of two cases, the unreadable one a failure of its own turn, not of the cohort.
     assert [r.case_id for r in find_cases([root])] == ["a-study", "locked"]
+
+
+def test_a_cohort_root_is_decided_per_folder_never_from_some_sub_folders(studies, phantom_case_2mm,
+                                                                        tmp_path):
+    """Issue 26 point 3: two sub-folders holding series of one study beside NIfTI case folders
+    no longer make the whole root one DICOM case (86 cases -> "1 case(s)")."""
+    from vlseg.cohort import find_cases
+
+    root = tmp_path / "mixed-root"
+    for name in ("case-a", "case-b"):
+        shutil.copytree(phantom_case_2mm, root / name)
+    series = sorted(p for p in studies["oblique"].iterdir() if p.is_dir())
+    shutil.copytree(series[0], root / "series-one")  # two folders of one study, side by side
+    shutil.copytree(series[1], root / "series-two")
+    shutil.copytree(studies["oblique"], root / "nested-study")  # one study, a folder per series
+    refs = find_cases([root])
+    assert [r.case_id for r in refs] == ["case-a", "case-b", "nested-study", "series-one",
+                                         "series-two"]
+    # The study spread over sub-folders is one case beside the NIfTI case folders.
+    assert load_case(root / "nested-study").present == ("t1n", "t1c", "t2w", "t2f")
+    # A root of nothing but one study's series folders is still that one study.
+    only = tmp_path / "only-series"
+    for s in series:
+        shutil.copytree(s, only / s.name)
+    assert [r.case_id for r in find_cases([only])] == ["only-series"]
+    # Files directly in a root do not make it one case when a case folder of another kind is beside.
+    shutil.copy(next(f for f in series[0].iterdir()), root / "stray.dcm")
+    assert [r.case_id for r in find_cases([root])][:2] == ["case-a", "case-b"]

@@ -51,6 +51,7 @@ from vlseg.io.dicom_study import (
     StudyScans,
     first_study_uid,
     holds_dicom,
+    holds_files,
     is_dicom_file,
     map_sequences,
 )
@@ -199,19 +200,32 @@ class DicomReader:
         return _source(items) if items else None
 
     def is_one_case(self, path: Path) -> bool:
-        """Whether a folder this reader claims is *one* study (a case), not a folder of studies:
-        DICOM files directly in it (a flat export), or several sub-folders whose DICOM files
-        all belong to one study (one folder per series). Reads one header per sub-folder."""
+        """Whether a folder this reader claims is *one* study (a case), not a folder of cases,
+        decided from every entry of the folder, never from some of them: DICOM files directly
+        in it, or sub-folders whose DICOM files all belong to one study (one folder per series),
+        with no sub-folder of anything else (a NIfTI case folder, another study: then each
+        sub-folder is a case). Reads one header per sub-folder."""
         try:
             if not path.is_dir():
                 return False
             entries = sorted((p for p in path.iterdir() if not p.name.startswith(".")),
                              key=lambda p: p.name)
-            if any(p.is_file() and not p.is_symlink() and is_dicom_file(p) for p in entries):
-                return True
-            studies = [first_study_uid(p) for p in entries if p.is_dir() and not p.is_symlink()]
-            studies = [u for u in studies if u is not None]
-            return len(studies) > 1 and len(set(studies)) == 1
+            direct = any(p.is_file() and not p.is_symlink() and is_dicom_file(p) for p in entries)
+            studies: set[str] = set()
+            n_dicom = 0
+            for p in entries:
+                if not p.is_dir() or p.is_symlink():
+                    continue
+                uid = first_study_uid(p)
+                if uid is None:
+                    if holds_files(p):  # a case of another kind (or unreadable) beside
+                        return False
+                    continue
+                studies.add(uid)
+                n_dicom += 1
+            if direct:
+                return len(studies) <= 1
+            return n_dicom > 1 and len(studies) == 1
         except OSError:
             return False
 

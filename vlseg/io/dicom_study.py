@@ -173,6 +173,15 @@ def holds_dicom(folder: Path, *, budget: int = 64) -> bool:
     return any(is_dicom_file(f) for f in islice(_iter_files(folder, strict=False), budget))
 
 
+def holds_files(folder: Path) -> bool:
+    """True if any regular file is under ``folder``, or it cannot be listed (never raises)."""
+    try:
+        os.scandir(folder).close()
+    except OSError:
+        return True
+    return next(_iter_files(folder, strict=False), None) is not None
+
+
 def first_study_uid(folder: Path, *, budget: int = MAX_FILES) -> str | None:
     """StudyInstanceUID of the first DICOM file found under ``folder`` (None: no DICOM among its
     first ``budget`` files). Never raises: folders and files that cannot be read are skipped."""
@@ -499,5 +508,5 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
 
 
 __all__ = ["Series", "Study", "scan_study", "StudyScans", "scan_key", "map_sequences", "parse_overrides",
-           "is_dicom_file", "looks_like_dicom", "holds_dicom", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
+           "is_dicom_file", "looks_like_dicom", "holds_dicom", "holds_files", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
            "MR_IMAGE_CLASSES"]
