@@ -7,11 +7,12 @@ against the MRI templates there (ICBM 2009a/c, FSL MNI152), nibabel's anatomical
 project's phantoms (``docs/reliability.md`` lists the results):
 
 * **label map**: 2..16 distinct integer values at any range (``classify.label_values``);
-* **atlas**: integers with at most :data:`ATLAS_MAX_VALUES` distinct values, where neighbouring
-  voxels that differ jump far: the 90th percentile of the jumps is at least :data:`ATLAS_JUMP`
-  of the value range (atlases 0.52-0.996: labels are codes; MRI at most 0.20: intensity is
-  smooth). The AAL atlas (121 values up to 9170) and the 92-value ICBM 2009c template are told
-  apart by this, not by the count of values;
+* **atlas**: integers with at most :data:`ATLAS_MAX_VALUES` distinct values, piecewise constant
+  (at least :data:`ATLAS_EQUAL` of neighbouring non-background voxels equal: atlases 0.65-0.91,
+  MRI at most 0.17), where neighbours that differ jump far: the 90th percentile of the jumps is
+  at least :data:`ATLAS_JUMP` of the value range (atlases 0.52-0.996: labels are codes; MRI at
+  most 0.20: intensity is smooth). The AAL atlas (121 values up to 9170) and the 92-value ICBM
+  2009c template are told apart by this, not by the count of values;
 * **probability map**: non-negative with both ends of the histogram heavy: at least
   :data:`PROB_LOW` of the non-zero voxels in the lowest tenth of the range and
   :data:`PROB_HIGH` in the highest (nilearn's grey- and white-matter maps 18-35 % / 13-18 %;
@@ -33,6 +34,7 @@ Kind = Literal["label map", "atlas", "probability map", "statistical map"]
 
 ATLAS_MAX_VALUES = 4096  # an atlas holds at most this many distinct integer values
 ATLAS_JUMP = 0.35  # 90th percentile of neighbour jumps, as a share of the value range
+ATLAS_EQUAL = 0.5  # share of neighbouring (non-background) voxels with exactly one value
 PROB_LOW, PROB_HIGH = 0.15, 0.10  # shares of non-zero voxels in the lowest and highest tenth
 STAT_NEGATIVE = 0.05  # share of non-zero voxels below zero
 LABEL_MAX_VALUES = 16  # a label map holds at most this many distinct integer values
@@ -109,13 +111,17 @@ def _atlas(data: np.ndarray) -> Foreign | None:
     if not np.array_equal(sub, np.round(sub)) or len(np.unique(sub)) > ATLAS_MAX_VALUES:
         return None
     span = float(sub.max()) - float(sub.min())
-    jumps = []
-    for axis in range(sub.ndim):  # neighbours that differ, along each axis
-        a = np.moveaxis(sub, axis, 0)
-        diff = np.abs(a[1:].astype(np.float32) - a[:-1].astype(np.float32))
+    jumps, n_pairs, n_equal = [], 0, 0
+    for axis in range(sub.ndim):  # neighbours, along each axis, where either is non-zero
+        a = np.moveaxis(sub, axis, 0).astype(np.float32)
+        inside = (a[1:] != 0) | (a[:-1] != 0)
+        diff = np.abs(a[1:] - a[:-1])[inside]
+        n_pairs, n_equal = n_pairs + diff.size, n_equal + int(np.count_nonzero(diff == 0))
         jumps.append(diff[diff > 0])
     jumps_all = np.concatenate(jumps) if jumps else np.zeros(0)
-    if span <= 0 or jumps_all.size == 0 or float(np.percentile(jumps_all, 90)) < ATLAS_JUMP * span:
+    if span <= 0 or jumps_all.size == 0 or n_equal < ATLAS_EQUAL * n_pairs:
+        return None  # not piecewise constant: intensities
+    if float(np.percentile(jumps_all, 90)) < ATLAS_JUMP * span:
         return None
     if not np.array_equal(data, np.round(data)):
         return None
@@ -133,4 +139,4 @@ def _num(v) -> str:
 
 
 __all__ = ["Foreign", "what_is", "label_values", "LABEL_MAX_VALUES", "ATLAS_MAX_VALUES",
-           "ATLAS_JUMP", "PROB_LOW", "PROB_HIGH", "STAT_NEGATIVE"]
+           "ATLAS_JUMP", "ATLAS_EQUAL", "PROB_LOW", "PROB_HIGH", "STAT_NEGATIVE"]
