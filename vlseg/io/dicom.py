@@ -46,6 +46,7 @@ from vlseg.io.dicom_geometry import (
     resample_onto,
 )
 from vlseg.io.dicom_study import (
+    DICOM_NAME_SUFFIXES,
     Series,
     Study,
     StudyScans,
@@ -58,7 +59,7 @@ from vlseg.io.dicom_study import (
 from vlseg.io.study import BoundedCache, StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, Header, Volume, ras_grid
 
-DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
+DICOM_SUFFIXES: tuple[str, ...] = DICOM_NAME_SUFFIXES
 # The series whose grid the others are resampled onto, in order of preference.
 REFERENCE_ORDER: tuple[str, ...] = ("t1c", "t2f", "t1n", "t2w")
 

@@ -168,9 +168,11 @@ def walk_files(folder: Path, *, max_files: int = MAX_FILES) -> list[Path]:
 
 
 def holds_dicom(folder: Path, *, budget: int = 64) -> bool:
-    """Cheap: a DICOM file among the first ``budget`` files found under ``folder`` (never raises;
-    folders that cannot be listed are skipped)."""
-    return any(is_dicom_file(f) for f in islice(_iter_files(folder, strict=False), budget))
+    """Cheap: a DICOM file (by its marker, or by a DICOM name: a broken one is reported by the
+    study scan) among the first ``budget`` files found under ``folder`` (never raises; folders
+    that cannot be listed are skipped)."""
+    return any(f.name.lower().endswith(DICOM_NAME_SUFFIXES) or is_dicom_file(f)
+               for f in islice(_iter_files(folder, strict=False), budget))
 
 
 def holds_files(folder: Path) -> bool:
@@ -299,7 +301,7 @@ def _unreadable(f: Path) -> str | None:
     if size == 0:
         return "is empty (0 bytes)"
     if f.name.lower().endswith(DICOM_NAME_SUFFIXES):
-        return f"is not a DICOM file or is truncated ({size} bytes, no DICM marker)"
+        return f"is not a DICOM Part 10 file ({size} bytes, no DICM marker: truncated, or no preamble)"
     return None
 
 
@@ -509,4 +511,4 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
 
 __all__ = ["Series", "Study", "scan_study", "StudyScans", "scan_key", "map_sequences", "parse_overrides",
            "is_dicom_file", "looks_like_dicom", "holds_dicom", "holds_files", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
-           "MR_IMAGE_CLASSES"]
+           "MR_IMAGE_CLASSES", "DICOM_NAME_SUFFIXES"]
