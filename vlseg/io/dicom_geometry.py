@@ -12,6 +12,7 @@ patient space, from the exact DICOM geometry); ``vlseg.io.dicom`` decides which 
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -33,12 +34,14 @@ def read_datasets(files: Sequence[Path], *, pixels: bool) -> list:
     from pydicom import dcmread
 
     out = []
-    for f in files:
-        try:
-            out.append(dcmread(f, stop_before_pixels=not pixels))
-        except Exception as e:  # noqa: BLE001
-            raise InputError(f"could not be read as DICOM ({type(e).__name__}); the file is corrupt",
-                             str(f)) from None
+    with warnings.catch_warnings():  # pydicom's warnings never add lines to a one-line error
+        warnings.simplefilter("ignore")
+        for f in files:
+            try:
+                out.append(dcmread(f, stop_before_pixels=not pixels))
+            except Exception as e:  # noqa: BLE001
+                raise InputError(f"could not be read as DICOM ({type(e).__name__}); the file is "
+                                 "corrupt", str(f)) from None
     return out
 
 

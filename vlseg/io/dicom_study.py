@@ -192,7 +192,9 @@ def first_study_uid(folder: Path, *, budget: int = MAX_FILES) -> str | None:
     for f in islice(_iter_files(folder, strict=False), budget):
         if is_dicom_file(f):
             try:
-                ds = dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds = dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
             except Exception:  # noqa: BLE001 - unreadable: the study scan reports it later
                 continue
             return str(ds.get("StudyInstanceUID", "") or "")
