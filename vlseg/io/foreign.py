@@ -59,7 +59,7 @@ def label_values(data: np.ndarray) -> list[int] | None:
     data = np.asarray(data)
     if data.size == 0:
         return None
-    sample = data.ravel()[:: max(1, data.size // 4096)]
+    sample = data.ravel(order="K")[:: max(1, data.size // 4096)]
     if len(np.unique(sample)) > LABEL_MAX_VALUES or not np.array_equal(sample, np.round(sample)):
         return None
     if not np.array_equal(data, np.round(data)):
@@ -79,7 +79,7 @@ def what_is(data: np.ndarray) -> Foreign | None:
     values = label_values(data)
     if values is not None:
         return Foreign("label map", f"only the values {_listing(values)}")
-    flat = data.ravel()
+    flat = data.ravel(order="K")  # no copy, whatever the memory order
     sample = flat[:: max(1, flat.size // _SAMPLE)].astype(np.float64)
     nonzero = sample[sample != 0]
     if nonzero.size < 100:
