@@ -435,3 +435,13 @@ def test_malformed_dicom_is_exit_2_with_one_line_never_exit_1(tmp_path, capsys):
         err = capsys.readouterr().err
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (name, err)
+
+
+def test_a_nested_study_beside_a_folder_of_notes_is_still_one_study(studies, tmp_path):
+    from vlseg.cohort import find_cases
+
+    root = tmp_path / "export"
+    shutil.copytree(studies["oblique"], root)
+    (root / "VIEWER").mkdir()
+    (root / "VIEWER" / "readme.txt").write_text("a viewer a PACS export ships")
+    assert [r.case_id for r in find_cases([root])] == ["export"]

@@ -47,12 +47,13 @@ from vlseg.io.dicom_geometry import (
 )
 from vlseg.io.dicom_study import (
     DICOM_NAME_SUFFIXES,
+    NIFTI_NAME_SUFFIXES,
     Series,
     Study,
     StudyScans,
     first_study_uid,
     holds_dicom,
-    holds_files,
+    holds_other_scans,
     is_dicom_file,
     map_sequences,
 )
@@ -115,7 +116,7 @@ class DicomReader:
         """A folder with DICOM files under it, or a DICOM file (by its DICM marker)."""
         try:
             if path.is_dir():  # a NIfTI case folder with a stray DICOM file stays a NIfTI case
-                return not any(p.name.lower().endswith((".nii", ".nii.gz")) for p in path.iterdir()
+                return not any(p.name.lower().endswith(NIFTI_NAME_SUFFIXES) for p in path.iterdir()
                                ) and holds_dicom(path)
             if path.name.lower().endswith(DICOM_SUFFIXES):
                 return True
@@ -204,8 +205,8 @@ class DicomReader:
         """Whether a folder this reader claims is *one* study (a case), not a folder of cases,
         decided from every entry of the folder, never from some of them: DICOM files directly
         in it, or sub-folders whose DICOM files all belong to one study (one folder per series),
-        with no sub-folder of anything else (a NIfTI case folder, another study: then each
-        sub-folder is a case). Reads one header per sub-folder."""
+        with no sub-folder of another case beside (a NIfTI case folder, another study, a folder
+        that cannot be listed: then each sub-folder is a case). Reads one header per sub-folder."""
         try:
             if not path.is_dir():
                 return False
@@ -219,9 +220,9 @@ class DicomReader:
                     continue
                 uid = first_study_uid(p)
                 if uid is None:
-                    if holds_files(p):  # a case of another kind (or unreadable) beside
+                    if holds_other_scans(p):  # a NIfTI case (or an unlistable folder) beside
                         return False
-                    continue
+                    continue  # notes, a viewer: neither a series nor a case
                 studies.add(uid)
                 n_dicom += 1
             if direct:

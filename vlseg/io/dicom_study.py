@@ -43,6 +43,7 @@ _HEADER_TAGS = [
     "SharedFunctionalGroupsSequence", "SOPInstanceUID",
 ]
 DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".ima")  # a file named so that fails to read is reported
+NIFTI_NAME_SUFFIXES = (".nii", ".nii.gz")  # a folder holding these is a NIfTI case, not a series
 # Words in a description that rule a series out (derived maps, localizers, other contrasts).
 _EXCLUDE = re.compile(r"\b(adc|dwi|diff\w*|trace|tensor|dti|perf\w*|dsc|dce|asl|swi|swan|"
                       r"localizer|locali[sz]er|scout|survey|loc|mip|subtract\w*|sub|map|"
@@ -175,13 +176,15 @@ def holds_dicom(folder: Path, *, budget: int = 64) -> bool:
                for f in islice(_iter_files(folder, strict=False), budget))
 
 
-def holds_files(folder: Path) -> bool:
-    """True if any regular file is under ``folder``, or it cannot be listed (never raises)."""
+def holds_other_scans(folder: Path, *, budget: int = 64) -> bool:
+    """True if a NIfTI file is among the first ``budget`` files under ``folder`` (a case of
+    another kind), or it cannot be listed (never raises)."""
     try:
         os.scandir(folder).close()
     except OSError:
         return True
-    return next(_iter_files(folder, strict=False), None) is not None
+    return any(f.name.lower().endswith(NIFTI_NAME_SUFFIXES)
+               for f in islice(_iter_files(folder, strict=False), budget))
 
 
 def first_study_uid(folder: Path, *, budget: int = MAX_FILES) -> str | None:
@@ -512,5 +515,5 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
 
 
 __all__ = ["Series", "Study", "scan_study", "StudyScans", "scan_key", "map_sequences", "parse_overrides",
-           "is_dicom_file", "looks_like_dicom", "holds_dicom", "holds_files", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
+           "is_dicom_file", "looks_like_dicom", "holds_dicom", "holds_other_scans", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
            "MR_IMAGE_CLASSES", "DICOM_NAME_SUFFIXES"]
