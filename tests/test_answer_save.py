@@ -98,3 +98,32 @@ def test_killed_between_files_never_disagrees(phantom_case_2mm, tmp_path, kill_a
     _answer(case, ["TC"]).save(out)
     assert _consistent(out) and not list(out.glob(".vlseg-*"))
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["TC.nii.gz"]
+
+
+class _BrokenExporter:
+    """An exporter that stages part of its file and then fails (like highdicom on bad input)."""
+
+    def names(self, files):
+        return ["broken.dcm"]
+
+    def write(self, files, stage):
+        (stage / "broken.dcm").write_bytes(b"half")
+        raise ValueError("duplicate SOP Instance UID")
+
+
+def test_failing_exporter_publishes_the_masks_with_a_warning(phantom_case_2mm, tmp_path):
+    """Issue 26 point 4: an exporter's failure never loses the NIfTI masks and answer.json."""
+    from vlseg.segmenter.writer import AnswerFiles, NiftiMasks, write_answer
+
+    case = load_case(phantom_case_2mm)
+    ans = _answer(case, ["NCR", "ED"])
+    out = tmp_path / "out"
+    doc = {**ans.to_json(), "warnings": ["Thick slices."]}
+    write_answer(out, doc, AnswerFiles(case=case, masks_ras=ans.masks_ras, model={}),
+                 exporters=(NiftiMasks(), _BrokenExporter()))
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["ED.nii.gz", "NCR.nii.gz", "answer.json"]  # the half-written file is gone
+    warnings = json.loads((out / "answer.json").read_text())["warnings"]
+    assert warnings[0] == "Thick slices."
+    assert "broken.dcm could not be written (ValueError: duplicate SOP Instance UID)" in warnings[1]
+    assert _consistent(out)

@@ -346,3 +346,102 @@ def test_one_unlistable_sub_folder_is_not_an_argument_error_for_the_cohort(studi
         walk_files(root)
     # A folder of two cases, the unreadable one a failure of its own turn, not of the cohort.
     assert [r.case_id for r in find_cases([root])] == ["a-study", "locked"]
+
+
+def test_a_cohort_root_is_decided_per_folder_never_from_some_sub_folders(studies, phantom_case_2mm,
+                                                                        tmp_path):
+    """Issue 26 point 3: two sub-folders holding series of one study beside NIfTI case folders
+    no longer make the whole root one DICOM case (86 cases -> "1 case(s)")."""
+    from vlseg.cohort import find_cases
+
+    root = tmp_path / "mixed-root"
+    for name in ("case-a", "case-b"):
+        shutil.copytree(phantom_case_2mm, root / name)
+    series = sorted(p for p in studies["oblique"].iterdir() if p.is_dir())
+    shutil.copytree(series[0], root / "series-one")  # two folders of one study, side by side
+    shutil.copytree(series[1], root / "series-two")
+    shutil.copytree(studies["oblique"], root / "nested-study")  # one study, a folder per series
+    refs = find_cases([root])
+    assert [r.case_id for r in refs] == ["case-a", "case-b", "nested-study", "series-one",
+                                         "series-two"]
+    # The study spread over sub-folders is one case beside the NIfTI case folders.
+    assert load_case(root / "nested-study").present == ("t1n", "t1c", "t2w", "t2f")
+    # A root of nothing but one study's series folders is still that one study.
+    only = tmp_path / "only-series"
+    for s in series:
+        shutil.copytree(s, only / s.name)
+    assert [r.case_id for r in find_cases([only])] == ["only-series"]
+    # Files directly in a root do not make it one case when a case folder of another kind is beside.
+    shutil.copy(next(f for f in series[0].iterdir()), root / "stray.dcm")
+    assert [r.case_id for r in find_cases([root])][:2] == ["case-a", "case-b"]
+
+
+PYDICOM_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"
+
+
+def test_a_malformed_file_in_a_study_is_skipped_and_named(studies, tmp_path):
+    """Issue 26 point 4: badVR.dcm (NumberOfFrames '1A') in a valid study was an internal error
+    that lost the study; now it is skipped and named in the case's warnings."""
+    folder = tmp_path / "with-bad"
+    shutil.copytree(studies["flat"], folder)
+    shutil.copy(PYDICOM_FILES / "badVR.dcm", folder / "zz_badVR.dcm")
+    (folder / "notes.txt").write_text("not DICOM, not reported")
+    case = load_case(folder)
+    assert case.present == ("t1n", "t1c", "t2w", "t2f")
+    assert [w for w in case.warnings if "zz_badVR.dcm" in w] == [
+        "Skipped 1 unreadable DICOM file(s) in the study: zz_badVR.dcm has a malformed header "
+        "(NumberOfFrames '1A' is not a number)."]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(PYDICOM_FILES / "badVR.dcm", alone / "badVR.dcm")
+    with pytest.raises(InputError, match=r"badVR.dcm: has a malformed header \(NumberOfFrames"):
+        load_case(alone)
+
+
+@pytest.mark.parametrize("size", [0, 132, 300])
+def test_a_truncated_slice_is_named_at_load(studies, tmp_path, size):
+    """A slice cut to 0, 132 or 300 bytes was dropped silently and the error blamed 'irregular
+    slice spacing'; now the file is named."""
+    folder = tmp_path / "truncated"
+    shutil.copytree(studies["flat"], folder)
+    victim = sorted(folder.iterdir())[5]
+    victim.write_bytes(victim.read_bytes()[:size])
+    with pytest.raises(InputError) as e:
+        load_case(folder)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{victim}: ") and "replace the file" in msg
+    assert ("is empty (0 bytes)" if size == 0 else f"truncated or incomplete ({size} bytes") in msg
+
+
+def test_duplicate_sop_instance_uids_are_refused_at_load(studies, tmp_path):
+    folder = tmp_path / "duplicate"
+    shutil.copytree(studies["flat"], folder)
+    first = sorted(folder.iterdir())[3]
+    shutil.copy(first, folder / "zz_copy")
+    with pytest.raises(InputError, match=rf"zz_copy: has the same SOPInstanceUID as {first.name} "
+                                         r"\(one image twice\); remove the duplicate"):
+        load_case(folder)
+
+
+def test_malformed_dicom_is_exit_2_with_one_line_never_exit_1(tmp_path, capsys):
+    from vlseg.cli import main
+
+    for name in ("badVR.dcm", "rtplan_truncated.dcm", "no_meta.dcm", "MR_truncated.dcm"):
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        shutil.copy(PYDICOM_FILES / name, folder / name)
+        rc = main(["segment", "--case", str(folder), "--query", "segment the tumor", "--out",
+                   str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (name, err)
+
+
+def test_a_nested_study_beside_a_folder_of_notes_is_still_one_study(studies, tmp_path):
+    from vlseg.cohort import find_cases
+
+    root = tmp_path / "export"
+    shutil.copytree(studies["oblique"], root)
+    (root / "VIEWER").mkdir()
+    (root / "VIEWER" / "readme.txt").write_text("a viewer a PACS export ships")
+    assert [r.case_id for r in find_cases([root])] == ["export"]

@@ -140,7 +140,9 @@ def test_label_values_rule():
     assert label_values(_image()) is None  # non-integer intensities
     assert label_values(np.arange(1000, dtype=np.int16).reshape(10, 10, 10)) is None  # many values
     assert label_values(np.zeros(SHAPE)) is None  # constant
-    assert label_values(-_labels().astype(np.int16)) is None  # negative
+    # at any range (issue 26): codes above 255 and below 0 are label codes too
+    assert label_values(_labels().astype(np.int32) * 1000) == [0, 1000, 2000, 3000]
+    assert label_values(-_labels().astype(np.int16)) == [-3, -2, -1, 0]
 
 
 # ----------------------------------------------------------------------------- *_mask everywhere

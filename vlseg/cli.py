@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-convention", default=None, choices=list(vocab.convention_names()),
                    help="also write labels.nii.gz: the masks as one label map in this convention "
                         "(e.g. brats2024: 1 NETC, 2 SNFH, 3 ET, 4 resection cavity)")
+    s.add_argument("--force", action="store_true",
+                   help="answer images that look like a label map, atlas, probability or statistical "
+                        "map anyway (refused otherwise); answer.json carries a warning")
     s.add_argument("--overwrite", action="store_true",
                    help="with --cases: redo cases already answered with this query and model")
     s.add_argument("--no-progress", action="store_true",
@@ -168,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 FLAGS: dict[str, str] = {
     "series": "--series", "threads": "--threads", "device": "--device", "port": "--port",
     "allowed_hosts": "--allowed-host", "pred_convention": "--pred-convention",
-    "gt_convention": "--gt-convention",
+    "gt_convention": "--gt-convention", "force": "--force",
 }
 _PARAMETER = re.compile(rf"(?<![\w-])({'|'.join(FLAGS)})=('[^']*'|[^\s;:,]*)")
 
@@ -181,6 +184,8 @@ def in_flag_words(error: VlsegError) -> str:
 
     def flag(m: re.Match[str]) -> str:
         value = m.group(2)
+        if value == "True":  # a switch: force=True -> --force
+            return FLAGS[m.group(1)]
         if re.fullmatch(r"'[\w.-]+'", value):
             value = value[1:-1]
         flag = FLAGS[m.group(1)]

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "series", None) and not args.case:
         raise InputError("--series goes with --case DIR (a DICOM study folder)")
-    case = open_case(args.case if args.case else files, series=getattr(args, "series", None))
+    case = open_case(args.case if args.case else files, series=getattr(args, "series", None),
+                     force=getattr(args, "force", False))
 
     # 4. The model, on the thread count asked for (the process is the CLI's)
     import torch

@@ -117,7 +117,8 @@ def run(args: argparse.Namespace, out: Path) -> int:
         print(f"vlseg segment: {tag}{len(cases)} case(s), model loaded in {load_s:.1f} s", file=sys.stderr)
     summary = run_cases(seg, mine, query=args.query, out=out, overwrite=args.overwrite,
                         rank=procs.rank, progress=procs.is_main and not args.no_progress,
-                        desc=f"{tag}cases", label_convention=getattr(args, "label_convention", None))
+                        desc=f"{tag}cases", label_convention=getattr(args, "label_convention", None),
+                        force=getattr(args, "force", False))
     procs.wait()
     if not procs.is_main:
         return EXIT_SOME_FAILED if summary.failed else 0

@@ -56,12 +56,13 @@ def _release_memory() -> None:
 
 
 def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path, *,
-                label_convention: str | None = None) -> dict[str, float]:
+                label_convention: str | None = None, force: bool = False) -> dict[str, float]:
     """Read, encode, ask and save one case (with a ``labels.nii.gz`` in ``label_convention``
-    when given); returns the stage times (raises on failure)."""
+    when given); returns the stage times (raises on failure). ``force``: answer foreign-looking
+    images too (``open_case``), with a warning."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    case = open_case(ref.folder)
+    case = open_case(ref.folder, force=force)
     t1 = time.perf_counter()
     seg.set_case(case)  # validate + encode the image once
     t2 = time.perf_counter()
@@ -78,12 +79,13 @@ def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path, *,
 
 def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, overwrite: bool = False,
               rank: int = 0, progress: bool = True, stream: TextIO | None = None,
-              desc: str = "cases", label_convention: str | None = None,
+              desc: str = "cases", label_convention: str | None = None, force: bool = False,
               after_case: Callable[[CaseRef, dict[str, Any]], None] | None = None) -> RunSummary:
     """Run ``cases`` (this process's share) and return what happened; never raises for a case.
 
     ``after_case(ref, record)`` is called after each case that ran (record: status, error or
     stage times), once its memory has been released (benchmarks and tests look there).
+    ``force``: as for :func:`answer_case`.
     """
     from tqdm import tqdm
 
@@ -102,7 +104,7 @@ def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, ov
                 continue
             record: dict[str, Any] = {"case": ref.case_id, "rank": rank}
             try:
-                times = answer_case(seg, ref, query, out, label_convention=label_convention)
+                times = answer_case(seg, ref, query, out, label_convention=label_convention, force=force)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:  # noqa: BLE001 - one bad case never stops the cohort

@@ -18,7 +18,7 @@ from vlseg import vocab
 from vlseg.vocab import SEQUENCES
 from vlseg.vocab.labels import concepts_to_labels, labels_to_concepts
 from vlseg.errors import InputError
-from vlseg.io.classify import label_values
+from vlseg.io.foreign import what_is
 from vlseg.io.labels import check_label_map, named_like_convention
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
 from vlseg.io.nifti import check_output_path, write_uint8
@@ -42,6 +42,7 @@ class Case:
     layout: str = "files"  # how the case was found: brats2023 | brats2021 | folder | msd | files
     sources: dict[str, Path] = field(default_factory=dict)  # sequence / "seg" -> file read
     study: StudySource | None = None  # the study it was read from (DICOM: series, reference grid)
+    warnings: tuple[str, ...] = ()  # what reading it found but let pass (``force=True``)
 
     def __post_init__(self) -> None:
         if not self.images:
@@ -94,14 +95,23 @@ class Case:
 # ----------------------------------------------------------------------------- loading
 
 
-def _check_image(data: np.ndarray, path: Path, what: str) -> None:
+def _check_image(data: np.ndarray, path: Path, what: str, *, force: bool = False) -> str | None:
+    """Refuse what no MRI answer can come from: a constant image, and (unless ``force``) a
+    foreign image (``vlseg.io.foreign``: label map, atlas, probability or statistical map).
+    Returns the warning a forced foreign image carries, else None."""
     lo, hi = float(data.min()), float(data.max())
     if lo == hi:
         raise InputError(f"{what} is constant (every voxel = {lo:g}); it holds no image", str(path))
-    values = label_values(data)
-    if values is not None:
-        raise InputError(f"{what} holds only the integer values {values}, like a label map, not an "
-                         "MRI image; give it as the label file (e.g. named *-seg.nii.gz)", str(path))
+    found = what_is(data)
+    if found is None:
+        return None
+    if force:
+        return (f"{Path(path).name}: {what} {found.describe()}; it was read anyway (force=True), "
+                "so treat the answer as unreliable.")
+    hint = (" (give a label map as the label file, e.g. named *-seg.nii.gz)"
+            if found.kind == "label map" else "")
+    raise InputError(f"{what} {found.describe()}; give the MRI scan{hint}, or pass force=True "
+                     "if it is one", str(path))
 
 
 def _check_grid(ref: Grid, grid: Grid, path: Path, ref_path: Path, what: str) -> None:
@@ -126,6 +136,7 @@ def load_case(
     label: str | os.PathLike | None = None,
     label_convention: str | None = None,
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    force: bool = False,
 ) -> Case:
     """Load and validate a case; raise :class:`InputError` on any bad input.
 
@@ -135,6 +146,8 @@ def load_case(
     :class:`CaseFiles` of a study a reader split (``Case.study`` is then its study).
     ``label`` overrides the layout's label file; ``label_convention`` overrides the layout's
     convention (BraTS 2023 -> brats2023, BraTS 2021 -> brats2021, MSD -> msd, else brats2023).
+    ``force``: read images that look like a label map, atlas, probability or statistical map
+    (``vlseg.io.foreign``) anyway; ``Case.warnings`` then says what each looked like.
     """
     if max_voxels < 1:
         raise ValueError("max_voxels must be positive")
@@ -148,6 +161,7 @@ def load_case(
 
     images: dict[str, np.ndarray] = {}
     sources: dict[str, Path] = {}
+    warnings: list[str] = []
     if files.msd_image is not None:
         # One 4D file: reorient all channels together, then split them.
         vol = read_volume(files.msd_image, max_voxels=max_voxels, channels=len(MSD_CHANNELS))
@@ -155,7 +169,8 @@ def load_case(
         ras, ref = to_ras(vol.data, vol.grid)
         del vol
         for c, seq in enumerate(MSD_CHANNELS):
-            _check_image(ras[..., c], files.msd_image, f"channel {c} ({seq})")
+            warnings.append(_check_image(ras[..., c], files.msd_image, f"channel {c} ({seq})",
+                                         force=force))
             images[seq] = np.ascontiguousarray(ras[..., c])
             sources[seq] = files.msd_image
         del ras
@@ -165,7 +180,7 @@ def load_case(
             if seq not in files.images:
                 continue
             vol = read_volume(files.images[seq], max_voxels=max_voxels)
-            _check_image(vol.data, vol.path, "the image")
+            warnings.append(_check_image(vol.data, vol.path, "the image", force=force))
             ras, grid = to_ras(vol.data, vol.grid)
             if ref is None:
                 ref, source_grid, ref_path = grid, vol.grid, vol.path
@@ -191,7 +206,8 @@ def load_case(
     return Case(images={s: images[s] for s in SEQUENCES if s in images}, affine=ref.affine.copy(),
                 source_grid=source_grid, labels=labels, case_id=files.case_id,
                 label_convention=convention if labels is not None else None,
-                layout=files.layout, sources=sources, study=study)
+                layout=files.layout, sources=sources, study=study,
+                warnings=tuple(w for w in warnings if w) + (study.warnings if study else ()))
 
 
 # ----------------------------------------------------------------------------- writing

@@ -2,7 +2,7 @@
 
 Every input-format rule about *names* lives here (sequence tokens, label tokens, BraTS naming
 styles), and every rule about *content* is asked of the file's reader (``vlseg.io.readers``) or
-decided by :func:`label_values`. ``load_case``'s layouts, the app's uploads and ``vlseg evaluate``
+decided by :func:`vlseg.io.foreign.label_values`. ``load_case``'s layouts, the app's uploads and ``vlseg evaluate``
 all call :func:`classify`, so they agree on every file.
 
     >>> fc = classify("BraTS-GLI-00001-000-t1c.nii.gz", depth="name")
@@ -25,11 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from vlseg import vocab
 from vlseg.vocab import canonical_sequence
 from vlseg.errors import InputError
+from vlseg.io.foreign import label_values
 from vlseg.io.readers import formats_hint, reader_for, split_suffix
 from vlseg.io.volume import DEFAULT_MAX_VOXELS
 
@@ -40,7 +39,6 @@ Depth = Literal["name", "header", "voxels"]
 
 # Last name token of a label map: BraTS ``-seg``/``_seg``, ``_label(s)``, and a user's ``_mask``.
 LABEL_TOKENS: frozenset[str] = frozenset({"seg", "label", "labels", "mask"})
-LABEL_MAX_VALUES = 16  # a label map holds at most this many distinct integer values
 NAMING_HINT = "name files like BraTS: " + " or ".join(
     f"{c.naming_example('.nii.gz' if i == 0 else '')} ({c.title.split(' (')[0]})"
     for i, c in enumerate(c for c in vocab.conventions() if c.implied_by_naming and c.separator))
@@ -107,22 +105,6 @@ def classify(path: str | os.PathLike, *, depth: Depth = "voxels",
         return replace(by_name, role="unknown", concept=None,
                      reason="named like a label map but holds image intensities")
     return by_name
-
-
-def label_values(data: np.ndarray) -> list[int] | None:
-    """The distinct values if ``data`` looks like a label map (2..16 distinct integers in 0..255),
-    else None. The one content rule that tells a label map from an MRI image."""
-    data = np.asarray(data)
-    if data.size == 0:
-        return None
-    lo, hi = float(data.min()), float(data.max())
-    if lo < 0 or hi > 255 or lo == hi:
-        return None
-    sample = data.ravel()[:: max(1, data.size // 4096)]
-    if not np.array_equal(sample, np.round(sample)) or not np.array_equal(data, np.round(data)):
-        return None
-    present = np.flatnonzero(np.bincount(data.astype(np.uint8).ravel(), minlength=1))
-    return present.tolist() if len(present) <= LABEL_MAX_VALUES else None
 
 
 def _by_name(name: str) -> FileClass:

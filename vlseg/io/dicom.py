@@ -46,18 +46,21 @@ from vlseg.io.dicom_geometry import (
     resample_onto,
 )
 from vlseg.io.dicom_study import (
+    DICOM_NAME_SUFFIXES,
+    NIFTI_NAME_SUFFIXES,
     Series,
     Study,
     StudyScans,
     first_study_uid,
     holds_dicom,
+    holds_other_scans,
     is_dicom_file,
     map_sequences,
 )
 from vlseg.io.study import BoundedCache, StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, Header, Volume, ras_grid
 
-DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
+DICOM_SUFFIXES: tuple[str, ...] = DICOM_NAME_SUFFIXES
 # The series whose grid the others are resampled onto, in order of preference.
 REFERENCE_ORDER: tuple[str, ...] = ("t1c", "t2f", "t1n", "t2w")
 
@@ -113,7 +116,7 @@ class DicomReader:
         """A folder with DICOM files under it, or a DICOM file (by its DICM marker)."""
         try:
             if path.is_dir():  # a NIfTI case folder with a stray DICOM file stays a NIfTI case
-                return not any(p.name.lower().endswith((".nii", ".nii.gz")) for p in path.iterdir()
+                return not any(p.name.lower().endswith(NIFTI_NAME_SUFFIXES) for p in path.iterdir()
                                ) and holds_dicom(path)
             if path.name.lower().endswith(DICOM_SUFFIXES):
                 return True
@@ -153,9 +156,7 @@ class DicomReader:
         except MemoryError:
             raise InputError("is too large to load", str(path)) from None
         except Exception as e:  # noqa: BLE001 - pixel decoding: compressed syntaxes, corrupt data
-            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise InputError(f"pixel data could not be decoded ({msg}); export it uncompressed "
-                             "or install the decoder pydicom names", str(path)) from None
+            raise _pixel_error(e, datasets, path) from None
         array = np.asarray(vol.array, dtype=np.float32)
         if array.ndim != 3:
             raise InputError(f"holds {array.ndim}D pixel data (colour or several channels); an MR "
@@ -201,19 +202,32 @@ class DicomReader:
         return _source(items) if items else None
 
     def is_one_case(self, path: Path) -> bool:
-        """Whether a folder this reader claims is *one* study (a case), not a folder of studies:
-        DICOM files directly in it (a flat export), or several sub-folders whose DICOM files
-        all belong to one study (one folder per series). Reads one header per sub-folder."""
+        """Whether a folder this reader claims is *one* study (a case), not a folder of cases,
+        decided from every entry of the folder, never from some of them: DICOM files directly
+        in it, or sub-folders whose DICOM files all belong to one study (one folder per series),
+        with no sub-folder of another case beside (a NIfTI case folder, another study, a folder
+        that cannot be listed: then each sub-folder is a case). Reads one header per sub-folder."""
         try:
             if not path.is_dir():
                 return False
             entries = sorted((p for p in path.iterdir() if not p.name.startswith(".")),
                              key=lambda p: p.name)
-            if any(p.is_file() and not p.is_symlink() and is_dicom_file(p) for p in entries):
-                return True
-            studies = [first_study_uid(p) for p in entries if p.is_dir() and not p.is_symlink()]
-            studies = [u for u in studies if u is not None]
-            return len(studies) > 1 and len(set(studies)) == 1
+            direct = any(p.is_file() and not p.is_symlink() and is_dicom_file(p) for p in entries)
+            studies: set[str] = set()
+            n_dicom = 0
+            for p in entries:
+                if not p.is_dir() or p.is_symlink():
+                    continue
+                uid = first_study_uid(p)
+                if uid is None:
+                    if holds_other_scans(p):  # a NIfTI case (or an unlistable folder) beside
+                        return False
+                    continue  # notes, a viewer: neither a series nor a case
+                studies.add(uid)
+                n_dicom += 1
+            if direct:
+                return len(studies) <= 1
+            return n_dicom > 1 and len(studies) == 1
         except OSError:
             return False
 
@@ -252,6 +266,24 @@ class DicomReader:
     def _onto(self, path: Path) -> _Onto | None:
         hit = self._mapped.get(_key(path))
         return hit.onto if hit is not None else None
+
+
+def _pixel_error(error: Exception, datasets: list, path: Path) -> InputError:
+    """One line for pixel data that could not be decoded, naming the first file whose own pixel
+    data fails (a truncated slice) when there is one, else the series."""
+    for ds in datasets:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds.pixel_array
+        except Exception as e:  # noqa: BLE001 - the file whose pixels fail
+            msg = str(e).splitlines()[0].split(" - ")[0][:120] if str(e) else type(e).__name__
+            return InputError(f"pixel data could not be decoded ({msg}); replace the file if it "
+                              "is truncated, or export the series uncompressed",
+                              str(getattr(ds, "filename", "") or path))
+    msg = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    return InputError(f"pixel data could not be decoded ({msg}); export it uncompressed or "
+                      "install the decoder pydicom names", str(path))
 
 
 def series_path(series: Series, study: Study) -> Path:
@@ -317,12 +349,14 @@ def _source(items: Mapping[str, tuple[Path, _Mapped]]) -> StudySource:
         onto = next(m.onto for _, m in items.values() if m.onto is not None)
         ref, ref_path, ref_files = onto.sequence, onto.path, onto.files
     folders = {m.study.folder for _, m in items.values()}
+    notes = {m.study.skipped_note() for _, m in items.values()}
     return StudySource(
         folder=folders.pop() if len(folders) == 1 else None,
         paths={seq: p for seq, (p, _) in items.items()},
         labels={seq: m.series.label() for seq, (_, m) in items.items()},
         reference=ref, reference_path=ref_path, reference_files=ref_files,
-        resampled=tuple(s for s in SEQUENCES if s in items and items[s][1].onto is not None))
+        resampled=tuple(s for s in SEQUENCES if s in items and items[s][1].onto is not None),
+        warnings=tuple(sorted(n for n in notes if n)))
 
 
 def is_dicom_source(path: str | os.PathLike) -> bool:

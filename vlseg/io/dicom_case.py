@@ -44,17 +44,19 @@ def resolve_study(folder: str | os.PathLike, overrides: Mapping[str, str] | None
 
 
 def load_study(folder: str | os.PathLike, *, series: Mapping[str, str] | Sequence[str] | None = None,
-               reference: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS) -> Case:
+               reference: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS,
+               force: bool = False) -> Case:
     """A DICOM study folder as a Case; ``series``: ``{seq: spec}`` or ``["seq=spec", ...]``;
-    ``reference``: the sequence whose series grid the others are resampled onto."""
+    ``reference``: the sequence whose series grid the others are resampled onto; ``force``:
+    as for ``load_case``."""
     folder = Path(folder)
     if not series and not reference:
-        return load_case(folder, max_voxels=max_voxels)
+        return load_case(folder, max_voxels=max_voxels, force=force)
     overrides = parse_overrides([f"{k}={v}" for k, v in series.items()]
                                 if isinstance(series, Mapping) else list(series or ()))
     study = _study(folder, overrides, reference)
     return load_case(CaseFiles(images=dict(study.paths), layout="dicom", case_id=folder.name,
-                               study=study), max_voxels=max_voxels)
+                               study=study), max_voxels=max_voxels, force=force)
 
 
 __all__ = ["load_study", "resolve_study"]

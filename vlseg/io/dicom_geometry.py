@@ -12,6 +12,7 @@ patient space, from the exact DICOM geometry); ``vlseg.io.dicom`` decides which 
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -33,12 +34,14 @@ def read_datasets(files: Sequence[Path], *, pixels: bool) -> list:
     from pydicom import dcmread
 
     out = []
-    for f in files:
-        try:
-            out.append(dcmread(f, stop_before_pixels=not pixels))
-        except Exception as e:  # noqa: BLE001
-            raise InputError(f"could not be read as DICOM ({type(e).__name__}); the file is corrupt",
-                             str(f)) from None
+    with warnings.catch_warnings():  # pydicom's warnings never add lines to a one-line error
+        warnings.simplefilter("ignore")
+        for f in files:
+            try:
+                out.append(dcmread(f, stop_before_pixels=not pixels))
+            except Exception as e:  # noqa: BLE001
+                raise InputError(f"could not be read as DICOM ({type(e).__name__}); the file is "
+                                 "corrupt", str(f)) from None
     return out
 
 
@@ -81,7 +84,16 @@ def _diagnose(datasets, where: str) -> InputError:
 def _series_geometry(series: Series, where: str):
     """:func:`_geometry` of a series from its headers, cached on the (cached) Series."""
     if series.geometry is None:
-        series.geometry = _geometry(series, read_datasets(series.files, pixels=False), where)
+        try:
+            series.geometry = _geometry(series, read_datasets(series.files, pixels=False), where)
+        except InputError as e:
+            if not series.unread:
+                raise
+            # A file beside the series that could not be read is the likely missing slice.
+            f, why = series.unread[0]
+            raise InputError(f"{why}: series {series.label()} is incomplete without it "
+                             f"({e.problem.split(';')[0].split(' (')[0]}); replace the file",
+                             str(f)) from None
     return series.geometry
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections import deque
 from itertools import islice
 from dataclasses import dataclass, field
@@ -39,8 +40,10 @@ _HEADER_TAGS = [
     "ProtocolName", "ImageType", "EchoTime", "RepetitionTime", "InversionTime", "ContrastBolusAgent",
     "ScanningSequence", "StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate",
     "FrameOfReferenceUID", "NumberOfFrames", "ImageOrientationPatient", "ImagePositionPatient",
-    "SharedFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence", "SOPInstanceUID",
 ]
+DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".ima")  # a file named so that fails to read is reported
+NIFTI_NAME_SUFFIXES = (".nii", ".nii.gz")  # a folder holding these is a NIfTI case, not a series
 # Words in a description that rule a series out (derived maps, localizers, other contrasts).
 _EXCLUDE = re.compile(r"\b(adc|dwi|diff\w*|trace|tensor|dti|perf\w*|dsc|dce|asl|swi|swan|"
                       r"localizer|locali[sz]er|scout|survey|loc|mip|subtract\w*|sub|map|"
@@ -72,6 +75,7 @@ class Series:
     sequence: str | None = None  # what its tags say (None: not recognised)
     evidence: str = ""  # "description" | "acquisition tags"
     frame_of_reference: str = ""  # FrameOfReferenceUID ("" when the files lack it)
+    unread: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files beside its own
     geometry: object = field(default=None, repr=False, compare=False)  # cached by vlseg.io.dicom
 
     def label(self) -> str:
@@ -88,6 +92,16 @@ class Study:
     folder: Path
     series: list[Series]
     n_other_files: int = 0  # files that are not DICOM
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # DICOM files that could not be read
+
+    def skipped_note(self) -> str:
+        """One sentence naming the DICOM files skipped as unreadable ("" when none)."""
+        if not self.skipped:
+            return ""
+        named = "; ".join(f"{f.name} {why}" for f, why in self.skipped[:3])
+        more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+        return (f"Skipped {len(self.skipped)} unreadable DICOM file(s) in the study: "
+                f"{named}{more}.")
 
     def listing(self) -> str:
         parts = []
@@ -155,9 +169,22 @@ def walk_files(folder: Path, *, max_files: int = MAX_FILES) -> list[Path]:
 
 
 def holds_dicom(folder: Path, *, budget: int = 64) -> bool:
-    """Cheap: a DICOM file among the first ``budget`` files found under ``folder`` (never raises;
-    folders that cannot be listed are skipped)."""
-    return any(is_dicom_file(f) for f in islice(_iter_files(folder, strict=False), budget))
+    """Cheap: a DICOM file (by its marker, or by a DICOM name: a broken one is reported by the
+    study scan) among the first ``budget`` files found under ``folder`` (never raises; folders
+    that cannot be listed are skipped)."""
+    return any(f.name.lower().endswith(DICOM_NAME_SUFFIXES) or is_dicom_file(f)
+               for f in islice(_iter_files(folder, strict=False), budget))
+
+
+def holds_other_scans(folder: Path, *, budget: int = 64) -> bool:
+    """True if a NIfTI file is among the first ``budget`` files under ``folder`` (a case of
+    another kind), or it cannot be listed (never raises)."""
+    try:
+        os.scandir(folder).close()
+    except OSError:
+        return True
+    return any(f.name.lower().endswith(NIFTI_NAME_SUFFIXES)
+               for f in islice(_iter_files(folder, strict=False), budget))
 
 
 def first_study_uid(folder: Path, *, budget: int = MAX_FILES) -> str | None:
@@ -168,7 +195,9 @@ def first_study_uid(folder: Path, *, budget: int = MAX_FILES) -> str | None:
     for f in islice(_iter_files(folder, strict=False), budget):
         if is_dicom_file(f):
             try:
-                ds = dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds = dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
             except Exception:  # noqa: BLE001 - unreadable: the study scan reports it later
                 continue
             return str(ds.get("StudyInstanceUID", "") or "")
@@ -256,68 +285,131 @@ def _classify(s: Series) -> None:
         s.sequence, s.evidence = seq, "acquisition tags"
 
 
-def scan_study(folder: str | os.PathLike) -> Study:
-    """Read the headers of every DICOM file under ``folder`` and group them into series."""
+def _int(ds, name: str) -> int | None:
+    """An integer header value, None when absent; ValueError names the tag when malformed."""
+    v = ds.get(name)
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {str(v)[:20]!r} is not a number") from None
+
+
+def _unreadable(f: Path) -> str | None:
+    """Why a file that is not a readable DICOM Part 10 file is reported rather than ignored: it
+    is empty, or named like DICOM (None: another kind of file, ignored)."""
+    try:
+        size = f.stat().st_size
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return "is empty (0 bytes)"
+    if f.name.lower().endswith(DICOM_NAME_SUFFIXES):
+        return f"is not a DICOM Part 10 file ({size} bytes, no DICM marker: truncated, or no preamble)"
+    return None
+
+
+def _read_header(f: Path):
+    """The header of one DICOM file, or the reason it cannot be used (one phrase)."""
     from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():  # pydicom's warnings never reach the user's terminal
+            warnings.simplefilter("ignore")
+            ds = dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
+            if not uid:  # a Type 1 attribute of every image: a truncated or broken header
+                return f"is truncated or incomplete ({f.stat().st_size} bytes, no SeriesInstanceUID)"
+            info = {"uid": uid, "sop": str(ds.get("SOPClassUID", "")),
+                    "image_type": [str(x).upper() for x in (ds.get("ImageType") or [])],
+                    "number": _int(ds, "SeriesNumber"), "frames": _int(ds, "NumberOfFrames") or 1,
+                    "description": str(ds.get("SeriesDescription", "") or "").strip(),
+                    "protocol": str(ds.get("ProtocolName", "") or "").strip(),
+                    "echo": _float(ds, "EchoTime"), "tr": _float(ds, "RepetitionTime"),
+                    "ti": _float(ds, "InversionTime"),
+                    "contrast": bool(str(ds.get("ContrastBolusAgent", "") or "").strip()),
+                    "frame_of_reference": str(ds.get("FrameOfReferenceUID", "") or "").strip(),
+                    "modality": str(ds.get("Modality", "?")),
+                    "study": str(ds.get("StudyInstanceUID", "")),
+                    "patient": (str(ds.get("PatientID", "")), str(ds.get("PatientName", "")),
+                                str(ds.get("PatientBirthDate", ""))),
+                    "instance": str(ds.get("SOPInstanceUID", "") or "")}
+    except EOFError:
+        return f"is truncated ({f.stat().st_size} bytes)"
+    except Exception as e:  # noqa: BLE001 - pydicom raises many kinds on a malformed header
+        msg = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+        return f"has a malformed header ({msg})"
+    return info
+
+
+def scan_study(folder: str | os.PathLike) -> Study:
+    """Read the headers of every DICOM file under ``folder`` and group them into series. Files
+    that claim to be DICOM but cannot be read are skipped and listed in ``Study.skipped``;
+    two MR images with one SOPInstanceUID are refused."""
+    from pydicom import dcmread
 
     folder = Path(folder)
     files = walk_files(folder) if folder.is_dir() else [folder]
     by_uid: dict[str, Series] = {}
-    patients: set[tuple] = set()
-    studies: set[str] = set()
+    patients: dict[tuple, Path] = {}
+    studies: dict[str, Path] = {}
+    instances: dict[str, Path] = {}
+    skipped: list[tuple[Path, str]] = []
     others = 0
     for f in files:
         if not is_dicom_file(f):
+            why = _unreadable(f)
+            if why is not None:
+                skipped.append((f, why))
             others += 1
             continue
-        try:
-            ds = dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError):
+        h = _read_header(f)
+        if not isinstance(h, dict):
+            if h is not None:
+                skipped.append((f, h))
             others += 1
             continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "")
-        if not uid:
-            others += 1
-            continue
-        s = by_uid.get(uid)
+        s = by_uid.get(h["uid"])
         if s is None:
-            sop = str(ds.get("SOPClassUID", ""))
-            image_type = [str(x).upper() for x in (ds.get("ImageType") or [])]
-            number = ds.get("SeriesNumber")
-            s = by_uid[uid] = Series(
-                uid=uid, number=int(number) if number not in (None, "") else None,
-                description=str(ds.get("SeriesDescription", "") or "").strip(),
-                protocol=str(ds.get("ProtocolName", "") or "").strip(), n_images=0,
-                is_mr_image=sop in MR_IMAGE_CLASSES,
-                echo_ms=_float(ds, "EchoTime"), repetition_ms=_float(ds, "RepetitionTime"),
-                inversion_ms=_float(ds, "InversionTime"),
-                contrast=bool(str(ds.get("ContrastBolusAgent", "") or "").strip()),
-                multiframe=int(ds.get("NumberOfFrames", 1) or 1) > 1,
-                frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or "").strip())
+            s = by_uid[h["uid"]] = Series(
+                uid=h["uid"], number=h["number"], description=h["description"],
+                protocol=h["protocol"], n_images=0, is_mr_image=h["sop"] in MR_IMAGE_CLASSES,
+                echo_ms=h["echo"], repetition_ms=h["tr"], inversion_ms=h["ti"],
+                contrast=h["contrast"], multiframe=h["frames"] > 1,
+                frame_of_reference=h["frame_of_reference"])
             if not s.is_mr_image:
-                s.excluded = f"not an MR image ({ds.get('Modality', '?')})"
-            elif "LOCALIZER" in image_type:
+                s.excluded = f"not an MR image ({h['modality']})"
+            elif "LOCALIZER" in h["image_type"]:
                 s.excluded = "localizer"
             if s.multiframe and s.echo_ms is None:
-                s.echo_ms, s.repetition_ms, s.inversion_ms = _enhanced_timing(
-                    dcmread(f, stop_before_pixels=True))
-            if s.is_mr_image:
-                studies.add(str(ds.get("StudyInstanceUID", "")))
-                patients.add((str(ds.get("PatientID", "")), str(ds.get("PatientName", "")),
-                              str(ds.get("PatientBirthDate", ""))))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    s.echo_ms, s.repetition_ms, s.inversion_ms = _enhanced_timing(
+                        dcmread(f, stop_before_pixels=True))
+        if s.is_mr_image:
+            studies.setdefault(h["study"], f)
+            patients.setdefault(h["patient"], f)
+            first = instances.setdefault(h["instance"], f) if h["instance"] else f
+            if first != f:
+                raise InputError(f"has the same SOPInstanceUID as {first.name} (one image twice); "
+                                 "remove the duplicate", str(f))
         s.n_images += 1
         s.files.append(f)
     if len(patients) > 1:
-        raise InputError(f"holds MR series of {len(patients)} different patients; give one "
-                         "patient's study per folder", str(folder))
+        a, b = list(patients.values())[:2]
+        raise InputError(f"holds MR series of {len(patients)} different patients ({a.name} and "
+                         f"{b.name} differ); give one patient's study per folder", str(folder))
     if len(studies) > 1:
-        raise InputError(f"holds MR series of {len(studies)} different studies; give one study "
-                         "per folder", str(folder))
+        a, b = list(studies.values())[:2]
+        raise InputError(f"holds MR series of {len(studies)} different studies ({a.name} and "
+                         f"{b.name} differ); give one study per folder", str(folder))
     series = sorted(by_uid.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
     for s in series:
         _classify(s)
-    return Study(folder=folder, series=series, n_other_files=others)
+        parents = {f.parent for f in s.files}
+        s.unread = [(f, why) for f, why in skipped if f.parent in parents]
+    return Study(folder=folder, series=series, n_other_files=others, skipped=skipped)
 
 
 def scan_key(folder: Path) -> tuple[str, int, int]:
@@ -409,12 +501,19 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
             chosen[seq] = cands[0]
     if not chosen:
         mr = [s for s in study.series if s.is_mr_image]
-        what = "no MR image series" if not mr else "no series recognised as T1, T1 post-contrast, T2 or FLAIR"
-        raise InputError(f"holds {what}; the study holds: {study.listing()}; name them with "
-                         "series=t1c=NUMBER (or description or SeriesInstanceUID)", str(study.folder))
+        if not study.series and study.skipped:  # nothing readable: the file is the problem
+            f, why = study.skipped[0]
+            more = f" (and {len(study.skipped) - 1} more like it)" if len(study.skipped) > 1 else ""
+            raise InputError(f"{why}{more}; no readable DICOM image is in its folder", str(f))
+        if not mr:
+            raise InputError(f"holds no MR image series (the study holds: {study.listing()}); "
+                             "vlseg reads MR studies", str(study.folder))
+        raise InputError(f"holds no series recognised as T1, T1 post-contrast, T2 or FLAIR; the "
+                         f"study holds: {study.listing()}; name them with series=t1c=NUMBER (or "
+                         "description or SeriesInstanceUID)", str(study.folder))
     return {s: chosen[s] for s in SEQUENCES if s in chosen}
 
 
 __all__ = ["Series", "Study", "scan_study", "StudyScans", "scan_key", "map_sequences", "parse_overrides",
-           "is_dicom_file", "looks_like_dicom", "holds_dicom", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
-           "MR_IMAGE_CLASSES"]
+           "is_dicom_file", "looks_like_dicom", "holds_dicom", "holds_other_scans", "walk_files", "first_study_uid", "sequence_from_text", "sequence_from_tags",
+           "MR_IMAGE_CLASSES", "DICOM_NAME_SUFFIXES"]

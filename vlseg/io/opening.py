@@ -23,16 +23,20 @@ CaseSource = Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike, None]]
 
 
 def open_case(source: CaseSource | Case, *, series: Mapping[str, str] | Sequence[str] | None = None,
-              reference: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS) -> Case:
+              reference: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS,
+              force: bool = False) -> Case:
     """Read, validate and geometry-check a case (a :class:`Case` given is checked only).
     ``series``/``reference``: a DICOM study's series choice (``{seq: spec}`` or
-    ``["seq=spec"]``) and the sequence whose grid the others are resampled onto."""
+    ``["seq=spec"]``) and the sequence whose grid the others are resampled onto. ``force``:
+    read images that look like a label map, atlas, probability or statistical map anyway
+    (refused otherwise, before any model runs); ``Case.warnings`` says what was found."""
     if isinstance(source, Case):
         case = source
     elif series or reference:
-        case = load_study(source, series=series, reference=reference, max_voxels=max_voxels)
+        case = load_study(source, series=series, reference=reference, max_voxels=max_voxels,
+                          force=force)
     else:
-        case = load_case(source, max_voxels=max_voxels)
+        case = load_case(source, max_voxels=max_voxels, force=force)
     check_geometry(case.source_grid)  # too small a field of view or too coarse: refused
     return case
 

@@ -59,8 +59,9 @@ class Reader(Protocol):
         ...
 
     def is_one_case(self, path: Path) -> bool:
-        """Whether a folder this reader claims is one case, not a folder of cases (cheap, never
-        raises; False for a reader that claims no folders)."""
+        """Whether a folder this reader claims is one case, not a folder of cases, decided from
+        every entry of that folder, never from some of them (cheap, never raises; False for a
+        reader that claims no folders)."""
         ...
 
 

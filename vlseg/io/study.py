@@ -38,6 +38,7 @@ class StudySource:
     reference_path: Path  # that series' path
     reference_files: tuple[Path, ...]  # its files (a DICOM-SEG references them)
     resampled: tuple[str, ...]  # sequences resampled onto the reference grid
+    warnings: tuple[str, ...] = ()  # what reading the study let pass (files skipped as unreadable)
 
     def __post_init__(self) -> None:
         if set(self.labels) != set(self.paths):

@@ -123,13 +123,16 @@ class Segmenter:
     def case(self) -> Case:
         return self.predictor.case
 
-    def set_case(self, source: CaseSource | Case, *, timepoint: str | None = None) -> CaseSummary:
+    def set_case(self, source: CaseSource | Case, *, timepoint: str | None = None,
+                 force: bool = False) -> CaseSummary:
         """Validate, preprocess and encode a scan once. Returns a short summary of the case.
         ``timepoint`` (pre | post | auto; default: the Segmenter's) says whether the scan is
-        after treatment (see ``vlseg.segmenter.timepoint``)."""
+        after treatment (see ``vlseg.segmenter.timepoint``). ``force``: answer images that look
+        like a label map, atlas, probability or statistical map anyway, with a warning."""
         asked = self.timepoint if timepoint is None else check_timepoint(timepoint)
-        case = open_case(source)  # read (unless given a Case) and check the geometry
-        warnings = geometry_warnings(case.source_grid) + brain_warnings(case.images, case.affine)
+        case = open_case(source, force=force)  # read (unless given a Case), check the geometry
+        warnings = (list(case.warnings) + geometry_warnings(case.source_grid)
+                    + brain_warnings(case.images, case.affine))
         encode_s = self.predictor.set_case(case)
         self._talk = CaseTalk(case=case, warnings=warnings, timepoint_asked=asked)
         return {

@@ -20,7 +20,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from vlseg.errors import InputError
+from vlseg.errors import InputError, one_line
 from vlseg.fileio import staged_folder, write_json_atomic
 from vlseg import vocab
 from vlseg.io import Case, write_label_map, write_mask
@@ -129,10 +129,28 @@ def write_answer(out_dir: str | Path, doc: Mapping[str, Json], files: AnswerFile
                              "another output folder", str(out))
     with staged_folder(out, manifest=ANSWER_FILE, previous=_listed_files(out / ANSWER_FILE)) as stage:
         extras: dict[str, Json] = {}
+        failed: list[str] = []
         for exporter in exporters if files is not None else ():
-            extras.update(exporter.write(files, stage))
+            try:
+                extras.update(exporter.write(files, stage))
+            except Exception as e:  # noqa: BLE001 - one format failing never loses the others
+                if isinstance(exporter, NiftiMasks):
+                    raise  # the masks are the answer: without them nothing is published
+                failed.append(_exporter_failed(exporter, files, stage, e))
+        if failed:
+            extras["warnings"] = [*doc.get("warnings", []), *failed]  # type: ignore[misc]
         write_json_atomic(stage / ANSWER_FILE, {**doc, **extras})
     return out / ANSWER_FILE
+
+
+def _exporter_failed(exporter: Exporter, files: AnswerFiles, stage: Path, error: Exception) -> str:
+    """Remove what a failed exporter staged; the warning answer.json carries instead."""
+    names = exporter.names(files)
+    for name in names:
+        (stage / name).unlink(missing_ok=True)
+    msg = one_line(error, typed=True, limit=160)
+    return (f"{' and '.join(names) or type(exporter).__name__} could not be written ({msg}); "
+            "the masks and answer.json were written.")
 
 
 def _listed_files(answer_json: Path) -> list[str]:
