@@ -239,3 +239,24 @@ def test_live_server_host_check_throttle_and_cleanup(live):
     assert list(app.config.gradio_temp_dir.iterdir()) == []
     assert list(app.config.sessions_dir.iterdir()) == []
     assert app.config.samples_dir.is_dir()  # generated samples are not uploads: kept
+
+
+@pytest.mark.slow
+def test_a_server_path_named_by_a_client_is_refused_in_words_and_never_logged(live, capfd):
+    import json
+
+    import httpx
+
+    app, _ = live
+    secret = "/etc/passwd-of-the-client"
+    with httpx.Client(base_url=app.url, timeout=60) as h:
+        assert h.post("/login", data={"username": "alice", "password": "s3cret-pass"}).status_code == 200
+        file = {"path": secret, "meta": {"_type": "gradio.FileData"}}
+        r = h.post("/gradio_api/call/ask", json={"data": [[file], "segment the tumor", 0.9, None, "auto"]})
+        assert r.status_code == 200, r.text
+        stream = h.get(f"/gradio_api/call/ask/{r.json()['event_id']}").text
+    assert "event: error" in stream
+    payload = json.loads(stream.split("event: error", 1)[1].split("data:", 1)[1].splitlines()[0])
+    assert payload and "upload the file first" in str(payload) and secret not in str(payload)
+    logged = capfd.readouterr()
+    assert secret not in logged.err + logged.out and "Traceback" not in logged.err

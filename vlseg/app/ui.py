@@ -27,6 +27,7 @@ import gradio as gr
 
 from vlseg.errors import VlsegError
 from vlseg.segmenter.timepoint import TIMEPOINTS
+from vlseg.app.errors import GuardedBlocks
 from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
@@ -301,7 +302,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
     """The whole UI; ``blocks_kwargs`` carries the cache-cleanup settings from security.py."""
     app = ChatApp(store=store, samples=samples)
     heavy = {"concurrency_id": "inference", "api_visibility": "private"}
-    with gr.Blocks(title=TITLE, fill_width=True, **blocks_kwargs) as demo:
+    with GuardedBlocks(title=TITLE, fill_width=True, **blocks_kwargs) as demo:
         # A plain function, not the bound method: Gradio deep-copies the page config (which
         # holds this callback) per request, and a bound method would copy the store and model.
         sid = gr.State(None, delete_callback=_dropper(store))
