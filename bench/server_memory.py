@@ -68,7 +68,7 @@ def run_app(seg, cases: list[Path], root: Path, args: argparse.Namespace) -> lis
         store.viewer_payload(sid)
         if i % args.every == 0:
             rows.append(report("app", i, rows[1]["rss_mb"] if len(rows) > 1 else None))
-    rows.append(idle("app", args.idle_s, getattr(store, "idle", lambda: None)))
+    rows.append(idle("app", args.idle_s, store.idle))
     return rows
 
 
@@ -83,7 +83,7 @@ def run_mcp(seg, cases: list[Path], root: Path, args: argparse.Namespace) -> lis
             tools.ask(q)
         if i % args.every == 0:
             rows.append(report("mcp", i, rows[1]["rss_mb"] if len(rows) > 1 else None))
-    rows.append(idle("mcp", args.idle_s, getattr(tools, "idle", lambda: None)))
+    rows.append(idle("mcp", args.idle_s, tools.idle))
     return rows
 
 
