@@ -33,7 +33,7 @@ class FakeSegmenter:
         self.queries: list[str] = []
         self.confidences: list[float | None] = []
 
-    def set_case(self, source: Any) -> dict[str, Any]:
+    def set_case(self, source: Any, *, timepoint: str | None = None) -> dict[str, Any]:
         case = source if isinstance(source, Case) else load_case(source)
         self._case = case
         self.n_encodes += 1

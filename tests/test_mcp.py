@@ -147,11 +147,7 @@ def _tools(tmp_path):
 
     from vlseg.mcp_server import CaseTools
 
-    class Seg(FakeSegmenter):
-        def set_case(self, source, *, timepoint=None):
-            return super().set_case(source)
-
-    return CaseTools(segmenter=Seg(), out_root=tmp_path / "out")
+    return CaseTools(segmenter=FakeSegmenter(), out_root=tmp_path / "out")
 
 
 def test_a_failed_load_case_leaves_no_case_and_refusals_write_nothing(tmp_path):
