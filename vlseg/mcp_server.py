@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
-from vlseg.app.logging import log_event, new_request_id, where
-from vlseg.errors import InputError, VlsegError, one_line
+from vlseg.errors import InputError, VlsegError, one_line, where
 from vlseg.memory import release_memory
 
 if TYPE_CHECKING:  # the model stack loads on the first load_case, not at server start
@@ -37,6 +36,7 @@ if TYPE_CHECKING:  # the model stack loads on the first load_case, not at server
     from vlseg.segmenter.answer import JsonObject
 
 DEFAULT_OUT = Path("~/.cache/vlseg/mcp")
+_log = logging.getLogger("vlseg.mcp")
 INSTRUCTIONS = (
     "Promptable 3D brain-tumor MRI segmentation with grounded answers. Call load_case with a case "
     "folder (BraTS-style NIfTI files) or a DICOM study folder first, then ask questions such as "
@@ -193,8 +193,7 @@ def _report(error: BaseException) -> str:
     """The agent's message for ``error``; an unexpected one is logged by class and place only
     (messages and tracebacks may quote the client's paths)."""
     if not isinstance(error, (VlsegError, OSError)):
-        log_event(new_request_id(), logging.WARNING, op="mcp", status="error",
-                  error=type(error).__name__, where=where(error))
+        _log.warning("op=mcp status=error error=%s where=%s", type(error).__name__, where(error))
     return agent_words(error)
 
 
