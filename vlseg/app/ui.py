@@ -56,10 +56,14 @@ QUEUED = "*Queued — answered right after the question above…*"
 ANSWERING = "*Answering…*"
 
 _ABS_PATH = re.compile(r"(?<![\w.])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")
+# The library's hint names its ``series=`` parameter, which the app has no field for.
+_SERIES_HINT = re.compile(r"(pick one|name them) with series=[^;]*")
 
 
 def strip_dirs(text: str) -> str:
-    """Show file names without server folders (upload caches, output roots) in user messages."""
+    """Show file names without server folders (upload caches, output roots) in user messages,
+    and a DICOM study's series hint as what the app's user can do."""
+    text = _SERIES_HINT.sub("upload a zip holding only the series to use", text)
     return _ABS_PATH.sub(r"\1", text)
 
 
