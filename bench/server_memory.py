@@ -14,6 +14,7 @@ does not depend on the weights, so a ``tiny`` model with random weights is enoug
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-s", type=float, default=2.0, help="idle pause before the last figure")
     p.add_argument("--server", choices=("app", "mcp", "both"), default="both")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-trim", action="store_true",
+                   help="never give freed heap back to the OS (the servers before issue 26)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     if args.sessions < 1 or args.every < 1 or args.cases < 1:
@@ -120,8 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.no_trim:  # the comparison: the servers as they were, keeping every freed page
+        import vlseg.app.sessions
+        import vlseg.mcp_server
+
+        vlseg.app.sessions.release_memory = vlseg.mcp_server.release_memory = gc.collect
     result: dict = {"machine": platform.platform(), "python": platform.python_version(),
-                    "sessions": args.sessions, "cases": args.cases, "spacing_mm": args.spacing}
+                    "sessions": args.sessions, "cases": args.cases, "spacing_mm": args.spacing,
+                    "trim": not args.no_trim}
     with tempfile.TemporaryDirectory(prefix="vlseg-mem-") as tmp:
         root = Path(tmp)
         cases = make_cases(root, args.cases, args.spacing)
