@@ -80,8 +80,10 @@ def run_mcp(seg, cases: list[Path], root: Path, args: argparse.Namespace) -> lis
     rows = [{"sessions": 0, "rss_mb": round(rss_mb(), 1)}]
     for i in range(1, args.sessions + 1):
         tools.load_case(str(cases[i % len(cases)]))
+        tools.idle()  # as both MCP transports do after each tool call
         for q in QUESTIONS:
             tools.ask(q)
+            tools.idle()
         if i % args.every == 0:
             rows.append(report("mcp", i, rows[1]["rss_mb"] if len(rows) > 1 else None))
     rows.append(idle("mcp", args.idle_s, tools.idle))

@@ -123,7 +123,8 @@ class CaseTools:
         release_memory()
 
     def idle(self) -> None:
-        """Called when the server has been idle for a while: give freed heap back to the OS."""
+        """Give freed heap back to the OS (the server is idle between tool calls: the tools call
+        it as they return, after the request's temporaries are freed)."""
         with self._lock:
             release_memory()
 
@@ -216,6 +217,8 @@ def build_server(tools: CaseTools):
                 return fn(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - every failure is one line for the agent
                 raise ToolError(_report(e)) from None
+            finally:
+                tools.idle()
 
     @server.tool(description=CaseTools.load_case.__doc__)
     def load_case(path: str, series: dict[str, str] | None = None, timepoint: str = "auto") -> dict[str, Any]:
@@ -270,6 +273,8 @@ def add_gradio_tools(blocks: Any, tools: CaseTools) -> None:
             return fn(*args)
         except Exception as e:  # noqa: BLE001 - every failure is one line for the agent
             raise gr.Error(_report(e), print_exception=False) from None
+        finally:
+            tools.idle()
 
     def load_case(path: str, series: dict | None = None, timepoint: str = "auto") -> dict:
         return guarded(tools.load_case, path, series, timepoint)
