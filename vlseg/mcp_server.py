@@ -11,8 +11,9 @@ app's HTTP server (``vlseg serve --mcp``, Gradio's MCP endpoint, loopback only):
   for DICOM input, the DICOM-SEG.
 
 :class:`CaseTools` holds the state (one Segmenter, loaded on the first ``load_case``) and is
-what both transports call. Tool errors are one line (the same messages as the CLI) and never
-quote patient tags, CLI flags or exception classes (``agent_words``). A failed ``load_case`` leaves
+what both transports call. Tool errors are one line (the library's messages, with parameters
+named as the tools name them) and never quote patient tags, CLI flags or exception classes
+(``agent_words``); the heap is trimmed after every tool call (the server idles between calls). A failed ``load_case`` leaves
 no case loaded; a refused question writes nothing. Nothing is written to stdout but the protocol.
 """
 from __future__ import annotations
