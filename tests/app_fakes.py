@@ -52,6 +52,9 @@ class FakeSegmenter:
     def reset(self) -> None:
         self._case = None
 
+    def set_timepoint(self, timepoint: str) -> None:
+        self.timepoint = timepoint
+
     def ask(self, query: str, *, confidence: float | None = None) -> Answer:
         case = self.case
         self.queries.append(query)

@@ -125,3 +125,19 @@ def test_an_adapters_base_checkpoint_is_blocked_too(tmp_path, random_checkpoint)
     blocked = launch_kwargs(cfg)["blocked_paths"]
     assert str(adapter.resolve()) in blocked
     assert str(random_checkpoint.resolve()) in blocked
+
+
+def test_client_messages_carry_no_server_paths_classes_or_flags():
+    from gradio.exceptions import InvalidPathError
+
+    from vlseg.app.errors import client_message
+    from vlseg.app.ui import strip_dirs
+
+    refused = client_message(InvalidPathError("Cannot move /etc/passwd to the gradio cache dir"), "ab12")
+    assert "/etc/passwd" not in refused and "upload the file first" in refused
+    other = client_message(KeyError("/srv/secret/case"), "ab12")
+    assert "KeyError" not in other and "/srv" not in other and "ab12" in other
+    # The app has no series field: its hint says what an app user can do instead.
+    text = strip_dirs("/tmp/up/study: has 2 series that look like t1c (#1 'A', #1 'B'); pick one "
+                      "with series=t1c='DESCRIPTION'; the study holds: x")
+    assert text.startswith("study: ") and "series=" not in text and "upload a zip holding only" in text

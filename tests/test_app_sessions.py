@@ -227,3 +227,25 @@ def test_ask_without_pictures_skips_the_ui_work(tmp_path, store):
     assert store.get(sid).masks() == {}  # the viewer's masks are the UI's too
     r2 = store.ask(AskRequest(session_id=sid, query="segment the edema"))
     assert r2.overlay_png is not None and r2.table_html and r2.downloads
+
+
+def test_evictions_and_quiet_spells_give_memory_back(tmp_path, store, monkeypatch):
+    from vlseg.app import sessions
+
+    trims: list[int] = []
+    monkeypatch.setattr(sessions, "release_memory", lambda: trims.append(1))
+    dirs = [small_case(tmp_path, f"CASE-{i}", shift=2 + 5 * i) for i in range(3)]
+    sids = [store.new_session() for _ in dirs]
+    for sid, d in zip(sids[:2], dirs):
+        store.set_case(CaseRequest(session_id=sid, source=d, label=d.name))
+    held = store.get(sids[0]).segmenter
+    assert trims == []  # nothing evicted yet
+    store.set_case(CaseRequest(session_id=sids[2], source=dirs[2], label="c"))
+    assert trims == [1] and held._case is None  # the evicted Segmenter forgot its case
+    assert store.idle(quiet_s=60.0) is False  # not quiet long enough
+    assert store.idle() is True and trims == [1, 1]
+    assert store.idle() is False  # once per quiet spell
+    store.ask(AskRequest(session_id=sids[2], query="segment the edema"))
+    with store.inference_lock:  # never while a model call runs
+        assert store.idle() is False
+    assert store.idle() is True

@@ -139,3 +139,70 @@ def test_serve_mcp_needs_a_loopback_host(capsys):
 
     assert main(["serve", "--mcp", "--host", "0.0.0.0"]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ CaseTools in process
+def _tools(tmp_path):
+    from app_fakes import FakeSegmenter
+
+    from vlseg.mcp_server import CaseTools
+
+    return CaseTools(segmenter=FakeSegmenter(), out_root=tmp_path / "out")
+
+
+def test_a_failed_load_case_leaves_no_case_and_refusals_write_nothing(tmp_path):
+    from app_fakes import small_case
+
+    from vlseg.errors import InputError
+
+    tools = _tools(tmp_path)
+    tools.load_case(str(small_case(tmp_path / "src", "CASE-A", shift=2)))
+    assert tools.ask("segment the whole tumor")["masks"]
+    with pytest.raises(InputError):
+        tools.load_case(str(tmp_path / "nonexistent"))
+    with pytest.raises(InputError, match="no case is loaded"):
+        tools.ask("how big is it?")  # never answered for the study loaded before
+
+    tools.load_case(str(small_case(tmp_path / "src", "CASE-B", shift=3)))
+    before = sorted(p for p in (tmp_path / "out").rglob("*"))
+    refused = tools.ask("segment the liver")
+    assert refused["refused"] and refused["answer_json"] is None and refused["masks"] == {}
+    assert sorted(p for p in (tmp_path / "out").rglob("*")) == before  # no folder, no file
+
+
+def test_errors_are_words_for_an_agent_never_flags_or_exception_classes():
+    from vlseg.errors import InputError
+    from vlseg.io.dicom_study import Series, Study, map_sequences
+    from vlseg.mcp_server import agent_words
+
+    def series(number, desc, uid, seq="t1c"):
+        return Series(uid=uid, number=number, description=desc, protocol="", n_images=3, sequence=seq)
+
+    # Two candidates numbered alike: the hint names them by description, then by UID.
+    study = Study(folder=Path("/s"), series=[series(1, "T1 POST A", "1.2.3"), series(1, "T1 POST B", "1.2.4")])
+    with pytest.raises(InputError) as e:
+        map_sequences(study)
+    assert "series=t1c='DESCRIPTION'" in str(e.value) and "NUMBER" not in str(e.value)
+    msg = agent_words(e.value)
+    assert 'the series parameter, e.g. {"t1c": "DESCRIPTION"}' in msg and "--" not in msg
+    study = Study(folder=Path("/s"), series=[series(1, "T1", "1.2.3"), series(1, "T1", "1.2.4")])
+    with pytest.raises(InputError, match="t1c=UID, one of 1.2.3, 1.2.4"):
+        map_sequences(study)
+    # Distinct numbers: by number.
+    study = Study(folder=Path("/s"), series=[series(3, "T1", "1.2.3"), series(7, "T1", "1.2.4")])
+    with pytest.raises(InputError, match="series=t1c=NUMBER"):
+        map_sequences(study)
+    # A CT-only study: no hint (naming a series cannot help).
+    ct = Series(uid="9", number=2, description="CT HEAD", protocol="", n_images=3,
+                is_mr_image=False, excluded="not an MR image")
+    with pytest.raises(InputError) as e:
+        map_sequences(Study(folder=Path("/s"), series=[ct]))
+    assert "no MR image series" in str(e.value) and "series=" not in str(e.value)
+
+    assert agent_words(InputError("series='AX' matches no series; the study holds: x")) == \
+        "the series value 'AX' matches no series; the study holds: x"
+    assert agent_words(FileNotFoundError(2, "No such file or directory", "/x")) == \
+        "/x: no such file or directory"
+    for error in (KeyError("k"), RuntimeError(), ValueError("invalid literal for int()")):
+        text = agent_words(error)
+        assert type(error).__name__ not in text and "internal error" in text

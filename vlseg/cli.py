@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a host name clients use to reach the app, besides the bind address and "
                         "localhost (repeatable; requests naming any other Host are refused)")
+    s.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                   help="address or network of a reverse proxy in front of the app whose "
+                        "X-Forwarded-For header names the client (repeatable; none by default)")
     s.add_argument("--mcp", action="store_true",
                    help="also serve the MCP tools (load_case, ask) at /gradio_api/mcp/ (loopback "
                         "--host only; off by default)")
@@ -170,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ``pred_convention=msd``); here the user gave it as a flag.
 FLAGS: dict[str, str] = {
     "series": "--series", "threads": "--threads", "device": "--device", "port": "--port",
-    "allowed_hosts": "--allowed-host", "pred_convention": "--pred-convention",
+    "allowed_hosts": "--allowed-host", "trusted_proxies": "--trusted-proxy",
+    "pred_convention": "--pred-convention",
     "gt_convention": "--gt-convention", "force": "--force",
 }
 _PARAMETER = re.compile(rf"(?<![\w-])({'|'.join(FLAGS)})=('[^']*'|[^\s;:,]*)")

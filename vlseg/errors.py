@@ -1,4 +1,7 @@
 """Errors a user can act on. The CLI and app print their message on one line, no traceback."""
+from __future__ import annotations
+
+import re
 
 
 class VlsegError(Exception):
@@ -31,3 +34,17 @@ def one_line(error: BaseException, *, typed: bool = False, limit: int | None = 3
     else:
         line = text
     return line if limit is None else line[:limit]
+
+
+def where(e: BaseException) -> str:
+    """Where an exception was raised, as ``module.function.L<line>`` (code names only: safe to
+    log, unlike its message, which may quote a client's path)."""
+    tb = e.__traceback__
+    if tb is None:
+        return "unknown"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    text = re.sub(r"[^A-Za-z0-9_.]", "", f"{module}.{code.co_name}.L{tb.tb_lineno}")
+    return text[-48:]

@@ -11,27 +11,33 @@ app's HTTP server (``vlseg serve --mcp``, Gradio's MCP endpoint, loopback only):
   for DICOM input, the DICOM-SEG.
 
 :class:`CaseTools` holds the state (one Segmenter, loaded on the first ``load_case``) and is
-what both transports call. Tool errors are one line (the same messages as the CLI) and never
-quote patient tags. Nothing is written to stdout but the protocol.
+what both transports call. Tool errors are one line (the library's messages, with parameters
+named as the tools name them) and never quote patient tags, CLI flags or exception classes
+(``agent_words``); the heap is trimmed after every tool call (the server idles between calls). A failed ``load_case`` leaves
+no case loaded; a refused question writes nothing. Nothing is written to stdout but the protocol.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
+import re
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
-from vlseg.errors import InputError, VlsegError, one_line
+from vlseg.errors import InputError, VlsegError, one_line, where
+from vlseg.memory import release_memory
 
 if TYPE_CHECKING:  # the model stack loads on the first load_case, not at server start
     from vlseg.segmenter import SegmenterLike
     from vlseg.segmenter.answer import JsonObject
 
 DEFAULT_OUT = Path("~/.cache/vlseg/mcp")
+_log = logging.getLogger("vlseg.mcp")
 INSTRUCTIONS = (
     "Promptable 3D brain-tumor MRI segmentation with grounded answers. Call load_case with a case "
     "folder (BraTS-style NIfTI files) or a DICOM study folder first, then ask questions such as "
@@ -62,7 +68,7 @@ class Asked(TypedDict):
     refused: bool
     measurements: list[JsonObject]  # answer.json's targets
     warnings: list[str]
-    answer_json: str
+    answer_json: str | None  # None for a refusal (nothing is written)
     masks: dict[str, str]  # concept -> NIfTI mask path
     dicom_seg: str | None
 
@@ -100,6 +106,7 @@ class CaseTools:
 
         src = Path(str(path)).expanduser()
         with self._lock:
+            self._clear()  # a failed load leaves no case: asking then says none is loaded
             case = open_case(src, series=series)
             summary = CaseLoaded(**self._segmenter().set_case(case, timepoint=timepoint))
             self._case_id = case.case_id
@@ -107,6 +114,21 @@ class CaseTools:
             if case.study is not None:
                 summary["series"] = dict(case.study.labels)
             return summary
+
+    def _clear(self) -> None:
+        """Forget the case (and its encoding) and give the freed heap back to the OS."""
+        if self._case_id is None:
+            return
+        self._case_id = None
+        if self._seg is not None:
+            self._seg.reset()
+        release_memory()
+
+    def idle(self) -> None:
+        """Give freed heap back to the OS (the server is idle between tool calls: the tools call
+        it as they return, after the request's temporaries are freed)."""
+        with self._lock:
+            release_memory()
 
     def ask(self, question: str) -> Asked:
         """Ask a question about the loaded case, e.g. "segment the whole tumor" or "how far is the
@@ -120,10 +142,14 @@ class CaseTools:
                 raise InputError("no case is loaded; call load_case with a case or DICOM study "
                                  "folder first")
             answer = self._segmenter().ask(str(question))
+            doc = answer.to_json()
+            if answer.refused:  # nothing to keep: a refusal writes no folder
+                return {"text": answer.text, "refused": True, "measurements": [],
+                        "warnings": doc["warnings"], "answer_json": None, "masks": {},
+                        "dicom_seg": None}
             self._n += 1
             out = self.out_root / _safe_name(self._case_id) / f"{time.strftime('%Y%m%d-%H%M%S')}-{self._n:03d}"
             answer_json = answer.save(out)
-            doc = answer.to_json()
             seg = out / "segmentation.dcm"
             return {
                 "text": answer.text,
@@ -134,6 +160,44 @@ class CaseTools:
                 "masks": {c: str(out / f"{c}.nii.gz") for c in answer.masks_ras},
                 "dicom_seg": str(seg) if seg.is_file() else None,
             }
+
+
+# Library errors name a function's parameter (``series='AX'``, ``series=t1c=NUMBER``); an agent
+# gives ``series`` as a mapping, so say it that way.
+_SERIES = re.compile(r"(?<![\w-])series=(?:(\w+)=('[^']*'|<[^>]*>|[^\s;:,)]+)|('[^']*'|[^\s;:,)]*))")
+
+
+def _series_words(m: re.Match[str]) -> str:
+    if m.group(1):
+        spec = m.group(2).strip("'")
+        return f'the series parameter, e.g. {{"{m.group(1)}": "{spec}"}}'
+    return f"the series value {m.group(3)}" if m.group(3) else "the series parameter"
+
+
+def agent_words(error: BaseException) -> str:
+    """One line for an agent: the problem in words, with parameters as the tools name them;
+    never a CLI flag, an exception class or a traceback."""
+    if isinstance(error, VlsegError):
+        text = one_line(error, limit=None)
+        if isinstance(error, InputError):
+            text = one_line(InputError(_SERIES.sub(_series_words, error.problem), error.path),
+                            limit=None)
+        if text == type(error).__name__:
+            return "the request failed; check the path and the question"
+        return text[:600]
+    if isinstance(error, OSError):
+        what = (error.strerror or "cannot be read").lower()
+        return f"{error.filename}: {what}" if error.filename else f"the file {what}"
+    return ("the server could not answer this request (an internal error, logged without "
+            "details); try another case or question")
+
+
+def _report(error: BaseException) -> str:
+    """The agent's message for ``error``; an unexpected one is logged by class and place only
+    (messages and tracebacks may quote the client's paths)."""
+    if not isinstance(error, (VlsegError, OSError)):
+        _log.warning("op=mcp status=error error=%s where=%s", type(error).__name__, where(error))
+    return agent_words(error)
 
 
 def _safe_name(name: str) -> str:
@@ -153,10 +217,10 @@ def build_server(tools: CaseTools):
         with contextlib.redirect_stdout(sys.stderr):
             try:
                 return fn(*args, **kwargs)
-            except VlsegError as e:
-                raise ToolError(one_line(e)) from None
-            except OSError as e:
-                raise ToolError(e.strerror or one_line(e)) from None
+            except Exception as e:  # noqa: BLE001 - every failure is one line for the agent
+                raise ToolError(_report(e)) from None
+            finally:
+                tools.idle()
 
     @server.tool(description=CaseTools.load_case.__doc__)
     def load_case(path: str, series: dict[str, str] | None = None, timepoint: str = "auto") -> dict[str, Any]:
@@ -209,10 +273,10 @@ def add_gradio_tools(blocks: Any, tools: CaseTools) -> None:
     def guarded(fn: Callable[..., dict], *args: Any) -> dict:
         try:
             return fn(*args)
-        except VlsegError as e:
-            raise gr.Error(one_line(e), print_exception=False) from None
-        except OSError as e:
-            raise gr.Error(e.strerror or one_line(e), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001 - every failure is one line for the agent
+            raise gr.Error(_report(e), print_exception=False) from None
+        finally:
+            tools.idle()
 
     def load_case(path: str, series: dict | None = None, timepoint: str = "auto") -> dict:
         return guarded(tools.load_case, path, series, timepoint)
@@ -225,4 +289,4 @@ def add_gradio_tools(blocks: Any, tools: CaseTools) -> None:
         gr.api(load_case, api_name="mcp_load_case", concurrency_id="inference")
         gr.api(ask, api_name="mcp_ask", concurrency_id="inference")
 
-__all__ = ["CaseTools", "build_server", "run_cli", "add_gradio_tools", "INSTRUCTIONS"]
+__all__ = ["CaseTools", "agent_words", "build_server", "run_cli", "add_gradio_tools", "INSTRUCTIONS"]

@@ -19,6 +19,8 @@ import time
 import uuid
 from typing import Any, Iterator
 
+from vlseg.errors import where
+
 LOGGER_NAME = "vlseg.app"
 _logger = _logging.getLogger(LOGGER_NAME)
 
@@ -105,19 +107,6 @@ def request_context(op: str, *, session: str | None = None) -> Iterator[RequestC
     else:
         ctx.fields.setdefault("status", "ok")
         log_event(ctx.request_id, **ctx.fields, s=time.perf_counter() - t0)
-
-
-def where(e: BaseException) -> str:
-    """Where an exception was raised, as ``module.function.L<line>`` (code names only)."""
-    tb = e.__traceback__
-    if tb is None:
-        return "unknown"
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    module = tb.tb_frame.f_globals.get("__name__", "")
-    text = re.sub(r"[^A-Za-z0-9_.]", "", f"{module}.{code.co_name}.L{tb.tb_lineno}")
-    return text[-48:]
 
 
 def configure(level: int = _logging.INFO) -> None:

@@ -11,11 +11,13 @@
 * requests must name the app by its bind address, a loopback name, or a name given with
   ``--allowed-host`` in their ``Host`` header, else 421 (DNS rebinding: a web page whose name
   resolves to this machine must not reach the app), and cross-site writes are refused (403);
-* failed logins are throttled per client address (429 once ``login_max_failures`` failed within
-  ``login_window_s``).
+* failed logins are throttled by client address and by account with exponential backoff
+  (:class:`LoginThrottle`, 429 with ``Retry-After``); behind a reverse proxy the client address
+  comes from ``X-Forwarded-For`` only when the proxy is listed in ``trusted_proxies``.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import threading
@@ -23,7 +25,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vlseg.errors import InputError
 
@@ -54,8 +56,10 @@ class AppConfig:
     sample_spacing_mm: float = 1.0
     max_query_chars: int = 500
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the bind address and loopback
-    login_max_failures: int = 5  # failed logins per client address within login_window_s ...
-    login_window_s: int = 300  # ... before further attempts get 429
+    login_free_failures: int = 3  # failed logins before the backoff starts (1 s, 2 s, 4 s, ...)
+    login_max_delay_s: int = 300  # the longest wait for a client address that keeps failing
+    login_account_max_delay_s: int = 4  # the longest wait an account's failures impose on others
+    trusted_proxies: tuple[str, ...] = ()  # reverse proxies whose X-Forwarded-For is believed
     auth: tuple[str, str] | None = field(default=None, repr=False)  # never printed
 
     def __post_init__(self) -> None:
@@ -77,8 +81,18 @@ class AppConfig:
             raise InputError(f"allowed_hosts={bad[0]!r}: not a host name; give a bare name such "
                              "as mri.example.org (no scheme, port or path)")
         object.__setattr__(self, "allowed_hosts", hosts)
-        if self.login_max_failures < 1 or self.login_window_s < 1:
-            raise InputError("login_max_failures and login_window_s must be at least 1")
+        if self.login_free_failures < 0 or self.login_max_delay_s < 1 \
+                or not 1 <= self.login_account_max_delay_s <= self.login_max_delay_s:
+            raise InputError("login_free_failures must be >= 0 and 1 <= "
+                             "login_account_max_delay_s <= login_max_delay_s")
+        nets = []
+        for proxy in self.trusted_proxies:
+            try:
+                nets.append(str(ipaddress.ip_network(str(proxy).strip(), strict=False)))
+            except ValueError:
+                raise InputError(f"trusted_proxies={str(proxy)!r}: not an address or network; give "
+                                 "e.g. 127.0.0.1 or 10.0.0.0/8") from None
+        object.__setattr__(self, "trusted_proxies", tuple(nets))
         object.__setattr__(self, "output_root", Path(self.output_root).expanduser().resolve())
         object.__setattr__(self, "samples_dir", Path(self.samples_dir).expanduser().resolve())
 
@@ -197,40 +211,98 @@ def prepare_dirs(config: AppConfig) -> None:
 
 
 class LoginThrottle:
-    """Failed logins per client address in a sliding window; thread-safe, bounded memory."""
+    """Failed logins with exponential backoff, counted per client address and per account.
 
-    def __init__(self, *, max_failures: int = 5, window_s: float = 300.0,
-                 max_clients: int = 10_000) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self.max_clients = max_clients
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+    After ``free_failures`` failed logins a key must wait ``base_delay_s * 2 ** (n - free)``
+    seconds after its last failure before the next attempt, up to ``max_delay_s`` for an address
+    and ``account_max_delay_s`` for an account. An address that keeps guessing is slowed down to
+    one guess per ``max_delay_s``; the account it guesses at is slowed for everyone, but never
+    for more than ``account_max_delay_s`` after the last wrong password: the real user, from
+    another address, is never locked out. A key with no failure for ``forget_s`` is forgotten;
+    at most ``max_keys`` keys are kept (oldest dropped). Thread-safe.
+    """
+
+    def __init__(self, *, free_failures: int = 3, base_delay_s: float = 1.0,
+                 max_delay_s: float = 300.0, account_max_delay_s: float = 4.0,
+                 forget_s: float = 3600.0, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if free_failures < 0 or base_delay_s <= 0 or max_delay_s < base_delay_s \
+                or account_max_delay_s <= 0 or forget_s < max_delay_s:
+            raise ValueError("need free_failures >= 0, 0 < base_delay_s <= max_delay_s <= forget_s, "
+                             "account_max_delay_s > 0")
+        self.free_failures = free_failures
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.account_max_delay_s = account_max_delay_s
+        self.forget_s = forget_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()  # -> (n, last)
         self._lock = threading.Lock()
 
-    def retry_after(self, client: str, now: float | None = None) -> int:
-        """Seconds until ``client`` may try again (0: it may now)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            recent = [t for t in self._failures.get(client, []) if now - t < self.window_s]
-            if recent:
-                self._failures[client] = recent
-            else:
-                self._failures.pop(client, None)
-            if len(recent) < self.max_failures:
-                return 0
-            return max(1, int(recent[-self.max_failures] + self.window_s - now + 0.999))
+    def delay_s(self, n_failures: int, cap: float) -> float:
+        """How long a key with ``n_failures`` waits after its last failure."""
+        if n_failures < self.free_failures:
+            return 0.0
+        return min(cap, self.base_delay_s * 2.0 ** min(n_failures - self.free_failures, 40))
 
-    def failed(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+    def _keys(self, address: str, account: str | None) -> list[tuple[tuple[str, str], float]]:
+        keys = [(("address", address), self.max_delay_s)]
+        if account:
+            keys.append((("account", account), self.account_max_delay_s))
+        return keys
+
+    def retry_after(self, address: str, account: str | None = None, now: float | None = None) -> int:
+        """Whole seconds until a login from ``address`` for ``account`` is let through (0: now)."""
+        now = self.clock() if now is None else now
+        wait = 0.0
         with self._lock:
-            self._failures.setdefault(client, []).append(now)
-            self._failures.move_to_end(client)
-            while len(self._failures) > self.max_clients:
+            for key, cap in self._keys(address, account):
+                n, last = self._failures.get(key, (0, now))
+                if now - last >= self.forget_s:
+                    self._failures.pop(key, None)
+                    continue
+                wait = max(wait, last + self.delay_s(n, cap) - now)
+        return 0 if wait <= 0 else max(1, int(wait + 0.999))
+
+    def failed(self, address: str, account: str | None = None, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        with self._lock:
+            for key, _ in self._keys(address, account):
+                n, last = self._failures.pop(key, (0, now))
+                self._failures[key] = (1 if now - last >= self.forget_s else n + 1, now)
+            while len(self._failures) > self.max_keys:
                 self._failures.popitem(last=False)
 
-    def succeeded(self, client: str) -> None:
+    def succeeded(self, address: str, account: str | None = None) -> None:
         with self._lock:
-            self._failures.pop(client, None)
+            for key, _ in self._keys(address, account):
+                self._failures.pop(key, None)
+
+
+def _networks(values: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def client_address(peer: str, forwarded_for: str | None,
+                   trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> str:
+    """The client's address: the peer's, unless the peer is a trusted reverse proxy, then the
+    right-most address in ``X-Forwarded-For`` that is not itself a trusted proxy (addresses
+    further left are whatever the client chose to send, so they are never believed)."""
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr.strip().strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not trusted or not forwarded_for or not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            return hop
+    return hops[0] if hops else peer
 
 
 class RequestGuard:
@@ -244,18 +316,23 @@ class RequestGuard:
     * refuses state-changing requests (POST, PUT, ...) whose ``Origin`` is another site than the
       one serving the app (cross-site uploads or queue joins from a web page the user visits).
       API clients such as gradio_client send no ``Origin`` and are not affected;
-    * throttles ``POST /login``: after ``max_failures`` failed attempts from one client address
-      within the window, further attempts get 429 with ``Retry-After``.
+    * throttles ``POST /login`` by client address and account (:class:`LoginThrottle`): while
+      one must wait, attempts get 429 with ``Retry-After``. The client address is the peer's,
+      or, from a trusted reverse proxy (``trusted_proxies``, none by default), the one it puts
+      in ``X-Forwarded-For``.
     """
 
     _BAD = ("/file=http:", "/file=https:", "/file=//", "/file=ftp:", "/proxy=")
     _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
+    MAX_LOGIN_BODY = 64 * 1024
+
     def __init__(self, app: Any, *, hosts: frozenset[str] | None = None,
-                 throttle: LoginThrottle | None = None) -> None:
+                 throttle: LoginThrottle | None = None, trusted_proxies: tuple[str, ...] = ()) -> None:
         self.app = app
         self.hosts = frozenset(hosts) if hosts is not None else LOOPBACK_NAMES
         self.throttle = throttle if throttle is not None else LoginThrottle()
+        self.trusted = _networks(tuple(trusted_proxies))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope.get("type")
@@ -272,13 +349,19 @@ class RequestGuard:
             return
         if kind == "http" and scope.get("method") == "POST" and \
                 scope.get("path", "").rstrip("/").endswith("/login"):
-            await self._login(scope, receive, send)
+            await self._login(scope, receive, send, headers)
             return
         await self.app(scope, receive, send)
 
-    async def _login(self, scope: dict, receive: Any, send: Any) -> None:
-        client = str((scope.get("client") or ("unknown",))[0])
-        wait = self.throttle.retry_after(client)
+    async def _login(self, scope: dict, receive: Any, send: Any, headers: dict[str, str]) -> None:
+        peer = str((scope.get("client") or ("unknown",))[0])
+        client = client_address(peer, headers.get("x-forwarded-for"), self.trusted)
+        body = await _read_body(receive, self.MAX_LOGIN_BODY)
+        if body is None:
+            await _refuse(scope, send, 413, b"Login request too large.")
+            return
+        account = await _login_account(scope, body)
+        wait = self.throttle.retry_after(client, account)
         if wait:
             await _refuse(scope, send, 429, b"Too many failed logins; try again later.",
                           [(b"retry-after", str(wait).encode())])
@@ -290,11 +373,11 @@ class RequestGuard:
                 status.append(int(message.get("status", 0)))
             await send(message)
 
-        await self.app(scope, receive, watch)
+        await self.app(scope, _replay(body), watch)
         if status and 400 <= status[0] < 500:
-            self.throttle.failed(client)
+            self.throttle.failed(client, account)
         elif status and status[0] < 300:
-            self.throttle.succeeded(client)
+            self.throttle.succeeded(client, account)
 
     def _refuse(self, scope: dict, headers: dict[str, str]) -> bool:
         from urllib.parse import unquote, urlsplit
@@ -310,6 +393,49 @@ class RequestGuard:
             return False
         host = headers.get("host", "")
         return origin == "null" or urlsplit(origin).netloc.lower() != host.lower()
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body (None when it is over ``limit`` bytes)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message.get("type") != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Any:
+    """An ASGI ``receive`` that gives ``body`` once, then waits like a client that sent it all."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _login_account(scope: dict, body: bytes) -> str | None:
+    """The ``username`` field of a login form (URL-encoded or multipart), None if absent."""
+    from starlette.requests import Request
+
+    try:
+        form = await Request(scope, _replay(body)).form()
+        name = form.get("username")
+    except Exception:  # noqa: BLE001 - an unreadable form is Gradio's to refuse
+        return None
+    return str(name)[:256] if isinstance(name, str) and name else None
 
 
 async def _refuse(scope: dict, send: Any, status: int, body: bytes,
@@ -331,5 +457,8 @@ def middleware(config: AppConfig | None = None) -> list[Any]:
 
     if config is None:
         return [Middleware(RequestGuard)]
-    throttle = LoginThrottle(max_failures=config.login_max_failures, window_s=config.login_window_s)
-    return [Middleware(RequestGuard, hosts=accepted_hosts(config), throttle=throttle)]
+    throttle = LoginThrottle(free_failures=config.login_free_failures,
+                             max_delay_s=config.login_max_delay_s,
+                             account_max_delay_s=config.login_account_max_delay_s)
+    return [Middleware(RequestGuard, hosts=accepted_hosts(config), throttle=throttle,
+                       trusted_proxies=config.trusted_proxies)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,30 @@ class UploadCacheJanitor(Janitor):
         return n + super().sweep(now)
 
 
+class IdleTrimmer:
+    """A daemon thread that lets the session store give freed heap back to the OS once the app
+    has been quiet for ``quiet_s`` seconds (``SessionStore.idle``)."""
+
+    def __init__(self, store: SessionStore, *, quiet_s: float = 30.0, interval_s: float = 10.0) -> None:
+        self.store = store
+        self.quiet_s = quiet_s
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="vlseg-idle-trim", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.store.idle(self.quiet_s)
+
+
 def remove_contents(folder: Path) -> int:
     """Delete everything inside ``folder`` (not the folder itself); return how many entries."""
     n = 0
@@ -75,6 +100,7 @@ class VlsegApp:
     samples: SampleLibrary
     janitor: Janitor
     cache_janitor: Janitor | None = None
+    trimmer: IdleTrimmer | None = None
     mcp: bool = False  # also serve the MCP tools at /gradio_api/mcp/ (vlseg serve --mcp)
     url: str | None = None
     _closed: bool = field(default=False, repr=False)
@@ -85,6 +111,8 @@ class VlsegApp:
         for janitor in self._janitors():
             janitor.sweep()  # what an earlier run that was killed left behind
             janitor.start()
+        if self.trimmer is not None:
+            self.trimmer.start()
         self.blocks.queue(**security.queue_kwargs(self.config))
         kwargs = security.launch_kwargs(self.config)
         kwargs["app_kwargs"] = {"middleware": security.middleware(self.config)}
@@ -112,6 +140,8 @@ class VlsegApp:
         self._closed = True
         for janitor in self._janitors():
             janitor.stop()
+        if self.trimmer is not None:
+            self.trimmer.stop()
         try:
             self.blocks.close()
         finally:
@@ -178,4 +208,4 @@ def create_app(config: AppConfig, *, segmenter: Any = None,
         add_gradio_tools(blocks, CaseTools(segmenter=fork(segmenter),
                                            out_root=config.sessions_dir / "mcp"))
     return VlsegApp(config=config, blocks=blocks, store=store, samples=samples, janitor=janitor,
-                    cache_janitor=cache_janitor, mcp=mcp)
+                    cache_janitor=cache_janitor, trimmer=IdleTrimmer(store), mcp=mcp)

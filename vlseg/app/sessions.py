@@ -8,6 +8,9 @@ own case, cached encoding and chat context, so sessions never see each other's d
 
 Memory is bounded: only the ``max_cached`` most recently used sessions keep their encoded scan
 (LRU); an evicted session keeps the path of its scan and is re-encoded on its next question.
+An eviction drops the session's arrays (Segmenter state, viewer images; masks are kept packed)
+and gives the freed heap back to the OS, as does :meth:`SessionStore.idle` after a quiet spell
+(``vlseg.memory.release_memory``; without it glibc keeps the pages and the process only grows).
 
 The chat itself lives here too, as a list of :class:`Turn` per session: a question is recorded
 (``submit``) the moment it is sent and answered later, in order (``next_pending`` / ``finish``),
@@ -30,6 +33,7 @@ import numpy as np
 
 from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError, VlsegError
+from vlseg.memory import release_memory
 from vlseg.app import render
 from vlseg.app.logging import request_context
 from vlseg.app.results import named_downloads, safe_case_id, table_html
@@ -186,15 +190,21 @@ class SessionStore:
         self._chat_lock = threading.Lock()  # guards every session's turns
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._encoded: OrderedDict[str, None] = OrderedDict()  # LRU of sessions holding encodings
+        self._last_request = time.monotonic()
+        self._trimmed = True  # no request since the heap was last trimmed
 
     # ----------------------------------------------------------------- bookkeeping
     def new_session(self) -> str:
         sid = str(uuid.uuid4())
         with self._meta_lock:
             self._sessions[sid] = Session(id=sid, out_dir=self.output_dir / sid)
+            dropped = []
             while len(self._sessions) > self.max_sessions:
-                old, _ = self._sessions.popitem(last=False)
+                old, old_session = self._sessions.popitem(last=False)
                 self._encoded.pop(old, None)
+                dropped.append(old_session)
+        for old_session in dropped:  # nothing else refers to them: freed now, trimmed when idle
+            old_session.segmenter, old_session.viewer = None, None
         return sid
 
     def get(self, session_id: str) -> Session:
@@ -230,7 +240,9 @@ class SessionStore:
         return len(self._encoded)
 
     def _touch_encoded(self, session: Session) -> None:
-        """Mark a session as holding an encoding; evict the least recently used beyond the cap."""
+        """Mark a session as holding an encoding; evict the least recently used beyond the cap
+        (the caller holds the inference lock)."""
+        evicted = []
         with self._meta_lock:
             self._encoded[session.id] = None
             self._encoded.move_to_end(session.id)
@@ -238,11 +250,35 @@ class SessionStore:
                 old_id, _ = self._encoded.popitem(last=False)
                 old = self._sessions.get(old_id)
                 if old is not None:
-                    if old.segmenter is not None:
-                        old.segmenter.reset()
-                    old.segmenter = None
-                    old.viewer = None  # sprite sheets on disk stay valid
-                    old.pack_masks()
+                    evicted.append(old)
+            self._last_request, self._trimmed = time.monotonic(), False
+        for old in evicted:
+            self._release(old)
+        if evicted:
+            release_memory()
+
+    @staticmethod
+    def _release(session: Session) -> None:
+        """Drop a session's arrays: its Segmenter state and viewer images (masks stay packed)."""
+        if session.segmenter is not None:
+            session.segmenter.reset()
+        session.segmenter = None
+        session.viewer = None  # sprite sheets on disk stay valid
+        session.pack_masks()
+
+    def idle(self, quiet_s: float = 0.0) -> bool:
+        """Give freed heap back to the OS once no request has come for ``quiet_s`` seconds
+        (once per quiet spell; skipped while a model call runs). True when it trimmed."""
+        if self._trimmed or time.monotonic() - self._last_request < quiet_s:
+            return False
+        if not self.inference_lock.acquire(blocking=False):
+            return False
+        try:
+            release_memory()
+            self._trimmed = True
+        finally:
+            self.inference_lock.release()
+        return True
 
     # ----------------------------------------------------------------- the two operations
     def set_case(self, req: CaseRequest, progress: Progress | None = None) -> CaseResponse:

@@ -27,6 +27,7 @@ import gradio as gr
 
 from vlseg.errors import VlsegError
 from vlseg.segmenter.timepoint import TIMEPOINTS
+from vlseg.app.errors import GuardedBlocks
 from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
@@ -55,10 +56,14 @@ QUEUED = "*Queued — answered right after the question above…*"
 ANSWERING = "*Answering…*"
 
 _ABS_PATH = re.compile(r"(?<![\w.])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")
+# The library's hint names its ``series=`` parameter, which the app has no field for.
+_SERIES_HINT = re.compile(r"(pick one|name them) with series=[^;]*")
 
 
 def strip_dirs(text: str) -> str:
-    """Show file names without server folders (upload caches, output roots) in user messages."""
+    """Show file names without server folders (upload caches, output roots) in user messages,
+    and a DICOM study's series hint as what the app's user can do."""
+    text = _SERIES_HINT.sub("upload a zip holding only the series to use", text)
     return _ABS_PATH.sub(r"\1", text)
 
 
@@ -301,7 +306,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
     """The whole UI; ``blocks_kwargs`` carries the cache-cleanup settings from security.py."""
     app = ChatApp(store=store, samples=samples)
     heavy = {"concurrency_id": "inference", "api_visibility": "private"}
-    with gr.Blocks(title=TITLE, fill_width=True, **blocks_kwargs) as demo:
+    with GuardedBlocks(title=TITLE, fill_width=True, **blocks_kwargs) as demo:
         # A plain function, not the bound method: Gradio deep-copies the page config (which
         # holds this callback) per request, and a bound method would copy the store and model.
         sid = gr.State(None, delete_callback=_dropper(store))

@@ -8,9 +8,6 @@ flat memory.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +25,7 @@ from vlseg.cohort.tables import (
 )
 from vlseg.errors import one_line
 from vlseg.io import open_case
+from vlseg.memory import release_memory
 from vlseg.segmenter import Segmenter
 
 STAGES = ("read", "encode", "decode", "measure", "write")
@@ -42,17 +40,6 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (case_id, one-line error)
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_s: float = 0.0
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
-
-
-def _release_memory() -> None:
-    """Collect cycles and return freed heap pages to the OS (glibc keeps them otherwise, and a
-    long cohort of differently sized scans then grows in RSS without using more)."""
-    gc.collect()
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
 
 
 def answer_case(seg: Segmenter, ref: CaseRef, query: str, out: Path, *,
@@ -121,7 +108,7 @@ def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, ov
                 record.update(status="answered", **{f"{k}_s": round(v, 4) for k, v in times.items()})
             finally:
                 seg.reset()
-                _release_memory()
+                release_memory()
             append_log(out, rank, record)
             if after_case is not None:
                 after_case(ref, record)

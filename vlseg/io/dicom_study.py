@@ -459,6 +459,18 @@ def _match(study: Study, spec: str) -> Series:
     return hits[0]
 
 
+def _pick_hint(seq: str, series: list[Series]) -> str:
+    """How to name one of ``series`` with ``series=``: by number when the numbers tell them
+    apart, else by description, else by SeriesInstanceUID (listed, as the listing omits them)."""
+    numbers = [s.number for s in series]
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        return f"series={seq}=NUMBER"
+    names = [(s.description or s.protocol).strip().lower() for s in series]
+    if all(names) and len(set(names)) == len(names):
+        return f"series={seq}='DESCRIPTION'"
+    return f"series={seq}=UID, one of {', '.join(s.uid for s in series)}"
+
+
 def parse_overrides(values: list[str] | tuple[str, ...] | None) -> dict[str, str]:
     """``["t1c=7", "flair=AX FLAIR"]`` -> ``{"t1c": "7", "t2f": "AX FLAIR"}`` (InputError if bad)."""
     out: dict[str, str] = {}
@@ -495,7 +507,7 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
         if len(cands) > 1:
             names = ", ".join(s.label() for s in cands)
             raise InputError(f"has {len(cands)} series that look like {seq} ({names}); pick one "
-                             f"with series={seq}=NUMBER; the study holds: {study.listing()}",
+                             f"with {_pick_hint(seq, cands)}; the study holds: {study.listing()}",
                              str(study.folder))
         if cands:
             chosen[seq] = cands[0]
@@ -505,12 +517,12 @@ def map_sequences(study: Study, overrides: Mapping[str, str] | None = None) -> d
             f, why = study.skipped[0]
             more = f" (and {len(study.skipped) - 1} more like it)" if len(study.skipped) > 1 else ""
             raise InputError(f"{why}{more}; no readable DICOM image is in its folder", str(f))
-        if not mr:
-            raise InputError(f"holds no MR image series (the study holds: {study.listing()}); "
-                             "vlseg reads MR studies", str(study.folder))
-        raise InputError(f"holds no series recognised as T1, T1 post-contrast, T2 or FLAIR; the "
-                         f"study holds: {study.listing()}; name them with series=t1c=NUMBER (or "
-                         "description or SeriesInstanceUID)", str(study.folder))
+        if not mr:  # CT, PET, reports ...: naming a series cannot help (only MR images are read)
+            raise InputError(f"holds no MR image series (vlseg reads brain MRI only); the study "
+                             f"holds: {study.listing()}", str(study.folder))
+        raise InputError("holds no series recognised as T1, T1 post-contrast, T2 or FLAIR; the "
+                         f"study holds: {study.listing()}; name them with {_pick_hint('t1c', mr)}",
+                         str(study.folder))
     return {s: chosen[s] for s in SEQUENCES if s in chosen}
 
 
