@@ -250,7 +250,11 @@ def test_label_problems(tmp_path):
     seg = np.zeros(SHAPE, np.uint8)
     seg[2:6, 2:6, 2:6] = 4  # BraTS 2021 ET value in a 2023 layout
     _save(seg, folder / "X-seg.nii.gz")
-    msg = _error(folder)
+    # Named like 2023, values that fit 2024 (4 = resection cavity): read as 2024, and said.
+    case = load_case(folder)
+    assert case.label_convention == "brats2024" and case.labels["RC"].sum() == 64
+    assert any("X-seg.nii.gz" in w and "brats2024" in w and "label_convention=" in w for w in case.warnings)
+    msg = _error(folder, label_convention="brats2023")
     assert "X-seg.nii.gz" in msg and "[4]" in msg and "brats2021" in msg
     assert load_case(folder, label_convention="brats2021").labels["ET"].sum() == 64
     frac = seg.astype(np.float32)

@@ -193,7 +193,11 @@ def load_case(
     if label_path is not None:
         vol = read_volume(label_path, max_voxels=max_voxels)
         if label_convention is None:  # only the naming said which: the values may say better
-            convention = named_like_convention(vol.data, convention)
+            named, convention = convention, named_like_convention(vol.data, convention)
+            if convention != named:
+                warnings.append(f"{vol.path.name}: named like {named} but its label values fit "
+                                f"{convention} ({vocab.convention(convention).title}); read as "
+                                f"{convention} (give label_convention= if they mean otherwise)")
         lab = check_label_map(vol.data, vol.path, convention)
         lab_ras, grid = to_ras(lab, vol.grid)
         _check_grid(ref, grid, vol.path, ref_path, "the label")
