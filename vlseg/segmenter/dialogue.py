@@ -59,6 +59,7 @@ class CaseTalk:
     intervals: dict[tuple[str, float], tuple[float, float] | None] = field(default_factory=dict)
     timepoint_asked: str = "auto"  # pre | post | auto, as the user set it
     timepoint: Timepoint | None = None  # decided at the first question
+    empty: np.ndarray | None = None  # the mask of a concept the time point rules out (read-only use)
 
 
 class Dialogue:
@@ -172,8 +173,11 @@ class Dialogue:
         hold (the cavity on an untreated scan) is empty."""
         probs, masks = predictor.labelling()
         tp = talk.timepoint
-        if tp is not None and any(tp.excludes(c) for c in masks):
-            masks = {c: (np.zeros_like(m) if tp.excludes(c) else m) for c, m in masks.items()}
+        excluded = [c for c in masks if tp is not None and tp.excludes(c)]
+        if excluded:  # one empty mask per labelling, not one per call
+            if talk.empty is None or talk.empty.shape != masks[excluded[0]].shape:
+                talk.empty = np.zeros_like(masks[excluded[0]])
+            masks = {c: (talk.empty if c in excluded else m) for c, m in masks.items()}
         return probs, masks
 
     def _masks(self, talk: CaseTalk, predictor: Predictor, concepts: tuple[str, ...]) -> dict[str, np.ndarray]:
