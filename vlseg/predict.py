@@ -25,6 +25,7 @@ from vlseg import vocab
 from vlseg.errors import InputError, VlsegError
 from vlseg.io import Case
 from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
+from vlseg.reasoning.presence import Presence
 
 if TYPE_CHECKING:  # the model package (torch) is imported lazily at run time
     import torch
@@ -44,17 +45,21 @@ class _Encoded:
     final_probs: dict[str, np.ndarray] = field(default_factory=dict)  # the labelling's probabilities
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> bool (X, Y, Z) RAS+
     generation: int = 0  # bumped at each new labelling (what was measured on the old is stale)
+    presence: dict[str, float | None] = field(default_factory=dict)  # concept -> P(present) or None
 
 
 class Predictor:
     """Probabilities and masks of named concepts for one case at a time (not thread-safe)."""
 
-    def __init__(self, model: VLSegModel, *, device: str = "cpu", threshold: float = 0.5) -> None:
+    def __init__(self, model: VLSegModel, *, device: str = "cpu", threshold: float = 0.5,
+                 presence: Presence | None = None) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.model = model
         self.device = device
         self.threshold = threshold
+        # Whether each region is there at all, calibrated beside the weights (vlseg.reasoning.presence)
+        self.presence_model = presence if presence is not None else presence_of(model)
         self._encoded: _Encoded | None = None
 
     @property
@@ -89,6 +94,11 @@ class Predictor:
         state = self._labelled(concepts)
         return {c: state.masks[c] for c in concepts}
 
+    def presence(self) -> dict[str, float | None]:
+        """Concept -> calibrated probability that it is present in the case (None: uncalibrated),
+        for the concepts of the current labelling."""
+        return dict(self._require().presence)
+
     def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """All the current labelling's (probabilities, masks), for intervals over several concepts."""
         state = self._require()
@@ -120,6 +130,7 @@ class Predictor:
             state.probs.update(zip(missing, probs))
         state.final_probs = final_probabilities(state.probs)
         state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
+        state.presence = self.presence_model.assess(state.final_probs, state.masks, state.case.affine)
         state.generation += 1
         return state
 
@@ -145,10 +156,22 @@ def predict_probabilities(model: VLSegModel, case: Case, *, prompts: torch.Tenso
     return dict(zip(labelling_sources(model.config.concepts), probs))
 
 
+def presence_of(model: VLSegModel) -> Presence:
+    """The presence model fitted for ``model``'s weights (``presence.json`` beside them), else
+    the identity (nothing emptied, probabilities None)."""
+    source = getattr(model, "source", None)
+    folder = None if source is None else (source.adapter or source.checkpoint)
+    return Presence.load(folder) if folder is not None else Presence.identity("no checkpoint folder")
+
+
 def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
-                  prompts: torch.Tensor | None = None,
-                  device: str | None = None) -> dict[str, np.ndarray]:
+                  prompts: torch.Tensor | None = None, device: str | None = None,
+                  presence: Presence | None = None) -> dict[str, np.ndarray]:
     """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them
-    (it too decodes only the labelling's sources)."""
+    (it too decodes only the labelling's sources, and empties what its presence model calls
+    absent; ``presence`` defaults to the one beside the model's weights)."""
     probs = predict_probabilities(model, case, prompts=prompts, device=device)
-    return final_masks(probs, case.affine, threshold=threshold)
+    masks = final_masks(probs, case.affine, threshold=threshold)
+    presence = presence if presence is not None else presence_of(model)
+    presence.assess(final_probabilities(probs), masks, case.affine)
+    return masks

@@ -1,0 +1,118 @@
+"""Presence: a calibrated "is it there at all?" per concept, and the gate that makes a tumor-free
+brain an answer of 0 mL instead of a mask nobody believes (issue 26)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vlseg.reasoning.presence import (PRESENCE_FILE, Logistic, Presence, features, fit_logistic)
+
+AFFINE_2MM = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def _blob(shape=(20, 20, 20), box=(slice(5, 10),) * 3, p_in=0.95):
+    prob = np.zeros(shape, np.float32)
+    prob[box] = p_in
+    return prob, prob >= 0.5
+
+
+def test_features_summarise_volume_confidence_and_confident_core():
+    prob, mask = _blob(p_in=0.95)
+    f = features(prob, mask, AFFINE_2MM)
+    ml = 125 * 8 / 1000.0
+    assert f == pytest.approx([np.log1p(ml), 0.95, np.log1p(ml)], rel=1e-5)
+    prob2, mask2 = _blob(p_in=0.6)
+    f2 = features(prob2, mask2, AFFINE_2MM)
+    assert f2[1] == pytest.approx(0.6) and f2[2] == 0.0            # no confident core
+    empty = features(np.zeros((4, 4, 4)), np.zeros((4, 4, 4), bool), AFFINE_2MM)
+    assert empty.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_fit_separates_confident_lesions_from_fringes():
+    rng = np.random.default_rng(0)
+    present = np.column_stack([rng.uniform(1, 5, 50), rng.uniform(0.85, 0.99, 50), rng.uniform(0.5, 4, 50)])
+    absent = np.column_stack([rng.uniform(0, 3, 50), rng.uniform(0.5, 0.75, 50), rng.uniform(0, 0.3, 50)])
+    model = fit_logistic(np.vstack([present, absent]), np.r_[np.ones(50), np.zeros(50)])
+    assert model.probability(np.array([3.0, 0.95, 3.0])) > 0.9
+    assert model.probability(np.array([2.0, 0.65, 0.0])) < 0.1
+    with pytest.raises(ValueError, match="with and without"):
+        fit_logistic(present, np.ones(50))
+
+
+def _presence(wt_bias: float, rc_bias: float | None = None) -> Presence:
+    models = {"WT": Logistic((0.0, 0.0, 0.0), wt_bias), "TC": Logistic((0.0, 0.0, 0.0), 5.0)}
+    if rc_bias is not None:
+        models["RC"] = Logistic((0.0, 0.0, 0.0), rc_bias)
+    return Presence(models=models, checkpoint_sha256="x")
+
+
+def _labelling():
+    prob, mask = _blob()
+    probs = {c: prob for c in ("WT", "TC", "ET", "NCR", "ED", "RC")}
+    masks = {c: mask.copy() for c in probs}
+    return probs, masks
+
+
+def test_absent_whole_tumor_empties_the_whole_chain_but_not_the_cavity():
+    probs, masks = _labelling()
+    p = _presence(wt_bias=-5.0).assess(probs, masks, AFFINE_2MM)
+    assert p["WT"] < 0.5 and p["ET"] is None                        # ET has no model: None
+    assert not any(masks[c].any() for c in ("WT", "TC", "ET", "NCR", "ED"))
+    assert masks["RC"].any()                                        # decided on its own (no model)
+
+
+def test_present_whole_tumor_keeps_masks_and_absent_cavity_is_emptied():
+    probs, masks = _labelling()
+    p = _presence(wt_bias=5.0, rc_bias=-5.0).assess(probs, masks, AFFINE_2MM)
+    assert p["WT"] > 0.5 and p["RC"] < 0.5
+    assert all(masks[c].any() for c in ("WT", "TC", "ET", "NCR", "ED"))
+    assert not masks["RC"].any()
+
+
+def test_identity_changes_nothing():
+    probs, masks = _labelling()
+    p = Presence.identity().assess(probs, masks, AFFINE_2MM)
+    assert all(v is None for v in p.values()) and all(m.any() for m in masks.values())
+
+
+def test_load_checks_file_and_weights(tmp_path):
+    assert not Presence.load(tmp_path).calibrated                   # no file: identity, says why
+    assert "no presence.json" in Presence.load(tmp_path).problem
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    pres = _presence(1.0)
+    pres.save(tmp_path)
+    loaded = Presence.load(tmp_path)
+    assert not loaded.calibrated and "other weights" in loaded.problem   # sha256 mismatch
+    from vlseg.reasoning.calibration import weights_sha256
+    pres.checkpoint_sha256 = weights_sha256(tmp_path)
+    pres.save(tmp_path)
+    loaded = Presence.load(tmp_path)
+    assert loaded.calibrated and loaded.models["WT"] == pres.models["WT"]
+    (tmp_path / PRESENCE_FILE).write_text(json.dumps({"models": {"WT": {"weights": [1, 2], "bias": 0}}}))
+    assert "bad model" in Presence.load(tmp_path).problem
+    (tmp_path / PRESENCE_FILE).write_text("{not json")
+    assert "not readable JSON" in Presence.load(tmp_path).problem
+    assert str(tmp_path.parent) not in Presence.load(tmp_path).problem
+
+
+def test_predictor_answers_no_tumor_when_the_presence_model_says_so(random_checkpoint, phantom_case_2mm):
+    from vlseg.io import load_case
+    from vlseg.model import load_model
+    from vlseg.predict import Predictor
+
+    model = load_model(str(random_checkpoint))
+    case = load_case(phantom_case_2mm)
+    pred = Predictor(model, presence=_presence(wt_bias=-5.0))
+    pred.set_case(case)
+    masks = pred.masks(("WT", "TC", "ET", "NCR", "ED"))
+    assert not any(m.any() for m in masks.values())
+    assert pred.presence()["WT"] < 0.5
+    keep = Predictor(model, presence=_presence(wt_bias=5.0))
+    keep.set_case(case)
+    assert keep.presence() == {}                                    # nothing labelled yet
+    keep.masks(("WT",))
+    assert keep.presence()["WT"] > 0.5
+    # a checkpoint folder without presence.json: uncalibrated, nothing emptied
+    assert not Predictor(model).presence_model.calibrated

@@ -1,0 +1,176 @@
+"""Is a region there at all? A calibrated probability per concept and case.
+
+Thresholding per voxel answers "where", not "whether": a tumor-free brain gets "tumor" wherever
+a few voxels cross 0.5, and a volume interval built on that mask cannot say "possibly none".
+This module turns the labelling's probabilities and masks into one probability per concept that
+the region is present in the case, from three summaries of the model's evidence:
+
+* ``log1p(mask mL)``: how much the labelling calls the region;
+* the mean probability inside the mask: how sure it is where it calls it;
+* ``log1p(mL with p >= 0.9)``: the confident core (a real lesion has one; a false positive on a
+  healthy brain is mostly a fringe of middling probabilities).
+
+A logistic regression per concept maps them to a probability; it is fitted on held-out cases
+with and without the region (tumor-bearing, tumor-free and post-operative phantoms, randomized
+samples, under several sequence subsets) by ``bench/presence.py fit`` and stored in
+``presence.json`` beside the weights it was fitted for (sha256-checked like ``calibration.json``).
+
+The decision (:meth:`Presence.assess`): a region is absent when its probability is below 0.5.
+The case is tumor-free when the outermost region of the tumor chain (the whole tumor) is absent:
+then every region and class of the chain is emptied, so the answer is "I found no tumor" with
+volume 0, not a mask nobody believes. A base class outside the chain (the resection cavity) is
+decided on its own. Inner regions (core, enhancing) are reported, not emptied: their masks lie
+inside a tumor that is present, and an absent-but-masked core is a small-volume question the
+volume intervals answer. Without ``presence.json`` (an uncalibrated checkpoint) nothing is
+emptied and every probability is ``None``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from vlseg import vocab
+from vlseg.errors import ModelError
+from vlseg.fileio import write_json_atomic
+from vlseg.reasoning.calibration import weights_sha256
+
+PRESENCE_FILE = "presence.json"
+CONFIDENT_P = 0.9       # a voxel in the "confident core"
+PRESENT_P = 0.5         # decision threshold on the calibrated presence probability
+FEATURES = ("log1p_ml", "mean_p", "log1p_confident_ml")
+
+
+def features(prob: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The three evidence summaries of one concept on one case (see the module doc), float64 (3,)."""
+    voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
+    prob = np.asarray(prob)
+    mask = np.asarray(mask, dtype=bool)
+    n = int(mask.sum())
+    mean_p = float(prob[mask].mean()) if n else 0.0
+    confident = int((mask & (prob >= CONFIDENT_P)).sum())
+    return np.array([np.log1p(n * voxel_ml), mean_p, np.log1p(confident * voxel_ml)], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """``p = sigmoid(bias + weights · features)``."""
+
+    weights: tuple[float, ...]
+    bias: float
+
+    def probability(self, x: np.ndarray) -> float:
+        z = self.bias + float(np.dot(self.weights, x))
+        return float(1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0))))
+
+
+@dataclass
+class Presence:
+    """Per-concept presence models fitted for one checkpoint (or none: ``identity``)."""
+
+    models: dict[str, Logistic] = field(default_factory=dict)
+    checkpoint_sha256: str | None = None
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None     # why there is no presence model, for answer.json
+
+    @classmethod
+    def identity(cls, problem: str | None = None) -> Presence:
+        return cls(problem=problem or "no presence model")
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.models)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Presence:
+        """``folder/presence.json`` if valid and fitted for the weights in ``folder``; else the
+        identity, its ``problem`` saying why in one line (naming the folder, not its full path)."""
+        folder = Path(folder)
+        path = folder / PRESENCE_FILE
+        try:
+            if not path.is_file():
+                raise ModelError("no presence.json: presence is not calibrated")
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ModelError(f"presence.json is not readable JSON ({str(e).splitlines()[0]})") from None
+            out = cls.from_json(data)
+            sha = weights_sha256(folder)
+            if sha is not None and out.checkpoint_sha256 != sha:
+                raise ModelError("presence.json was fitted for other weights; refit with bench/presence.py fit")
+            return out
+        except ModelError as e:
+            return cls.identity(f"{folder.name}: {e}")
+
+    @classmethod
+    def from_json(cls, data: Any) -> Presence:
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            raise ModelError("presence.json: expected an object with 'models'")
+        models: dict[str, Logistic] = {}
+        for code, m in data["models"].items():
+            try:
+                w = tuple(float(v) for v in m["weights"])
+                b = float(m["bias"])
+            except (TypeError, KeyError, ValueError):
+                raise ModelError(f"presence.json: model for {code!r} needs numeric 'weights' and 'bias'") from None
+            if code not in vocab.codes() or len(w) != len(FEATURES) or not np.all(np.isfinite([*w, b])):
+                raise ModelError(f"presence.json: bad model for {code!r}")
+            models[code] = Logistic(w, b)
+        return cls(models=models, checkpoint_sha256=data.get("checkpoint_sha256"),
+                   fitted_on=dict(data.get("fitted_on") or {}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), "checkpoint_sha256": self.checkpoint_sha256,
+                "fitted_on": self.fitted_on,
+                "models": {c: {"weights": list(m.weights), "bias": m.bias} for c, m in self.models.items()}}
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / PRESENCE_FILE
+        write_json_atomic(path, self.to_json())
+        return path
+
+    def probabilities(self, probs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
+                      affine: np.ndarray) -> dict[str, float | None]:
+        """Concept -> calibrated probability that it is present (``None`` where not fitted)."""
+        out: dict[str, float | None] = {}
+        for c in masks:
+            m = self.models.get(c)
+            out[c] = None if m is None or c not in probs else m.probability(features(probs[c], masks[c], affine))
+        return out
+
+    def assess(self, probs: Mapping[str, np.ndarray], masks: dict[str, np.ndarray],
+               affine: np.ndarray) -> dict[str, float | None]:
+        """Presence probabilities, and (in place) the masks of what is absent emptied: the whole
+        chain when its outermost region is absent, a base class outside the chain on its own."""
+        p = self.probabilities(probs, masks, affine)
+        chain = vocab.region_chain()
+        outer = chain[0] if chain else None
+        if outer is not None and p.get(outer) is not None and p[outer] < PRESENT_P:
+            in_chain = set(chain) | {b for c in chain for b in vocab.concept(c).parts}
+            for c in masks:
+                if c in in_chain:
+                    masks[c] = np.zeros_like(masks[c])
+        for c in list(masks):
+            if c in chain or p.get(c) is None or p[c] >= PRESENT_P:
+                continue
+            if vocab.concept(c).is_base and not any(c in vocab.concept(r).parts for r in chain):
+                masks[c] = np.zeros_like(masks[c])
+        return p
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0) -> Logistic:
+    """An L2-regularised logistic regression (scikit-learn) of ``y`` (0/1) on ``x`` (N, 3)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=int)
+    if len(np.unique(y)) < 2:
+        raise ValueError("presence fit needs cases with and without the region")
+    lr = LogisticRegression(C=c, max_iter=1000).fit(x, y)
+    return Logistic(tuple(float(v) for v in lr.coef_[0]), float(lr.intercept_[0]))
+
+
+__all__ = ["CONFIDENT_P", "FEATURES", "Logistic", "PRESENCE_FILE", "PRESENT_P", "Presence", "features",
+           "fit_logistic"]
