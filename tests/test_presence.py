@@ -116,3 +116,24 @@ def test_predictor_answers_no_tumor_when_the_presence_model_says_so(random_check
     assert keep.presence()["WT"] > 0.5
     # a checkpoint folder without presence.json: uncalibrated, nothing emptied
     assert not Predictor(model).presence_model.calibrated
+
+
+def test_tumor_free_answer_says_so_with_zero_volume_and_records_presence(random_checkpoint, phantom_case_2mm,
+                                                                        tmp_path):
+    import shutil
+
+    from vlseg import Segmenter
+    from vlseg.reasoning.calibration import weights_sha256
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(random_checkpoint, folder)
+    pres = _presence(wt_bias=-5.0)
+    pres.checkpoint_sha256 = weights_sha256(folder)
+    pres.save(folder)
+    seg = Segmenter.from_pretrained(folder)
+    seg.set_case(phantom_case_2mm, timepoint="pre")
+    ans = seg.ask("how big is the whole tumor?")
+    j = ans.to_json()
+    assert j["targets"][0]["volume_ml"] == 0
+    assert "no" in ans.text.lower() and "tumor" in ans.text.lower()
+    assert j["presence"]["calibrated"] is True and j["presence"]["probability"]["WT"] < 0.5

@@ -57,6 +57,7 @@ class Answer:
     confidence: float | None = None  # the intervals' confidence level (measured answers)
     calibration: JsonObject | None = None  # how the intervals were calibrated
     timepoint: JsonObject | None = None  # {"asked", "assumed", "reason"}: pre- or post-treatment
+    presence: JsonObject | None = None  # {"calibrated", "probability": {concept: P(present)}}
     case: Case | None = field(default=None, repr=False, compare=False)  # what the masks are of
 
     def to_json(self) -> JsonObject:
@@ -81,6 +82,8 @@ class Answer:
         out.update(answer_fields(self.case_facts))
         if self.timepoint is not None:
             out["timepoint"] = dict(self.timepoint)
+        if self.presence is not None:
+            out["presence"] = dict(self.presence)
         if self.confidence is not None:
             out["confidence"] = self.confidence
             out["calibration"] = self.calibration

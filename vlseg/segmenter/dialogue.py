@@ -154,6 +154,11 @@ class Dialogue:
         answer.confidence = confidence if grounded else None
         answer.calibration = self.calibration.describe(confidence) if grounded else None
         answer.timepoint = tp.to_json()
+        if grounded:  # whether each asked region is there at all (vlseg.reasoning.presence)
+            known = predictor.presence()
+            answer.presence = {"calibrated": predictor.presence_model.calibrated,
+                               "probability": {c: (None if known.get(c) is None else round(known[c], 4))
+                                               for c in parse.concepts}}
         return answer
 
     # ----------------------------------------------------------------- steps
