@@ -130,13 +130,14 @@ def read_sr_measurements(path: str | os.PathLike) -> dict[str, dict[str, object]
     sr = hd.sr.srread(path)
     out: dict[str, dict[str, object]] = {}
     for group in sr.content.get_volumetric_roi_measurement_groups():
-        entry: dict[str, object] = {"segment": int(group.reference_type and
-                                                   group.roi.ReferencedSOPSequence[0]
-                                                   .ReferencedSegmentNumber)}
+        ref = group.referenced_segment
+        entry: dict[str, object] = {"segment": int(ref.referenced_segment_numbers[0]),
+                                    "seg_uid": str(ref.referenced_sop_instance_uid)}
         for m in group.get_measurements():
             entry[m.name.meaning] = float(m.value)
-            if m.properties is not None:
-                entry[f"{m.name.meaning} uncertainty"] = _uncertainty(m.properties)
+            lo_hi = _uncertainty(getattr(m[0], "ContentSequence", []))
+            if lo_hi != (None, None):
+                entry[f"{m.name.meaning} uncertainty"] = lo_hi
         for q in group.get_qualitative_evaluations():
             entry[q.name.meaning] = q.value.meaning
         entry["sites"] = [s.value.meaning for s in group.finding_sites]
@@ -148,6 +149,8 @@ def _uncertainty(props) -> tuple[float | None, float | None]:
     lo = hi = None
     for item in props:
         name = item.ConceptNameCodeSequence[0].CodeMeaning.lower()
+        if "uncertainty" not in name or "MeasuredValueSequence" not in item:
+            continue
         if "lower" in name:
             lo = float(item.MeasuredValueSequence[0].NumericValue)
         elif "upper" in name:
