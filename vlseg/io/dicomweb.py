@@ -25,6 +25,7 @@ from vlseg.errors import InputError
 MR = "MR"
 STUDY_UID = "0020000D"
 MODALITIES_IN_STUDY = "00080061"
+RETRIES = 3
 MAX_INSTANCES = 20_000  # a brain MR study has a few thousand at most; more is not one study
 
 
@@ -81,6 +82,11 @@ class Pacs:
 
         if not url.startswith(("http://", "https://")):
             raise InputError(f"--dicomweb must be an http:// or https:// URL, got {url[:80]!r}")
+        from urllib.parse import urlsplit
+
+        if urlsplit(url).username is not None or urlsplit(url).password is not None:
+            raise InputError("--dicomweb URL holds credentials (user:password@); give them in "
+                             "$VLSEG_DICOMWEB_AUTH or --dicomweb-auth-file instead")
         self.url = url.rstrip("/")
         session = requests.Session()
         session.verify = verify
@@ -89,6 +95,10 @@ class Pacs:
         elif auth is not None and auth.username is not None:
             session.auth = (auth.username, auth.password or "")
         self._client = DICOMwebClient(self.url, session=session, timeout=timeout_s)
+        # The client retries every failed request (a refused connection too) 5 times with waits
+        # of 2-16 s; a user waiting at a prompt gets two quick retries (0.5 s, 1 s) instead.
+        self._client.set_http_retry_params(retry=True, max_attempts=RETRIES,
+                                           wait_exponential_multiplier=250)
 
     # ----------------------------------------------------------------- in
     def search_studies(self, query: str | dict[str, str]) -> list[str]:
