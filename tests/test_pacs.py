@@ -21,6 +21,10 @@ from vlseg.io.dicomweb import Auth, Pacs, PacsError
 
 pytestmark = pytest.mark.slow
 QUERY = "segment the whole tumor, the necrotic core and the edema"
+# Copied into a derived object by default, required by no standard: vlseg drops them.
+OPTIONAL = {"PatientComments": "allergic to gadolinium, lives alone",
+            "AdditionalPatientHistory": "headaches since March; mother had glioma",
+            "InstitutionAddress": "1 Example Road, Sampletown", "StationName": "MR-EAST-3"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def server(tmp_path_factory):
 def stored_study(server, phantom_case_2mm, tmp_path_factory):
     """A synthetic study with identifying tags filled, stored into Orthanc with STOW-RS."""
     folder = study(phantom_images(phantom_case_2mm), tmp_path_factory.mktemp("pacs") / "study",
-                   seed="pacs", patient=FILLED_TAGS)
+                   seed="pacs", patient={**FILLED_TAGS, **OPTIONAL})
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     pacs = Pacs(server.url, auth=Auth.parse(server.auth))
     assert len(pacs.store(files)) == len(files)
@@ -90,6 +94,12 @@ def test_round_trip_stores_seg_and_sr_linked_to_the_study(server, stored_study, 
     referenced = seg.ReferencedSeriesSequence[0].SeriesInstanceUID
     assert referenced in {str(ds.SeriesInstanceUID) for ds in by_modality["MR"]}
     assert referenced == t1c.uid  # the reference series: T1c first
+    # What a derived object must copy stays; what no standard requires is dropped (README).
+    for ds in (seg, sr):
+        assert str(ds.PatientName) == FILLED_TAGS["PatientName"] and ds.AccessionNumber
+        blob = str(ds.to_json_dict(bulk_data_threshold=64, bulk_data_element_handler=lambda e: ""))
+        assert not [v for v in OPTIONAL.values() if v in blob], ds.Modality
+        assert FILLED_TAGS["InstitutionName"] not in blob
     evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
                 for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
     assert seg.SOPInstanceUID in evidence

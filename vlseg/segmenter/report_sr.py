@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 from vlseg import __version__, vocab
 from vlseg.io.dicom_geometry import read_datasets
+from vlseg.io.dicom_seg import drop_optional_identifiers
 from vlseg.reasoning import TargetMeasurement
 from vlseg.vocab.places import HEMISPHERE_CODES, LOBE_CODES
 
@@ -102,6 +103,7 @@ def write_sr(seg_path: str | os.PathLike, segments: Sequence[SegmentMeasurement]
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="vlseg",
         series_description="vlseg measurements", is_complete=True, is_final=False,
         is_verified=False)
+    drop_optional_identifiers(sr)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sr.save_as(path)
