@@ -82,6 +82,9 @@ def write_seg(case: Case, masks_ras: Mapping[str, np.ndarray], path: str | os.Pa
     if case.study is None:
         raise ValueError("a DICOM-SEG needs a case read from a DICOM study (case.study is None)")
     sources = read_datasets(case.study.reference_files, pixels=False)
+    if not str(sources[0].get("FrameOfReferenceUID", "") or "").strip():
+        raise ValueError("the source series has no Frame of Reference UID (0020,0052), which a "
+                         "DICOM-SEG must reference")
     sha = str(model.get("checkpoint_sha256") or "")
     algorithm = hd.AlgorithmIdentificationSequence(
         name="vlseg", family=codes.cid7162.ArtificialIntelligence, version=__version__,

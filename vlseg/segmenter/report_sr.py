@@ -85,7 +85,12 @@ def write_sr(seg_path: str | os.PathLike, segments: Sequence[SegmentMeasurement]
                  for lobe in (m.lobes if m.present else ()) if lobe in LOBE_CODES]
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"vlseg {m.concept}"),
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=number),
+            # Built from the SEG's header (from_segmentation needs per-frame segment
+            # identification, which a one-segment SEG keeps in its shared groups).
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID),
+                segment_number=number, source_series=hd.sr.SourceSeriesForSegmentation(
+                    str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))),
             finding_type=hd.sr.CodedConcept(*spec.dicom_type), algorithm_id=algorithm,
             finding_sites=sites or None, session=session, measurements=measured,
             qualitative_evaluations=qualitative or None))
