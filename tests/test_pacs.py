@@ -232,5 +232,11 @@ def test_credentials_come_from_env_or_file_never_the_command_line(tmp_path, monk
                                    "--query", "q", "--out", "o", "--password", "p"])
     with pytest.raises(PacsError):
         Pacs("http://127.0.0.1:9/dicom-web").retrieve_study("1.2.3", tmp_path / "x")
+    from vlseg.cli import main
+
+    assert main(["segment", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--search",
+                 "ModalitiesInStudy=MR", "--query", "q", "--out", str(tmp_path / "o")]) == 2
+    assert main(["segment", "--case", str(tmp_path), "--store", "--query", "q",
+                 "--out", str(tmp_path / "o")]) == 2  # --store goes with --dicomweb
     with pytest.raises(InputError, match="holds credentials"):
         Pacs("http://user:pw@127.0.0.1:9/dicom-web")
