@@ -11,6 +11,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Threads that spin while waiting make a busy 2-core machine many times slower; sleep instead.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The napari plugin's tests run Qt headless.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 

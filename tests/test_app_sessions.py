@@ -154,8 +154,9 @@ def test_downloads_named_by_case_and_refusals_bring_no_result(tmp_path, store):
     resp = store.set_case(CaseRequest(session_id=sid, source=files, label=None))
     assert resp.case_id == "BraTS-GLI-00007-000" and resp.label == "BraTS-GLI-00007-000"
     r = store.ask(AskRequest(session_id=sid, query="segment the enhancing tumor"))
-    assert r.has_result and [p.name for p in r.downloads] == ["BraTS-GLI-00007-000_ET.nii.gz",
-                                                               "BraTS-GLI-00007-000_all.zip"]
+    assert r.has_result and [p.name for p in r.downloads] == [
+        "BraTS-GLI-00007-000_ET.nii.gz", "BraTS-GLI-00007-000_ET_probability.nii.gz",
+        "BraTS-GLI-00007-000_ET_uncertainty.nii.gz", "BraTS-GLI-00007-000_all.zip"]
     assert [p.name for p in r.mask_files] == ["ET.nii.gz"]  # the API keeps answer.json's names
     assert "<table>" in r.table_html and r.overlay_png is not None
     refused = store.ask(AskRequest(session_id=sid, query="segment the liver"))

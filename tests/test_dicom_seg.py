@@ -69,8 +69,9 @@ def test_segment_writes_a_seg_with_the_answer_and_leaks_no_patient_data(filled, 
                  "--threads", "1"]) == 0
     printed = capsys.readouterr()
     doc = json.loads((out / "answer.json").read_text())
-    # The folder holds exactly what answer.json lists: the masks and the SEG.
-    listed = {t["mask"] for t in doc["targets"]} | {doc["dicom_seg"]["file"], "answer.json"}
+    # The folder holds exactly what answer.json lists: the masks, the SEG and its SR report.
+    listed = {t["mask"] for t in doc["targets"]} | {doc["dicom_seg"]["file"], doc["dicom_sr"]["file"],
+                                                      "answer.json"}
     assert {p.name for p in out.iterdir()} == listed
     assert doc["dicom_seg"]["segments"] == [t["concept"] for t in doc["targets"]]
     assert any(t["present"] for t in doc["targets"])

@@ -104,8 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--series", action="append", default=[], metavar="SEQ=SERIES",
                    help="DICOM: the series holding a sequence, by series number, description or "
                         "SeriesInstanceUID, e.g. --series t1c=7 (repeatable)")
+    g = s.add_argument_group(
+        "PACS (DICOMweb)", "credentials from $VLSEG_DICOMWEB_AUTH or --dicomweb-auth-file "
+        "('user:password' or 'Bearer <token>'), never on the command line")
+    g.add_argument("--dicomweb", default=None, metavar="URL",
+                   help="DICOMweb root of a PACS, e.g. http://host:8042/dicom-web")
+    g.add_argument("--study", default=None, metavar="UID",
+                   help="with --dicomweb: the Study Instance UID to retrieve (WADO-RS) and answer")
+    g.add_argument("--search", default=None, metavar="QUERY",
+                   help="with --dicomweb: a cohort of the studies a QIDO-RS search finds "
+                        "(not supported yet: refused with one line)")
+    g.add_argument("--store", action="store_true",
+                   help="with --dicomweb: send the DICOM-SEG and the SR measurement report back "
+                        "into the study (STOW-RS; both or neither)")
+    g.add_argument("--dicomweb-auth-file", default=None, metavar="FILE",
+                   help="file whose first line is 'user:password' or 'Bearer <token>'")
+    g.add_argument("--dicomweb-ca", default=None, metavar="PEM",
+                   help="CA bundle to verify the server's TLS certificate with")
+    g.add_argument("--insecure", action="store_true",
+                   help="do not verify the server's TLS certificate (test servers only)")
     s.add_argument("--query", required=True, help='e.g. "segment the necrotic core"')
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--save-probabilities", action="store_true",
+                   help="also write per answered concept <C>_probability.nii.gz (calibrated "
+                        "probability, float32) and <C>_uncertainty.nii.gz (entropy, bits)")
     s.add_argument("--model", default=None,
                    help="bundled name, checkpoint folder or LoRA adapter folder (default: bundled)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -38,24 +38,52 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # 1. Arguments (2. the output folder is checked with them)
     out = check_common(args)
+    from vlseg.pacs_cli import check_pacs_args
+
+    check_pacs_args(args)
     if getattr(args, "cases", None):  # a cohort: vlseg/cohort/cli.py
         from vlseg.cohort.cli import run as run_cohort
 
         return run_cohort(args, out)
     if getattr(args, "overwrite", False):
         raise InputError("--overwrite goes with --cases (a cohort); a single case is always rewritten")
+    if getattr(args, "dicomweb", None):
+        return _run_dicomweb(args, out, t0)
     files = {s: getattr(args, s) for s in SEQUENCES if getattr(args, s, None)}
     if args.case and files:
         raise InputError("give either --case DIR or per-sequence files (--t1n/--t1c/--t2w/--t2f), not both")
     if not args.case and not files:
-        raise InputError("no scan given: pass --case DIR or at least one of --t1n/--t1c/--t2w/--t2f")
-
-    # 3. The scan, read and validated once (the model gets this same Case)
-    from vlseg.io import open_case
-
+        raise InputError("no scan given: pass --case DIR, at least one of --t1n/--t1c/--t2w/--t2f, "
+                         "or --dicomweb URL --study UID")
     if getattr(args, "series", None) and not args.case:
         raise InputError("--series goes with --case DIR (a DICOM study folder)")
-    case = open_case(args.case if args.case else files, series=getattr(args, "series", None),
+    answer_and_save(args, args.case if args.case else files, out, t0)
+    return 0
+
+
+def _run_dicomweb(args: argparse.Namespace, out: Path, t0: float) -> int:
+    """One study from a DICOMweb server: retrieved into a private temporary folder (removed
+    after), answered as a local study, and with --store its SEG and SR sent back."""
+    import tempfile
+
+    from vlseg.pacs_cli import pacs_from_args, store_answer
+
+    pacs = pacs_from_args(args)
+    with tempfile.TemporaryDirectory(prefix="vlseg-dicomweb-") as tmp:
+        folder = pacs.retrieve_study(args.study, Path(tmp) / "study")
+        path = answer_and_save(args, folder, out, t0)
+    if getattr(args, "store", False):
+        uids = store_answer(pacs, path)
+        print(f"stored the DICOM-SEG and the SR report ({len(uids)} instances) into study "
+              f"{args.study}", file=sys.stderr)
+    return 0
+
+
+def answer_and_save(args: argparse.Namespace, source, out: Path, t0: float) -> Path:
+    """3. the scan, read and validated once; 4. the model; the answer, saved; its answer.json."""
+    from vlseg.io import open_case
+
+    case = open_case(source, series=getattr(args, "series", None),
                      force=getattr(args, "force", False))
 
     # 4. The model, on the thread count asked for (the process is the CLI's)
@@ -73,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     answer = seg.ask(args.query)
     answer.timing_s["model_load"] = load_s
     answer.timing_s["wall"] = time.perf_counter() - t0
-    path = answer.save(out, label_convention=getattr(args, "label_convention", None))
+    path = answer.save(out, label_convention=getattr(args, "label_convention", None),
+                       probabilities=getattr(args, "save_probabilities", False))
     print(answer.text)
     print(f"wrote {path} and {len(answer.masks)} mask(s)", file=sys.stderr)
-    return 0
+    return path

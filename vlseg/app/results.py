@@ -204,7 +204,8 @@ def measurements_csv(answer: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- downloads
 def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -> list[Path]:
-    """``<case_id>_<concept>.nii.gz`` per mask plus ``<case_id>_all.zip``, in ``answer_dir/download``.
+    """``<case_id>_<concept>.nii.gz`` per mask (and its ``_probability`` and ``_uncertainty``
+    maps where the answer saved them) plus ``<case_id>_all.zip``, in ``answer_dir/download``.
 
     The masks are hard links to (or copies of) the files ``Answer.save`` wrote; the zip holds the
     masks, answer.json (its ``mask`` entries renamed to match) and the measurements CSV.
@@ -224,6 +225,11 @@ def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -
         _link_or_copy(src, dst)
         t["mask"] = dst.name
         files.append(dst)
+        for kind in ("probability", "uncertainty"):  # saved with the answer's probability maps
+            extra = Path(answer_dir) / f"{t['concept']}_{kind}.nii.gz"
+            if extra.is_file():
+                files.append(out / f"{cid}_{safe_case_id(t['concept'])}_{kind}.nii.gz")
+                _link_or_copy(extra, files[-1])
     zpath = out / f"{cid}_all.zip"
     with atomic_path(zpath) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:

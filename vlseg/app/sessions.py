@@ -362,7 +362,7 @@ class SessionStore:
                 self._touch_encoded(session)
             session.n_answers += 1
             answer_dir = session.out_dir / f"answer-{session.n_answers:03d}"
-            ans.save(answer_dir)
+            ans.save(answer_dir, probabilities=req.pictures)  # the UI offers the maps too
             mask_files = [p for p in (answer_dir / f"{c}.nii.gz" for c in ans.masks_ras) if p.is_file()]
             answer_json = ans.to_json()
             overlay, center = None, None

@@ -8,7 +8,7 @@ float32 with validation, and write masks / label maps back onto the input's own 
     >>> write_mask(mask_ras, case, "out/ET.nii.gz")     # uint8, input affine, clean header
     >>> classify("upload_flair.nii.gz").sequence         # 't2f'  (see README.md: where rules live)
 """
-from vlseg.io.case import Case, load_case, write_label_map, write_mask
+from vlseg.io.case import Case, load_case, write_label_map, write_map, write_mask
 from vlseg.io.classify import LABEL_TOKENS, FileClass, classify
 from vlseg.io.foreign import Foreign, label_values, what_is
 from vlseg.io.envelope import MIN_FOV_MM, brain_warnings, check_geometry, geometry_warnings
@@ -39,7 +39,7 @@ from vlseg.io.volume import (
 )
 
 __all__ = [
-    "Case", "CaseSource", "open_case", "load_case", "write_mask", "write_label_map",
+    "Case", "CaseSource", "open_case", "load_case", "write_mask", "write_map", "write_label_map",
     "FileClass", "classify", "label_values", "LABEL_TOKENS", "Foreign", "what_is",
     "check_label_map", "check_binary_mask",
     "check_geometry", "geometry_warnings", "brain_warnings", "MIN_FOV_MM", "check_output_dir",

@@ -21,7 +21,7 @@ from vlseg.errors import InputError
 from vlseg.io.foreign import what_is
 from vlseg.io.labels import check_label_map, named_like_convention
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
-from vlseg.io.nifti import check_output_path, write_uint8
+from vlseg.io.nifti import check_output_path, write_float32, write_uint8
 from vlseg.io.readers import read_volume, reader_for
 from vlseg.io.study import StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, to_ras
@@ -235,6 +235,17 @@ def write_mask(mask_ras: np.ndarray, case: Case, path: str | os.PathLike) -> Pat
         raise ValueError("mask must be binary (bool or 0/1); threshold probabilities first")
     _refuse_inputs(path, case)
     return write_uint8(case.to_source(mask.astype(np.uint8)), case.source_grid, path)
+
+
+def write_map(values_ras: np.ndarray, case: Case, path: str | os.PathLike) -> Path:
+    """Write a float RAS+ map (a probability or uncertainty map, values in [0, 1]) as float32 on
+    the case's source grid (atomic, clean header)."""
+    path = check_output_path(path)
+    values = np.asarray(values_ras, dtype=np.float32)
+    if values.shape != case.shape:
+        raise ValueError(f"map shape {values.shape} does not match the case {case.shape}")
+    _refuse_inputs(path, case)
+    return write_float32(case.to_source(values), case.source_grid, path)
 
 
 def write_label_map(masks_ras: Mapping[str, np.ndarray], case: Case, path: str | os.PathLike,

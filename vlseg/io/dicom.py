@@ -146,6 +146,13 @@ class DicomReader:
         if onto is not None:
             check_size(onto.grid.shape, path, max_voxels)
         datasets = read_datasets(series.files, pixels=True)
+        if any(not str(ds.get("FrameOfReferenceUID", "") or "").strip() for ds in datasets):
+            # highdicom places slices only in a frame of reference. The position and orientation
+            # tags give the geometry in full, so the in-memory copies get a stand-in UID; the
+            # files are untouched and no DICOM-SEG is written for them (write_seg says why).
+            stand_in = hd.UID()
+            for ds in datasets:
+                ds.FrameOfReferenceUID = stand_in
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

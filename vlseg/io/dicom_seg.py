@@ -4,7 +4,9 @@ The SEG references the series whose grid the masks are on (the case's reference 
 grid ``write_mask`` writes NIfTI masks on; series on other grids were resampled onto it), carries one segment per answered concept with
 SNOMED CT coded concepts, the algorithm's identification (vlseg, version, model sha256), and
 copies the source's patient and study modules, as the standard requires for a derived object
-of the same study. It is written for a case that knows its study (``Case.study``, set when the
+of the same study (less what the standard does not require: free-text history and comments,
+other IDs, the source site's address, department and station; see ``OPTIONAL_IDENTIFIERS``).
+It is written for a case that knows its study (``Case.study``, set when the
 case is read) by the answer writer's DICOM-SEG exporter
 (``vlseg.segmenter.writer.DicomSeg``), inside the same staged publish as answer.json, which
 lists it.
@@ -24,6 +26,37 @@ from vlseg.io.case import Case
 from vlseg.io.dicom_geometry import hd_affine, read_datasets
 
 SEG_FILE = "segmentation.dcm"
+# What a derived object copies from its source that the standard does not require (type 3 in
+# the Patient, Patient Study, General Study and Contributing Equipment modules): free text about
+# the patient, other IDs, the site's address, department and station. Dropped from the SEG and
+# the SR; the type 1/2 patient and study attributes stay (name, ID, birth date, sex, study UID,
+# date, time, ID, accession number, referring physician), as PACS matching needs them.
+OPTIONAL_IDENTIFIERS: tuple[str, ...] = (
+    "PatientComments", "AdditionalPatientHistory", "OtherPatientIDs", "OtherPatientIDsSequence",
+    "OtherPatientNames", "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName",
+    "MilitaryRank", "BranchOfService", "EthnicGroup", "Occupation", "PatientReligiousPreference",
+    "PatientAge", "PatientSize", "PatientWeight", "MedicalAlerts", "Allergies",
+    "PregnancyStatus", "SmokingStatus", "PatientState", "ResponsiblePerson",
+    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers", "AdmittingDiagnosesDescription",
+)
+EQUIPMENT_IDENTIFIERS: tuple[str, ...] = (
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
+    "DeviceSerialNumber", "OperatorsName",
+)
+
+
+def drop_optional_identifiers(ds) -> None:
+    """Remove from a derived object (SEG, SR) the copied patient and site details the standard
+    does not require (:data:`OPTIONAL_IDENTIFIERS`; the source equipment's institution, address,
+    department, station and serial number in the contributing-equipment sequence)."""
+    for keyword in OPTIONAL_IDENTIFIERS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        for keyword in EQUIPMENT_IDENTIFIERS:
+            if keyword in item:
+                delattr(item, keyword)
 
 
 def _lab(rgb: tuple[int, int, int]):
@@ -49,6 +82,9 @@ def write_seg(case: Case, masks_ras: Mapping[str, np.ndarray], path: str | os.Pa
     if case.study is None:
         raise ValueError("a DICOM-SEG needs a case read from a DICOM study (case.study is None)")
     sources = read_datasets(case.study.reference_files, pixels=False)
+    if not str(sources[0].get("FrameOfReferenceUID", "") or "").strip():
+        raise ValueError("the source series has no Frame of Reference UID (0020,0052), which a "
+                         "DICOM-SEG must reference")
     sha = str(model.get("checkpoint_sha256") or "")
     algorithm = hd.AlgorithmIdentificationSequence(
         name="vlseg", family=codes.cid7162.ArtificialIntelligence, version=__version__,
@@ -85,6 +121,7 @@ def write_seg(case: Case, masks_ras: Mapping[str, np.ndarray], path: str | os.Pa
         software_versions=f"vlseg {__version__}", device_serial_number=(sha[:16] or "none"),
         content_label="VLSEG", content_description="vlseg answer masks"[:64],
         series_description="vlseg segmentation", omit_empty_frames=False)
+    drop_optional_identifiers(seg)
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return path
@@ -104,4 +141,4 @@ def read_seg_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.n
     return out, np.asarray(vol.affine)
 
 
-__all__ = ["SEG_FILE", "write_seg", "read_seg_masks"]
+__all__ = ["SEG_FILE", "OPTIONAL_IDENTIFIERS", "drop_optional_identifiers", "write_seg", "read_seg_masks"]

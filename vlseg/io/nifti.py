@@ -329,12 +329,25 @@ def check_output_path(path: str | os.PathLike) -> Path:
 
 def write_uint8(data: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
     """Write ``data`` (already in the grid's voxel order) as uint8 with a fresh, clean header."""
+    return _write_on_grid(data, grid, path, np.uint8)
+
+
+def write_float32(data: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
+    """Write ``data`` (already in the grid's voxel order) as float32 with a fresh, clean header
+    (probability and uncertainty maps); non-finite values are refused."""
+    data = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise ValueError("a probability map must be finite")
+    return _write_on_grid(data, grid, path, np.float32)
+
+
+def _write_on_grid(data: np.ndarray, grid: Grid, path: str | os.PathLike, dtype) -> Path:
     path = check_output_path(path)
-    data = np.ascontiguousarray(data, dtype=np.uint8)
+    data = np.ascontiguousarray(data, dtype=dtype)
     if data.shape != grid.shape:
         raise ValueError(f"data shape {data.shape} does not match the grid {grid.shape}")
     hdr = nib.Nifti1Header()  # fresh: no descrip/aux_file/db_name/intent_name/extensions
-    hdr.set_data_dtype(np.uint8)
+    hdr.set_data_dtype(dtype)
     img = nib.Nifti1Image(data, None, header=hdr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # qform cannot hold shears: nibabel strips them

@@ -14,7 +14,9 @@ import numpy as np
 from vlseg.io import Case
 from vlseg.language import Parse
 from vlseg.reasoning import DISCLAIMER, Relations, TargetMeasurement, relations_to_json
+from vlseg.reasoning.calibration import apply_temperature
 from vlseg.reasoning.case_facts import Json, answer_fields
+from vlseg.segmenter.report_sr import SegmentMeasurement
 from vlseg.segmenter.writer import AnswerFiles, exporters, write_answer
 
 JsonObject = dict[str, Json]
@@ -59,6 +61,11 @@ class Answer:
     timepoint: JsonObject | None = None  # {"asked", "assumed", "reason"}: pre- or post-treatment
     presence: JsonObject | None = None  # {"calibrated", "probability": {concept: P(present)}}
     case: Case | None = field(default=None, repr=False, compare=False)  # what the masks are of
+    # concept -> the predictor's probability in RAS+ order of the case (by reference; None: ruled
+    # out by the time point) and the calibration's temperature: probability maps, when saved
+    probabilities_ras: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False,
+                                                          compare=False)
+    temperatures: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> JsonObject:
         out: JsonObject = {
@@ -89,13 +96,37 @@ class Answer:
             out["calibration"] = self.calibration
         return out
 
-    def save(self, out_dir: str | Path, *, label_convention: str | None = None) -> Path:
+    def save(self, out_dir: str | Path, *, label_convention: str | None = None,
+             probabilities: bool = False) -> Path:
         """Write ``answer.json`` and the masks into ``out_dir`` (see :func:`write_answer`), and
         with ``label_convention`` (e.g. ``"brats2024"``) also one label map ``labels.nii.gz`` in
-        it; returns the answer.json path."""
-        files = (AnswerFiles(case=self.case, masks_ras=self.masks_ras, model=dict(self.model))
+        it, with ``probabilities`` the per-voxel probability and uncertainty maps; returns the
+        answer.json path."""
+        files = (AnswerFiles(case=self.case, masks_ras=self.masks_ras, model=dict(self.model),
+                             measurements=self.segment_measurements(), confidence=self.confidence,
+                             probabilities_ras=self.calibrated_probabilities() if probabilities else {})
                  if self.case is not None else None)
-        return write_answer(out_dir, self.to_json(), files, exporters=exporters(label_convention))
+        return write_answer(out_dir, self.to_json(), files,
+                            exporters=exporters(label_convention, probabilities=probabilities))
+
+    def calibrated_probabilities(self) -> dict[str, np.ndarray]:
+        """concept -> calibrated float32 probability (X, Y, Z) in RAS+ order of the case."""
+        out = {}
+        for c in self.masks_ras:
+            p = self.probabilities_ras.get(c)
+            out[c] = (np.zeros(self.masks_ras[c].shape, np.float32) if p is None else
+                      apply_temperature(p, self.temperatures.get(c, 1.0)).astype(np.float32))
+        return out
+
+    def segment_measurements(self) -> tuple[SegmentMeasurement, ...]:
+        """Each mask's measurement with its calibrated volume interval (as answer.json says)."""
+        intervals = {t["concept"]: t.get("volume_ml_interval") for t in self.targets}
+        out = []
+        for m in self.measurements:
+            iv = intervals.get(m.concept)
+            out.append(SegmentMeasurement(m, (float(iv[0]), float(iv[1]))  # type: ignore[index]
+                                          if isinstance(iv, (list, tuple)) and len(iv) == 2 else None))
+        return tuple(out)
 
 
 __all__ = ["Answer", "ModelInfo", "JsonObject"]

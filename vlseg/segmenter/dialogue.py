@@ -267,7 +267,19 @@ class Dialogue:
             warnings=list(talk.warnings), sequences_used=list(talk.case.present), model=model,
             timing_s=timing, case_id=talk.case.case_id, parse=parse,
             measurements=list(measurements), case_facts=dict(talk.facts),
-            relations_json=relations_json, case=talk.case)
+            relations_json=relations_json, case=talk.case,
+            probabilities_ras=self._probabilities(talk, predictor, tuple(masks_ras)),
+            temperatures={c: self.calibration.temperature(c) for c in masks_ras})
+
+    def _probabilities(self, talk: CaseTalk, predictor: Predictor,
+                       concepts: tuple[str, ...]) -> dict[str, np.ndarray | None]:
+        """The predictor's per-voxel probabilities of the answered concepts, by reference (no
+        copy; None where the time point rules the concept out, as its empty mask)."""
+        if not concepts:
+            return {}
+        probs, masks = self._labelling(talk, predictor)
+        return {c: (None if talk.empty is not None and masks[c] is talk.empty else probs[c])
+                for c in concepts}
 
 
 # ----------------------------------------------------------------------------- answer text

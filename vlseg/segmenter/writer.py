@@ -2,7 +2,8 @@
 
 ``answer.json`` plus one file per exporter: a ``<CONCEPT>.nii.gz`` per target in the input's own
 grid (:class:`NiftiMasks`), for a case read from a DICOM study one DICOM Segmentation
-(:class:`DicomSeg`), and when asked one label map ``labels.nii.gz`` in a label convention
+(:class:`DicomSeg`) and beside it a DICOM SR TID 1500 measurement report (:class:`DicomSr`),
+when asked per-voxel probability and uncertainty maps (:class:`Probabilities`), and when asked one label map ``labels.nii.gz`` in a label convention
 (:class:`LabelMap`, e.g. BraTS 2024: 1 NETC, 2 SNFH, 3 ET, 4 resection cavity; see
 :func:`exporters`). Everything is staged first and published with answer.json last
 (``vlseg.fileio.staged_folder``); files an earlier answer.json listed there are removed, nothing
@@ -14,7 +15,7 @@ files beside it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Protocol
 
@@ -23,9 +24,10 @@ import numpy as np
 from vlseg.errors import InputError, one_line
 from vlseg.fileio import staged_folder, write_json_atomic
 from vlseg import vocab
-from vlseg.io import Case, write_label_map, write_mask
+from vlseg.io import Case, write_label_map, write_map, write_mask
 from vlseg.io.dicom_seg import SEG_FILE, write_seg
 from vlseg.reasoning.case_facts import Json
+from vlseg.segmenter.report_sr import SR_FILE, SegmentMeasurement, write_sr
 
 ANSWER_FILE = "answer.json"
 LABELS_FILE = "labels.nii.gz"
@@ -38,6 +40,11 @@ class AnswerFiles:
     case: Case
     masks_ras: Mapping[str, np.ndarray]  # concept -> uint8 (X, Y, Z) RAS+ of the case
     model: Mapping[str, Json]  # answer.json's provenance, for the files that carry it
+    # The answer's measurements, one per mask in the same order (the SR report's values).
+    measurements: tuple[SegmentMeasurement, ...] = ()
+    confidence: float | None = None  # the volume intervals' confidence level
+    # concept -> calibrated float32 (X, Y, Z) RAS+ probability (for ``Probabilities``)
+    probabilities_ras: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 class Exporter(Protocol):
@@ -83,6 +90,63 @@ class DicomSeg:
         return out
 
 
+class DicomSr:
+    """Beside the DICOM-SEG: a DICOM SR TID 1500 measurement report (``measurements.dcm``), one
+    measurement group per segment referencing it, and answer.json's ``dicom_sr`` entry. Runs
+    after :class:`DicomSeg` (it reads the SEG that exporter staged); without the SEG it fails,
+    which the writer reports as a warning."""
+
+    def names(self, files: AnswerFiles) -> list[str]:
+        return [SR_FILE] if files.masks_ras and files.case.study is not None else []
+
+    def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
+        if not self.names(files):
+            return {}
+        if not (stage / SEG_FILE).is_file():
+            raise ValueError(f"no {SEG_FILE} to reference")
+        if [s.measurement.concept for s in files.measurements] != list(files.masks_ras):
+            raise ValueError("the measurements are not those of the masks")
+        write_sr(stage / SEG_FILE, files.measurements, stage / SR_FILE,
+                 source_files=files.case.study.reference_files,  # type: ignore[union-attr]
+                 model=files.model, confidence=files.confidence)
+        return {"dicom_sr": {"file": SR_FILE, "template": "TID 1500", "references": SEG_FILE,
+                             "segments": list(files.masks_ras)}}
+
+
+class Probabilities:
+    """Per answered concept ``<CONCEPT>_probability.nii.gz`` (the calibrated probability that a
+    voxel belongs to it, float32 on the input's own grid) and ``<CONCEPT>_uncertainty.nii.gz``
+    (its binary entropy in bits: 0 certain, 1 at p = 0.5), and answer.json's ``probabilities``."""
+
+    def names(self, files: AnswerFiles) -> list[str]:
+        return [f"{c}_{kind}.nii.gz" for c in files.probabilities_ras
+                for kind in ("probability", "uncertainty")]
+
+    def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
+        listed: dict[str, Json] = {}
+        for concept, p in files.probabilities_ras.items():
+            p = np.clip(np.asarray(p, dtype=np.float32), 0.0, 1.0)
+            write_map(p, files.case, stage / f"{concept}_probability.nii.gz")
+            write_map(binary_entropy(p), files.case, stage / f"{concept}_uncertainty.nii.gz")
+            listed[concept] = {"probability": f"{concept}_probability.nii.gz",
+                               "uncertainty": f"{concept}_uncertainty.nii.gz"}
+        if not listed:
+            return {}
+        return {"probabilities": {
+            "files": listed, "dtype": "float32", "grid": "the input's own grid (as the masks)",
+            "probability": "calibrated probability (the calibration's temperature scaling) that "
+                           "the voxel belongs to the concept; the mask is p >= 0.5 with lesions "
+                           "below the minimum size removed, so a few voxels may differ",
+            "uncertainty": "binary entropy of that probability in bits: 0 certain, 1 at p = 0.5"}}
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Per-voxel binary entropy in bits of probabilities ``p`` (0 at p in {0, 1}, 1 at 0.5)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.where(h < 1e-9, 0.0, h).astype(np.float32)
+
+
 class LabelMap:
     """One ``labels.nii.gz``: the masks painted into one label map in ``convention`` on the input's
     own grid (inner classes win: ET over NCR over ED), and answer.json's ``label_map`` entry. A
@@ -106,12 +170,14 @@ class LabelMap:
                               "left_out": left_out}}
 
 
-EXPORTERS: tuple[Exporter, ...] = (NiftiMasks(), DicomSeg())
+EXPORTERS: tuple[Exporter, ...] = (NiftiMasks(), DicomSeg(), DicomSr())
 
 
-def exporters(label_convention: str | None = None) -> tuple[Exporter, ...]:
-    """The default exporters, plus a :class:`LabelMap` in ``label_convention`` when given."""
-    return EXPORTERS + ((LabelMap(label_convention),) if label_convention else ())
+def exporters(label_convention: str | None = None, *, probabilities: bool = False) -> tuple[Exporter, ...]:
+    """The default exporters, plus a :class:`LabelMap` in ``label_convention`` when given and
+    :class:`Probabilities` when asked."""
+    return (EXPORTERS + ((LabelMap(label_convention),) if label_convention else ())
+            + ((Probabilities(),) if probabilities else ()))
 
 
 def write_answer(out_dir: str | Path, doc: Mapping[str, Json], files: AnswerFiles | None, *,
@@ -157,11 +223,15 @@ def _listed_files(answer_json: Path) -> list[str]:
     """File names an earlier answer.json in the folder lists (none if unreadable)."""
     try:
         doc = json.loads(answer_json.read_text())
-        extra = [str(doc[k]["file"]) for k in ("dicom_seg", "label_map") if isinstance(doc.get(k), dict)]
+        extra = [str(doc[k]["file"]) for k in ("dicom_seg", "dicom_sr", "label_map")
+                 if isinstance(doc.get(k), dict)]
+        maps = doc.get("probabilities", {}).get("files", {}) if isinstance(doc.get("probabilities"), dict) else {}
+        extra += [str(f) for m in maps.values() if isinstance(m, dict) for f in m.values()]
         return [str(t["mask"]) for t in doc.get("targets", []) if isinstance(t, dict) and t.get("mask")] + extra
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return []
 
 
-__all__ = ["ANSWER_FILE", "LABELS_FILE", "AnswerFiles", "Exporter", "NiftiMasks", "DicomSeg", "LabelMap",
+__all__ = ["ANSWER_FILE", "LABELS_FILE", "SR_FILE", "AnswerFiles", "Exporter", "NiftiMasks", "DicomSeg",
+           "DicomSr", "Probabilities", "binary_entropy", "LabelMap",
            "EXPORTERS", "exporters", "write_answer"]

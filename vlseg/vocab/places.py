@@ -16,6 +16,25 @@ LOBES: tuple[str, ...] = (
     "deep grey matter", "cerebellum", "brainstem",
 )
 
+# SNOMED CT codes of the lobe atlas' regions (finding sites in the DICOM SR measurement report);
+# "deep grey matter" has no single code in pydicom's dictionary and is left uncoded.
+LOBE_CODES: dict[str, tuple[str, str, str]] = {
+    "frontal": ("83251001", "SCT", "Frontal lobe"),
+    "parietal": ("16630005", "SCT", "Parietal lobe"),
+    "temporal": ("78277001", "SCT", "Temporal lobe"),
+    "occipital": ("31065004", "SCT", "Occipital lobe"),
+    "insula": ("36169008", "SCT", "Insula"),
+    "limbic": ("279215006", "SCT", "Limbic lobe"),
+    "cerebellum": ("113305005", "SCT", "Cerebellum"),
+    "brainstem": ("119238007", "SCT", "Brain Stem"),
+}
+# SNOMED CT laterality values of the answers' hemispheres.
+HEMISPHERE_CODES: dict[str, tuple[str, str, str]] = {
+    "left": ("7771000", "SCT", "Left"),
+    "right": ("24028007", "SCT", "Right"),
+    "bilateral": ("51440002", "SCT", "Right and left"),
+}
+
 # Other words for the lobe atlas' regions.
 LOBE_ALIASES: dict[str, str] = {
     "insular": "insula", "insular cortex": "insula", "cerebellar": "cerebellum",
