@@ -91,7 +91,7 @@ def fit(args: argparse.Namespace) -> int:
     from vlseg.evaluation import with_sequences
     from vlseg.io import load_case
     from vlseg.reasoning.calibration import weights_sha256
-    from vlseg.reasoning.presence import Presence, features, fit_logistic
+    from vlseg.reasoning.presence import Presence, features, fit_logistic, rival_of
 
     runner = Runner(args.model)
     rows: dict[str, list[tuple[np.ndarray, int]]] = {c: [] for c in runner.concepts}
@@ -106,7 +106,7 @@ def fit(args: argparse.Namespace) -> int:
                 sub = with_sequences(case, seqs)
                 probs, masks = runner.run(sub)
                 for c in runner.concepts:
-                    rows[c].append((features(probs[c], masks[c], case.affine), _truth_present(case, c)))
+                    rows[c].append((features(probs[c], masks[c], case.affine, rival_of(c, probs)), _truth_present(case, c)))
         print(f"{name}: {len(folders)} cases x {len(FIT_SUBSETS)} subsets ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     presence = Presence(checkpoint_sha256=weights_sha256(args.model),

@@ -22,29 +22,43 @@ def test_features_summarise_volume_confidence_and_confident_core():
     prob, mask = _blob(p_in=0.95)
     f = features(prob, mask, AFFINE_2MM)
     ml = 125 * 8 / 1000.0
-    assert f == pytest.approx([np.log1p(ml), 0.95, np.log1p(ml)], rel=1e-5)
+    assert f == pytest.approx([np.log1p(ml), 0.95, np.log1p(ml), 0.0], rel=1e-5)
     prob2, mask2 = _blob(p_in=0.6)
     f2 = features(prob2, mask2, AFFINE_2MM)
     assert f2[1] == pytest.approx(0.6) and f2[2] == 0.0            # no confident core
     empty = features(np.zeros((4, 4, 4)), np.zeros((4, 4, 4), bool), AFFINE_2MM)
-    assert empty.tolist() == [0.0, 0.0, 0.0]
+    assert empty.tolist() == [0.0, 0.0, 0.0, 0.0]
+    rival = np.full((20, 20, 20), 0.3, np.float32)
+    assert features(prob, mask, AFFINE_2MM, rival)[3] == pytest.approx(0.3)
+
+
+def test_rivals_cavity_against_core_and_tumor_against_cavity():
+    from vlseg.reasoning.presence import rival_of
+
+    probs = {c: np.full((2, 2, 2), v, np.float32) for c, v in (("WT", .9), ("TC", .8), ("ET", .1), ("RC", .4))}
+    assert rival_of("RC", probs).max() == pytest.approx(0.8)
+    assert rival_of("WT", probs).max() == pytest.approx(0.4)
+    assert rival_of("WT", {k: v for k, v in probs.items() if k != "RC"}) is None
 
 
 def test_fit_separates_confident_lesions_from_fringes():
     rng = np.random.default_rng(0)
-    present = np.column_stack([rng.uniform(1, 5, 50), rng.uniform(0.85, 0.99, 50), rng.uniform(0.5, 4, 50)])
-    absent = np.column_stack([rng.uniform(0, 3, 50), rng.uniform(0.5, 0.75, 50), rng.uniform(0, 0.3, 50)])
+    present = np.column_stack([rng.uniform(1, 5, 50), rng.uniform(0.85, 0.99, 50), rng.uniform(0.5, 4, 50),
+                               np.zeros(50)])
+    absent = np.column_stack([rng.uniform(0, 3, 50), rng.uniform(0.5, 0.75, 50), rng.uniform(0, 0.3, 50),
+                              np.zeros(50)])
     model = fit_logistic(np.vstack([present, absent]), np.r_[np.ones(50), np.zeros(50)])
-    assert model.probability(np.array([3.0, 0.95, 3.0])) > 0.9
-    assert model.probability(np.array([2.0, 0.65, 0.0])) < 0.1
+    assert model.probability(np.array([3.0, 0.95, 3.0, 0.0])) > 0.9
+    assert model.probability(np.array([2.0, 0.65, 0.0, 0.0])) < 0.1
     with pytest.raises(ValueError, match="with and without"):
         fit_logistic(present, np.ones(50))
 
 
 def _presence(wt_bias: float, rc_bias: float | None = None) -> Presence:
-    models = {"WT": Logistic((0.0, 0.0, 0.0), wt_bias), "TC": Logistic((0.0, 0.0, 0.0), 5.0)}
+    zero = (0.0,) * 4
+    models = {"WT": Logistic(zero, wt_bias), "TC": Logistic(zero, 5.0)}
     if rc_bias is not None:
-        models["RC"] = Logistic((0.0, 0.0, 0.0), rc_bias)
+        models["RC"] = Logistic(zero, rc_bias)
     return Presence(models=models, checkpoint_sha256="x")
 
 

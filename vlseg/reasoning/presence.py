@@ -8,7 +8,11 @@ the region is present in the case, from three summaries of the model's evidence:
 * ``log1p(mask mL)``: how much the labelling calls the region;
 * the mean probability inside the mask: how sure it is where it calls it;
 * ``log1p(mL with p >= 0.9)``: the confident core (a real lesion has one; a false positive on a
-  healthy brain is mostly a fringe of middling probabilities).
+  healthy brain is mostly a fringe of middling probabilities);
+* the mean probability, inside the mask, of the region it is most easily confused with: for the
+  resection cavity the tumor core (an untreated necrotic core is dark on T1 and bright on T2
+  like fluid, but the model's core channel still calls it core), for the tumor regions the
+  cavity (0 where that is not decoded).
 
 A logistic regression per concept maps them to a probability; it is fitted on held-out cases
 with and without the region (tumor-bearing, tumor-free and post-operative phantoms, randomized
@@ -41,18 +45,34 @@ from vlseg.reasoning.calibration import weights_sha256
 PRESENCE_FILE = "presence.json"
 CONFIDENT_P = 0.9       # a voxel in the "confident core"
 PRESENT_P = 0.5         # decision threshold on the calibrated presence probability
-FEATURES = ("log1p_ml", "mean_p", "log1p_confident_ml")
+FEATURES = ("log1p_ml", "mean_p", "log1p_confident_ml", "rival_mean_p")
 
 
-def features(prob: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """The three evidence summaries of one concept on one case (see the module doc), float64 (3,)."""
+def features(prob: np.ndarray, mask: np.ndarray, affine: np.ndarray,
+             rival: np.ndarray | None = None) -> np.ndarray:
+    """The evidence summaries of one concept on one case (see the module doc), float64 (4,);
+    ``rival`` is the probability of the region it is most easily confused with, if decoded."""
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
     prob = np.asarray(prob)
     mask = np.asarray(mask, dtype=bool)
     n = int(mask.sum())
     mean_p = float(prob[mask].mean()) if n else 0.0
     confident = int((mask & (prob >= CONFIDENT_P)).sum())
-    return np.array([np.log1p(n * voxel_ml), mean_p, np.log1p(confident * voxel_ml)], dtype=np.float64)
+    rival_p = float(np.asarray(rival)[mask].mean()) if n and rival is not None else 0.0
+    return np.array([np.log1p(n * voxel_ml), mean_p, np.log1p(confident * voxel_ml), rival_p], dtype=np.float64)
+
+
+def rival_of(concept: str, probs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The probability of what ``concept`` is most easily confused with (see the module doc): a
+    base class outside the tumor chain against the chain's core, a chain region against the base
+    classes outside it (their maximum); None when nothing of that is decoded."""
+    chain = vocab.region_chain()
+    in_chain = set(chain) | {b for c in chain for b in vocab.concept(c).parts}
+    if concept in in_chain:
+        outside = [np.asarray(p) for c, p in probs.items() if c not in in_chain and vocab.concept(c).is_base]
+        return np.maximum.reduce(outside) if outside else None
+    core = chain[1] if len(chain) > 1 else None
+    return probs.get(core) if core is not None else None
 
 
 @dataclass(frozen=True)
@@ -138,7 +158,8 @@ class Presence:
         out: dict[str, float | None] = {}
         for c in masks:
             m = self.models.get(c)
-            out[c] = None if m is None or c not in probs else m.probability(features(probs[c], masks[c], affine))
+            out[c] = (None if m is None or c not in probs
+                      else m.probability(features(probs[c], masks[c], affine, rival_of(c, probs))))
         return out
 
     def assess(self, probs: Mapping[str, np.ndarray], masks: dict[str, np.ndarray],
@@ -162,7 +183,7 @@ class Presence:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0) -> Logistic:
-    """An L2-regularised logistic regression (scikit-learn) of ``y`` (0/1) on ``x`` (N, 3)."""
+    """An L2-regularised logistic regression (scikit-learn) of ``y`` (0/1) on ``x`` (N, features)."""
     from sklearn.linear_model import LogisticRegression
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=int)
@@ -173,4 +194,4 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0) -> Logistic:
 
 
 __all__ = ["CONFIDENT_P", "FEATURES", "Logistic", "PRESENCE_FILE", "PRESENT_P", "Presence", "features",
-           "fit_logistic"]
+           "fit_logistic", "rival_of"]
