@@ -106,7 +106,8 @@ def fit(args: argparse.Namespace) -> int:
                 sub = with_sequences(case, seqs)
                 probs, masks = runner.run(sub)
                 for c in runner.concepts:
-                    rows[c].append((features(probs[c], masks[c], case.affine, rival_of(c, probs)), _truth_present(case, c)))
+                    rows[c].append((features(probs[c], masks[c], case.affine, rival_of(c, probs, masks[c], case.affine)),
+                                    _truth_present(case, c)))
         print(f"{name}: {len(folders)} cases x {len(FIT_SUBSETS)} subsets ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     presence = Presence(checkpoint_sha256=weights_sha256(args.model),
@@ -147,10 +148,12 @@ def report(args: argparse.Namespace) -> int:
                  "templates": []}
 
     def gated(case):
-        probs, masks = runner.run(case)
-        raw = {c: m.copy() for c, m in masks.items()}
-        p = presence.assess(probs, masks, case.affine)
-        return raw, masks, p
+        from vlseg.predict import predict_probabilities
+        from vlseg.reasoning.labelling import final_masks
+
+        probs = predict_probabilities(runner.model, case, prompts=runner.prompts)
+        raw = final_masks(probs, case.affine)
+        return raw, *presence.label(probs, case.affine)[1:]
 
     def each(folder: Path):
         return sorted(f for f in folder.iterdir() if f.is_dir())[: args.limit] if folder.is_dir() else []

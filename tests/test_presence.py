@@ -28,17 +28,7 @@ def test_features_summarise_volume_confidence_and_confident_core():
     assert f2[1] == pytest.approx(0.6) and f2[2] == 0.0            # no confident core
     empty = features(np.zeros((4, 4, 4)), np.zeros((4, 4, 4), bool), AFFINE_2MM)
     assert empty.tolist() == [0.0, 0.0, 0.0, 0.0]
-    rival = np.full((20, 20, 20), 0.3, np.float32)
-    assert features(prob, mask, AFFINE_2MM, rival)[3] == pytest.approx(0.3)
-
-
-def test_rivals_cavity_against_core_and_tumor_against_cavity():
-    from vlseg.reasoning.presence import rival_of
-
-    probs = {c: np.full((2, 2, 2), v, np.float32) for c, v in (("WT", .9), ("TC", .8), ("ET", .1), ("RC", .4))}
-    assert rival_of("RC", probs).max() == pytest.approx(0.8)
-    assert rival_of("WT", probs).max() == pytest.approx(0.4)
-    assert rival_of("WT", {k: v for k, v in probs.items() if k != "RC"}) is None
+    assert features(prob, mask, AFFINE_2MM, 0.3)[3] == pytest.approx(0.3)
 
 
 def test_fit_separates_confident_lesions_from_fringes():
@@ -62,33 +52,58 @@ def _presence(wt_bias: float, rc_bias: float | None = None) -> Presence:
     return Presence(models=models, checkpoint_sha256="x")
 
 
-def _labelling():
-    prob, mask = _blob()
-    probs = {c: prob for c in ("WT", "TC", "ET", "NCR", "ED", "RC")}
-    masks = {c: mask.copy() for c in probs}
-    return probs, masks
+def _probs(shape=(24, 24, 24)):
+    """A tumor (WT ⊃ TC ⊃ ET) at one place and a cavity-like blob of 8 mL next to it."""
+    probs = {c: np.zeros(shape, np.float32) for c in ("WT", "TC", "ET", "RC")}
+    probs["WT"][4:14, 4:14, 4:14] = 0.95
+    probs["TC"][6:12, 6:12, 6:12] = 0.95
+    probs["ET"][6:12, 6:12, 6:8] = 0.95
+    probs["RC"][14:20, 4:14, 4:14] = 0.97
+    return probs
 
 
 def test_absent_whole_tumor_empties_the_whole_chain_but_not_the_cavity():
-    probs, masks = _labelling()
-    p = _presence(wt_bias=-5.0).assess(probs, masks, AFFINE_2MM)
+    _, masks, p = _presence(wt_bias=-5.0).label(_probs(), AFFINE_2MM)
     assert p["WT"] < 0.5 and p["ET"] is None                        # ET has no model: None
     assert not any(masks[c].any() for c in ("WT", "TC", "ET", "NCR", "ED"))
     assert masks["RC"].any()                                        # decided on its own (no model)
 
 
-def test_present_whole_tumor_keeps_masks_and_absent_cavity_is_emptied():
-    probs, masks = _labelling()
-    p = _presence(wt_bias=5.0, rc_bias=-5.0).assess(probs, masks, AFFINE_2MM)
+def test_present_whole_tumor_keeps_masks_and_absent_cavity_gives_its_voxels_back():
+    probs = _probs()
+    probs["RC"][8:12, 4:14, 4:14] = 0.99                            # the cavity channel fires on the tumor too
+    _, with_rc, _ = Presence.identity().label(probs, AFFINE_2MM)
+    assert with_rc["RC"][9, 9, 9] and not with_rc["WT"][9, 9, 9]   # taken from the tumor
+    _, masks, p = _presence(wt_bias=5.0, rc_bias=-5.0).label(probs, AFFINE_2MM)
     assert p["WT"] > 0.5 and p["RC"] < 0.5
     assert all(masks[c].any() for c in ("WT", "TC", "ET", "NCR", "ED"))
-    assert not masks["RC"].any()
+    assert not masks["RC"].any() and masks["WT"][9, 9, 9]           # given back to the tumor
+
+
+def test_ruled_out_concepts_are_left_out_of_the_labelling():
+    probs = _probs()
+    probs["RC"][8:12, 4:14, 4:14] = 0.99
+    _, masks, _ = Presence.identity().label(probs, AFFINE_2MM, ruled_out=("RC",))
+    assert not masks["RC"].any() and masks["WT"][9, 9, 9] and masks["TC"][9, 9, 9]
 
 
 def test_identity_changes_nothing():
-    probs, masks = _labelling()
-    p = Presence.identity().assess(probs, masks, AFFINE_2MM)
-    assert all(v is None for v in p.values()) and all(m.any() for m in masks.values())
+    _, masks, p = Presence.identity().label(_probs(), AFFINE_2MM)
+    assert all(v is None for v in p.values()) and all(masks[c].any() for c in ("WT", "TC", "ET", "RC"))
+
+
+def test_cavity_rival_is_the_enhancing_ring_around_it():
+    from vlseg.reasoning.presence import rival_of, shell
+
+    probs = _probs()
+    cav = probs["RC"] >= 0.5
+    sh = shell(cav, AFFINE_2MM, mm=4.0)
+    assert sh.any() and not (sh & cav).any()
+    assert rival_of("RC", probs, cav, AFFINE_2MM) == pytest.approx(0.0)      # no ring: a cavity
+    probs["ET"][sh] = 0.9                                                   # a full ring: necrosis-like
+    assert rival_of("RC", probs, cav, AFFINE_2MM) == pytest.approx(0.9)
+    wt = probs["WT"] >= 0.5
+    assert rival_of("WT", probs, wt, AFFINE_2MM) == pytest.approx(0.0)
 
 
 def test_load_checks_file_and_weights(tmp_path):

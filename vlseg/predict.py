@@ -24,7 +24,7 @@ import numpy as np
 from vlseg import vocab
 from vlseg.errors import InputError, VlsegError
 from vlseg.io import Case
-from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
+from vlseg.reasoning.labelling import labelling_sources
 from vlseg.reasoning.presence import Presence
 
 if TYPE_CHECKING:  # the model package (torch) is imported lazily at run time
@@ -46,6 +46,7 @@ class _Encoded:
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> bool (X, Y, Z) RAS+
     generation: int = 0  # bumped at each new labelling (what was measured on the old is stale)
     presence: dict[str, float | None] = field(default_factory=dict)  # concept -> P(present) or None
+    ruled_out: tuple[str, ...] = ()  # concepts the scan cannot hold (the cavity on an untreated scan)
 
 
 class Predictor:
@@ -94,6 +95,19 @@ class Predictor:
         state = self._labelled(concepts)
         return {c: state.masks[c] for c in concepts}
 
+    def rule_out(self, concepts: Iterable[str]) -> None:
+        """Leave exactly ``concepts`` out of this case's labelling (empty masks; the voxels they
+        claimed go back to the tumor regions), e.g. the cavity once the scan is taken as untreated;
+        ``()`` takes every concept back."""
+        state = self._require()
+        ruled = tuple(dict.fromkeys(concepts))
+        if ruled != state.ruled_out:
+            state.ruled_out = ruled
+            if state.masks:  # relabel what is decoded
+                state.final_probs, state.masks, state.presence = self.presence_model.label(
+                    state.probs, state.case.affine, threshold=self.threshold, ruled_out=ruled)
+                state.generation += 1
+
     def presence(self) -> dict[str, float | None]:
         """Concept -> calibrated probability that it is present in the case (None: uncalibrated),
         for the concepts of the current labelling."""
@@ -128,9 +142,8 @@ class Predictor:
             prompts = self.model.embed_prompts([vocab.concept(c).canonical_prompt for c in missing])  # (P, E)
             probs = inference.decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+
             state.probs.update(zip(missing, probs))
-        state.final_probs = final_probabilities(state.probs)
-        state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
-        state.presence = self.presence_model.assess(state.final_probs, state.masks, state.case.affine)
+        state.final_probs, state.masks, state.presence = self.presence_model.label(
+            state.probs, state.case.affine, threshold=self.threshold, ruled_out=state.ruled_out)
         state.generation += 1
         return state
 
@@ -166,12 +179,11 @@ def presence_of(model: VLSegModel) -> Presence:
 
 def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
                   prompts: torch.Tensor | None = None, device: str | None = None,
-                  presence: Presence | None = None) -> dict[str, np.ndarray]:
+                  presence: Presence | None = None, ruled_out: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them
     (it too decodes only the labelling's sources, and empties what its presence model calls
-    absent; ``presence`` defaults to the one beside the model's weights)."""
+    absent; ``presence`` defaults to the one beside the model's weights; ``ruled_out``: concepts
+    the scan is taken not to hold, as ``timepoint="pre"`` does for the cavity)."""
     probs = predict_probabilities(model, case, prompts=prompts, device=device)
-    masks = final_masks(probs, case.affine, threshold=threshold)
     presence = presence if presence is not None else presence_of(model)
-    presence.assess(final_probabilities(probs), masks, case.affine)
-    return masks
+    return presence.label(probs, case.affine, threshold=threshold, ruled_out=ruled_out)[1]

@@ -9,17 +9,19 @@ the region is present in the case, from three summaries of the model's evidence:
 * the mean probability inside the mask: how sure it is where it calls it;
 * ``log1p(mL with p >= 0.9)``: the confident core (a real lesion has one; a false positive on a
   healthy brain is mostly a fringe of middling probabilities);
-* the mean probability, inside the mask, of the region it is most easily confused with: for the
-  resection cavity the tumor core (an untreated necrotic core is dark on T1 and bright on T2
-  like fluid, but the model's core channel still calls it core), for the tumor regions the
-  cavity (0 where that is not decoded).
+* a rival: for the tumor regions, the mean cavity probability inside their mask (0 where the
+  cavity is not decoded); for the resection cavity, the mean enhancing-tumor probability in a
+  shell of :data:`RIM_MM` around its mask. An untreated necrotic core is dark on T1 and bright on
+  T2 like fluid, and the model's cavity channel fires on it; what tells them apart is the thick
+  enhancing ring around a necrotic core (measured on the post-treatment model: ring share
+  0.1-0.8 around necrotic cores, 0-0.15 around cavities).
 
 A logistic regression per concept maps them to a probability; it is fitted on held-out cases
 with and without the region (tumor-bearing, tumor-free and post-operative phantoms, randomized
 samples, under several sequence subsets) by ``bench/presence.py fit`` and stored in
 ``presence.json`` beside the weights it was fitted for (sha256-checked like ``calibration.json``).
 
-The decision (:meth:`Presence.assess`): a region is absent when its probability is below 0.5.
+The decision (:meth:`Presence.label`, the labelling with presence decided): a region is absent when its probability is below 0.5.
 The case is tumor-free when the outermost region of the tumor chain (the whole tumor) is absent:
 then every region and class of the chain is emptied, so the answer is "I found no tumor" with
 volume 0, not a mask nobody believes. A base class outside the chain (the resection cavity) is
@@ -33,7 +35,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -41,38 +43,74 @@ from vlseg import vocab
 from vlseg.errors import ModelError
 from vlseg.fileio import write_json_atomic
 from vlseg.reasoning.calibration import weights_sha256
+from vlseg.reasoning.labelling import final_masks, final_probabilities
 
 PRESENCE_FILE = "presence.json"
 CONFIDENT_P = 0.9       # a voxel in the "confident core"
+RIM_MM = 4.0            # the shell around a cavity mask read for an enhancing ring
 PRESENT_P = 0.5         # decision threshold on the calibrated presence probability
 FEATURES = ("log1p_ml", "mean_p", "log1p_confident_ml", "rival_mean_p")
 
 
-def features(prob: np.ndarray, mask: np.ndarray, affine: np.ndarray,
-             rival: np.ndarray | None = None) -> np.ndarray:
+def features(prob: np.ndarray, mask: np.ndarray, affine: np.ndarray, rival: float = 0.0) -> np.ndarray:
     """The evidence summaries of one concept on one case (see the module doc), float64 (4,);
-    ``rival`` is the probability of the region it is most easily confused with, if decoded."""
+    ``rival`` is :func:`rival_of` (0 where not measured)."""
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
     prob = np.asarray(prob)
     mask = np.asarray(mask, dtype=bool)
     n = int(mask.sum())
     mean_p = float(prob[mask].mean()) if n else 0.0
     confident = int((mask & (prob >= CONFIDENT_P)).sum())
-    rival_p = float(np.asarray(rival)[mask].mean()) if n and rival is not None else 0.0
-    return np.array([np.log1p(n * voxel_ml), mean_p, np.log1p(confident * voxel_ml), rival_p], dtype=np.float64)
+    return np.array([np.log1p(n * voxel_ml), mean_p, np.log1p(confident * voxel_ml), float(rival)],
+                    dtype=np.float64)
 
 
-def rival_of(concept: str, probs: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """The probability of what ``concept`` is most easily confused with (see the module doc): a
-    base class outside the tumor chain against the chain's core, a chain region against the base
-    classes outside it (their maximum); None when nothing of that is decoded."""
+def _in_chain() -> set[str]:
     chain = vocab.region_chain()
-    in_chain = set(chain) | {b for c in chain for b in vocab.concept(c).parts}
-    if concept in in_chain:
-        outside = [np.asarray(p) for c, p in probs.items() if c not in in_chain and vocab.concept(c).is_base]
-        return np.maximum.reduce(outside) if outside else None
-    core = chain[1] if len(chain) > 1 else None
-    return probs.get(core) if core is not None else None
+    return set(chain) | {b for c in chain for b in vocab.concept(c).parts}
+
+
+def outside_chain(concept: str) -> bool:
+    """A base class disjoint from the tumor chain (the resection cavity)."""
+    return concept not in _in_chain() and vocab.concept(concept).is_base
+
+
+def shell(mask: np.ndarray, affine: np.ndarray, mm: float = RIM_MM) -> np.ndarray:
+    """The voxels within ``mm`` outside ``mask`` (computed in the mask's bounding box)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros_like(mask)
+    if not mask.any():
+        return out
+    spacing = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    reach = np.maximum(1, np.round(mm / spacing).astype(int))
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - reach, 0)
+    hi = np.minimum(idx.max(0) + reach + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    dist = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
+    out[box] = (dist > 0) & (dist <= mm)
+    return out
+
+
+def rival_of(concept: str, probs: Mapping[str, np.ndarray], mask: np.ndarray,
+             affine: np.ndarray) -> float:
+    """The rival feature of ``concept`` (see the module doc): for a tumor region, the mean cavity
+    probability inside its mask; for a base class outside the chain, the mean probability of the
+    innermost chain region (the enhancing tumor) in a shell around it; 0 when not decoded."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return 0.0
+    if not outside_chain(concept):
+        outside = [np.asarray(p) for c, p in probs.items() if outside_chain(c)]
+        return float(np.maximum.reduce(outside)[mask].mean()) if outside else 0.0
+    chain = vocab.region_chain()
+    ring = probs.get(chain[-1]) if chain else None
+    if ring is None:
+        return 0.0
+    sh = shell(mask, affine)
+    return float(np.asarray(ring)[sh].mean()) if sh.any() else 0.0
 
 
 @dataclass(frozen=True)
@@ -159,27 +197,36 @@ class Presence:
         for c in masks:
             m = self.models.get(c)
             out[c] = (None if m is None or c not in probs
-                      else m.probability(features(probs[c], masks[c], affine, rival_of(c, probs))))
+                      else m.probability(features(probs[c], masks[c], affine, rival_of(c, probs, masks[c], affine))))
         return out
 
-    def assess(self, probs: Mapping[str, np.ndarray], masks: dict[str, np.ndarray],
-               affine: np.ndarray) -> dict[str, float | None]:
-        """Presence probabilities, and (in place) the masks of what is absent emptied: the whole
-        chain when its outermost region is absent, a base class outside the chain on its own."""
-        p = self.probabilities(probs, masks, affine)
+    def label(self, probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshold: float = 0.5,
+              ruled_out: Iterable[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                      dict[str, float | None]]:
+        """The case's one labelling with presence decided: (final probabilities, masks, presence).
+
+        ``ruled_out`` concepts (the cavity on a scan taken as untreated) are left out of the
+        labelling and get empty masks. A base class outside the chain that is absent is then
+        left out too, so its voxels go back to the chain; the whole chain is emptied when its
+        outermost region is absent (see the module doc).
+        """
+        ruled_out = tuple(ruled_out)
+        final = final_probabilities(probs)
+        use = {c: q for c, q in probs.items() if c not in ruled_out}
+        masks = final_masks(use, affine, threshold=threshold)
+        p = self.probabilities(final, masks, affine)
+        absent = tuple(c for c in masks if outside_chain(c) and p.get(c) is not None and p[c] < PRESENT_P)
+        if absent:  # relabel without them: the voxels they had claimed go back to the chain
+            masks = final_masks({c: q for c, q in use.items() if c not in absent}, affine, threshold=threshold)
         chain = vocab.region_chain()
-        outer = chain[0] if chain else None
-        if outer is not None and p.get(outer) is not None and p[outer] < PRESENT_P:
-            in_chain = set(chain) | {b for c in chain for b in vocab.concept(c).parts}
-            for c in masks:
-                if c in in_chain:
-                    masks[c] = np.zeros_like(masks[c])
-        for c in list(masks):
-            if c in chain or p.get(c) is None or p[c] >= PRESENT_P:
-                continue
-            if vocab.concept(c).is_base and not any(c in vocab.concept(r).parts for r in chain):
+        if chain and p.get(chain[0]) is not None and p[chain[0]] < PRESENT_P:
+            for c in [c for c in masks if c in _in_chain()]:
                 masks[c] = np.zeros_like(masks[c])
-        return p
+        shape = np.shape(next(iter(probs.values()))) if probs else None
+        for c in (*ruled_out, *absent):
+            if c in probs:
+                masks[c] = np.zeros(shape, dtype=bool)
+        return final, masks, p
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0) -> Logistic:
@@ -194,4 +241,4 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0) -> Logistic:
 
 
 __all__ = ["CONFIDENT_P", "FEATURES", "Logistic", "PRESENCE_FILE", "PRESENT_P", "Presence", "features",
-           "fit_logistic", "rival_of"]
+           "fit_logistic", "outside_chain", "rival_of", "shell"]

@@ -61,8 +61,14 @@ def post_concepts(predictor: Predictor) -> tuple[str, ...]:
 
 
 def decide(asked: str, predictor: Predictor) -> Timepoint:
-    """The time point the answers on the predictor's case assume (decodes the cavity for auto)."""
-    asked = check_timepoint(asked)
+    """The time point the answers on the predictor's case assume (decodes the cavity for auto);
+    on a scan taken as untreated the predictor's labelling leaves the cavity out."""
+    tp = _decide(check_timepoint(asked), predictor)
+    predictor.rule_out(post_concepts(predictor) if tp.assumed == "pre" else ())
+    return tp
+
+
+def _decide(asked: str, predictor: Predictor) -> Timepoint:
     if asked == "pre":
         return Timepoint(asked, "pre", "the scan was given as pre-treatment (timepoint=pre)")
     if asked == "post":
