@@ -217,9 +217,18 @@ class Labelled:
     affine: np.ndarray
 
 
+@dataclass(frozen=True)
+class ChangeResult:
+    """comparison.json's measured part (``doc``) and the new enhancing lesions' voxels (bool,
+    on the baseline grid)."""
+
+    doc: dict
+    new_lesions: np.ndarray
+
+
 def compare_labellings(base: Labelled, follow: Labelled, follow_on_base: Mapping[str, np.ndarray], *,
                        calibration: Calibration, confidence: float, regions: tuple[str, ...],
-                       min_lesion_ml: float = 0.05) -> dict:
+                       min_lesion_ml: float = 0.05) -> ChangeResult:
     """comparison.json's measured part: ``regions``, ``spd_mm2``, ``lesions``, ``new_lesions``,
     ``rano_category`` / ``rano_basis``. ``follow_on_base``: the follow-up masks on the baseline
     grid; ``regions``: the concepts whose volumes are compared (present in both labellings)."""
@@ -262,7 +271,7 @@ def compare_labellings(base: Labelled, follow: Labelled, follow_on_base: Mapping
     out["rano_uses_volume"] = b_spd <= 0
     out["rano_outside"] = OUTSIDE
     out["rules"] = dict(RULES)
-    return out
+    return ChangeResult(doc=out, new_lesions=np.isin(f_lab, match.new) & (f_lab > 0))
 
 
 # ----------------------------------------------------------------------------- sentences
@@ -331,7 +340,7 @@ def change_lines(doc: dict, concepts: tuple[str, ...] = ()) -> list[str]:
     return lines
 
 
-__all__ = ["RanoLesion", "LesionMatch", "Labelled", "enhancing_lesions", "spd_mm2", "match_lesions",
+__all__ = ["RanoLesion", "LesionMatch", "Labelled", "ChangeResult", "enhancing_lesions", "spd_mm2", "match_lesions",
            "volume_change", "rano_category", "compare_labellings", "change_lines", "region_sentence",
            "default_regions", "change_answer_lines", "COMPARISON",
            "CATEGORIES", "RULES", "OUTSIDE", "MEASURABLE_MM", "MATCH_MM"]
