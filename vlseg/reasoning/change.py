@@ -300,18 +300,16 @@ def region_sentence(region: dict, confidence: float) -> str:
         return f"No {name} was found at either time point."
     if b == 0:
         return f"The {name} is new: none at baseline, {f:g} mL at follow-up."
-    if lo_ml > 0:
-        verb = "grew"
-    elif hi_ml < 0:
-        verb = "shrank"
-    else:
-        verb = "stayed within its uncertainty"
     level = f"{confidence * 100:.0f} % interval"
     if iv is None:
         span = f"{level} {lo_ml:+g} to {hi_ml:+g} mL"
     else:
         span = f"{level} {iv[0]:+.0f} to " + ("unbounded" if iv[1] is None else f"{iv[1]:+.0f} %")
-    return f"The {name} {verb} from {b:g} mL to {f:g} mL ({_pct(region['change_pct'])}, {span})."
+    if lo_ml > 0 or hi_ml < 0:  # the interval excludes no change
+        verb = "grew" if lo_ml > 0 else "shrank"
+        return f"The {name} {verb} from {b:g} mL to {f:g} mL ({_pct(region['change_pct'])}, {span})."
+    return (f"The {name} went from {b:g} mL to {f:g} mL ({_pct(region['change_pct'])}, {span}: "
+            "no change beyond the uncertainty).")
 
 
 def change_lines(doc: dict, concepts: tuple[str, ...] = ()) -> list[str]:
@@ -327,7 +325,9 @@ def change_lines(doc: dict, concepts: tuple[str, ...] = ()) -> list[str]:
         lines.append(f"There {'is' if n_new == 1 else 'are'} {n_new} new measurable enhancing "
                      f"lesion{'s' if n_new > 1 else ''}.")
     elif doc["lesions"]["new"]:
-        lines.append(f"{len(doc['lesions']['new'])} new enhancing focus (too small to be measurable).")
+        k = len(doc["lesions"]["new"])
+        lines.append(f"No new measurable enhancing lesion ({k} new enhancing "
+                     f"{'focus' if k == 1 else 'foci'} below 10 x 10 mm).")
     else:
         lines.append("No new enhancing lesion.")
     cat = doc["rano_category"]

@@ -25,9 +25,12 @@ from vlseg.reasoning.atlas import _affine_to_matrix, _as_sitk, _block_mean, _nor
 MIN_BRAIN_DICE = 0.85          # below: the scans do not line up (different heads, failed fit)
 GOOD_BRAIN_DICE = 0.93         # below: registered, with a warning that the alignment is rough
 VOLUME_RATIO = (0.85, 1.18)    # brain volume follow-up / baseline outside this: different heads
+MIN_CORRELATION = 0.65         # intensity correlation in the brain after registration; below:
+                               # different anatomy (same-head phantom pairs 0.74-0.93, different 0.43-0.60)
 REGISTRATION_RULE = (f"rigid (6 degrees of freedom), Mattes mutual information on the brain; the "
                      f"brain masks must overlap with Dice >= {MIN_BRAIN_DICE} after registration "
-                     f"and their volumes agree within {VOLUME_RATIO[0]:g}-{VOLUME_RATIO[1]:g}; "
+                     f"and their volumes agree within {VOLUME_RATIO[0]:g}-{VOLUME_RATIO[1]:g}, and the "
+                     f"intensities inside the baseline brain correlate >= {MIN_CORRELATION}; "
                      f"Dice below {GOOD_BRAIN_DICE} is reported as rough alignment")
 
 
@@ -39,6 +42,7 @@ class RigidRegistration:
     metric: float               # final Mattes MI (more negative = better)
     brain_dice: float           # brain masks after registration (residual misalignment)
     brain_volume_ratio: float   # follow-up / baseline brain volume
+    correlation: float          # Pearson r of the intensities inside the baseline brain
     rotation_deg: float
     translation_mm: float
     sequence: str               # the sequence both were registered on
@@ -46,13 +50,16 @@ class RigidRegistration:
 
     @property
     def ok(self) -> bool:
-        return self.brain_dice >= MIN_BRAIN_DICE and VOLUME_RATIO[0] <= self.brain_volume_ratio <= VOLUME_RATIO[1]
+        return bool(self.brain_dice >= MIN_BRAIN_DICE
+                    and VOLUME_RATIO[0] <= self.brain_volume_ratio <= VOLUME_RATIO[1]
+                    and self.correlation >= MIN_CORRELATION)
 
     @property
     def warning(self) -> str | None:
         if not self.ok:
             return (f"the follow-up does not line up with the baseline (brain overlap Dice "
-                    f"{self.brain_dice:.2f}, brain volume ratio {self.brain_volume_ratio:.2f}): "
+                    f"{self.brain_dice:.2f}, brain volume ratio {self.brain_volume_ratio:.2f}, "
+                    f"intensity correlation {self.correlation:.2f}): "
                     "are they scans of the same patient?")
         if self.brain_dice < GOOD_BRAIN_DICE:
             return (f"registration is rough (brain overlap Dice {self.brain_dice:.2f} < "
@@ -66,7 +73,8 @@ class RigidRegistration:
                 "rotation_deg": round(self.rotation_deg, 2), "translation_mm": round(self.translation_mm, 2),
                 "metric_mattes_mi": round(self.metric, 4),
                 "residual": {"brain_dice": round(self.brain_dice, 4),
-                             "brain_volume_ratio": round(self.brain_volume_ratio, 4)},
+                             "brain_volume_ratio": round(self.brain_volume_ratio, 4),
+                             "intensity_correlation": round(self.correlation, 4)},
                 "ok": self.ok, "warning": self.warning}
 
     def save(self, path: str | Path) -> Path:
@@ -156,6 +164,9 @@ def register_rigid(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarr
 
     # Residual: the brains after registration.
     mm_on_f = resample_to_grid(mm, moving_affine, fm.shape, fixed_affine, matrix, order=0)
+    warped = resample_to_grid(np.asarray(moving, np.float32), moving_affine, fm.shape, fixed_affine, matrix, order=1)
+    x, y = np.asarray(fixed, np.float32)[fm], warped[fm]
+    corr = float(np.corrcoef(x, y)[0, 1]) if x.size > 1 and x.std() > 0 and y.std() > 0 else 0.0
     vf = float(fm.sum()) * abs(np.linalg.det(fixed_affine[:3, :3]))
     vm = float(mm.sum()) * abs(np.linalg.det(moving_affine[:3, :3]))
     rot = np.asarray(matrix[:3, :3])
@@ -163,10 +174,12 @@ def register_rigid(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarr
     centre = fixed_affine[:3, :3] @ ((np.array(fm.shape) - 1) / 2.0) + fixed_affine[:3, 3]
     moved = rot @ centre + matrix[:3, 3] - centre
     return RigidRegistration(matrix=matrix, metric=float(reg.GetMetricValue()),
-                             brain_dice=_dice(fm, mm_on_f), brain_volume_ratio=vm / vf if vf else 0.0,
+                             brain_dice=float(_dice(fm, mm_on_f)),
+                             brain_volume_ratio=float(vm / vf) if vf else 0.0, correlation=corr,
                              rotation_deg=angle, translation_mm=float(np.linalg.norm(moved)),
                              sequence=sequence, itk_transform=tfm)
 
 
 __all__ = ["RigidRegistration", "register_rigid", "resample_to_grid", "brain_mask", "REGISTRATION_RULE",
+           "MIN_CORRELATION",
            "MIN_BRAIN_DICE", "GOOD_BRAIN_DICE", "VOLUME_RATIO"]

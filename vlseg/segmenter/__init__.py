@@ -28,6 +28,7 @@ from vlseg.reasoning import DISCLAIMER
 from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, Calibration
 from vlseg.reasoning.atlas import AtlasLocator
 from vlseg.reasoning.change import COMPARISON, Labelled
+from vlseg.reasoning.registration import RigidRegistration
 from vlseg.segmenter.answer import Answer, ModelInfo
 from vlseg.segmenter.compare import Comparison, build_comparison, register_pair
 from vlseg.segmenter.dialogue import CaseTalk, Dialogue
@@ -179,12 +180,13 @@ class Segmenter:
     # ----------------------------------------------------------------- two time points
     def compare(self, baseline: CaseSource | Case, followup: CaseSource | Case, *,
                 confidence: float | None = None, timepoint: str | None = None,
-                force: bool = False) -> Comparison:
+                force: bool = False, registration: RigidRegistration | None = None) -> Comparison:
         """Compare two scans of one patient: the follow-up is rigidly registered to the baseline
         (refused when the brains do not line up or the sequences differ, before any model
         runs), both are answered by this one predictor, lesions are matched and the change is
         measured (``vlseg.segmenter.compare``). The follow-up stays set afterwards, with the
-        comparison, so "did it grow?" and "is there a new lesion?" are answered from it."""
+        comparison, so "did it grow?" and "is there a new lesion?" are answered from it.
+        ``registration``: the pair's registration when the caller already made it."""
         level = self.confidence if confidence is None else _check_confidence(confidence)
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -193,7 +195,7 @@ class Segmenter:
         follow_case = open_case(followup, force=force)
         timing["open"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        reg = register_pair(base_case, follow_case)
+        reg = registration if registration is not None else register_pair(base_case, follow_case)
         timing["register"] = time.perf_counter() - t1
 
         # Answer each time point with the one predictor
