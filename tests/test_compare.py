@@ -275,3 +275,28 @@ def test_change_questions_after_compare(random_checkpoint, pairs, phantom_case_2
     whole = seg.ask("did the whole tumor grow?")
     if cmp.doc["regions"]["WT"]["baseline_ml"] > 0:
         assert "interval" in whole.text and "whole tumor" in whole.text
+
+
+@pytest.mark.slow
+def test_mcp_tool_and_app_session_compare(random_checkpoint, pairs, tmp_path):
+    from vlseg.app.sessions import AskRequest, CompareRequest, SessionStore
+    from vlseg.mcp_server import CaseTools
+    from vlseg.segmenter import Segmenter
+    from vlseg.synth.pairs import pair_cases
+
+    b, f = pair_cases(pairs[1][0])
+    seg = Segmenter.from_pretrained(str(random_checkpoint))
+    tools = CaseTools(segmenter=seg, out_root=tmp_path / "mcp")
+    got = tools.compare(str(b), str(f))
+    assert got["rano_category"] in ("CR", "PR", "SD", "PD") and "RANO 2.0" in got["text"]
+    assert json.loads(open(got["comparison_json"]).read())["rano_category"] == got["rano_category"]
+    assert tools.ask("is there a new lesion?")["text"].count("RANO 2.0") == 1
+    with pytest.raises(Exception, match="same sequences"):
+        tools.compare(str(b), str(next(f.glob("*-t1c.nii.gz"))))
+
+    store = SessionStore(base=seg, output_dir=tmp_path / "app")
+    sid = store.new_session()
+    resp = store.compare(CompareRequest(session_id=sid, baseline=b, followup=f))
+    assert resp.files[0].name == "comparison.json" and any(p.name == "change.nii.gz" for p in resp.files)
+    ans = store.ask(AskRequest(session_id=sid, query="did it grow?", pictures=False))
+    assert ans.intent == "change" and resp.comparison_json["rano_category"] in ans.text
