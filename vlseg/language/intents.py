@@ -121,7 +121,7 @@ def _refuse(f: Facts) -> list[str]:
 TABLE: tuple[Intent, ...] = (
     Intent("change", re.compile(_CHANGE),
         change_answer_lines, summary="what changed since an earlier scan (volumes, new lesions, "
-        "RANO 2.0 category) once two scans are compared", default_target="ET", spans=_change_spans),
+        "RANO category) once two scans are compared", default_target="ET", spans=_change_spans),
     Intent("ratio", re.compile(
         r"\b(fraction|ratio|proportion|percent|percentage|share)\b|\bhow much of\b|"
         r"\bwhat (part|portion) of\b|\brelative to\b|\bcompared? (to|with)\b|\bcompare\b"),
