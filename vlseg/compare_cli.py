@@ -28,7 +28,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{role}", default=None, metavar="DIR",
                        help=f"{role} case folder (BraTS, MSD, any subset) or DICOM study folder")
         for seq in SEQUENCES:
-            g.add_argument(f"--{role}-{seq}", default=None, metavar="F", help=argparse.SUPPRESS)
+            g.add_argument(f"--{role}-{seq}", default=None, metavar="F", help=f"{role} {seq} NIfTI file")
     g.add_argument("--pairs", default=None, metavar="CSV",
                    help="cohort: a CSV with columns pair_id, baseline, followup (as `vlseg synth --pairs` "
                         "writes); writes OUT/<pair_id>/, OUT/changes.csv, OUT/failures.csv (exit 3 if "
