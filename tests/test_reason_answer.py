@@ -141,7 +141,7 @@ def test_unknown_intent_or_sequence_raises():
         compose_answer(intent="diagnose", targets=[], phrases=[], relations=None, sequences_used=[])
     with pytest.raises(ValueError):
         compose_answer(intent="help", targets=[], phrases=[], relations=None, sequences_used=["dwi"])
-    assert set(INTENTS) == {"segment", "volume", "location", "midline", "ratio", "count", "help", "refuse",
+    assert set(INTENTS) == {"change", "segment", "volume", "location", "midline", "ratio", "count", "help", "refuse",
                             "distance", "shift", "presence"}
 
 

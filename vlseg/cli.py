@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from vlseg import vocab
+from vlseg.compare_cli import add_arguments as compare_arguments
 from vlseg.errors import InputError, VlsegError, one_line
 
 # subcommand -> "module:function"; the function takes the parsed argparse.Namespace and
@@ -27,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "vlseg.metrics.evaluate:run_cli",
     "parse": "vlseg.language.cli:run",
     "segment": "vlseg.segmenter_cli:run",
+    "compare": "vlseg.compare_cli:run",
     "serve": "vlseg.app.cli:run",
     "bench": "vlseg.benchmarks.speed:run_cli",
     "models": "vlseg.model.cli:run_cli",
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
     s.add_argument("--start", type=int, default=0, help="index of the first case (default 0)")
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
-    s.add_argument("--spacing", type=float, default=1.0,
+    s.add_argument("--spacing", type=float, default=None,
                    help="voxel size in mm (default 1 = 240x240x155; 2 = 120x120x78, same field of view)")
     s.add_argument("--timepoint", default="pre", choices=["pre", "post"],
                    help="pre: untreated tumors (BraTS 2023 labels); post: the same tumors after surgery, "
@@ -65,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --format dicom: keep every n-th slice (thick slices)")
     s.add_argument("--enhanced", action="store_true",
                    help="with --format dicom: one multi-frame (enhanced MR) file per series")
+    s.add_argument("--pairs", type=int, default=None, metavar="N",
+                   help="write N baseline/follow-up pairs of one patient each with a known change "
+                        "(progression, new lesion, partial/complete response, stable, edema only, in "
+                        "turn), head moved and contrast redrawn at follow-up; truth.json per pair and "
+                        "OUT/pairs.csv for `vlseg compare --pairs` (--spacing defaults to 2 here)")
 
     s = sub.add_parser("render", help="montage of a case: 4 sequences x 3 planes with label contour")
     s.add_argument("case", help="case folder (or a single NIfTI file)")
@@ -148,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --cases: redo cases already answered with this query and model")
     s.add_argument("--no-progress", action="store_true",
                    help="with --cases: no progress bar (failed cases are still printed)")
+
+    s = sub.add_parser("compare", help="two scans of one patient: registration, both answers, change "
+                       "with intervals, new lesions, RANO 2.0 category -> OUT/comparison.json")
+    compare_arguments(s)
 
     s = sub.add_parser("serve", help="start the chat app (Gradio) on http://127.0.0.1:7860",
                        allow_abbrev=False)  # '--auth x' must not pass for '--auth-file x'

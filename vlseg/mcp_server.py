@@ -1,11 +1,14 @@
 """`vlseg mcp`: the segmenter as Model Context Protocol tools, for LLM agents and assistants.
 
-Two tools, the same over stdio (``vlseg mcp``, the official ``mcp`` SDK's FastMCP) and over the
+Three tools, the same over stdio (``vlseg mcp``, the official ``mcp`` SDK's FastMCP) and over the
 app's HTTP server (``vlseg serve --mcp``, Gradio's MCP endpoint, loopback only):
 
 * ``load_case(path, series=None)``: a case folder (BraTS/MSD/any named NIfTI files) or a DICOM
   study folder the server can read; encodes it once and returns the case summary (sequences,
   shape, spacing, warnings; for DICOM which series was read as which sequence).
+* ``compare(baseline, followup)``: two scans of one patient (``Segmenter.compare``): registration,
+  both answers, volume change with intervals, RANO 2.0 SPD, new lesions, the imaging category;
+  the follow-up stays loaded for "did it grow?".
 * ``ask(question)``: answers a question about the loaded case; returns the answer text, the
   measurements (answer.json's targets), and the paths of the written answer.json, masks and,
   for DICOM input, the DICOM-SEG.
@@ -42,6 +45,7 @@ INSTRUCTIONS = (
     "Promptable 3D brain-tumor MRI segmentation with grounded answers. Call load_case with a case "
     "folder (BraTS-style NIfTI files) or a DICOM study folder first, then ask questions such as "
     "'segment the necrotic core' or 'how big is the enhancing tumor and which lobe is it in?'. "
+    "For two scans of one patient call compare(baseline, followup), then ask 'did it grow?'. "
     "Answers come with measurements and the paths of the written masks. Research tool, not a "
     "diagnosis.")
 
@@ -71,6 +75,19 @@ class Asked(TypedDict):
     answer_json: str | None  # None for a refusal (nothing is written)
     masks: dict[str, str]  # concept -> NIfTI mask path
     dicom_seg: str | None
+
+
+class Compared(TypedDict):
+    """What ``compare`` returns (comparison.json's main fields and its path)."""
+
+    text: str
+    rano_category: str
+    rano_basis: str
+    new_lesions: int
+    regions: dict[str, JsonObject]
+    spd_mm2: dict[str, float]
+    registration_warning: str | None
+    comparison_json: str
 
 
 class CaseTools:
@@ -114,6 +131,31 @@ class CaseTools:
             if case.study is not None:
                 summary["series"] = dict(case.study.labels)
             return summary
+
+    def compare(self, baseline: str, followup: str, timepoint: str = "auto") -> Compared:
+        """Compare two scans of one patient (case or DICOM study folders): the follow-up is
+        rigidly registered to the baseline, both are segmented, lesions are matched, and the
+        change is measured: per-region volumes with the change and its interval, RANO 2.0
+        bidimensional products of the measurable enhancing lesions, new lesions and the RANO
+        imaging category. The follow-up stays loaded, so ask can answer "did it grow?" or "is
+        there a new lesion?" next. Returns the summary text, the category, the regions and the
+        path of comparison.json (beside both answers' masks)."""
+        from vlseg.io import open_case
+
+        with self._lock:
+            self._clear()
+            base = open_case(Path(str(baseline)).expanduser())
+            follow = open_case(Path(str(followup)).expanduser())
+            comparison = self._segmenter().compare(base, follow, timepoint=timepoint)
+            self._case_id = follow.case_id
+            self._n += 1
+            out = self.out_root / _safe_name(follow.case_id) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{self._n:03d}"
+            path = comparison.save(out)
+            doc = comparison.doc
+            return {"text": doc["text"], "rano_category": doc["rano_category"],
+                    "rano_basis": doc["rano_basis"], "new_lesions": doc["new_lesions"],
+                    "regions": doc["regions"], "spd_mm2": {k: doc["spd_mm2"][k] for k in ("baseline", "followup")},
+                    "registration_warning": doc["registration"]["warning"], "comparison_json": str(path)}
 
     def _clear(self) -> None:
         """Forget the case (and its encoding) and give the freed heap back to the OS."""
@@ -230,6 +272,10 @@ def build_server(tools: CaseTools):
     def ask(question: str) -> dict[str, Any]:
         return call(tools.ask, question)
 
+    @server.tool(description=CaseTools.compare.__doc__)
+    def compare(baseline: str, followup: str, timepoint: str = "auto") -> dict[str, Any]:
+        return call(tools.compare, baseline, followup, timepoint)
+
     return server
 
 
@@ -284,9 +330,14 @@ def add_gradio_tools(blocks: Any, tools: CaseTools) -> None:
     def ask(question: str) -> dict:
         return guarded(tools.ask, question)
 
+    def compare(baseline: str, followup: str, timepoint: str = "auto") -> dict:
+        return guarded(tools.compare, baseline, followup, timepoint)
+
     load_case.__doc__, ask.__doc__ = CaseTools.load_case.__doc__, CaseTools.ask.__doc__
+    compare.__doc__ = CaseTools.compare.__doc__
     with blocks:
         gr.api(load_case, api_name="mcp_load_case", concurrency_id="inference")
         gr.api(ask, api_name="mcp_ask", concurrency_id="inference")
+        gr.api(compare, api_name="mcp_compare", concurrency_id="inference")
 
-__all__ = ["CaseTools", "agent_words", "build_server", "run_cli", "add_gradio_tools", "INSTRUCTIONS"]
+__all__ = ["CaseTools", "Compared", "agent_words", "build_server", "run_cli", "add_gradio_tools", "INSTRUCTIONS"]

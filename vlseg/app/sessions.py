@@ -110,6 +110,24 @@ class AskResponse:
         return bool(self.mask_files or self.answer_json.get("targets"))
 
 
+@dataclass(frozen=True)
+class CompareRequest:
+    session_id: str
+    baseline: Path | Mapping[str, Path]  # case folder or {sequence: file}
+    followup: Path | Mapping[str, Path]
+    confidence: float | None = None
+    timepoint: str | None = None
+
+
+@dataclass(frozen=True)
+class CompareResponse:
+    session_id: str
+    text: str
+    comparison_json: dict[str, Any]
+    files: list[Path]  # comparison.json, the change map and the follow-up masks on the baseline grid
+    out_dir: Path
+
+
 @dataclass
 class Turn:
     """One exchange in the chat: the question at once, the answer when it is ready."""
@@ -387,6 +405,35 @@ class SessionStore:
                 mask_files=mask_files, downloads=downloads, answer_dir=answer_dir,
                 reencoded=reencoded, center=center,
             )
+
+    def compare(self, req: CompareRequest) -> CompareResponse:
+        """Compare two scans of one patient in a session (``Segmenter.compare``); the follow-up
+        stays set, so the session's next questions ("did it grow?") are answered from it."""
+        session = self.get(req.session_id)
+        with request_context("compare", session=session.short_id) as ctx:
+            from vlseg.io import open_case
+
+            base, follow = open_case(req.baseline), open_case(req.followup)  # InputError first
+            with self.inference_lock:
+                session.case_gen += 1
+                seg = session.segmenter or self._fork(self._base)
+                kw = {} if req.confidence is None else {"confidence": req.confidence}
+                cmp = seg.compare(base, follow, timepoint=req.timepoint, **kw)
+                session.segmenter = seg
+                session.viewer = self._make_viewer(session, follow)
+                session.source, session.fingerprint = req.followup, None
+                session.case_id = safe_case_id(follow.case_id)
+                session.label = session.case_id
+                session.masks_ras, session.packed_masks, session.volumes_ml = {}, {}, {}
+                session.center, session.focus, session.viewer_seq = None, session.focus + 1, None
+                self._touch_encoded(session)
+            session.n_answers += 1
+            out = session.out_dir / f"compare-{session.n_answers:03d}"
+            path = cmp.save(out)
+            registered = sorted((out / "followup_on_baseline").glob("*.nii.gz"))
+            ctx.set(rano_category=cmp.doc["rano_category"], new_lesions=cmp.doc["new_lesions"])
+            return CompareResponse(session_id=session.id, text=cmp.text, comparison_json=cmp.doc,
+                                   files=[path, *registered], out_dir=out)
 
     # ----------------------------------------------------------------- viewer
     def viewer_payload(self, session_id: str | None, seq: str | None = None,

@@ -31,7 +31,7 @@ from vlseg.app.errors import GuardedBlocks
 from vlseg.app.logging import log_event, new_request_id, where
 from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
-    AskRequest, CaseRequest, CaseResponse, SessionStore, Turn,
+    AskRequest, CaseRequest, CaseResponse, CompareRequest, SessionStore, Turn,
 )
 from vlseg.app.uploads import collect_uploads
 from vlseg.app.viewer import SEQUENCE_BUTTONS
@@ -277,6 +277,28 @@ class ChatApp:
         return resp.answer_json, [str(p) for p in resp.mask_files], sid
 
 
+    def api_compare(self, baseline: list[str] | None, followup: list[str] | None,
+                    confidence: float | None, sid: str | None, timepoint: str | None = None) -> tuple:
+        """``/compare``: (baseline files, follow-up files[, confidence, timepoint]) ->
+        (comparison JSON as in `vlseg compare`, files: comparison.json, the change map and the
+        follow-up masks on the baseline grid). The session keeps the follow-up, so ``/ask``
+        with the follow-up's files can then answer "did it grow?"."""
+        sid = self.store.ensure(sid)
+        try:
+            work = self.store.output_dir / sid / f"upload-{uuid.uuid4().hex[:8]}"
+            ups = [collect_uploads(files or [], work / role) for role, files in
+                   (("baseline", baseline), ("followup", followup))]
+            resp = self.store.compare(CompareRequest(session_id=sid, baseline=dict(ups[0].sequences),
+                                                     followup=dict(ups[1].sequences),
+                                                     confidence=_confidence(confidence),
+                                                     timepoint=_timepoint(timepoint) or "auto"))
+        except VlsegError as e:
+            raise gr.Error(strip_dirs(str(e)), print_exception=False) from None
+        except Exception as e:  # noqa: BLE001
+            raise gr.Error(_user_message(e).lstrip("⚠️ "), print_exception=False) from None
+        return resp.comparison_json, [str(p) for p in resp.files], sid
+
+
 def _confidence(value: Any) -> float | None:
     """The interval confidence from the UI or API: 0.5-0.99, else the default (None)."""
     try:
@@ -362,6 +384,11 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
             api_answer = gr.JSON(label="answer")
             api_masks = gr.File(file_count="multiple", label="masks")
             api_btn = gr.Button("ask")
+            api_baseline = gr.File(file_count="multiple", label="baseline")
+            api_followup = gr.File(file_count="multiple", label="followup")
+            api_comparison = gr.JSON(label="comparison")
+            api_compare_files = gr.File(file_count="multiple", label="comparison files")
+            api_compare_btn = gr.Button("compare")
 
         case_outputs = [sid, chat, case_info, viewer, seq_radio, table, downloads]
         load_sample_btn.click(app.load_sample, [sample_radio, sid], case_outputs,
@@ -394,6 +421,14 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                       api_description="Answer a question on a scan: files = 1-4 NIfTI sequences "
                       "(names carry the sequence, e.g. ...-t2f.nii.gz) or a .zip of a case folder; "
                       "returns (answer JSON as in `vlseg segment`, mask NIfTI files).")
+        api_compare_btn.click(app.api_compare, [api_baseline, api_followup, api_confidence, sid, api_timepoint],
+                              [api_comparison, api_compare_files, sid],
+                              api_name="compare", concurrency_id="inference", api_visibility="public",
+                              api_description="Compare two scans of one patient: baseline files and "
+                              "follow-up files (1-4 NIfTI sequences each, the same sequences, or a .zip "
+                              "of a case folder); returns (comparison JSON as in `vlseg compare`: "
+                              "volume change with intervals, RANO 2.0 SPD, new lesions, category; "
+                              "comparison.json, the change map and the follow-up masks on the baseline grid).")
     return demo
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 from vlseg import vocab
 from vlseg.language.places import structure_alternation
-from vlseg.language.rules import Span, ratio_spans
+from vlseg.language.rules import Span, make_span, ratio_spans, split_targets
 from vlseg.reasoning.answer import (
     Facts,
     count_lines,
@@ -35,12 +35,32 @@ from vlseg.reasoning.answer import (
     volume_lines,
 )
 from vlseg.reasoning.case_facts import MIDLINE_SHIFT, CaseFact
+from vlseg.reasoning.change import change_answer_lines
 
 
 def _core_parts() -> frozenset[str]:
     """The tumor core and what it is made of (NCR, ET, TC)."""
     core = vocab.by_role("core")
     return frozenset() if core is None else frozenset({core, *vocab.concept(core).parts})
+
+
+# Words of a two-time-point question ("did it grow?", "is there a new lesion?", "RANO").
+_CHANGE = (r"\b(grow|grows|grew|grown|growing|shrink|shrinks|shrank|shrunk|shrinking|enlarg(ed|ing)|"
+           r"progress(ed|ing|ion)|regress(ed|ing|ion)|chang(e|ed|es)|increas(e|ed|es)|decreas(e|ed|es)|"
+           r"disappear\w*|respon(se|ded|ding))\b|\brano\b|\bspd\b|"
+           r"\bnew (\w+ )?(lesions?|tumou?rs?|foci|focus|spots?|enhancement)\b|"
+           r"\bsince (the )?(last|previous|prior|baseline|first|earlier)\b|"
+           r"\b(than|from) (before|last time|the last (scan|one|time)|the previous( scan)?|baseline)\b|"
+           r"\bcompared? (to|with) (the )?(last|previous|prior|baseline|earlier|first)\b")
+_CHANGE_WORDS = re.compile(_CHANGE + r"|\b(scan|scans|mri|time|assessment|what|did|has|have|"
+                                      r"how much|there|any|is|a|an|the|of|category|status|assessment)\b")
+
+
+def _change_spans(text: str) -> list[Span] | None:
+    """The regions a change question names, once its change and time words are gone."""
+    rest = _CHANGE_WORDS.sub(" ", text).strip(" ?.,!")
+    spans = [s for s in split_targets(rest) if s.words or s.is_reference]
+    return spans or [make_span(["it"])]  # nothing named: the last region asked, else the default
 
 
 _UNITS = r"(ml|cc|milliliters?|cm3|cubic|mm|centimeters?|liters?)"
@@ -99,6 +119,9 @@ def _refuse(f: Facts) -> list[str]:
 
 # Order matters for detection: a ratio question also says "how much", a count also "how many".
 TABLE: tuple[Intent, ...] = (
+    Intent("change", re.compile(_CHANGE),
+        change_answer_lines, summary="what changed since an earlier scan (volumes, new lesions, "
+        "RANO category) once two scans are compared", default_target="ET", spans=_change_spans),
     Intent("ratio", re.compile(
         r"\b(fraction|ratio|proportion|percent|percentage|share)\b|\bhow much of\b|"
         r"\bwhat (part|portion) of\b|\brelative to\b|\bcompared? (to|with)\b|\bcompare\b"),

@@ -13,8 +13,11 @@ the intent table) and the answer writer (``vlseg.segmenter.writer``: the output 
 from __future__ import annotations
 
 import platform
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypedDict
+
+import numpy as np
 
 from vlseg import __version__
 from vlseg.errors import InputError
@@ -23,7 +26,11 @@ from vlseg.language import QueryParser
 from vlseg.predict import Predictor
 from vlseg.reasoning import DISCLAIMER
 from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, Calibration
+from vlseg.reasoning.atlas import AtlasLocator
+from vlseg.reasoning.change import COMPARISON, Labelled
+from vlseg.reasoning.registration import RigidRegistration
 from vlseg.segmenter.answer import Answer, ModelInfo
+from vlseg.segmenter.compare import Comparison, build_comparison, register_pair
 from vlseg.segmenter.dialogue import CaseTalk, Dialogue
 from vlseg.segmenter.timepoint import check_timepoint
 from vlseg.segmenter.writer import ANSWER_FILE
@@ -31,6 +38,10 @@ from vlseg.vocab import SEQUENCES
 
 if TYPE_CHECKING:  # the model package is imported lazily at run time
     from vlseg.model.vlseg_model import VLSegModel
+
+
+# What each time point of a comparison is asked: the regions RANO and the volumes need.
+PAIR_QUERY = "segment the enhancing tumor, the tumor core and the whole tumor"
 
 
 class CaseSummary(TypedDict):
@@ -51,6 +62,8 @@ class SegmenterLike(Protocol):
     def set_case(self, source: CaseSource | Case, *, timepoint: str | None = None) -> CaseSummary: ...
     def ask(self, query: str, *, confidence: float | None = None) -> Answer: ...
     def set_timepoint(self, timepoint: str) -> None: ...
+    def compare(self, baseline: CaseSource | Case, followup: CaseSource | Case, *,
+                timepoint: str | None = None) -> Comparison: ...
     def reset(self) -> None: ...
     @property
     def case(self) -> Case: ...
@@ -166,6 +179,60 @@ class Segmenter:
         return self.dialogue.ask(self._talk, self.predictor, query, confidence=level,
                                  model=self.model_info())
 
+    # ----------------------------------------------------------------- two time points
+    def compare(self, baseline: CaseSource | Case, followup: CaseSource | Case, *,
+                confidence: float | None = None, timepoint: str | None = None,
+                force: bool = False, registration: RigidRegistration | None = None) -> Comparison:
+        """Compare two scans of one patient: the follow-up is rigidly registered to the baseline
+        (refused when the brains do not line up or the sequences differ, before any model
+        runs), both are answered by this one predictor, lesions are matched and the change is
+        measured (``vlseg.segmenter.compare``). The follow-up stays set afterwards, with the
+        comparison, so "did it grow?" and "is there a new lesion?" are answered from it.
+        ``registration``: the pair's registration when the caller already made it."""
+        level = self.confidence if confidence is None else _check_confidence(confidence)
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        # Open both and line them up first: a bad pair costs no model run
+        base_case = open_case(baseline, force=force)
+        follow_case = open_case(followup, force=force)
+        timing["open"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        reg = registration if registration is not None else register_pair(base_case, follow_case)
+        timing["register"] = time.perf_counter() - t1
+
+        # Answer each time point with the one predictor
+        t2 = time.perf_counter()
+        self.set_case(base_case, timepoint=timepoint)
+        base_answer = self.ask(PAIR_QUERY, confidence=level)
+        base = self._labelled()
+        base_locator = self._talk.locator if self._talk is not None else None
+        timing["baseline"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        self.set_case(follow_case, timepoint=timepoint)
+        if base_locator is not None and self._talk is not None:  # the baseline's atlas fit, moved
+            self._talk.locator = AtlasLocator(ras_to_mni=base_locator.ras_to_mni @ np.linalg.inv(reg.matrix),
+                                              method=f"{base_locator.method} via the baseline")
+        follow_answer = self.ask(PAIR_QUERY, confidence=level)
+        follow = self._labelled()
+        timing["followup"] = time.perf_counter() - t3
+
+        # Match and measure the change; the follow-up keeps it for the change questions
+        t4 = time.perf_counter()
+        comparison = build_comparison(baseline=base_answer, followup=follow_answer, base_case=base_case,
+                                      follow_case=follow_case, base=base, follow=follow, reg=reg,
+                                      calibration=self.calibration, confidence=level,
+                                      timing={**timing, "compare": time.perf_counter() - t4,
+                                              "total": time.perf_counter() - t0})
+        assert self._talk is not None
+        self._talk.facts[COMPARISON] = comparison.doc
+        return comparison
+
+    def _labelled(self) -> Labelled:
+        """The current case's labelling, copied (the predictor moves on to the next case)."""
+        assert self._talk is not None
+        probs, masks = self.dialogue.labelling(self._talk, self.predictor)
+        return Labelled(probs=dict(probs), masks=dict(masks), affine=self.case.affine)
+
     def model_info(self) -> ModelInfo:
         """Provenance for answer JSON: model name, the base checkpoint and the LoRA adapter (if
         any) each with its sha256, library versions. ``checkpoint``/``checkpoint_sha256`` name
@@ -198,4 +265,4 @@ def _check_confidence(q: float) -> float:
     return q
 
 
-__all__ = ["Segmenter", "SegmenterLike", "Answer", "CaseSummary", "ANSWER_FILE", "DISCLAIMER", "SEQUENCES"]
+__all__ = ["Segmenter", "SegmenterLike", "Comparison", "PAIR_QUERY", "Answer", "CaseSummary", "ANSWER_FILE", "DISCLAIMER", "SEQUENCES"]

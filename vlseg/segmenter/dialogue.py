@@ -172,6 +172,10 @@ class Dialogue:
         return (f"On this post-treatment scan the {_join_names(cavity)} is not counted in any tumor "
                 "region (as in BraTS 2024).",)
 
+    def labelling(self, talk: CaseTalk, predictor: Predictor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The case's (probabilities, masks) as its time point allows (what the answers measure)."""
+        return self._labelling(talk, predictor)
+
     @staticmethod
     def _labelling(talk: CaseTalk, predictor: Predictor) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The predictor's labelling as this scan's time point allows: a concept the scan cannot

@@ -55,7 +55,12 @@ def _one(out: str, base_seed: int, index: int, spacing_mm: float, dicom: dict | 
 def run(args: argparse.Namespace) -> int:
     out, n, seed, start = Path(args.out), int(args.n), int(args.seed), int(args.start)
     workers = int(getattr(args, "workers", 1) or 1)
-    spacing = float(getattr(args, "spacing", 1.0) if getattr(args, "spacing", None) is not None else 1.0)
+    pairs = getattr(args, "pairs", None)
+    if pairs is not None:
+        n = int(pairs)
+    default_spacing = 2.0 if pairs is not None else 1.0
+    spacing = float(getattr(args, "spacing", None) if getattr(args, "spacing", None) is not None
+                    else default_spacing)
     if not 1 <= n <= MAX_CASES:
         raise InputError(f"--n must be between 1 and {MAX_CASES}, got {n}")
     if not 0.5 <= spacing <= 8.0:
@@ -70,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create the output folder ({e.strerror})", path=str(out)) from e
+
+    if pairs is not None:
+        if getattr(args, "format", "nifti") != "nifti" or getattr(args, "healthy", False) \
+                or getattr(args, "timepoint", "pre") != "pre":
+            raise InputError("--pairs writes untreated NIfTI pairs; it does not go with --format dicom, "
+                             "--healthy or --timepoint post")
+        return _run_pairs(out, n, seed, start, spacing, workers)
 
     dicom = None
     if getattr(args, "format", "nifti") == "dicom":
@@ -96,4 +108,34 @@ def run(args: argparse.Namespace) -> int:
             for fut in as_completed(futures):
                 report(*fut.result())
     print(f"{n} case(s) in {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def _one_pair(out: str, base_seed: int, index: int, spacing_mm: float) -> tuple[str, bool, float]:
+    import torch
+
+    from vlseg.synth.pairs import TRUTH_FILE, pair_name, write_pair
+
+    torch.set_num_threads(1)
+    done = (Path(out) / pair_name(base_seed, index) / TRUTH_FILE).exists()
+    t0 = time.perf_counter()
+    path = write_pair(out, base_seed, index, spacing_mm=spacing_mm)
+    return str(path), done, time.perf_counter() - t0
+
+
+def _run_pairs(out: Path, n: int, seed: int, start: int, spacing: float, workers: int) -> int:
+    """``--pairs N``: pairs ``start .. start + N - 1`` and ``OUT/pairs.csv`` listing every pair there."""
+    from vlseg.synth.pairs import TRUTH_FILE, write_pairs_csv
+
+    t0 = time.perf_counter()
+    jobs = [(str(out), seed, i, spacing) for i in range(start, start + n)]
+    if workers == 1:
+        results = [_one_pair(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            results = [f.result() for f in as_completed([pool.submit(_one_pair, *job) for job in jobs])]
+    for path, skipped, dt in results:
+        print(f"{path}  {'already complete, skipped' if skipped else f'written in {dt:.1f} s'}", flush=True)
+    csv_path = write_pairs_csv(out, [p.parent for p in out.glob(f"*/{TRUTH_FILE}")])
+    print(f"{n} pair(s) in {out}, listed in {csv_path} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -31,10 +32,12 @@ from vlseg.synth.anatomy import (
     sample_pose,
 )
 from vlseg.synth.contrast import compose, sample_means
+from vlseg.synth.followup import FollowUp, baseline_spec, followup_spec, moved_pose
 from vlseg.synth.params import DEFAULT_RANGES, POST_BASE_MEANS, POST_TISSUES, PROTEIN_FLAIR, SynthRanges
 from vlseg.synth.tumor import (
     FAR,
     PostOp,
+    TumorSpec,
     displace_normal,
     edema_fraction,
     hard_labels,
@@ -93,8 +96,12 @@ def _post_means(rng: np.random.Generator, r: SynthRanges, post: PostOp) -> dict[
 
 
 def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template, *, timepoint: str = "pre",
-            healthy: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
-    """RAS arrays (int16 images + uint8 seg), their affine, and the drawn parameters."""
+            healthy: bool = False, pair: bool = False,
+            followup: Callable[[TumorSpec], FollowUp] | None = None
+            ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """RAS arrays (int16 images + uint8 seg), their affine, and the drawn parameters.
+    ``pair``: the baseline of a two-time-point pair (it always enhances); ``followup``: draws
+    that pair's follow-up from the baseline tumor (``vlseg.synth.followup``)."""
     if timepoint not in TIMEPOINTS:
         raise ValueError(f"timepoint must be one of {TIMEPOINTS}, got {timepoint!r}")
     ss = np.random.SeedSequence(int(seed))
@@ -107,6 +114,13 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template, *, time
     # Pose the head and grow the tumor (in template space).
     pose = sample_pose(rng_pose, tpl, r)
     spec = sample_tumor(rng_tumor, tpl, r)
+    fu = None
+    if pair or followup is not None:
+        spec = baseline_spec(spec)
+    if followup is not None:  # the same head and tumor later: changed, moved, new contrast
+        fu = followup(spec)
+        spec, pose = followup_spec(spec, fu), moved_pose(pose, fu)
+        rng_contrast = np.random.default_rng(fu.contrast_seed)
     post = sample_postop(rng_post, r) if timepoint == "post" and not healthy else None
     if post is not None:
         spec = resected(spec, post)
@@ -201,6 +215,7 @@ def _render(seed: int, spacing_mm: float, r: SynthRanges, tpl: Template, *, time
                               else None),
         "lesions": [] if healthy else [asdict(les) for les in spec.lesions],
         **({"postop": post.describe()} if post is not None else {}),
+        **({"followup": fu.describe()} if fu is not None else {}),
         "pose": {"rotation_deg": pose.rotation_deg, "scale": pose.scale, "shift_mm": pose.shift_mm},
         "means": means,
         **cinfo,
