@@ -24,7 +24,6 @@ import numpy as np
 from vlseg import vocab
 from vlseg.errors import InputError, VlsegError
 from vlseg.io import Case
-from vlseg.profiling import stage
 from vlseg.reasoning.labelling import final_masks, final_probabilities, labelling_sources
 
 if TYPE_CHECKING:  # the model package (torch) is imported lazily at run time
@@ -117,12 +116,10 @@ class Predictor:
         if missing:
             # Condition on prompts: only the concepts not decoded yet
             prompts = self.model.embed_prompts([vocab.concept(c).canonical_prompt for c in missing])  # (P, E)
-            with stage("decode"):
-                probs = inference.decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+
+            probs = inference.decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+
             state.probs.update(zip(missing, probs))
-        with stage("labelling"):
-            state.final_probs = final_probabilities(state.probs)
-            state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
+        state.final_probs = final_probabilities(state.probs)
+        state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
         state.generation += 1
         return state
 

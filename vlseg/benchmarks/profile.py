@@ -2,8 +2,8 @@
 
 On each case of :data:`vlseg.benchmarks.cases.PROFILE_CASES` (realistic cases unlike the
 generator's defaults), ``runs`` times: set the case and ask the first question, then each
-follow-up, each answer saved like the CLI saves it. The library's marked stages
-(``vlseg.profiling.STAGES``: read, reorient, N4, normalisation, resampling, encode, parse,
+follow-up, each answer saved like the CLI saves it. The library's stages
+(``vlseg.benchmarks.stages.STAGES``: read, reorient, N4, normalisation, resampling, encode, parse,
 decode, labelling, atlas, measurement, relations, case facts, intervals, answer text, masks out,
 save) are recorded per answer; ``other`` is the rest of the wall time. Reported: medians over
 runs per case and stage, first answer and follow-up (a follow-up's figure is the median over
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from vlseg.benchmarks.cases import PROFILE_CASES, write_profile_case
-from vlseg.profiling import STAGES, recording
+from vlseg.benchmarks.stages import STAGES, recording
 
 FIRST_QUERY = "segment the enhancing tumor"
 FOLLOW_UPS = ("how big is it?", "and the edema?", "where is the necrotic core?",

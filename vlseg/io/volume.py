@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
-from vlseg.profiling import stage
-
 DEFAULT_MAX_VOXELS: int = 64_000_000  # voxel cap every reader enforces: ~7x a 240x240x155 BraTS volume
 GRID_TOL_MM: float = 1e-3  # origin and spacing tolerance between grids
 GRID_TOL_DIR: float = 1e-4  # direction-cosine tolerance between grids
@@ -101,8 +99,7 @@ def to_ras(data: np.ndarray, grid: Grid) -> tuple[np.ndarray, Grid]:
     """Closest-canonical reorientation of (X, Y, Z[, ...]) voxels: permute/flip axes, adjust the
     affine; no resampling. Returns the RAS+ array and its grid."""
     ornt = io_orientation(grid.affine)
-    with stage("reorient"):
-        ras = np.ascontiguousarray(apply_orientation(data, ornt))
+    ras = np.ascontiguousarray(apply_orientation(data, ornt))
     return ras, Grid(shape=ras.shape[:3], affine=grid.affine @ inv_ornt_aff(ornt, grid.shape))
 
 

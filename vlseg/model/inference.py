@@ -21,7 +21,6 @@ from vlseg.model.preprocess import (
     nonzero_bbox, normalize_case_images, pad_to_multiple, resample_to_spacing, uncrop_resample,
 )
 from vlseg.model.vlseg_model import VLSegModel
-from vlseg.profiling import stage
 
 CROP_MARGIN = 4  # voxels at model spacing kept around the brain
 
@@ -60,8 +59,7 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
     # Normalise in the case's own grid, then resample to the model spacing
     images, present = normalize_case_images(case, bias_correction=cfg.bias_correction)  # (4, X, Y, Z), (4,)
     spacing_in = tuple(float(s) for s in case.spacing)
-    with stage("resample"):
-        vol = resample_to_spacing(torch.from_numpy(images), spacing_in, cfg.spacing_mm, "trilinear")  # (4, x, y, z)
+    vol = resample_to_spacing(torch.from_numpy(images), spacing_in, cfg.spacing_mm, "trilinear")  # (4, x, y, z)
     model_shape = tuple(vol.shape[1:])
     check_network_size(model_shape, cfg.spacing_mm, cfg.size_divisor)
     # Crop to the brain and pad to what the U-Net accepts (at least 2 voxels at its bottleneck:
@@ -74,11 +72,10 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
     # Encode image once
     limit = whole_max_voxels if whole_max_voxels is not None else 3 * int(np.prod(cfg.patch_size))
     sliding = int(np.prod(x.shape[2:])) > limit
-    with stage("encode"):
-        if not sliding:
-            features = model.encode_image(x, pres)
-        else:
-            features = _sliding_features(model, x, pres, overlap=overlap)
+    if not sliding:
+        features = model.encode_image(x, pres)
+    else:
+        features = _sliding_features(model, x, pres, overlap=overlap)
     return PreparedCase(
         features=features, input_shape=tuple(case.shape), model_shape=model_shape, crop=crop,
         valid=valid, present=tuple(bool(p) for p in present), spacing_in=spacing_in,

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from vlseg.vocab import SEQUENCES
 from vlseg.model.config import BIAS_CORRECTIONS
-from vlseg.profiling import stage
 
 CLIP = 5.0
 
@@ -103,10 +102,8 @@ def normalize_images(images: Mapping[str, np.ndarray], shape: Sequence[int] | No
         if seq in images:
             vol = images[seq]
             if bias_correction == "n4":
-                with stage("n4"):
-                    vol = correct_bias_field(vol, spacing)  # type: ignore[arg-type]
-            with stage("normalise"):
-                out[i] = normalize_volume(vol)
+                vol = correct_bias_field(vol, spacing)  # type: ignore[arg-type]
+            out[i] = normalize_volume(vol)
     return out
 
 

@@ -21,7 +21,6 @@ import numpy as np
 from scipy import ndimage
 
 from vlseg.errors import InputError, VlsegError
-from vlseg.profiling import stage
 from vlseg.reasoning.grouping import group_lesions, voxel_volume_ml
 from vlseg.reasoning.midplane import MidPlane, fit_midplane, plane_from_ras_to_mni
 from vlseg.vocab.places import LOBES
@@ -309,9 +308,8 @@ class AtlasLocator:
             if self._source is not None:
                 image, affine, brain_mask = self._source
                 try:
-                    with stage("atlas"):
-                        self._midplane = fit_midplane(image, affine, initial=atlas_plane,
-                                                      brain_mask=brain_mask)
+                    self._midplane = fit_midplane(image, affine, initial=atlas_plane,
+                                                  brain_mask=brain_mask)
                 except ValueError:
                     self._midplane = atlas_plane
                 self._source = None

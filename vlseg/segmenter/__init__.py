@@ -21,7 +21,6 @@ from vlseg.errors import InputError
 from vlseg.io import Case, CaseSource, brain_warnings, geometry_warnings, open_case
 from vlseg.language import QueryParser
 from vlseg.predict import Predictor
-from vlseg.profiling import stage
 from vlseg.reasoning import DISCLAIMER
 from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, Calibration
 from vlseg.segmenter.answer import Answer, ModelInfo
@@ -131,11 +130,9 @@ class Segmenter:
         after treatment (see ``vlseg.segmenter.timepoint``). ``force``: answer images that look
         like a label map, atlas, probability or statistical map anyway, with a warning."""
         asked = self.timepoint if timepoint is None else check_timepoint(timepoint)
-        with stage("read"):
-            case = open_case(source, force=force)  # read (unless given a Case), check the geometry
-        with stage("checks"):
-            warnings = (list(case.warnings) + geometry_warnings(case.source_grid)
-                        + brain_warnings(case.images, case.affine))
+        case = open_case(source, force=force)  # read (unless given a Case), check the geometry
+        warnings = (list(case.warnings) + geometry_warnings(case.source_grid)
+                    + brain_warnings(case.images, case.affine))
         encode_s = self.predictor.set_case(case)
         self._talk = CaseTalk(case=case, warnings=warnings, timepoint_asked=asked)
         return {

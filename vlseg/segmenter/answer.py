@@ -13,7 +13,6 @@ import numpy as np
 
 from vlseg.io import Case
 from vlseg.language import Parse
-from vlseg.profiling import stage
 from vlseg.reasoning import DISCLAIMER, Relations, TargetMeasurement, relations_to_json
 from vlseg.reasoning.case_facts import Json, answer_fields
 from vlseg.segmenter.writer import AnswerFiles, exporters, write_answer
@@ -93,8 +92,7 @@ class Answer:
         it; returns the answer.json path."""
         files = (AnswerFiles(case=self.case, masks_ras=self.masks_ras, model=dict(self.model))
                  if self.case is not None else None)
-        with stage("save"):
-            return write_answer(out_dir, self.to_json(), files, exporters=exporters(label_convention))
+        return write_answer(out_dir, self.to_json(), files, exporters=exporters(label_convention))
 
 
 __all__ = ["Answer", "ModelInfo", "JsonObject"]

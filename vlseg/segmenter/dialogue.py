@@ -21,7 +21,6 @@ from vlseg.language.intents import capabilities_text
 from vlseg.language.intents import get as get_intent
 from vlseg.numbers import round_fraction, round_ml
 from vlseg.predict import Predictor
-from vlseg.profiling import stage
 from vlseg.reasoning import (
     AtlasLocator,
     Facts,
@@ -82,8 +81,7 @@ class Dialogue:
             talk.timepoint = decide(talk.timepoint_asked, predictor)
         tp = talk.timepoint
         # Understand the query; a concept the model does not segment is refused, not decoded
-        with stage("parse"):
-            parse = self.parser.parse(query, previous=talk.previous, timepoint=tp.assumed)
+        parse = self.parser.parse(query, previous=talk.previous, timepoint=tp.assumed)
         unknown = [c for c in parse.concepts if c not in predictor.concepts]
         ruled_out = [c for c in parse.concepts if tp.asked == "pre" and tp.excludes(c)]
         if ruled_out and not unknown:
@@ -125,15 +123,13 @@ class Dialogue:
                 self._case_fact(talk, predictor, fact)
             if all(c in decoded for c in vocab.relation_concepts()):
                 if talk.relations is None:
-                    with stage("relations"):
-                            talk.relations = relations({c: masks[c] for c in vocab.relation_concepts()},
-                                                   talk.case.affine)
+                    talk.relations = relations({c: masks[c] for c in vocab.relation_concepts()},
+                                               talk.case.affine)
                 rel = talk.relations
         timing["measure"] = time.perf_counter() - t2
 
         # Calibrated intervals at the asked confidence, in the JSON the text is built from
-        with stage("intervals"):
-            target_json, rel_json = self._with_intervals(talk, predictor, measured, rel, confidence)
+        target_json, rel_json = self._with_intervals(talk, predictor, measured, rel, confidence)
 
         # Compose: each question's sentences through its intent's composer
         parts = [(q.spec, Facts(targets=[target_json[c] for c in q.concepts],
@@ -150,9 +146,8 @@ class Dialogue:
         notes = (*talk.warnings, *((f"Location unavailable: {talk.locator_failed}.",)
                                    if grounded and talk.locator_failed else ()),
                  *self._timepoint_notes(tp, predictor, parse.concepts))
-        with stage("answer_text"):
-            text = answer_text_parts(parts, sequences_used=list(talk.case.present), notes=notes,
-                                     calibrated=self.calibration.calibrated)
+        text = answer_text_parts(parts, sequences_used=list(talk.case.present), notes=notes,
+                                 calibrated=self.calibration.calibrated)
         timing["total"] = time.perf_counter() - t0
         answer = self._answer(talk, predictor, parse, text, [measured[c] for c in parse.concepts],
                               rel, timing, model, target_json=target_json, relations_json=rel_json)
@@ -195,10 +190,9 @@ class Dialogue:
         if concept not in talk.measured:
             probs, masks = self._labelling(talk, predictor)
             # Lesions counted as a radiologist would: sub-regions per parent lesion
-            with stage("measure"):
-                talk.measured[concept] = measure_target(
-                    concept, probs[concept], talk.case.affine, locator=locator,
-                    threshold=self.threshold, mask=masks[concept], **lesion_masks(concept, masks))
+            talk.measured[concept] = measure_target(
+                concept, probs[concept], talk.case.affine, locator=locator,
+                threshold=self.threshold, mask=masks[concept], **lesion_masks(concept, masks))
         return talk.measured[concept]
 
     def _case_fact(self, talk: CaseTalk, predictor: Predictor, fact: case_facts.CaseFact) -> None:
@@ -206,19 +200,16 @@ class Dialogue:
         if fact.name in talk.facts or f"{fact.name}_error" in talk.facts:
             return
         _, masks = self._labelling(talk, predictor)
-        locator = self._locator(talk)
-        with stage("case_facts"):
-            talk.facts.update(case_facts.compute(fact, case_facts.FactInputs(
-                images=talk.case.images, affine=talk.case.affine, locator=locator,
-                locator_failed=talk.locator_failed, masks=masks)))
+        talk.facts.update(case_facts.compute(fact, case_facts.FactInputs(
+            images=talk.case.images, affine=talk.case.affine, locator=self._locator(talk),
+            locator_failed=talk.locator_failed, masks=masks)))
 
     def _locator(self, talk: CaseTalk) -> AtlasLocator | None:
         """Fit the atlas registration once per case; on failure, answer without location."""
         if talk.locator is None and talk.locator_failed is None:
             seq = next(s for s in LOCATOR_SEQUENCES if s in talk.case.images)
             try:
-                with stage("atlas"):
-                    talk.locator = AtlasLocator.fit(talk.case.images[seq], talk.case.affine)
+                talk.locator = AtlasLocator.fit(talk.case.images[seq], talk.case.affine)
             except VlsegError as e:
                 talk.locator_failed = str(e)
         return talk.locator
@@ -262,9 +253,8 @@ class Dialogue:
         masks_ras: dict[str, np.ndarray] = {}
         for ref, m in zip(parse.targets, measurements):
             # The mask that was measured: p >= threshold, specks below the minimum lesion removed.
-            with stage("masks_out"):
-                masks_ras[m.concept] = masks[m.concept].astype(np.uint8)
-                masks_src[m.concept] = talk.case.to_source(masks_ras[m.concept])
+            masks_ras[m.concept] = masks[m.concept].astype(np.uint8)
+            masks_src[m.concept] = talk.case.to_source(masks_ras[m.concept])
             targets.append(_target_json(ref, target_json.get(m.concept) or measurement_to_json(m)))
         return Answer(
             query=parse.query, text=text, refused=parse.refused, intent=parse.intent,
