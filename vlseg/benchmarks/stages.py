@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -25,9 +26,12 @@ STAGE_FUNCTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "read": (("vlseg.segmenter", "open_case"),),
     "reorient": (("vlseg.io.case", "to_ras"),),
     "checks": (("vlseg.segmenter", "geometry_warnings"), ("vlseg.segmenter", "brain_warnings")),
-    "n4": (("vlseg.model.preprocess", "correct_bias_field"),),
-    "normalise": (("vlseg.model.preprocess", "normalize_volume"),),
-    "resample": (("vlseg.model.inference", "resample_to_spacing"),),
+    # the model-grid path (resample + N4 + normalise, the sequences in worker threads) ...
+    "preprocess": (("vlseg.model.preprocess", "model_grid_images"),),
+    # ... and its parts, in the worker threads (see THREADED): N4, and the rest per sequence
+    # (moments resampled to the model grid, z-scored); also the case-grid path's (training)
+    "n4": (("vlseg.model.preprocess", "correct_bias_field"), ("vlseg.model.preprocess", "fit_log_bias_field")),
+    "normalise": (("vlseg.model.preprocess", "normalize_volume"), ("vlseg.model.preprocess", "_normalised_at")),
     "encode": (("vlseg.model.vlseg_model", "VLSegModel.encode_image"),),
     "parse": (("vlseg.language.parse", "QueryParser.parse"),),
     "decode": (("vlseg.model.inference", "decode"),),
@@ -42,6 +46,9 @@ STAGE_FUNCTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "save": (("vlseg.segmenter.answer", "write_answer"),),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_FUNCTIONS)
+# A stage run in another thread than the recording's is summed under its name + THREADED: its
+# seconds overlap other work in wall time, so they are reported beside the wall-time stages.
+THREADED = " (threads)"
 
 
 def resolve(module: str, attribute: str) -> tuple[object, str, Callable]:
@@ -58,11 +65,15 @@ def recording() -> Iterator[dict[str, float]]:
     """Time the stages of :data:`STAGE_FUNCTIONS` while the block runs: the dict yielded fills
     with ``{stage: own seconds}``. Not thread-safe (one recording at a time)."""
     times: dict[str, float] = {}
-    nested: list[float] = []  # per open stage: time spent in stages inside it
+    main = threading.get_ident()  # the recording's thread
+    local = threading.local()  # .nested: per open stage of this thread, time in stages inside it
+    lock = threading.Lock()
 
     def timed(name: str, fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            nested = local.__dict__.setdefault("nested", [])
+            key = name if threading.get_ident() == main else name + THREADED
             nested.append(0.0)
             t0 = time.perf_counter()
             try:
@@ -70,7 +81,8 @@ def recording() -> Iterator[dict[str, float]]:
             finally:
                 total = time.perf_counter() - t0
                 inner = nested.pop()
-                times[name] = times.get(name, 0.0) + total - inner
+                with lock:
+                    times[key] = times.get(key, 0.0) + total - inner
                 if nested:
                     nested[-1] += total
         return wrapper
@@ -79,15 +91,15 @@ def recording() -> Iterator[dict[str, float]]:
     try:
         for name, targets in STAGE_FUNCTIONS.items():
             for module, attribute in targets:
-                owner, attr, fn = resolve(module, attribute)
-                raw = owner.__dict__.get(attr, fn) if isinstance(owner, type) else fn
-                originals.append((owner, attr, raw))
+                holder, attr, fn = resolve(module, attribute)
+                raw = holder.__dict__.get(attr, fn) if isinstance(holder, type) else fn
+                originals.append((holder, attr, raw))
                 wrapped = timed(name, fn)
-                setattr(owner, attr, staticmethod(wrapped) if isinstance(raw, staticmethod) else wrapped)
+                setattr(holder, attr, staticmethod(wrapped) if isinstance(raw, staticmethod) else wrapped)
         yield times
     finally:
-        for owner, attr, raw in reversed(originals):
-            setattr(owner, attr, raw)
+        for holder, attr, raw in reversed(originals):
+            setattr(holder, attr, raw)
 
 
-__all__ = ["STAGES", "STAGE_FUNCTIONS", "recording", "resolve"]
+__all__ = ["STAGES", "STAGE_FUNCTIONS", "THREADED", "recording", "resolve"]
