@@ -27,7 +27,7 @@ STAGE_FUNCTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "reorient": (("vlseg.io.case", "to_ras"),),
     "checks": (("vlseg.segmenter", "geometry_warnings"), ("vlseg.segmenter", "brain_warnings")),
     # the model-grid path (resample + N4 + normalise, the sequences in worker threads) ...
-    "preprocess": (("vlseg.model.preprocess", "model_grid_images"),),
+    "preprocess": (("vlseg.model.inference", "model_grid_images"),),
     # ... and its parts, in the worker threads (see THREADED): N4, and the rest per sequence
     # (moments resampled to the model grid, z-scored); also the case-grid path's (training)
     "n4": (("vlseg.model.preprocess", "correct_bias_field"), ("vlseg.model.preprocess", "fit_log_bias_field")),
