@@ -145,9 +145,14 @@ def _normalised_at(vol: np.ndarray, spacing_in: Sequence[float], spacing_mm: flo
     n = int(brain.sum())
     if n < 2:
         return torch.zeros(tuple(int(s) for s in shape), dtype=torch.float32)
-    # Resample the brain's first and second moments and its share of each voxel (linear)
-    r, r2, b = resample_to_shape(torch.stack((v, v * v, brain.float())), shape, "trilinear")
-    if bias_correction == "n4" and int((v < 0).sum()) <= 0.01 * n:  # N4 cannot model negative data
+    fits_n4 = int((v < 0).sum()) <= 0.01 * n  # N4 cannot model negative (normalised) data
+    # Resample the brain's first and second moments and its share of each voxel (linear; one at
+    # a time, so no more than two full-grid temporaries live at once)
+    r = resample_to_shape(v[None], shape, "trilinear")[0]
+    r2 = resample_to_shape((v * v)[None], shape, "trilinear")[0]
+    b = resample_to_shape(brain.float()[None], shape, "trilinear")[0]
+    del v
+    if bias_correction == "n4" and fits_n4:
         log_field = fit_log_bias_field(r.clamp(min=0), b, (spacing_mm,) * 3, threads=n4_threads)
         if log_field is not None:
             gain = torch.exp(-log_field)
