@@ -49,6 +49,9 @@ def main() -> int:
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts to run (default 1 2)")
     ap.add_argument("--model", default=None, help="model (default: bundled)")
     ap.add_argument("--work", default=None, help="folder for cases and outputs (default: a temp folder)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: one GPU per process (bench/gpu_check.sh runs it with --procs 1)")
+    ap.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = ap.parse_args()
 
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -61,13 +64,14 @@ def main() -> int:
             _run([py, "-m", "vlseg", "synth", "--out", str(cases), "--n", str(args.n),
                   "--spacing", str(args.spacing)], env)
         model = ["--model", args.model] if args.model else []
-        result: dict = {"cases": args.n, "spacing_mm": args.spacing, "query": QUERY, "runs": {},
+        result: dict = {"cases": args.n, "spacing_mm": args.spacing, "query": QUERY, "device": args.device,
+                        "runs": {},
                         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
                                    f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at start"}
         for k in args.procs:
             out = work / f"out-{k}"
             common = ["-m", "vlseg", "segment", "--cases", str(cases), "--query", QUERY,
-                      "--out", str(out), "--overwrite", *model]
+                      "--out", str(out), "--overwrite", "--device", args.device, *model]
             if k == 1:
                 cmd = [py, *common]
             else:
@@ -81,6 +85,9 @@ def main() -> int:
                 "median_stage_s": _stages(out)}
         result["load_average_end"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

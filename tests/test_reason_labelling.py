@@ -93,3 +93,30 @@ def test_a_class_outside_the_chain_is_disjoint_from_it():
     assert (m["RC"] & wt & ~tc).any() and not (m["RC"] & tc).any()
     assert np.array_equal(m["WT"], m["NCR"] | m["ED"] | m["ET"]) and np.array_equal(m["TC"], m["NCR"] | m["ET"])
     assert not (m["TC"] & ~m["WT"]).any()
+
+
+def test_masks_computed_in_the_support_box_equal_the_whole_grid_computation():
+    """final_masks works inside the box of voxels at or above the threshold (a 1 mm scan's
+    labelling at a fraction of the cost); the masks are those of the whole-grid computation."""
+    from scipy import ndimage
+
+    from vlseg.reasoning.labelling import _masks_in_box, final_masks
+
+    rng = np.random.default_rng(7)
+    shape = (70, 64, 50)
+    base = ndimage.gaussian_filter(rng.random(shape), 2.0)
+    base = (base - base.min()) / (base.max() - base.min())
+    blob = np.zeros(shape, np.float32)
+    blob[20:45, 18:40, 10:30] = 1.0
+    blob = ndimage.gaussian_filter(blob, 3.0)
+    probs = {"WT": np.clip(blob * 1.2 + 0.3 * (base - 0.5), 0, 1).astype(np.float32),
+             "TC": np.clip(blob * 0.9 + 0.4 * (base - 0.5), 0, 1).astype(np.float32),
+             "ET": np.clip(blob * 0.7 + 0.5 * (base - 0.5), 0, 1).astype(np.float32)}
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-35.0, -30.0, -20.0)
+    for threshold in (0.3, 0.5, 0.9, 0.999):
+        want = _masks_in_box(probs, affine, threshold=threshold, min_lesion_ml=0.05, core_evidence="cleaned")
+        got = final_masks(probs, affine, threshold=threshold)
+        assert got.keys() == want.keys()
+        for c in want:
+            assert np.array_equal(got[c], want[c]), (threshold, c)

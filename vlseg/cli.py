@@ -195,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=5)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--model", default=None, help="bundled name, checkpoint folder or LoRA adapter folder")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--profile", action="store_true",
+                   help="time every stage (read, reorient, N4, ..., save) of a first answer and a "
+                        "follow-up on realistic cases (another pose, LPS, near the midline, thick "
+                        "slices, multifocal) besides the generator's own")
+    s.add_argument("--cases", nargs="+", default=None, metavar="NAME",
+                   help="with --profile: which cases (default all: default pose lps midline thick multifocal)")
+    s.add_argument("--work", default=None,
+                   help="with --profile: folder for the generated cases (kept, reused) and answers")
+    s.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the result as JSON to FILE (with --profile, the table beside it as .txt)")
 
     s = sub.add_parser("models", help="list model configs, bundled checkpoints and given checkpoint/adapter folders")
     s.add_argument("paths", nargs="*", metavar="PATH",

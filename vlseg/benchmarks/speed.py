@@ -5,6 +5,8 @@ Reports medians over several runs (never asserted in tests):
     (parse, decode, registration to the atlas, measurements);
   * follow-up: each further ``ask`` on the same case (new concepts and repeated ones);
   * peak RSS of the process (``ru_maxrss``).
+
+``--profile`` times every stage on realistic cases instead (``vlseg.benchmarks.profile``).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ FOLLOW_UPS = ("how big is it?", "and the edema?", "where is the necrotic core?",
               "what fraction of the core is necrotic?", "does the tumor cross the midline?")
 
 
-def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | None = None) -> dict:
+def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | None = None,
+                  device: str = "cpu") -> dict:
     """Time the Segmenter with the torch threads the caller set (recorded in the result)."""
     import torch
 
@@ -36,7 +39,7 @@ def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | N
         if case_dir is None:
             case_dir = write_case(Path(tmp), seed=2024, spacing_mm=1.0)
         t0 = time.perf_counter()
-        seg = Segmenter.from_pretrained(model)
+        seg = Segmenter.from_pretrained(model, device=device)
         load_s = time.perf_counter() - t0
         first, follow = [], []
         for _ in range(runs):
@@ -52,6 +55,7 @@ def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | N
     return {
         "case": "synthetic 240x240x155, 4 sequences, 1 mm",
         "runs": runs,
+        "device": device,
         "threads": threads,
         "model_load_s": round(load_s, 3),
         "first_answer_s_median": round(statistics.median(first), 3),
@@ -69,6 +73,26 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    result = run_benchmark(runs=args.runs, model=args.model)
-    print(json.dumps(result, indent=2))
+    out = Path(args.out) if args.out else None
+    if args.profile:
+        from vlseg.benchmarks.cases import PROFILE_CASES
+        from vlseg.benchmarks.profile import format_profile, run_profile
+
+        cases = tuple(args.cases or PROFILE_CASES)
+        unknown = [c for c in cases if c not in PROFILE_CASES]
+        if unknown:
+            raise InputError(f"unknown benchmark case {unknown[0]!r}; one of {', '.join(PROFILE_CASES)}")
+        result = run_profile(runs=args.runs, model=args.model, device=args.device, cases=cases,
+                             work=Path(args.work) if args.work else None)
+        table = format_profile(result)
+        print(table)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".txt").write_text(table + "\n")
+    else:
+        result = run_benchmark(runs=args.runs, model=args.model, device=args.device)
+        print(json.dumps(result, indent=2))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -1,6 +1,6 @@
 """Predictor core: ``prepare(model, case)`` once per scan, ``decode(model, prepared, prompts)`` per query.
 
-prepare:  [bias correction ->] normalise -> resample to the model spacing -> crop to the brain (+ margin) -> pad to a
+prepare:  resample to the model spacing, bias-correct and normalise there -> crop to the brain (+ margin) -> pad to a
           multiple of 2^levels -> encode_image once (whole cropped brain in one pass when it fits,
           else MONAI sliding-window over the encoder features) -> keep the features.
 decode:   prompt head on the cached features -> sigmoid -> uncrop -> resample back to the case's
@@ -18,7 +18,7 @@ import torch
 
 from vlseg.errors import InputError, ModelError
 from vlseg.model.preprocess import (
-    nonzero_bbox, normalize_case_images, pad_to_multiple, resample_to_spacing, uncrop_resample,
+    model_grid_images, nonzero_bbox, pad_to_multiple, uncrop_resample,
 )
 from vlseg.model.vlseg_model import VLSegModel
 
@@ -56,10 +56,9 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
     dev = _check_device(model, device)
     cfg = model.config
     model.eval()
-    # Normalise in the case's own grid, then resample to the model spacing
-    images, present = normalize_case_images(case, bias_correction=cfg.bias_correction)  # (4, X, Y, Z), (4,)
+    # Bias-correct, normalise and resample: the case at the model spacing (work done on that grid)
+    vol, present = model_grid_images(case, cfg.spacing_mm, bias_correction=cfg.bias_correction)  # (4, x, y, z), (4,)
     spacing_in = tuple(float(s) for s in case.spacing)
-    vol = resample_to_spacing(torch.from_numpy(images), spacing_in, cfg.spacing_mm, "trilinear")  # (4, x, y, z)
     model_shape = tuple(vol.shape[1:])
     check_network_size(model_shape, cfg.spacing_mm, cfg.size_divisor)
     # Crop to the brain and pad to what the U-Net accepts (at least 2 voxels at its bottleneck:

@@ -86,9 +86,53 @@ def final_masks(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshol
     rule: ``"cleaned"`` (the default) the inner region's final mask; ``"raw"`` also any voxel of
     it at or above the threshold before cleaning, so a tumor whose core broke into specks below
     ``min_lesion_ml`` is kept (compared by ``bench/labelling_rules.py``, see MODEL_CARD.md).
+
+    Every step is local to the voxels at or above the threshold (components, one-voxel rings), so
+    the masks are computed inside the box that holds all of them, grown by a margin, and pasted
+    into the full grid: the same masks at a fraction of the cost on a 1 mm scan.
     """
     if core_evidence not in ("cleaned", "raw"):
         raise ValueError(f"core_evidence must be 'cleaned' or 'raw', not {core_evidence!r}")
+    probs = {c: np.asarray(p) for c, p in probs.items()}
+    if not probs:
+        return {}
+    shape = next(iter(probs.values())).shape
+    box = _support_box(probs.values(), threshold, shape)
+    affine = np.asarray(affine, dtype=np.float64)
+    box_affine = affine.copy()
+    box_affine[:3, 3] = affine[:3, :3] @ np.array([s.start for s in box], dtype=np.float64) + affine[:3, 3]
+    inside = _masks_in_box({c: p[box] for c, p in probs.items()}, box_affine, threshold=threshold,
+                           min_lesion_ml=min_lesion_ml, core_evidence=core_evidence)
+    out: dict[str, np.ndarray] = {}
+    for c, m in inside.items():
+        out[c] = np.zeros(shape, dtype=bool)
+        out[c][box] = m
+    return out
+
+
+BOX_MARGIN = 2  # voxels around the support: one for the rings of _absorb_specks, one spare
+
+
+def _support_box(probs: Iterable[np.ndarray], threshold: float, shape: tuple[int, ...]
+                 ) -> tuple[slice, ...]:
+    """The box holding every voxel of any map at or above ``threshold``, grown by BOX_MARGIN
+    (one voxel at the origin when there is none)."""
+    support = None
+    for p in probs:
+        hit = p >= threshold
+        support = hit if support is None else (support | hit)
+    if support is None or not support.any():
+        return tuple(slice(0, 1) for _ in shape)
+    box = []
+    for ax in range(len(shape)):
+        idx = np.flatnonzero(support.any(axis=tuple(a for a in range(len(shape)) if a != ax)))
+        box.append(slice(max(int(idx[0]) - BOX_MARGIN, 0), min(int(idx[-1]) + 1 + BOX_MARGIN, shape[ax])))
+    return tuple(box)
+
+
+def _masks_in_box(probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshold: float,
+                  min_lesion_ml: float, core_evidence: str) -> dict[str, np.ndarray]:
+    """:func:`final_masks` on arrays that hold all of the support."""
     chain, derived = region_chain(), _derived()
     masks: dict[str, np.ndarray] = {}
     parent: np.ndarray | None = None
