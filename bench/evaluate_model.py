@@ -8,7 +8,9 @@ LoRA adapter folder (applied on the base checkpoint it names, whose SHA-256 is c
 
 Each case folder is read with ``vlseg.io.load_case``, encoded once per sequence subset (all four;
 T1c + FLAIR only), each concept is decoded with its canonical prompt, thresholded and cleaned
-exactly as ``Segmenter`` does (``vlseg.reasoning.labelling.final_masks``), and scored against the case's own
+exactly as ``Segmenter`` does (``vlseg.reasoning.labelling.final_masks``, with the presence model
+beside the weights; ``--timepoint`` also decides pre/post-treatment as ``Segmenter`` does, for a
+model that segments the resection cavity), and scored against the case's own
 labels with ``vlseg.metrics.case_metrics`` (Dice, HD95, BraTS 2023 lesion-wise). Prints a table
 of means per concept and writes per-case + summary JSON.
 """
@@ -23,8 +25,28 @@ import numpy as np
 SUBSETS = {"all4": ("t1n", "t1c", "t2w", "t2f"), "t1c+t2f": ("t1c", "t2f")}
 
 
+def _predictor_scores(model, case, threshold: float, timepoint: str):
+    """Per subset (name, seconds, case_metrics) through the Predictor with the time point decided
+    as ``Segmenter`` decides it (``vlseg.segmenter.timepoint.decide``)."""
+    import time
+
+    from vlseg.evaluation import with_sequences
+    from vlseg.metrics import case_metrics
+    from vlseg.predict import Predictor
+    from vlseg.segmenter.timepoint import decide
+
+    predictor = Predictor(model, threshold=threshold)
+    for name, seqs in SUBSETS.items():
+        t0 = time.perf_counter()
+        predictor.set_case(with_sequences(case, seqs))
+        decide(timepoint, predictor)
+        masks = predictor.masks(predictor.concepts)
+        seconds = time.perf_counter() - t0
+        yield name, seconds, case_metrics(masks, case.labels, case.spacing)
+
+
 def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, threads: int = 2,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, timepoint: str | None = None) -> dict:
     import torch
 
     from vlseg.evaluation import score_subsets
@@ -43,8 +65,9 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
         if case.labels is None:
             continue
         # The masks users get: the same labelling as Segmenter and training validation
-        for subset_name, seconds, scores in score_subsets(model, case, SUBSETS, threshold=threshold,
-                                                          prompts=prompts):
+        scored = (_predictor_scores(model, case, threshold, timepoint) if timepoint is not None
+                  else score_subsets(model, case, SUBSETS, threshold=threshold, prompts=prompts))
+        for subset_name, seconds, scores in scored:
             per_case.append({"case": case.case_id, "subset": subset_name, "seconds": round(seconds, 2),
                              "metrics": scores})
             print(f"{case.case_id} {subset_name}: " + " ".join(
@@ -58,7 +81,7 @@ def evaluate(model_path: str, cases_dir: Path, *, threshold: float = 0.5, thread
         }
         summary[subset_name]["n_cases"] = len(rows)  # type: ignore[assignment]
     return {"model": model_path, "weights": describe_source(model.source), "cases": str(cases_dir),
-            "threshold": threshold,
+            "threshold": threshold, "timepoint": timepoint,
             "summary": summary, "per_case": per_case}
 
 
@@ -69,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="only the first N cases")
+    p.add_argument("--timepoint", choices=("auto", "pre", "post"), default=None,
+                   help="decide the time point as Segmenter does (auto: the cavity found decides; pre: "
+                        "never a cavity); default: every concept decoded, no time point")
     args = p.parse_args(argv)
     from vlseg.errors import VlsegError
 
     try:
-        result = evaluate(args.model, args.cases, threads=args.threads, limit=args.limit)
+        result = evaluate(args.model, args.cases, threads=args.threads, limit=args.limit, timepoint=args.timepoint)
     except VlsegError as e:
         print(f"evaluate_model: error: {e}", file=sys.stderr)
         return 2
