@@ -135,15 +135,22 @@ def _lesions(n: int) -> str:
     return f"{n} lesion" if n == 1 else f"{n} lesions"
 
 
+def possibly_none(iv: list[float] | tuple[float, float] | None) -> bool:
+    """Whether an interval (as rounded in answer.json) says the region may be absent: its lower
+    bound is 0. The one rule the text and the app's table share."""
+    return iv is not None and float(iv[0]) <= 0.0
+
+
 def _volume(j: dict, q: float | None = None) -> str:
-    """"61 mL (90% interval 55–68 mL)": the calibrated interval when there is one."""
+    """"61 mL (90% interval 55–68 mL)": one interval, the calibrated one, around the estimate;
+    a lower bound of 0 is said as "possibly none". Without an interval, the volume alone (the
+    boundary-reading ``volume_ml_range`` stays in answer.json, not in the text)."""
     iv = j.get("volume_ml_interval")
-    if iv is not None and q is not None:
-        return f"{_num(j['volume_ml'])} mL ({_interval_phrase(q)}{_num(iv[0])}–{_num(iv[1])} mL)"
-    lo, hi = j["volume_ml_range"]
-    if lo == hi:  # a hard (0/1) map has no probability spread to report
+    if iv is None or q is None:
         return f"{_num(j['volume_ml'])} mL"
-    return f"{_num(j['volume_ml'])} mL (range {_num(lo)} to {_num(hi)} mL)"
+    if possibly_none(iv):
+        return f"{_num(j['volume_ml'])} mL ({_interval_phrase(q)}0–{_num(iv[1])} mL: possibly none)"
+    return f"{_num(j['volume_ml'])} mL ({_interval_phrase(q)}{_num(iv[0])}–{_num(iv[1])} mL)"
 
 
 def _interval_phrase(q: float) -> str:
@@ -238,8 +245,7 @@ def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None =
     if key in fractions and fractions[key] is not None:
         a, b = key.split("/")
         vols = r["volumes_ml"]
-        named = {(part, whole): name for name, (part, whole, _) in vocab.ratios().items()}
-        iv = (r or {}).get(f"{named.get((a, b), '')}_interval")
+        iv = ((r or {}).get("fraction_intervals") or {}).get(key)  # every PART/WHOLE phrasing
         interval = (f"; {_interval_phrase(q)}{_pct(iv[0])[:-1]}–{_pct(iv[1])}"
                     if iv is not None and q is not None else "")
         lines.append(f"The {_name(a)} makes up {_pct(fractions[key])} of the {_name(b)} "
