@@ -127,7 +127,7 @@ def fit(args: argparse.Namespace) -> int:
     from vlseg.reasoning.calibration import Calibration, fit_temperature, fraction_keys, logit, weights_sha256
     from vlseg.reasoning.measure import voxel_volume_ml
 
-    CONCEPTS, RATIOS = vocab.codes(), fraction_keys()
+    CONCEPTS, RATIOS = vocab.PRE_TREATMENT_CODES, fraction_keys()  # the phantoms are untreated
 
     cases = ensure_cases(args.cases, args.n, args.seed)
     k = args.temperature_cases
@@ -212,7 +212,7 @@ def coverage(args: argparse.Namespace) -> int:
     from vlseg.reasoning.calibration import Calibration, fraction_keys
     from vlseg.reasoning.measure import voxel_volume_ml
 
-    CONCEPTS, RATIOS = vocab.codes(), fraction_keys()
+    CONCEPTS, RATIOS = vocab.PRE_TREATMENT_CODES, fraction_keys()  # the phantoms are untreated
 
     cases = ensure_cases(args.cases, args.n, args.seed)
     runner = Runner(args.model, args.threads)

@@ -18,7 +18,7 @@ from typing import Any
 from vlseg import vocab
 from vlseg.numbers import fmt_number, fmt_pct, round_fraction, round_ml, round_mm
 from vlseg.vocab import SEQUENCES
-from vlseg.reasoning.measure import TargetMeasurement
+from vlseg.reasoning.measure import FOCUS_MAX_ML, FOCUS_MIN_MEAN_P, FOCUS_NEAR_MM, TargetMeasurement
 from vlseg.reasoning.relations import Relations
 from vlseg.reasoning import wording
 
@@ -83,6 +83,10 @@ def measurement_to_json(t: TargetMeasurement) -> dict[str, Any]:
             "main_lobe": d.main_lobe,
         } for d in t.lesion_details],
         "lesion_merge_mm": t.merge_mm,
+        # Tiny separate foci, possibly spurious (not counted, not in the location), and the rule.
+        "foci": [{"volume_ml": round_ml(d.volume_ml), "centroid_ras_mm": [round_mm(v) for v in d.centroid_ras_mm],
+                  "hemisphere": d.hemisphere, "main_lobe": d.main_lobe} for d in t.foci],
+        "focus_rule": {"max_ml": FOCUS_MAX_ML, "near_mm": FOCUS_NEAR_MM, "min_mean_p": FOCUS_MIN_MEAN_P},
         "uncounted_ml": round_ml(t.uncounted_ml),
         # Location, ranked: involved (>= 10 %) and minor-extension (1-10 %) lobes.
         "lobes_involved": list(t.lobes_involved),
@@ -269,9 +273,15 @@ def _clean_phrase(p: str) -> str:
 
 
 # ---------------------------------------------------------------- composers (one per answer kind)
+def _with_foci(lines: list[str], targets: list[dict[str, Any]]) -> list[str]:
+    """The lines, then each target's tiny separate foci said once (wording.foci)."""
+    extra = [s for s in (wording.foci(j) for j in targets if j.get("present")) if s]
+    return lines + [s for i, s in enumerate(extra) if s not in extra[:i]]
+
+
 def segment_lines(f: Facts) -> list[str]:
-    return ([_segment(j, f.confidence) for j in f.targets]
-            + (_relation_sentences(f.relations, f.asks) if f.relations else []))
+    return _with_foci([_segment(j, f.confidence) for j in f.targets]
+                      + (_relation_sentences(f.relations, f.asks) if f.relations else []), f.targets)
 
 
 PRESENCE_MIN_ML = 0.1  # "is there ...?": less than this is said as none found
@@ -306,7 +316,7 @@ def volume_lines(f: Facts) -> list[str]:
 
 
 def count_lines(f: Facts) -> list[str]:
-    lines = [_count(j) for j in f.targets]
+    lines = _with_foci([_count(j) for j in f.targets], f.targets)
     wt = next((j for j in f.targets if j["concept"] == "WT"), None)
     tc = f.companions.get("TC")
     if wt is not None and tc is not None and wt["present"] and tc["present"]:
@@ -319,7 +329,7 @@ def count_lines(f: Facts) -> list[str]:
 
 
 def location_lines(f: Facts) -> list[str]:
-    return [wording.location(j) for j in f.targets]
+    return _with_foci([wording.location(j) for j in f.targets], f.targets)
 
 
 def midline_lines(f: Facts) -> list[str]:
