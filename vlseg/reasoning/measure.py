@@ -258,7 +258,7 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
                    locator: AtlasLocator | None, threshold: float = 0.5,
                    min_lesion_ml: float = 0.05, mask: np.ndarray | None = None,
                    parent_mask: np.ndarray | None = None, core_mask: np.ndarray | None = None,
-                   merge_mm: float = MERGE_MM,
+                   merge_mm: float = MERGE_MM, focus_rule: bool = True,
                    distances: bool | tuple[str, ...] | list[str] = True) -> TargetMeasurement:
     """Measure one target from its probability map (X, Y, Z) in [0, 1] on the grid ``affine``.
 
@@ -270,6 +270,7 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     counts one lesion per lesion of its parent. ``core_mask``: the tumor core's final mask
     (``lesion_core``: TC for WT and ED), so edema islands join their tumor. ``merge_mm``: pieces
     this close are one lesion. ``**lesion_masks(concept, final_masks)`` gives both.
+    ``focus_rule``: apply the tiny-focus rule (FOCUS_*; False: every counted piece is a lesion).
     ``distances``: with a locator, distances to all structures (True), none (False) or these.
     """
     prob, affine = _check_inputs(concept, prob, affine, threshold, min_lesion_ml)
@@ -316,7 +317,8 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
                            core=None if core_mask is None else core_mask[box])
 
     # Specks are not lesions: small pieces near the main lesion join it, weak far ones are foci
-    lesion_labels, focus_labels = split_foci(groups.labels, p, crop_affine)
+    lesion_labels, focus_labels = (split_foci(groups.labels, p, crop_affine) if focus_rule
+                                   else (groups.labels, np.zeros_like(groups.labels)))
     n_counted = int(lesion_labels.max())
     counted_ml = tuple(float(np.count_nonzero(lesion_labels == k)) * vml for k in range(1, n_counted + 1))
 
