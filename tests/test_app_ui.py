@@ -116,3 +116,26 @@ def test_api_ask_asks_without_pictures(chat_app, monkeypatch, tmp_path):
                                    "segment the edema", None, None)
     assert seen[0].pictures is False and answer["targets"][0]["concept"] == "ED"
     assert [m.rsplit("/", 1)[1] for m in masks] == ["ED.nii.gz"]
+
+
+def test_each_answer_keeps_its_own_downloads(chat_app):
+    """Issue 22: the necrotic-core mask of the first answer can still be downloaded after later
+    questions; each bubble links its own masks, zip and answer.json."""
+    app, sid = chat_app
+    app.submit("segment the enhancing tumor", sid)
+    app.submit("how big is the edema?", sid)
+    app.answer_next(sid)
+    chat, *_ = app.answer_next(sid)
+    first, second = [t for t in _texts(chat) if "Downloads of this answer" in t]
+    assert "CASE-U_ET.nii.gz" in first and "CASE-U_ED.nii.gz" not in first and "answer.json" in first
+    assert "CASE-U_ED.nii.gz" in second and "CASE-U_ET.nii.gz" not in second
+    import re
+    from pathlib import Path
+    from urllib.parse import unquote
+
+    folders = []
+    for text in (first, second):
+        paths = [Path(unquote(u)) for u in re.findall(r"\(gradio_api/file=([^)]+)\)", text)]
+        assert len(paths) == 3 and all(p.is_file() for p in paths)
+        folders.append({next(x for x in p.parts if x.startswith("answer-")) for p in paths})
+    assert all(len(f) == 1 for f in folders) and folders[0] != folders[1]  # each answer's own folder

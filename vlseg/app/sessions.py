@@ -120,6 +120,7 @@ class Turn:
     answer: str | None = None  # None while queued or being answered
     picture: Path | None = None  # overlay shown with the answer
     state: str = "queued"  # queued -> answering -> done
+    downloads: tuple[Path, ...] = ()  # this answer's own masks, zip and answer.json (issue 22)
 
 
 # --------------------------------------------------------------------------- per-session state
@@ -454,9 +455,11 @@ class SessionStore:
                     return turn
         return None
 
-    def finish(self, turn: Turn, answer: str, picture: Path | None = None) -> None:
+    def finish(self, turn: Turn, answer: str, picture: Path | None = None,
+               downloads: tuple[Path, ...] = ()) -> None:
         with self._chat_lock:
             turn.answer, turn.picture, turn.state = answer, picture, "done"
+            turn.downloads = tuple(downloads)
 
     def turns(self, session_id: str | None) -> list[Turn]:
         """A snapshot of the session's chat (empty for an unknown session)."""

@@ -89,12 +89,22 @@ def chat_messages(turns: list[Turn]) -> list[dict[str, Any]]:
         if t.answer is None:
             msgs.append({"role": "assistant", "content": ANSWERING if t.state == "answering" else QUEUED})
             continue
-        msgs.append({"role": "assistant", "content": t.answer})
+        msgs.append({"role": "assistant", "content": t.answer + _download_links(t.downloads)})
         if t.picture is not None and Path(t.picture).is_file():
             msgs.append({"role": "assistant", "content": {
                 "path": str(t.picture), "alt_text": "Mask over the scan: axial, coronal and sagittal "
                 "planes through the target, with legend and volumes"}})
     return msgs
+
+
+def _download_links(files: tuple[Path, ...]) -> str:
+    """This answer's own downloads as links in its bubble, so an earlier answer's masks stay
+    downloadable after later questions (issue 22)."""
+    shown = [f for f in files if Path(f).is_file()]
+    if not shown:
+        return ""
+    links = " · ".join(f"[{Path(f).name}]({file_url(Path(f))})" for f in shown)
+    return f"\n\n**Downloads of this answer:** {links}"
 
 
 def _waiting(turns: list[Turn]) -> str:
@@ -230,7 +240,8 @@ class ChatApp:
         text = resp.text
         if resp.reencoded:
             text += " *(The scan was re-encoded: it had been unloaded to save memory.)*"
-        self.store.finish(turn, text, resp.overlay_png)
+        own = (*resp.downloads, resp.answer_dir / "answer.json") if resp.downloads else ()
+        self.store.finish(turn, text, resp.overlay_png, own)
         turns = self.store.turns(sid)
         if not resp.has_result:  # refused / capability answers: nothing new to show
             return (chat_messages(turns), *keep, _waiting(turns))
