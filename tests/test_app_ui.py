@@ -139,3 +139,24 @@ def test_each_answer_keeps_its_own_downloads(chat_app):
         assert len(paths) == 3 and all(p.is_file() for p in paths)
         folders.append({next(x for x in p.parts if x.startswith("answer-")) for p in paths})
     assert all(len(f) == 1 for f in folders) and folders[0] != folders[1]  # each answer's own folder
+
+
+def test_progress_and_time_left_in_the_answer_bubble(chat_app, monkeypatch):
+    """Issue 22: while an answer is computed its bubble says the time so far, and from the
+    second answer of a kind on, about how long is left; the final step is answer_next's."""
+    import time
+
+    app, sid = chat_app
+    real = app.store.ask
+    monkeypatch.setattr(app.store, "ask", lambda req: time.sleep(2.3) or real(req))
+    app.submit("segment the enhancing tumor", sid)
+    steps = list(app.answer_live(sid))
+    live = [_texts(s[0])[-1] for s in steps[:-1]]
+    assert live and all(t.startswith("*Answering… ") and " s so far" in t for t in live)
+    assert "left" not in live[0]  # nothing timed yet: no estimate
+    final = steps[-1]
+    assert "<table>" in final[1] and _texts(final[0])[-1].startswith("enhancing tumor of case")
+    assert "<table>" in _texts(final[0])[-1]  # the answer's own table in its bubble
+    app.submit("how big is the edema?", sid)
+    live = [_texts(s[0])[-1] for s in list(app.answer_live(sid))[:-1]]
+    assert any("left" in t or "almost done" in t for t in live), live

@@ -121,6 +121,8 @@ class Turn:
     picture: Path | None = None  # overlay shown with the answer
     state: str = "queued"  # queued -> answering -> done
     downloads: tuple[Path, ...] = ()  # this answer's own masks, zip and answer.json (issue 22)
+    table: str = ""  # this answer's own measurements table (HTML)
+    started: float | None = None  # when answering began (progress in the bubble)
 
 
 # --------------------------------------------------------------------------- per-session state
@@ -143,6 +145,7 @@ class Session:
     volumes_ml: dict[str, float | None] = field(default_factory=dict)
     center: tuple[int, int, int] | None = None  # voxel the viewer's crosshair jumps to
     focus: int = 0  # bumped when the crosshair should jump to ``center``
+    current: tuple[str, ...] = ()  # the latest answer's concepts: the viewer's legend
     case_gen: int = 0  # bumped per new case (the viewer's key)
     n_answers: int = 0
     turns: list[Turn] = field(default_factory=list)
@@ -303,7 +306,7 @@ class SessionStore:
                 session.case_id = safe_case_id(getattr(case, "case_id", None) or req.label)
                 session.label = req.label or session.case_id
                 session.masks_ras, session.packed_masks, session.volumes_ml = {}, {}, {}
-                session.center, session.focus = None, session.focus + 1
+                session.center, session.focus, session.current = None, session.focus + 1, ()
                 session.viewer_seq = None
             ctx.set(n_sequences=len(case.present), sequences=list(case.present), encode_s=encode_s)
             return self._case_response(session, encode_s=encode_s, reused=False)
@@ -374,6 +377,7 @@ class SessionStore:
                 vols = {t["concept"]: t.get("volume_ml") for t in ans.targets}
                 session.volumes_ml.update(vols)
                 session.center, session.focus = center, session.focus + 1
+                session.current = tuple(ans.masks_ras)
                 overlay = render.render_overlay(
                     case.images, ans.masks_ras, case.spacing, answer_dir / "overlay.png",
                     volumes_ml=vols, title=f"{session.label or 'case'}: " + ", ".join(ans.masks_ras))
@@ -417,7 +421,8 @@ class SessionStore:
             seq = render.pick_background(viewer.images)[0]
         session.viewer_seq = seq
         return viewer.payload(seq=seq, masks=dict(session.masks()), volumes_ml=dict(session.volumes_ml),
-                              center=session.center, focus=session.focus, url=url)
+                              center=session.center, focus=session.focus, url=url,
+                              current=session.current)
 
     def viewer_sequences(self, session_id: str | None) -> tuple[list[str], str | None]:
         """Sequences the session's scan has, and the one the viewer shows."""
@@ -451,15 +456,15 @@ class SessionStore:
         with self._chat_lock:
             for turn in session.turns:
                 if turn.state == "queued" and turn.kind == "ask":
-                    turn.state = "answering"
+                    turn.state, turn.started = "answering", time.time()
                     return turn
         return None
 
     def finish(self, turn: Turn, answer: str, picture: Path | None = None,
-               downloads: tuple[Path, ...] = ()) -> None:
+               downloads: tuple[Path, ...] = (), table: str = "") -> None:
         with self._chat_lock:
             turn.answer, turn.picture, turn.state = answer, picture, "done"
-            turn.downloads = tuple(downloads)
+            turn.downloads, turn.table = tuple(downloads), table
 
     def turns(self, session_id: str | None) -> list[Turn]:
         """A snapshot of the session's chat (empty for an unknown session)."""
