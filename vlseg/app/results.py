@@ -219,6 +219,12 @@ def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -
         _link_or_copy(src, dst)
         t["mask"] = dst.name
         files.append(dst)
+    seg = data.get("dicom_seg") if isinstance(data.get("dicom_seg"), dict) else None
+    if seg and (Path(answer_dir) / str(seg.get("file", ""))).is_file():  # a DICOM study's DICOM-SEG
+        dst = out / f"{cid}_{safe_case_id(str(seg['file']))}"
+        _link_or_copy(Path(answer_dir) / str(seg["file"]), dst)
+        seg["file"] = dst.name
+        files.append(dst)
     zpath = out / f"{cid}_all.zip"
     with atomic_path(zpath) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:

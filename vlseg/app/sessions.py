@@ -66,6 +66,7 @@ class CaseRequest:
     source: Path | Mapping[str, Path]  # case folder or {sequence: file}
     label: str | None  # what the chat calls this case (None: the case id from the file names)
     fingerprint: str | None = None  # content hash; the same upload twice reuses the encoding
+    name: str | None = None  # names the case and its downloads (a DICOM study's description)
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,8 @@ class SessionStore:
                 session.case_gen += 1
                 encode_s = self._encode_locked(session, case)
                 session.source, session.fingerprint = req.source, req.fingerprint
-                session.case_id = safe_case_id(getattr(case, "case_id", None) or req.label)
+                # A named upload (a DICOM study's description) names the case, not its first file
+                session.case_id = safe_case_id(req.name or getattr(case, "case_id", None) or req.label)
                 session.label = req.label or session.case_id
                 session.masks_ras, session.packed_masks, session.volumes_ml = {}, {}, {}
                 session.center, session.focus, session.current = None, session.focus + 1, ()

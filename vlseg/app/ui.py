@@ -205,8 +205,8 @@ class ChatApp:
             ups = collect_uploads(files or [], work)
             progress(0.15, desc="checking uploaded files")
             resp = self.store.set_case(
-                CaseRequest(session_id=sid, source=dict(ups.sequences), label=None,
-                            fingerprint=ups.fingerprint),
+                CaseRequest(session_id=sid, source=dict(ups.sequences), label=ups.name,
+                            fingerprint=ups.fingerprint, name=ups.name),
                 progress=lambda f, msg: progress(f, desc=msg))
             note = f"; ignored {', '.join(ups.ignored)}" if ups.ignored else ""
             out = self._case_loaded(resp, note, what=f"Upload {strip_dirs(names)}")
