@@ -183,7 +183,7 @@ def test_browser_chat_viewer_downloads(fake_app, browser, tmp_path):
     link = first.locator('a[href*="BraTS-GLI-00042-000_ET.nii.gz"]').first
     assert link.count() == 1 and first.locator("table").count() == 1
     assert first.locator('a[href*="answer.json"]').count() == 1
-    assert page.request.get(link.get_attribute("href")).status == 200
+    assert page.request.get(link.evaluate("a => a.href")).status == 200  # absolute, as the browser resolves it
     last = page.locator("#chat .message-row").filter(has_text="peritumoral edema of case").last
     assert last.locator('a[href*="BraTS-GLI-00042-000_ED.nii.gz"]').count() == 1
     assert last.locator('a[href*="_ET.nii.gz"]').count() == 0

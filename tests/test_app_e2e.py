@@ -150,7 +150,7 @@ def test_browser_three_turn_follow_up_dialogue(real_app, tmp_path):
                     "() => !document.querySelector('#chat').innerText.includes('Answering')"
                     " && !document.querySelector('#chat').innerText.includes('Queued')", timeout=180_000)
                 bubble = page.locator("#chat .message-row").filter(has_text="not a diagnosis").last
-                href = bubble.locator('a[href*="answer.json"]').first.get_attribute("href")
+                href = bubble.locator('a[href*="answer.json"]').first.evaluate("a => a.href")
                 docs.append(json.loads(page.request.get(href).body()))
                 assert docs[-1]["query"] == question
             assert docs[0]["intent"] == "segment" and docs[0]["resolved_from_context"] is None
@@ -162,6 +162,6 @@ def test_browser_three_turn_follow_up_dialogue(real_app, tmp_path):
             # The first answer's mask is still downloadable from its own bubble.
             first = page.locator("#chat .message-row").filter(has_text="not a diagnosis").first
             mask = first.locator(f'a[href*="{sample}_NCR.nii.gz"]').first
-            assert page.request.get(mask.get_attribute("href")).status == 200
+            assert page.request.get(mask.evaluate("a => a.href")).status == 200
         finally:
             browser.close()
