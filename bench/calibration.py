@@ -273,7 +273,17 @@ def coverage(args: argparse.Namespace) -> int:
                         [round(iv[0], 4), round(iv[1], 4)]
         per_case.append(rec)
         print(f"{path.name} ({i + 1}/{len(cases)}, {time.perf_counter() - t0:.0f} s)", flush=True)
+        # Written after every case: a run cut short still leaves its figures (n says how many)
+        result = _summary(args, runner, cal, cases[:i + 1], names, hits, widths, rel_widths, contains,
+                          ece, per_case, t0)
+        write_json_atomic(args.out, result)
+    print_table(result, names)
+    print(f"wrote {args.out}")
+    return 0
 
+
+def _summary(args, runner, cal, cases, names, hits, widths, rel_widths, contains, ece, per_case, t0) -> dict:
+    """The coverage figures of the cases run so far."""
     table = {m: {str(q): {k: {"coverage": float(np.mean(h)) if h else None, "n": len(h),
                               "median_width": float(np.median(widths[m][q][k])) if h else None,
                               "median_relative_width": float(np.median(rel_widths[m][q][k]))
@@ -297,10 +307,7 @@ def coverage(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "per_case": per_case,
     }
-    write_json_atomic(args.out, result)
-    print_table(result, names)
-    print(f"wrote {args.out}")
-    return 0
+    return result
 
 
 def print_table(result: dict, names: list[str]) -> None:
