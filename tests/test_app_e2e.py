@@ -5,6 +5,7 @@ Only the app's behaviour is checked, never the (random) model's accuracy.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -118,3 +119,49 @@ def test_browser_sample_case_chat(real_app, tmp_path):
     keep = os.environ.get("VLSEG_SCREENSHOT_OUT")  # set by hand to refresh docs/screenshot.png
     if keep:
         shutil.copyfile(shot, keep)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian chromium not installed at /usr/bin/chromium (.ci/run installs it)")
+def test_browser_three_turn_follow_up_dialogue(real_app, tmp_path):
+    """Issue 22: a conversation, not a form. "it" and "and the edema?" are resolved from the
+    previous answer in the browser; each answer's bubble links its own answer.json, which
+    records what was resolved from context."""
+    from playwright.sync_api import sync_playwright
+
+    app, _ = real_app
+    sample = app.samples.names[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(app.url)
+            page.get_by_label(sample).check(timeout=60_000)
+            page.click("#load-sample")
+            page.locator("#chat").get_by_text("Loaded").wait_for(timeout=120_000)
+            turns = ("segment the necrotic core", "how big is it compared to the whole tumor?",
+                     "and the edema?")
+            docs = []
+            for k, question in enumerate(turns):
+                page.fill("#query textarea", question)
+                page.click("#ask")
+                page.wait_for_timeout(300)
+                page.wait_for_function(
+                    "() => !document.querySelector('#chat').innerText.includes('Answering')"
+                    " && !document.querySelector('#chat').innerText.includes('Queued')", timeout=180_000)
+                bubble = page.locator("#chat .message-row").filter(has_text="not a diagnosis").last
+                href = bubble.locator('a[href*="answer.json"]').first.evaluate("a => a.href")
+                docs.append(json.loads(page.request.get(href).body()))
+                assert docs[-1]["query"] == question
+            assert docs[0]["intent"] == "segment" and docs[0]["resolved_from_context"] is None
+            assert docs[1]["intent"] == "ratio" and [t["concept"] for t in docs[1]["targets"]] == ["NCR", "WT"]
+            assert docs[1]["resolved_from_context"]["targets"] == ["NCR"]
+            assert "of the whole tumor" in docs[1]["text"] or "whole tumor is empty" in docs[1]["text"]
+            assert docs[2]["intent"] == "ratio" and docs[2]["targets"][0]["concept"] == "ED"
+            assert docs[2]["resolved_from_context"] is not None
+            # The first answer's mask is still downloadable from its own bubble.
+            first = page.locator("#chat .message-row").filter(has_text="not a diagnosis").first
+            mask = first.locator(f'a[href*="{sample}_NCR.nii.gz"]').first
+            assert page.request.get(mask.evaluate("a => a.href")).status == 200
+        finally:
+            browser.close()

@@ -20,14 +20,15 @@ TARGET = {"concept": "ET", "mask": "ET.nii.gz", "present": True, "volume_ml": 61
 def test_table_headers_units_one_format_and_location_words():
     html = results.table_html({"targets": [TARGET, {**TARGET, "concept": "NCR", "present": False,
                                                     "volume_ml": 0.0, "volume_ml_range": [0, 0.35]}]})
-    for header in ("Volume<br>", "(mL)", "Range<br>", "Size<br>", "(mm)", "Lesions", "Location"):
+    for header in ("Volume<br>", "(mL)", "Size<br>", "(mm)", "Lesions", "Location"):
         assert header in html
     assert "61<" in html and "61.0" not in html  # one number format (vlseg.numbers)
-    assert "52.4–70" in html and "0–0.35" in html
+    # Issue 22: the boundary-reading range is not a second interval in the table
+    assert "Range" not in html and "52.4–70" not in html
     assert "40 × 31" in html
     assert "left hemisphere, crosses the midline; temporal, limbic" in html
     assert "not found" in html and 'class="absent"' in html
-    assert "strictly" in html and "CI" not in html  # the range is explained; no interval column
+    assert "CI" not in html  # no interval in the answer: no interval column
     assert results.table_html({"targets": []}) == ""
 
 
@@ -39,13 +40,20 @@ def test_interval_column_when_present():
     t2 = {**TARGET, "volume_ml_interval": [1, 2]}
     html2 = results.table_html({"targets": [t2], "confidence": 0.8})
     assert "80% CI" in html2 and "1–2" in html2
+    assert "possibly none" not in html2
+
+
+def test_interval_reaching_zero_says_possibly_none():
+    t = {**TARGET, "volume_ml": 0.4, "volume_ml_interval": [0.0, 1.2]}
+    html = results.table_html({"targets": [t], "confidence": 0.9})
+    assert "0–1.2 (possibly none)" in html and "may be absent" in html
 
 
 def test_csv_rows_match_table():
     text = results.measurements_csv({"targets": [TARGET]})
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0][:3] == ["concept", "name", "volume_ml"]
-    assert rows[1][:4] == ["ET", "enhancing tumor", "61", "52.4 to 70"]
+    assert rows[1][:4] == ["ET", "enhancing tumor", "61", "2"]  # volume, then lesions
 
 
 def test_case_ids_are_file_safe():
@@ -78,7 +86,3 @@ def test_location_ranked_like_the_answer_and_merge_distance_from_the_target():
                                    "crosses_midline": False}) == "minor extension into frontal"
     html = results.table_html({"targets": [t]})
     assert "pieces within 4 mm count as one" in html and "5 mm" not in html
-    from vlseg.reasoning.measure import RANGE_HIGH_CONFIDENCE, RANGE_LOW_CONFIDENCE
-
-    assert f"≥ {RANGE_HIGH_CONFIDENCE:g}" in results.RANGE_NOTE
-    assert f"≥ {RANGE_LOW_CONFIDENCE:g}" in results.RANGE_NOTE

@@ -116,3 +116,47 @@ def test_api_ask_asks_without_pictures(chat_app, monkeypatch, tmp_path):
                                    "segment the edema", None, None)
     assert seen[0].pictures is False and answer["targets"][0]["concept"] == "ED"
     assert [m.rsplit("/", 1)[1] for m in masks] == ["ED.nii.gz"]
+
+
+def test_each_answer_keeps_its_own_downloads(chat_app):
+    """Issue 22: the necrotic-core mask of the first answer can still be downloaded after later
+    questions; each bubble links its own masks, zip and answer.json."""
+    app, sid = chat_app
+    app.submit("segment the enhancing tumor", sid)
+    app.submit("how big is the edema?", sid)
+    app.answer_next(sid)
+    chat, *_ = app.answer_next(sid)
+    first, second = [t for t in _texts(chat) if "Downloads of this answer" in t]
+    assert "CASE-U_ET.nii.gz" in first and "CASE-U_ED.nii.gz" not in first and "answer.json" in first
+    assert "CASE-U_ED.nii.gz" in second and "CASE-U_ET.nii.gz" not in second
+    import re
+    from pathlib import Path
+    from urllib.parse import unquote
+
+    folders = []
+    for text in (first, second):
+        paths = [Path(unquote(u)) for u in re.findall(r"\(gradio_api/file=([^)]+)\)", text)]
+        assert len(paths) == 3 and all(p.is_file() for p in paths)
+        folders.append({next(x for x in p.parts if x.startswith("answer-")) for p in paths})
+    assert all(len(f) == 1 for f in folders) and folders[0] != folders[1]  # each answer's own folder
+
+
+def test_progress_and_time_left_in_the_answer_bubble(chat_app, monkeypatch):
+    """Issue 22: while an answer is computed its bubble says the time so far, and from the
+    second answer of a kind on, about how long is left; the final step is answer_next's."""
+    import time
+
+    app, sid = chat_app
+    real = app.store.ask
+    monkeypatch.setattr(app.store, "ask", lambda req: time.sleep(2.3) or real(req))
+    app.submit("segment the enhancing tumor", sid)
+    steps = list(app.answer_live(sid))
+    live = [_texts(s[0])[-1] for s in steps[:-1]]
+    assert live and all(t.startswith("*Answering… ") and " s so far" in t for t in live)
+    assert "left" not in live[0]  # nothing timed yet: no estimate
+    final = steps[-1]
+    assert "<table>" in final[1] and _texts(final[0])[-1].startswith("enhancing tumor of case")
+    assert "<table>" in _texts(final[0])[-1]  # the answer's own table in its bubble
+    app.submit("how big is the edema?", sid)
+    live = [_texts(s[0])[-1] for s in list(app.answer_live(sid))[:-1]]
+    assert any("left" in t or "almost done" in t for t in live), live

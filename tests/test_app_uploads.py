@@ -157,3 +157,39 @@ def test_janitor_deletes_only_old_entries(tmp_path):
     j = Janitor(root=tmp_path, ttl_s=3600, interval_s=1)
     assert j.sweep() == 1
     assert not old.exists() and new.exists()
+
+
+def test_a_zipped_dicom_study_is_named_after_its_description(tmp_path, phantom_case_2mm):
+    """Issue 22: not after its first file ('IM020001'); without a description, the upload's name."""
+    from dicom_cases import phantom_images, study
+
+    folder = study(phantom_images(phantom_case_2mm), tmp_path / "study", seed="name", sequences=("t1c", "t2f"))
+    z = tmp_path / "export from pacs.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder).as_posix())
+    ups = collect_uploads([z], tmp_path / "work")
+    assert ups.name == "MRI BRAIN W/WO CONTRAST" and set(ups.sequences) == {"t1c", "t2f"}
+    from vlseg.app.uploads import _upload_stem
+
+    assert _upload_stem(z) == "export from pacs"
+
+
+def test_the_dicom_seg_of_an_answer_is_offered(tmp_path):
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from vlseg.app import results
+
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3), np.uint8), np.eye(4)), tmp_path / "ET.nii.gz")
+    (tmp_path / "segmentation.dcm").write_bytes(b"DICM")
+    answer = {"targets": [{"concept": "ET", "mask": "ET.nii.gz"}],
+              "dicom_seg": {"file": "segmentation.dcm", "segments": ["ET"]}}
+    files = results.named_downloads(tmp_path, answer, "MRI_BRAIN")
+    assert [f.name for f in files] == ["MRI_BRAIN_ET.nii.gz", "MRI_BRAIN_segmentation.dcm", "MRI_BRAIN_all.zip"]
+    with zipfile.ZipFile(files[-1]) as z:
+        assert "MRI_BRAIN_segmentation.dcm" in z.namelist()
+        assert json.loads(z.read("MRI_BRAIN_answer.json"))["dicom_seg"]["file"] == "MRI_BRAIN_segmentation.dcm"

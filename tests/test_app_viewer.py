@@ -3,6 +3,7 @@ voxels, masks travel as bit fields with the shared colours, and the window never
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +94,23 @@ def test_payload_sheets_geometry_and_colours(tmp_path):
     n_files = len(list(tmp_path.iterdir()))
     vc.payload(seq="t2f", masks=masks, volumes_ml={}, center=None, focus=3, url=str)
     assert len(list(tmp_path.iterdir())) == n_files
+
+
+def test_legend_of_the_current_answer_whole_tumor_off_and_slice_numbers(tmp_path):
+    """Issue 22: the legend lists the current answer's regions, not the session's pile; the
+    whole tumor starts off when its sub-regions are shown; captions can say 'slice i of n'."""
+    img, tumor = _case()
+    vc = viewer.ViewerCase(images={"t1c": img}, spacing=(1.0, 1.0, 1.0), out_dir=tmp_path, key="k")
+    wt = np.maximum(tumor, np.roll(tumor, 2, axis=0))
+    masks = {"ET": tumor, "ED": wt & ~tumor.astype(bool), "WT": wt, "NCR": np.zeros_like(tumor)}
+    p = vc.payload(seq="t1c", masks=masks, volumes_ml={}, center=None, focus=1, url=str,
+                   current=("ED", "ET", "WT"))
+    assert [c["code"] for c in p["concepts"]] == ["ED", "ET", "WT"] and p["off_by_default"] == ["WT"]
+    p = vc.payload(seq="t1c", masks=masks, volumes_ml={}, center=None, focus=2, url=str, current=("NCR",))
+    assert [c["code"] for c in p["concepts"]] == ["NCR"] and p["off_by_default"] == []
+    assert p["draw_order"] == ["NCR"] and p["full_shape"] == list(img.shape)
+    js = (Path(viewer.__file__).parent / "static" / "viewer.js").read_text()
+    assert "slice ${" in js and "of ${full}" in js and "off_by_default" in js
 
 
 def test_no_masks_no_overlays(tmp_path):

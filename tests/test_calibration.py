@@ -14,7 +14,7 @@ import pytest
 
 from vlseg.errors import ModelError
 from vlseg.reasoning.calibration import (
-    CALIBRATION_FILE, Calibration, apply_temperature, conformal_bounds, fit_temperature, logit, sigmoid,
+    CALIBRATION_FILE, Calibration, apply_temperature, conformal_radius, fit_temperature, fraction_keys, logit, sigmoid,
     weights_sha256,
 )
 
@@ -52,28 +52,27 @@ def test_temperature_keeps_the_half_threshold():
     assert logit(np.array([0.0, 1.0])).tolist() == pytest.approx([-13.8155, 13.8155], abs=1e-3)
 
 
-def test_conformal_ranks_and_exactness():
-    s = np.arange(1.0, 20.0)  # n = 19
-    assert conformal_bounds(s, 0.9) == (1.0, 19.0, True)  # ranks floor(20*.05)=1, ceil(20*.95)=19
-    assert conformal_bounds(s, 0.8) == (2.0, 18.0, True)
-    lo, hi, exact = conformal_bounds(s, 0.95)  # needs n >= 39
-    assert (lo, hi, exact) == (1.0, 19.0, False)
+def test_conformal_radius_ranks_and_exactness():
+    s = np.r_[np.arange(1.0, 11.0), -np.arange(1.0, 10.0)]  # n = 19, |s| = 1..10, 1..9
+    assert conformal_radius(s, 0.9) == (9.0, True)   # rank ceil(20 * 0.9) = 18 of |s| sorted
+    assert conformal_radius(s, 0.8) == (8.0, True)   # rank 16
+    assert conformal_radius(s, 0.96) == (10.0, False)  # rank 20 > n: needs more cases
     with pytest.raises(ValueError):
-        conformal_bounds(s, 1.0)
+        conformal_radius(s, 1.0)
 
 
 @pytest.mark.parametrize("q", [0.8, 0.9, 0.95])
-def test_conformal_coverage_on_exchangeable_data(q):
+def test_centred_conformal_coverage_on_exchangeable_data(q):
     rng = np.random.default_rng(7)
     trials, n = 4000, 59
     scores = rng.standard_t(3, size=(trials, n + 1)) + 0.3  # heavy-tailed, biased residuals
     hits = []
     for row in scores:
-        lo, hi, exact = conformal_bounds(row[:n], q)
+        d, exact = conformal_radius(row[:n], q)
         assert exact
-        hits.append(lo <= row[n] <= hi)
+        hits.append(-d <= row[n] <= d)
     cover = float(np.mean(hits))
-    assert q - 0.02 <= cover <= q + 2.0 / (n + 1) + 0.02  # ≥ Q, at most Q + 2/(n+1) (+ MC noise)
+    assert q - 0.02 <= cover <= q + 1.0 / (n + 1) + 0.02  # ≥ Q, at most Q + 1/(n+1) (+ MC noise)
 
 
 # ----------------------------------------------------------------------------- synthetic cases
@@ -102,7 +101,7 @@ def _fitted(seed: int = 0, n: int = 40) -> Calibration:
     rng = np.random.default_rng(seed)
     temps = {"WT": 1.6, "TC": 1.4, "ET": 1.2, "NCR": 1.5, "ED": 1.8}
     return Calibration(temperatures=temps, calibrated=True).with_scores(
-        {c: rng.normal(0.1, 1.0, n) for c in temps}, {r: rng.normal(0.0, 1.0, n) for r in vocab.ratios()},
+        {c: rng.normal(0.1, 1.0, n) for c in temps}, {r: rng.normal(0.0, 1.0, n) for r in fraction_keys()},
         checkpoint_sha256="0" * 64, fitted_on={"seed": seed})
 
 
@@ -125,7 +124,46 @@ def test_intervals_widen_with_q_and_hold_the_estimate(cal):
             if name in prev:
                 assert lo <= prev[name][0] + 1e-9 and hi >= prev[name][1] - 1e-9
             prev[name] = (lo, hi)
+        for key, (lo, hi) in got["fraction_intervals"].items():  # every PART/WHOLE phrasing
+            part, whole = key.split("/")
+            r = (masks[part] & masks[whole]).sum() / masks[whole].sum()
+            assert 0.0 <= lo <= r <= hi <= 1.0
+        assert set(got["fraction_intervals"]) == set(fraction_keys())
     assert prev["WT"][1] > prev["WT"][0]  # a soft map never collapses to a point
+
+
+def test_intervals_are_centred_on_the_estimate_even_with_biased_scores():
+    """Issue 22: 'edema 61 mL, 50 % interval 61–93 mL' put the estimate on the edge. Scores
+    that all lie above 0 (the model always underestimates) still give an interval around V̂."""
+    probs, masks = _case(np.random.default_rng(4))
+    cal = Calibration(temperatures={"WT": 1.2}, calibrated=True).with_scores(
+        {"WT": np.linspace(0.2, 1.0, 39)}, {}, checkpoint_sha256="0" * 64)
+    v, scale = cal.volume_scale("WT", probs["WT"], masks["WT"], AFFINE)
+    for q in (0.5, 0.9):
+        lo, hi = cal.volume_interval("WT", probs["WT"], masks["WT"], AFFINE, q)
+        assert lo < v < hi
+        if lo > 0:
+            assert v - lo == pytest.approx(hi - v)
+
+
+def test_lower_bound_zero_only_when_the_scale_reaches_it():
+    probs, masks = _case(np.random.default_rng(6))
+    small = Calibration(temperatures={}, calibrated=True).with_scores(
+        {"ET": np.full(39, 0.01)}, {}, checkpoint_sha256="0" * 64)
+    wide = small.with_scores({"ET": np.full(39, 1e3)}, {})
+    assert small.volume_interval("ET", probs["ET"], masks["ET"], AFFINE)[0] > 0
+    assert wide.volume_interval("ET", probs["ET"], masks["ET"], AFFINE)[0] == 0.0
+
+
+def test_format_1_named_ratio_scores_still_load(tmp_path):
+    folder = _folder_with_weights(tmp_path)
+    cal = _fitted()
+    data = cal.with_scores(cal.volume_scores, {}, checkpoint_sha256=weights_sha256(folder)).to_json()
+    data["format_version"] = 1
+    data["ratio_scores"] = {"necrotic_fraction_of_core": [0.1, -0.2, 0.3]}
+    (folder / CALIBRATION_FILE).write_text(json.dumps(data))
+    back = Calibration.load(folder, strict=True)
+    assert set(back.ratio_scores) == {"NCR/TC"}
 
 
 def test_core_fractions_mirror_each_other():
@@ -151,7 +189,8 @@ def test_ratio_undefined_without_a_whole():
 
 
 def test_volume_interval_coverage_through_the_api():
-    """Truths drawn as V̂ + scale · e with e exchangeable: the fitted intervals cover at ≈ Q."""
+    """Truths drawn as V̂ + scale · e with e exchangeable: the fitted intervals cover at ≈ Q
+    (399 fitting cases: the coverage given one fit varies by about sqrt(Q(1 − Q)/n))."""
     rng = np.random.default_rng(11)
     cal = Calibration(temperatures={"WT": 1.5}, calibrated=True)
 
@@ -161,7 +200,7 @@ def test_volume_interval_coverage_through_the_api():
             v, scale = cal.volume_scale("WT", probs["WT"], masks["WT"], AFFINE)
             yield probs, masks, max(v + scale * (rng.standard_t(4) - 0.4), 0.0), v, scale
 
-    fit = cal.with_scores({"WT": [(t - v) / s for _, _, t, v, s in draws(79)]}, {}, checkpoint_sha256="0" * 64)
+    fit = cal.with_scores({"WT": [(t - v) / s for _, _, t, v, s in draws(399)]}, {}, checkpoint_sha256="0" * 64)
     test = list(draws(300))
     for q in (0.8, 0.9, 0.95):
         hits = [lo <= t <= hi for p, m, t, _, _ in test
@@ -186,7 +225,7 @@ def test_round_trip_json(tmp_path):
     for c in cal.volume_scores:
         assert back.volume_scores[c] == pytest.approx(cal.volume_scores[c], rel=1e-5)
     assert back.describe(0.9)["calibrated"] is True
-    assert back.max_confidence == pytest.approx(39 / 41)
+    assert back.max_confidence == pytest.approx(40 / 41)
 
 
 def test_missing_file_gives_identity(tmp_path):

@@ -203,3 +203,25 @@ def test_distance_in_mm_unless_the_masks_meet():
     assert "touches the Broca's area" in text and "overlaps the thalamus" in text and "21 mm from the midline" in text
     # No structure named (an old follow-up): where it is, never an empty answer.
     assert wording.distance(dict(wt, hemisphere=None), []).startswith("The whole tumor was found")
+
+
+def test_one_interval_per_quantity_every_ratio_phrasing_and_possibly_none(case):
+    """Issue 22 point 4: the text quotes one interval (no boundary 'range'), says 'possibly none'
+    exactly when the interval reaches 0, and a fraction of the whole tumor has its interval too."""
+    meas, rel = case
+    tj = {c: measurement_to_json(meas[c]) for c in ("NCR", "ET", "WT")}
+    for c, j in tj.items():
+        v = j["volume_ml"]
+        j["volume_ml_interval"] = [0.0, v + 1] if c == "ET" else [round(v * 0.8, 1), round(v * 1.2, 1)]
+    r = relations_to_json(rel)
+    f = r["fractions"]["NCR/WT"]
+    r["fraction_intervals"] = {"NCR/WT": [round(f - 0.05, 4), round(f + 0.05, 4)]}
+    text = answer_text_parts([(get("ratio"), Facts(targets=[tj["NCR"], tj["WT"]], relations=r,
+                                                   confidence=0.9))], sequences_used=["t1n"])
+    assert f"of the whole tumor ({tj['NCR']['volume_ml']:g} of {tj['WT']['volume_ml']:g} mL; 90% interval" in text
+    vol = answer_text_parts([(get("volume"), Facts(targets=[tj["ET"], tj["WT"]], confidence=0.9))],
+                            sequences_used=["t1n"])
+    et_line, wt_line = vol.splitlines()[:2]
+    assert "possibly none" in et_line and "possibly none" not in wt_line
+    assert "range" not in vol and "range" not in text
+    _assert_grounded(vol, {"targets": list(tj.values()), "confidence": 0.9, "times": [9, 10]})

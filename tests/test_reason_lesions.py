@@ -172,3 +172,52 @@ def test_single_tumor_phantoms_count_one_even_with_specks(phantom_case_2mm):
         wt[tuple(p)] = True
     m = measure_target("WT", wt.astype(np.float32), aff, locator=None, mask=wt)
     assert m.n_lesions == 1 and m.uncounted_ml > 0
+
+
+# ----------------------------------------------------------------------------- specks (issue 22)
+def _mni_case(pieces):
+    """A probability map on the 2 mm MNI grid: (centre_mm in MNI, radius_mm, p) balls."""
+    from vlseg.reasoning.atlas import MNI_2MM_AFFINE, MNI_2MM_SHAPE, apply_affine
+
+    w = apply_affine(MNI_2MM_AFFINE, np.indices(MNI_2MM_SHAPE).reshape(3, -1).T.astype(float))
+    prob = np.zeros(MNI_2MM_SHAPE, np.float32)
+    for centre, r, p in pieces:
+        inside = (np.linalg.norm(w - centre, axis=1) <= r).reshape(MNI_2MM_SHAPE)
+        prob[inside] = np.maximum(prob[inside], p)
+    return prob, MNI_2MM_AFFINE
+
+
+MAIN = ((-35.0, 20.0, 25.0), 18.0, 0.99)  # a left frontal tumor, about 24 mL
+
+
+def test_a_weak_tiny_focus_far_away_is_not_a_lesion_and_does_not_move_the_hemisphere():
+    from vlseg.reasoning.measure import FOCUS_MAX_ML, FOCUS_MIN_MEAN_P
+
+    prob, affine = _mni_case([MAIN, ((40.0, -20.0, 10.0), 4.0, 0.6)])  # right, 0.27 mL, p 0.6
+    m = measure_target("WT", prob, affine, locator=AtlasLocator.identity())
+    assert m.n_lesions == 1 and m.hemisphere == "left" and not m.crosses_midline
+    assert len(m.foci) == 1 and m.foci[0].hemisphere == "right" and m.foci[0].volume_ml < FOCUS_MAX_ML
+    j = measurement_to_json(m)
+    assert j["foci"][0]["hemisphere"] == "right" and j["focus_rule"]["min_mean_p"] == FOCUS_MIN_MEAN_P
+    assert m.volume_ml == pytest.approx(float((prob >= 0.5).sum()) * 0.008)  # its voxels still count
+
+    from vlseg.language.intents import get
+    from vlseg.reasoning import Facts
+    from vlseg.segmenter.dialogue import answer_text_parts
+
+    for intent in ("segment", "count", "location"):
+        text = answer_text_parts([(get(intent), Facts(targets=[j]))], sequences_used=["t1n"])
+        assert text.count("tiny separate focus") == 1 and "possibly spurious" in text
+        assert "both hemispheres" not in text and "separate lesions" not in text
+
+
+def test_a_confident_small_piece_far_away_is_a_lesion_and_a_near_one_joins_the_tumor():
+    far = ((40.0, -20.0, 10.0), 4.0, 0.99)     # right, confidently predicted: a second lesion
+    near = ((-35.0, 20.0, 50.0), 3.0, 0.6)     # 7 mm above the tumor's top: a fragment of it
+    m = measure_target("WT", *_mni_case([MAIN, far]), locator=AtlasLocator.identity())
+    assert m.n_lesions == 2 and m.hemisphere == "bilateral" and not m.foci
+    m = measure_target("WT", *_mni_case([MAIN, near]), locator=AtlasLocator.identity())
+    assert m.n_lesions == 1 and m.hemisphere == "left" and not m.foci
+    big_far = ((40.0, -20.0, 10.0), 8.0, 0.6)  # 2 mL: above the size limit, a lesion however weak
+    m = measure_target("WT", *_mni_case([MAIN, big_far]), locator=AtlasLocator.identity())
+    assert m.n_lesions == 2 and not m.foci

@@ -163,3 +163,9 @@ def test_calibrated_intervals_in_json_and_text(phantom_case_2mm):
         seg.ask("how big is it?", confidence=1.5)
     where = seg.ask("where is the tumor?")
     assert "Intervals:" not in where.text     # explained only where an interval is shown
+    # Issue 22: every ratio phrasing has its interval, around the estimate, in JSON and text.
+    whole = seg.ask("what fraction of the whole tumor is necrotic?").to_json()
+    lo, hi = whole["relations"]["fraction_intervals"]["NCR/WT"]
+    assert lo <= whole["relations"]["fractions"]["NCR/WT"] <= hi
+    assert "of the whole tumor" in whole["text"] and "90% interval" in whole["text"]
+    assert "range" not in whole["text"]

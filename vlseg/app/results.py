@@ -1,8 +1,9 @@
 """What one answer hands the user besides its text: the measurements table, the CSV, the downloads.
 
 * The table is HTML: short headers that never break mid-word, units in the headers, every number
-  in the one format of ``vlseg.numbers``, location in words, and each derived column (range,
-  calibrated interval) explained once in a footnote and in a tooltip on its header.
+  in the one format of ``vlseg.numbers``, location in words, and one interval per volume (the
+  calibrated one the text quotes, "possibly none" when it reaches 0) explained once in a
+  footnote and in a tooltip on its header. The boundary-reading range stays in answer.json.
 * Downloads are named by case: ``<case_id>_<concept>.nii.gz``, plus ``<case_id>_all.zip`` with
   the masks, answer.json and ``<case_id>_measurements.csv``.
 """
@@ -23,18 +24,14 @@ from typing import Any, Mapping, Sequence
 from vlseg import vocab
 from vlseg.fileio import atomic_path
 from vlseg.numbers import fmt_number, fmt_pct, round_ml, round_mm
-from vlseg.reasoning.measure import RANGE_HIGH_CONFIDENCE, RANGE_LOW_CONFIDENCE
-
-RANGE_NOTE = ("Range: the volume if the model's boundary is read strictly (probability "
-              f"≥ {fmt_number(RANGE_HIGH_CONFIDENCE)}) or generously (≥ {fmt_number(RANGE_LOW_CONFIDENCE)}); "
-              "a wide range means an uncertain edge.")
+from vlseg.reasoning.answer import possibly_none
 
 
 def interval_note(confidence: float | None) -> str:
     level = _pct(confidence)
     return (f"{level} interval: holds the true volume in {level} of test cases (calibrated on "
-            "validation phantoms)" if confidence is not None else
-            "Interval: calibrated volume interval") + "."
+            "validation phantoms), centred on the volume; a lower bound of 0 means the region "
+            "may be absent" if confidence is not None else "Interval: calibrated volume interval") + "."
 
 
 def _pct(q: float | None) -> str:
@@ -119,7 +116,6 @@ def columns(with_interval: bool, confidence: float | None,
     cols = [
         Column("Region", "Tumor sub-region (colour as in the pictures)", "region"),
         Column("Volume (mL)", "Voxels in the mask × voxel volume", "volume_ml"),
-        Column("Range (mL)", RANGE_NOTE, "range_ml"),
     ]
     if with_interval:
         level = _pct(confidence)
@@ -138,10 +134,10 @@ def rows(targets: Sequence[Mapping[str, Any]], with_interval: bool) -> list[list
     out = []
     for t in targets:
         code = str(t.get("concept", ""))
-        row = [code, fmt_volume(t.get("volume_ml") if t.get("present", True) else 0.0),
-               fmt_pair(t.get("volume_ml_range"))]
+        row = [code, fmt_volume(t.get("volume_ml") if t.get("present", True) else 0.0)]
         if with_interval:
-            row.append(fmt_pair(t.get("volume_ml_interval")))
+            iv = t.get("volume_ml_interval")
+            row.append(fmt_pair(iv) + (" (possibly none)" if iv and possibly_none(iv) else ""))
         n = t.get("n_lesions")
         row += ["" if n is None else str(n), fmt_diameters(t), location_words(t)]
         out.append(row)
@@ -162,7 +158,6 @@ def table_html(answer: Mapping[str, Any]) -> str:
     cols = columns(with_iv, conf, targets)
     colors = vocab.colors()
     head = "".join(f'<th title="{html.escape(c.tip)}">{_header_html(c.header)}'
-                   + ("<sup>†</sup>" if c.header.startswith("Range") else "")
                    + ("<sup>‡</sup>" if "CI" in c.header else "") + "</th>" for c in cols)
     body = []
     for t, r in zip(targets, rows(targets, with_iv)):
@@ -174,7 +169,7 @@ def table_html(answer: Mapping[str, Any]) -> str:
         cells = [region] + [html.escape(v) for v in r[1:]]
         cls = "" if t.get("present", True) else ' class="absent"'
         body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    notes = [f"† {RANGE_NOTE}"]
+    notes = []
     if with_iv:
         notes.append(f"‡ {interval_note(conf)}")
     notes.append("Numbers as in answer.json; volumes rounded to 0.1 mL (0.01 mL below 1 mL).")
@@ -230,6 +225,13 @@ def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -
             if extra.is_file():
                 files.append(out / f"{cid}_{safe_case_id(t['concept'])}_{kind}.nii.gz")
                 _link_or_copy(extra, files[-1])
+
+    seg = data.get("dicom_seg") if isinstance(data.get("dicom_seg"), dict) else None
+    if seg and (Path(answer_dir) / str(seg.get("file", ""))).is_file():  # a DICOM study's DICOM-SEG
+        dst = out / f"{cid}_{safe_case_id(str(seg['file']))}"
+        _link_or_copy(Path(answer_dir) / str(seg["file"]), dst)
+        seg["file"] = dst.name
+        files.append(dst)
     zpath = out / f"{cid}_all.zip"
     with atomic_path(zpath) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -249,5 +251,5 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-__all__ = ["RANGE_NOTE", "fmt_volume", "location_words", "measurements_csv", "named_downloads",
+__all__ = ["fmt_volume", "location_words", "measurements_csv", "named_downloads",
            "safe_case_id", "table_html"]

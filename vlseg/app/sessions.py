@@ -66,6 +66,7 @@ class CaseRequest:
     source: Path | Mapping[str, Path]  # case folder or {sequence: file}
     label: str | None  # what the chat calls this case (None: the case id from the file names)
     fingerprint: str | None = None  # content hash; the same upload twice reuses the encoding
+    name: str | None = None  # names the case and its downloads (a DICOM study's description)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ class Turn:
     answer: str | None = None  # None while queued or being answered
     picture: Path | None = None  # overlay shown with the answer
     state: str = "queued"  # queued -> answering -> done
+    downloads: tuple[Path, ...] = ()  # this answer's own masks, zip and answer.json (issue 22)
+    table: str = ""  # this answer's own measurements table (HTML)
+    started: float | None = None  # when answering began (progress in the bubble)
 
 
 # --------------------------------------------------------------------------- per-session state
@@ -160,6 +164,7 @@ class Session:
     volumes_ml: dict[str, float | None] = field(default_factory=dict)
     center: tuple[int, int, int] | None = None  # voxel the viewer's crosshair jumps to
     focus: int = 0  # bumped when the crosshair should jump to ``center``
+    current: tuple[str, ...] = ()  # the latest answer's concepts: the viewer's legend
     case_gen: int = 0  # bumped per new case (the viewer's key)
     n_answers: int = 0
     turns: list[Turn] = field(default_factory=list)
@@ -317,10 +322,11 @@ class SessionStore:
                 session.case_gen += 1
                 encode_s = self._encode_locked(session, case)
                 session.source, session.fingerprint = req.source, req.fingerprint
-                session.case_id = safe_case_id(getattr(case, "case_id", None) or req.label)
+                # A named upload (a DICOM study's description) names the case, not its first file
+                session.case_id = safe_case_id(req.name or getattr(case, "case_id", None) or req.label)
                 session.label = req.label or session.case_id
                 session.masks_ras, session.packed_masks, session.volumes_ml = {}, {}, {}
-                session.center, session.focus = None, session.focus + 1
+                session.center, session.focus, session.current = None, session.focus + 1, ()
                 session.viewer_seq = None
             ctx.set(n_sequences=len(case.present), sequences=list(case.present), encode_s=encode_s)
             return self._case_response(session, encode_s=encode_s, reused=False)
@@ -391,6 +397,7 @@ class SessionStore:
                 vols = {t["concept"]: t.get("volume_ml") for t in ans.targets}
                 session.volumes_ml.update(vols)
                 session.center, session.focus = center, session.focus + 1
+                session.current = tuple(ans.masks_ras)
                 overlay = render.render_overlay(
                     case.images, ans.masks_ras, case.spacing, answer_dir / "overlay.png",
                     volumes_ml=vols, title=f"{session.label or 'case'}: " + ", ".join(ans.masks_ras))
@@ -463,7 +470,8 @@ class SessionStore:
             seq = render.pick_background(viewer.images)[0]
         session.viewer_seq = seq
         return viewer.payload(seq=seq, masks=dict(session.masks()), volumes_ml=dict(session.volumes_ml),
-                              center=session.center, focus=session.focus, url=url)
+                              center=session.center, focus=session.focus, url=url,
+                              current=session.current)
 
     def viewer_sequences(self, session_id: str | None) -> tuple[list[str], str | None]:
         """Sequences the session's scan has, and the one the viewer shows."""
@@ -497,13 +505,15 @@ class SessionStore:
         with self._chat_lock:
             for turn in session.turns:
                 if turn.state == "queued" and turn.kind == "ask":
-                    turn.state = "answering"
+                    turn.state, turn.started = "answering", time.time()
                     return turn
         return None
 
-    def finish(self, turn: Turn, answer: str, picture: Path | None = None) -> None:
+    def finish(self, turn: Turn, answer: str, picture: Path | None = None,
+               downloads: tuple[Path, ...] = (), table: str = "") -> None:
         with self._chat_lock:
             turn.answer, turn.picture, turn.state = answer, picture, "done"
+            turn.downloads, turn.table = tuple(downloads), table
 
     def turns(self, session_id: str | None) -> list[Turn]:
         """A snapshot of the session's chat (empty for an unknown session)."""

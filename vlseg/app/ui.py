@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
+import threading
+import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -81,20 +85,47 @@ def file_url(path: Path) -> str:
     return "gradio_api/file=" + quote(str(Path(path).resolve()))
 
 
-def chat_messages(turns: list[Turn]) -> list[dict[str, Any]]:
-    """The chat as Gradio messages: each question, then its answer (or where it waits) and picture."""
+def chat_messages(turns: list[Turn], expected_s: float | None = None) -> list[dict[str, Any]]:
+    """The chat as Gradio messages: each question, then its answer (or where it waits, with the
+    time so far and ``expected_s``, the expected time of this answer) and picture."""
     msgs: list[dict[str, Any]] = []
     for t in turns:
         msgs.append({"role": "user", "content": t.question})
         if t.answer is None:
-            msgs.append({"role": "assistant", "content": ANSWERING if t.state == "answering" else QUEUED})
+            msgs.append({"role": "assistant", "content": answering(t, expected_s) if t.state == "answering"
+                         else QUEUED})
             continue
-        msgs.append({"role": "assistant", "content": t.answer})
+        msgs.append({"role": "assistant", "content": t.answer + _own_results(t)})
         if t.picture is not None and Path(t.picture).is_file():
             msgs.append({"role": "assistant", "content": {
                 "path": str(t.picture), "alt_text": "Mask over the scan: axial, coronal and sagittal "
                 "planes through the target, with legend and volumes"}})
     return msgs
+
+
+def answering(t: Turn, expected_s: float | None = None) -> str:
+    """The bubble of the question being answered: time so far and, when known, what is left."""
+    if t.started is None:
+        return ANSWERING
+    so_far = max(0, int(time.time() - t.started))
+    if expected_s is None:
+        return f"*Answering… {so_far} s so far (the first answer on a case also maps it to the atlas).*"
+    left = int(round(expected_s - so_far))
+    rest = f"about {left} s left" if left > 0 else "almost done"
+    return f"*Answering… {so_far} s so far, {rest}.*"
+
+
+def _own_results(t: Turn) -> str:
+    """This answer's own table and downloads in its bubble, so an earlier answer's table and
+    masks stay there after later questions (issue 22)."""
+    out = ""
+    if t.table:
+        out += "\n\n" + t.table
+    shown = [f for f in t.downloads if Path(f).is_file()]
+    if shown:
+        links = " · ".join(f"[{Path(f).name}]({file_url(Path(f))})" for f in shown)
+        out += f"\n\n**Downloads of this answer:** {links}"
+    return out
 
 
 def _waiting(turns: list[Turn]) -> str:
@@ -112,6 +143,8 @@ class ChatApp:
     def __init__(self, *, store: SessionStore, samples: SampleLibrary) -> None:
         self.store = store
         self.samples = samples
+        # Recent answer times (s), first answers on a case apart: the bubble's estimate
+        self._took: dict[bool, deque[float]] = {True: deque(maxlen=5), False: deque(maxlen=5)}
 
     def _chat(self, sid: str | None) -> list[dict[str, Any]]:
         return chat_messages(self.store.turns(sid))
@@ -172,8 +205,8 @@ class ChatApp:
             ups = collect_uploads(files or [], work)
             progress(0.15, desc="checking uploaded files")
             resp = self.store.set_case(
-                CaseRequest(session_id=sid, source=dict(ups.sequences), label=None,
-                            fingerprint=ups.fingerprint),
+                CaseRequest(session_id=sid, source=dict(ups.sequences), label=ups.name,
+                            fingerprint=ups.fingerprint, name=ups.name),
                 progress=lambda f, msg: progress(f, desc=msg))
             note = f"; ignored {', '.join(ups.ignored)}" if ups.ignored else ""
             out = self._case_loaded(resp, note, what=f"Upload {strip_dirs(names)}")
@@ -230,13 +263,42 @@ class ChatApp:
         text = resp.text
         if resp.reencoded:
             text += " *(The scan was re-encoded: it had been unloaded to save memory.)*"
-        self.store.finish(turn, text, resp.overlay_png)
+        own = (*resp.downloads, resp.answer_dir / "answer.json") if resp.downloads else ()
+        self.store.finish(turn, text, resp.overlay_png, own, resp.table_html)
         turns = self.store.turns(sid)
         if not resp.has_result:  # refused / capability answers: nothing new to show
             return (chat_messages(turns), *keep, _waiting(turns))
         files = [str(p) for p in resp.downloads] or None
         viewer = self._viewer(sid)
         return (chat_messages(turns), resp.table_html, files, viewer, gr.skip(), _waiting(turns))
+
+    def answer_live(self, sid: str | None, confidence: float | None = None,
+                    timepoint: str | None = None):
+        """``answer_next`` with progress in the answer bubble: the time so far and, from recent
+        answers of the same kind (the first on a case, or a later one), about how long is left;
+        refreshed every second while the model works."""
+        first = _first_answer(self.store.turns(sid))
+        took, other = self._took[first], self._took[not first]
+        expected = statistics.median(took or other) if (took or other) else None
+        box: dict[str, tuple] = {}
+        t0 = time.perf_counter()
+        worker = threading.Thread(target=lambda: box.setdefault("out", self.answer_next(sid, confidence, timepoint)),
+                                  daemon=True)
+        worker.start()
+        while True:
+            worker.join(1.0)
+            if not worker.is_alive():
+                break
+            turns = self.store.turns(sid)
+            yield (chat_messages(turns, expected), gr.skip(), gr.skip(), gr.skip(), gr.skip(), _waiting(turns))
+        out = box.get("out")
+        if out is None:  # answer_next raised (it catches what it expects): keep what is shown
+            turns = self.store.turns(sid)
+            yield (chat_messages(turns), gr.skip(), gr.skip(), gr.skip(), gr.skip(), _waiting(turns))
+            return
+        if out[1] is not None and not isinstance(out[1], dict):  # a result came: time it
+            took.append(time.perf_counter() - t0)
+        yield out
 
     def change_sequence(self, sid: str | None, seq: str | None) -> Any:
         if not sid or not seq:
@@ -297,6 +359,15 @@ class ChatApp:
         except Exception as e:  # noqa: BLE001
             raise gr.Error(_user_message(e).lstrip("⚠️ "), print_exception=False) from None
         return resp.comparison_json, [str(p) for p in resp.files], sid
+
+def _first_answer(turns: list[Turn]) -> bool:
+    """Whether the next answer is the first on the loaded case (no answer since the last load)."""
+    for t in reversed(turns):
+        if t.kind == "ask" and t.state == "done":
+            return False
+        if t.kind == "note" and (t.answer or "").startswith("Loaded"):
+            return True
+    return True
 
 
 def _confidence(value: Any) -> float | None:
@@ -404,7 +475,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
         for k, (trigger, fn, inputs) in enumerate(triggers):
             trigger(fn, inputs, submit_outputs, queue=False, trigger_mode="multiple",
                     show_progress="hidden", api_name=f"ui_submit_{k}", api_visibility="private",
-                    ).then(app.answer_next, [sid, confidence, timepoint], answer_outputs, show_progress_on=[ask_status],
+                    ).then(app.answer_live, [sid, confidence, timepoint], answer_outputs, show_progress="hidden",
                            api_name=f"ui_answer_{k}", trigger_mode="multiple", **heavy)
         seq_radio.input(app.change_sequence, [sid, seq_radio], [viewer], api_name="ui_sequence",
                         concurrency_id="viewer", concurrency_limit=2, api_visibility="private",

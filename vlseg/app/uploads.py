@@ -182,6 +182,7 @@ class UploadSet:
     label: Path | None = None
     ignored: list[str] = field(default_factory=list)
     fingerprint: str = ""  # sha256 of the uploaded files' bytes (the same upload again matches)
+    name: str | None = None  # a DICOM study's name: its StudyDescription, else the upload's name
 
     def describe(self) -> str:
         order = [s for s in SEQUENCES if s in self.sequences]
@@ -201,12 +202,14 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
         raise InputError(f"{len(paths)} files were uploaded (at most {max_files}); {_HELP}")
     files: list[Path] = []
     studies: list[Path] = []
+    names: list[str] = []
     for i, p in enumerate(paths):
         kind = sniff(p)
         if kind == "zip" and zip_holds_dicom(p):  # a DICOM study: its reader maps the series
             folder = Path(work_dir) / f"zip{i}"
             safe_extract_zip(p, folder, max_members=ZIP_STUDY_MAX_MEMBERS, tree=True)
             studies.append(folder)
+            names.append(study_description(folder) or _upload_stem(p))
         elif kind == "zip":
             members = safe_extract_zip(p, Path(work_dir) / f"zip{i}")
             for m in members:
@@ -214,7 +217,7 @@ def collect_uploads(paths: Iterable[str | Path], work_dir: str | Path, *,
             files.extend(members)
         else:
             files.append(p)
-    result = UploadSet(fingerprint=fingerprint_uploads(paths))
+    result = UploadSet(fingerprint=fingerprint_uploads(paths), name=names[0] if names else None)
     for folder in studies:
         reader = reader_for(folder)
         study = reader.study(folder) if reader is not None else None
@@ -261,6 +264,34 @@ def fingerprint_uploads(paths: Iterable[str | Path]) -> str:
     for d in sorted(digests):
         total.update(d)
     return total.hexdigest()
+
+
+def study_description(folder: Path, *, probe: int = 64) -> str | None:
+    """The StudyDescription of the first DICOM file under ``folder`` that has one (issue 22: a
+    study is named after it, not after its first file, 'IM020001'); None without one."""
+    import pydicom
+
+    seen = 0
+    for f in sorted(folder.rglob("*")):
+        if seen >= probe:
+            break
+        if not f.is_file():
+            continue
+        seen += 1
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyDescription"])
+        except Exception:  # noqa: BLE001 - not DICOM or unreadable: try the next file
+            continue
+        text = " ".join(str(ds.get("StudyDescription", "") or "").split())
+        if text:
+            return text[:64]
+    return None
+
+
+def _upload_stem(p: Path) -> str | None:
+    """The upload's own name without .zip (Gradio keeps it as the temp file's name)."""
+    stem = p.name[:-4] if p.name.lower().endswith(".zip") else p.stem
+    return stem or None
 
 
 def zip_holds_dicom(zip_path: str | Path, *, probe: int = 16) -> bool:

@@ -169,9 +169,14 @@ class ViewerCase:
         return planes
 
     def payload(self, *, seq: str, masks: Mapping[str, np.ndarray], volumes_ml: Mapping[str, float | None],
-                center: Sequence[int] | None, focus: int, url: Any) -> dict[str, Any]:
+                center: Sequence[int] | None, focus: int, url: Any,
+                current: Sequence[str] = ()) -> dict[str, Any]:
         """Everything the browser needs, as JSON-able data. ``url(path)`` makes a file URL;
-        ``center`` (full-grid voxel) moves the crosshair when ``focus`` changes."""
+        ``center`` (full-grid voxel) moves the crosshair when ``focus`` changes. ``current``:
+        the latest answer's concepts, the only ones in the legend and drawn (issue 22: the
+        legend does not pile up every region of the session); a region holding another shown
+        one (WT around NCR, ED, ET) starts switched off (``off_by_default``) so it does not wash
+        out the sub-regions."""
         bits = concept_bits()
         union = None
         for m in masks.values():
@@ -183,7 +188,9 @@ class ViewerCase:
             p["bg"] = url(bg[p["name"]])
             p["mask"] = url(mk[p["name"]]) if mk else None
         colors = vocab.colors()
-        shown = [c for c in vocab.codes() if c in masks and c in bits]
+        shown = [c for c in vocab.codes() if c in masks and c in bits and (not current or c in current)]
+        parts = {c: set(vocab.concept(c).parts or (c,)) for c in shown}
+        off_by_default = [c for c in shown if any(o != c and parts[o] < parts[c] for o in shown)]
         concepts = [{"code": c, "name": vocab.name(c), "color": list(colors[c]), "bit": bits[c],
                      "found": bool(np.asarray(masks[c]).any()),
                      "volume": None if volumes_ml.get(c) is None else fmt_ml(volumes_ml[c])}
@@ -193,8 +200,10 @@ class ViewerCase:
             ctr = [s // 2 for s in self.shape]
         else:
             ctr = [int(np.clip(int(v) - o, 0, s - 1)) for v, o, s in zip(center, off, self.shape)]
+        full = next(iter(self.images.values())).shape
         return {"key": self.key, "focus": int(focus), "center": ctr, "offset": list(off),
-                "shape": list(self.shape), "seq": seq, "seq_title": SEQUENCE_TITLES.get(seq, seq),
+                "shape": list(self.shape), "full_shape": [int(v) for v in full],
+                "off_by_default": off_by_default, "seq": seq, "seq_title": SEQUENCE_TITLES.get(seq, seq),
                 "planes": planes, "concepts": concepts,
                 "draw_order": [c for c in vocab.draw_order() if c in shown],
                 "opacity": picture.ALPHA, "convention": picture.CONVENTION}

@@ -18,7 +18,7 @@ from typing import Any
 from vlseg import vocab
 from vlseg.numbers import fmt_number, fmt_pct, round_fraction, round_ml, round_mm
 from vlseg.vocab import SEQUENCES
-from vlseg.reasoning.measure import TargetMeasurement
+from vlseg.reasoning.measure import FOCUS_MAX_ML, FOCUS_MIN_MEAN_P, FOCUS_NEAR_MM, TargetMeasurement
 from vlseg.reasoning.relations import Relations
 from vlseg.reasoning import wording
 
@@ -83,6 +83,10 @@ def measurement_to_json(t: TargetMeasurement) -> dict[str, Any]:
             "main_lobe": d.main_lobe,
         } for d in t.lesion_details],
         "lesion_merge_mm": t.merge_mm,
+        # Tiny separate foci, possibly spurious (not counted, not in the location), and the rule.
+        "foci": [{"volume_ml": round_ml(d.volume_ml), "centroid_ras_mm": [round_mm(v) for v in d.centroid_ras_mm],
+                  "hemisphere": d.hemisphere, "main_lobe": d.main_lobe} for d in t.foci],
+        "focus_rule": {"max_ml": FOCUS_MAX_ML, "near_mm": FOCUS_NEAR_MM, "min_mean_p": FOCUS_MIN_MEAN_P},
         "uncounted_ml": round_ml(t.uncounted_ml),
         # Location, ranked: involved (>= 10 %) and minor-extension (1-10 %) lobes.
         "lobes_involved": list(t.lobes_involved),
@@ -135,15 +139,22 @@ def _lesions(n: int) -> str:
     return f"{n} lesion" if n == 1 else f"{n} lesions"
 
 
+def possibly_none(iv: list[float] | tuple[float, float] | None) -> bool:
+    """Whether an interval (as rounded in answer.json) says the region may be absent: its lower
+    bound is 0. The one rule the text and the app's table share."""
+    return iv is not None and float(iv[0]) <= 0.0
+
+
 def _volume(j: dict, q: float | None = None) -> str:
-    """"61 mL (90% interval 55–68 mL)": the calibrated interval when there is one."""
+    """"61 mL (90% interval 55–68 mL)": one interval, the calibrated one, around the estimate;
+    a lower bound of 0 is said as "possibly none". Without an interval, the volume alone (the
+    boundary-reading ``volume_ml_range`` stays in answer.json, not in the text)."""
     iv = j.get("volume_ml_interval")
-    if iv is not None and q is not None:
-        return f"{_num(j['volume_ml'])} mL ({_interval_phrase(q)}{_num(iv[0])}–{_num(iv[1])} mL)"
-    lo, hi = j["volume_ml_range"]
-    if lo == hi:  # a hard (0/1) map has no probability spread to report
+    if iv is None or q is None:
         return f"{_num(j['volume_ml'])} mL"
-    return f"{_num(j['volume_ml'])} mL (range {_num(lo)} to {_num(hi)} mL)"
+    if possibly_none(iv):
+        return f"{_num(j['volume_ml'])} mL ({_interval_phrase(q)}0–{_num(iv[1])} mL: possibly none)"
+    return f"{_num(j['volume_ml'])} mL ({_interval_phrase(q)}{_num(iv[0])}–{_num(iv[1])} mL)"
 
 
 def _interval_phrase(q: float) -> str:
@@ -238,8 +249,7 @@ def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None =
     if key in fractions and fractions[key] is not None:
         a, b = key.split("/")
         vols = r["volumes_ml"]
-        named = {(part, whole): name for name, (part, whole, _) in vocab.ratios().items()}
-        iv = (r or {}).get(f"{named.get((a, b), '')}_interval")
+        iv = ((r or {}).get("fraction_intervals") or {}).get(key)  # every PART/WHOLE phrasing
         interval = (f"; {_interval_phrase(q)}{_pct(iv[0])[:-1]}–{_pct(iv[1])}"
                     if iv is not None and q is not None else "")
         lines.append(f"The {_name(a)} makes up {_pct(fractions[key])} of the {_name(b)} "
@@ -263,9 +273,15 @@ def _clean_phrase(p: str) -> str:
 
 
 # ---------------------------------------------------------------- composers (one per answer kind)
+def _with_foci(lines: list[str], targets: list[dict[str, Any]]) -> list[str]:
+    """The lines, then each target's tiny separate foci said once (wording.foci)."""
+    extra = [s for s in (wording.foci(j) for j in targets if j.get("present")) if s]
+    return lines + [s for i, s in enumerate(extra) if s not in extra[:i]]
+
+
 def segment_lines(f: Facts) -> list[str]:
-    return ([_segment(j, f.confidence) for j in f.targets]
-            + (_relation_sentences(f.relations, f.asks) if f.relations else []))
+    return _with_foci([_segment(j, f.confidence) for j in f.targets]
+                      + (_relation_sentences(f.relations, f.asks) if f.relations else []), f.targets)
 
 
 PRESENCE_MIN_ML = 0.1  # "is there ...?": less than this is said as none found
@@ -300,7 +316,7 @@ def volume_lines(f: Facts) -> list[str]:
 
 
 def count_lines(f: Facts) -> list[str]:
-    lines = [_count(j) for j in f.targets]
+    lines = _with_foci([_count(j) for j in f.targets], f.targets)
     wt = next((j for j in f.targets if j["concept"] == "WT"), None)
     tc = f.companions.get("TC")
     if wt is not None and tc is not None and wt["present"] and tc["present"]:
@@ -313,7 +329,7 @@ def count_lines(f: Facts) -> list[str]:
 
 
 def location_lines(f: Facts) -> list[str]:
-    return [wording.location(j) for j in f.targets]
+    return _with_foci([wording.location(j) for j in f.targets], f.targets)
 
 
 def midline_lines(f: Facts) -> list[str]:

@@ -9,7 +9,8 @@ by ``bench/calibration.py fit`` and written to ``<checkpoint>/calibration.json``
    concept (decoded for WT/TC/ET, derived for NCR/ED). A temperature keeps p = 0.5 at 0.5, so
    the masks users get (``final_masks``, threshold 0.5) are unchanged.
 2. **Split-conformal intervals.** On other validation phantoms (disjoint from step 1), each case
-   gives a signed, scaled residual per concept and per ratio:
+   gives a signed, scaled residual per concept and per fraction (every ``PART/WHOLE`` pair of
+   ``relations.fraction_pairs``: NCR/TC, ET/TC, NCR/WT, ED/WT, ET/WT, TC/WT):
 
        volume:  s = (V_true − V̂) / scale,   scale = band_ml + floor_ml + relative · V̂
        ratio:   s = (r_true − r̂) / scale,   scale = ((1 − r̂) · band_part + r̂ · band_rest) / V̂_whole
@@ -18,16 +19,20 @@ by ``bench/calibration.py fit`` and written to ``<checkpoint>/calibration.json``
    ``V̂``/``r̂`` come from the final masks (what the answer reports); ``band_ml`` is the volume
    where the *calibrated* probability lies in [0.1, 0.9): the model's own uncertain rim, so a
    crisp case gets a narrow interval and a hazy one a wide one. ``rest`` is the whole's other
-   part (ET for NCR/TC, NCR for ET/TC, TC for ED/WT), which makes the two core fractions'
-   intervals mirror each other (necrotic + enhancing = 100 %). At level Q the interval is
+   part (ET for NCR/TC, NCR for ET/TC, TC for ED/WT; the whole itself when no concept is the
+   rest, as for NCR/WT), which makes the two core fractions' intervals mirror each other
+   (necrotic + enhancing = 100 %). At level Q the interval is built **around the reported
+   estimate** (issue 22: an interval with the estimate on its edge, or beside it, reads as a
+   contradiction):
 
-       [V̂ + scale · s_(k_lo),  V̂ + scale · s_(k_hi)],   k_lo = ⌊(n+1)(1−Q)/2⌋,  k_hi = ⌈(n+1)(1+Q)/2⌉
+       [V̂ − scale · d,  V̂ + scale · d],   d = |s|_(k),  k = ⌈(n+1)Q⌉
 
-   (s_(k): the k-th smallest of the n stored scores), widened to contain the point estimate and
-   clipped to [0, ∞) for volumes and [0, 1] for ratios. For exchangeable cases this covers the
-   truth with probability ≥ Q (each one-sided miss ≤ (1−Q)/2). The scores are stored, so any
-   Q in (0, 1) works; Q above ``max_confidence`` ((n−1)/(n+1)) would need more cases than were
-   fitted, and then the most extreme score is used (``exact(q)`` is False: say so).
+   (|s|_(k): the k-th smallest absolute score), clipped to [0, ∞) for volumes and [0, 1] for
+   ratios. For exchangeable cases this covers the truth with probability ≥ Q, and the estimate
+   is always inside. A volume interval whose lower bound is 0 means the region may be absent
+   (``possibly_none``: the text says so). The scores are stored, so any Q in (0, 1) works; Q
+   above ``max_confidence`` (n/(n+1)) would need more cases than were fitted, and then the
+   largest score is used (``exact(q)`` is False: say so).
 
 Missing, unreadable or foreign calibration (fitted for other weights) gives the identity:
 T = 1, ``calibrated`` False, ``problem`` a one-line reason, and uncalibrated *probability-band*
@@ -42,12 +47,15 @@ API (all arrays (X, Y, Z) on one grid, ``affine`` 4×4 voxel → world mm)::
     cal.volume_interval(concept, prob, mask, affine, q=0.9) -> (lo_ml, hi_ml)
     cal.ratio_interval(name, probs, masks, affine, q=0.9) -> (lo, hi) | None
     cal.intervals(probs, masks, affine, q=0.9) -> {"volume_ml_interval": {c: (lo, hi)},
+                                                   "fraction_intervals": {"NCR/WT": (lo, hi), ...},
                                                    "<ratio>_interval": (lo, hi), ...}
     cal.exact(q) -> bool;  cal.describe(q) -> dict for answer.json
 
 ``probs`` are ``final_probabilities(...)`` (raw; calibration is applied inside), ``masks`` are
-``final_masks(...)``; ratio names are those of ``relations`` (``vocab.ratios()``). A ratio whose whole
-is empty in the masks has no interval (None).
+``final_masks(...)``; a ratio is named by its ``vocab.ratios()`` name or its ``PART/WHOLE`` key
+(``fraction_key``). A ratio whose whole is empty in the masks has no interval (None). Format 1
+files (scores of the three named ratios, asymmetric bounds) still load; their scores are used
+the same, centred way.
 """
 from __future__ import annotations
 
@@ -62,10 +70,11 @@ import numpy as np
 from vlseg import vocab
 from vlseg.errors import ModelError
 from vlseg.reasoning.measure import voxel_volume_ml
+from vlseg.reasoning.relations import fraction_pairs
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = "vlseg-calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fraction scores keyed PART/WHOLE for every pair; centred intervals
 DEFAULT_CONFIDENCE = 0.9
 WEIGHT_FILES = ("model.safetensors", "adapter.safetensors")  # full checkpoint, LoRA adapter
 EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before taking logits
@@ -131,23 +140,32 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray 
     return float(1.0 / math.exp((a + b) / 2.0))
 
 
-def conformal_bounds(scores: np.ndarray, q: float) -> tuple[float, float, bool]:
-    """Split-conformal two-sided bounds on signed scores at level ``q``: (s_lo, s_hi, exact).
-
-    s_lo is the ⌊(n+1)(1−q)/2⌋-th smallest score, s_hi the ⌈(n+1)(1+q)/2⌉-th. When n is too
-    small for ``q`` (that rank exceeds n) the extreme scores are used and ``exact`` is False.
-    """
+def conformal_radius(scores: np.ndarray, q: float) -> tuple[float, bool]:
+    """Split-conformal radius on signed scores at level ``q``: (d, exact), d the
+    ⌈(n+1)q⌉-th smallest |score|, so ``estimate ± scale · d`` covers with probability ≥ q.
+    When n is too small for ``q`` the largest |score| is used and ``exact`` is False."""
     _check_q(q)
-    s = np.sort(np.asarray(scores, dtype=np.float64))
-    n = s.size
+    a = np.sort(np.abs(np.asarray(scores, dtype=np.float64)))
+    n = a.size
     if n == 0:
         raise ValueError("no conformal scores")
-    k_lo = math.floor((n + 1) * (1.0 - q) / 2.0 + 1e-9)
-    k_hi = math.ceil((n + 1) * (1.0 + q) / 2.0 - 1e-9)
-    exact = k_hi <= n  # k_lo = n + 1 − k_hi, so k_lo >= 1 exactly when k_hi <= n
-    s_lo = float(s[max(k_lo, 1) - 1])
-    s_hi = float(s[min(k_hi, n) - 1])
-    return s_lo, s_hi, exact
+    k = math.ceil((n + 1) * q - 1e-9)
+    return float(a[min(k, n) - 1]), k <= n
+
+
+def fraction_key(name: str) -> str:
+    """``PART/WHOLE`` of a ratio given by its ``vocab.ratios()`` name or as that key."""
+    named = vocab.ratios()
+    if name in named:
+        part, whole, _ = named[name]
+        return f"{part}/{whole}"
+    if name in fraction_keys():
+        return name
+    raise ValueError(f"unknown ratio {name!r}; use one of {', '.join([*named, *fraction_keys()])}")
+
+
+def fraction_keys() -> tuple[str, ...]:
+    return tuple(f"{p}/{w}" for p, w in fraction_pairs())
 
 
 def _check_q(q: float) -> None:
@@ -249,7 +267,9 @@ class Calibration:
             if c not in vocab.codes() or not isinstance(t, (int, float)) or not (0.0 < float(t) < 1e3):
                 raise bad(f"temperature for {c!r} must be a positive number, concept one of {', '.join(vocab.codes())}")
         vol = _score_table(data.get("volume_scores"), set(vocab.codes()), bad, "volume_scores")
-        rat = _score_table(data.get("ratio_scores"), set(vocab.ratios()), bad, "ratio_scores")
+        rat = _score_table(data.get("ratio_scores"), set(vocab.ratios()) | set(fraction_keys()), bad,
+                           "ratio_scores")
+        rat = {fraction_key(k): v for k, v in rat.items()}  # format 1 named the three ratios
         try:
             r = data.get("rule") or {}
             rule = ScoreRule(band=tuple(float(v) for v in r["band"]), floor_ml=float(r["floor_ml"]),
@@ -268,11 +288,12 @@ class Calibration:
         def scores(d: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
             return {k: [float(f"{v:.6g}") for v in np.sort(s)] for k, s in d.items()}
 
+
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "checkpoint_sha256": self.checkpoint_sha256,
-            "method": "per-concept temperature scaling (per-voxel NLL) + split-conformal signed scaled "
-                      "residuals (see vlseg/reasoning/calibration.py)",
+            "method": "per-concept temperature scaling (per-voxel NLL) + split-conformal scaled "
+                      "residuals, intervals centred on the estimate (see vlseg/reasoning/calibration.py)",
             "fitted_on": self.fitted_on,
             "temperatures": {c: round(t, 6) for c, t in self.temperatures.items()},
             "rule": {"band": list(self.rule.band), "floor_ml": self.rule.floor_ml,
@@ -290,7 +311,8 @@ class Calibration:
     def with_scores(self, volume_scores: Mapping[str, np.ndarray], ratio_scores: Mapping[str, np.ndarray],
                     **kw: Any) -> Calibration:
         return replace(self, volume_scores={k: np.sort(np.asarray(v, float)) for k, v in volume_scores.items()},
-                       ratio_scores={k: np.sort(np.asarray(v, float)) for k, v in ratio_scores.items()}, **kw)
+                       ratio_scores={fraction_key(k): np.sort(np.asarray(v, float))
+                                     for k, v in ratio_scores.items()}, **kw)
 
     # ------------------------------------------------------------------ probabilities
     def temperature(self, concept: str) -> float:
@@ -320,7 +342,8 @@ class Calibration:
     def ratio_scale(self, name: str, probs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
                     affine: np.ndarray, band: tuple[float, float] | None = None) -> tuple[float, float] | None:
         """(r̂ = |part ∧ whole| / |whole| from the masks, the scale of its score); None when
-        the whole is empty or an input is missing."""
+        the whole is empty or an input is missing. ``name``: a ``vocab.ratios()`` name or a
+        ``PART/WHOLE`` key."""
         part, whole, rest = _ratio_parts(name)
         if any(c not in masks for c in (part, whole)) or any(c not in probs for c in (part, rest)):
             return None
@@ -339,17 +362,18 @@ class Calibration:
         """Whether every stored score table certifies level ``q`` (False when uncalibrated)."""
         _check_q(q)
         tables = list(self.volume_scores.values()) + list(self.ratio_scores.values())
-        return self.calibrated and bool(tables) and all(conformal_bounds(s, q)[2] for s in tables)
+        return self.calibrated and bool(tables) and all(conformal_radius(s, q)[1] for s in tables)
 
     @property
     def max_confidence(self) -> float:
-        """The highest Q every score table certifies: (n − 1) / (n + 1) for the smallest n."""
+        """The highest Q every score table certifies: n / (n + 1) for the smallest n."""
         ns = [len(s) for s in list(self.volume_scores.values()) + list(self.ratio_scores.values())]
-        return (min(ns) - 1) / (min(ns) + 1) if self.calibrated and ns else 0.0
+        return min(ns) / (min(ns) + 1) if self.calibrated and ns else 0.0
 
     def volume_interval(self, concept: str, prob: np.ndarray, mask: np.ndarray, affine: np.ndarray,
                         q: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-        """Interval (mL) for the true volume of ``concept`` at confidence ``q``; contains V̂."""
+        """Interval (mL) for the true volume of ``concept`` at confidence ``q``, centred on V̂
+        (clipped at 0: a lower bound of 0 says the region may be absent)."""
         _check_q(q)
         prob, mask = np.asarray(prob), np.asarray(mask, dtype=bool)
         if prob.shape != mask.shape:
@@ -361,15 +385,16 @@ class Calibration:
             hi = np.count_nonzero(mask | (prob >= (1.0 - q) / 2.0)) * vml
             return float(lo), float(hi)
         v, scale = self.volume_scale(concept, prob, mask, affine)
-        s_lo, s_hi, _ = conformal_bounds(scores, q)
-        return max(0.0, min(v + scale * s_lo, v)), max(v + scale * s_hi, v)
+        d, _ = conformal_radius(scores, q)
+        return max(0.0, v - scale * d), v + scale * d
 
     def ratio_interval(self, name: str, probs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
                        affine: np.ndarray, q: float = DEFAULT_CONFIDENCE) -> tuple[float, float] | None:
-        """Interval for the ratio ``name`` (a key of ``vocab.ratios()``) at confidence ``q``; contains r̂.
-        None when the ratio is undefined (its whole is empty in ``masks``)."""
+        """Interval for the ratio ``name`` (a ``vocab.ratios()`` name or ``PART/WHOLE``) at
+        confidence ``q``, centred on r̂. None when the ratio is undefined (its whole is empty
+        in ``masks``)."""
         _check_q(q)
-        scores = self.ratio_scores.get(name)
+        scores = self.ratio_scores.get(fraction_key(name))
         if not self.calibrated or scores is None or len(scores) == 0:
             rs = self.ratio_scale(name, probs, masks, affine, band=((1.0 - q) / 2.0, (1.0 + q) / 2.0))
             if rs is None:
@@ -380,15 +405,18 @@ class Calibration:
         if rs is None:
             return None
         r, scale = rs
-        s_lo, s_hi, _ = conformal_bounds(scores, q)
-        return max(0.0, min(r + scale * s_lo, r)), min(1.0, max(r + scale * s_hi, r))
+        d, _ = conformal_radius(scores, q)
+        return max(0.0, r - scale * d), min(1.0, r + scale * d)
 
     def intervals(self, probs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
                   affine: np.ndarray, q: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
         """Every interval the given maps allow: {"volume_ml_interval": {concept: (lo, hi)},
-        "<ratio>_interval": (lo, hi) for each defined ratio}."""
+        "fraction_intervals": {PART/WHOLE: (lo, hi)}, "<ratio>_interval": (lo, hi) for each
+        defined named ratio}."""
         out: dict[str, Any] = {"volume_ml_interval": {
             c: self.volume_interval(c, probs[c], masks[c], affine, q) for c in masks if c in probs}}
+        fr = {k: self.ratio_interval(k, probs, masks, affine, q) for k in fraction_keys()}
+        out["fraction_intervals"] = {k: v for k, v in fr.items() if v is not None}
         for name in vocab.ratios():
             iv = self.ratio_interval(name, probs, masks, affine, q)
             if iv is not None:
@@ -401,7 +429,8 @@ class Calibration:
         d: dict[str, Any] = {"confidence": q, "calibrated": self.calibrated,
                              "temperatures": {c: round(t, 4) for c, t in self.temperatures.items()}}
         if self.calibrated:
-            d.update(method="temperature scaling + split-conformal (validation phantoms)",
+            d.update(method="temperature scaling + split-conformal, centred on the estimate "
+                            "(validation phantoms)",
                      fitted_on=self.fitted_on, checkpoint_sha256=self.checkpoint_sha256,
                      exact=self.exact(q), max_confidence=round(self.max_confidence, 4))
             if not d["exact"]:
@@ -414,10 +443,15 @@ class Calibration:
 
 
 def _ratio_parts(name: str) -> tuple[str, str, str]:
-    ratios = vocab.ratios()
-    if name not in ratios:
-        raise ValueError(f"unknown ratio {name!r}; use one of {', '.join(ratios)}")
-    return ratios[name]
+    """(part, whole, rest) of a ratio: rest is the concept made of the whole's other parts, or
+    the whole itself when no concept is (NCR/WT: ED ∪ ET is not one)."""
+    part, whole = fraction_key(name).split("/")
+    for p, w, rest in vocab.ratios().values():
+        if (p, w) == (part, whole):
+            return part, whole, rest
+    others = set(vocab.concept(whole).parts) - set(vocab.concept(part).parts or (part,))
+    rest = next((c.code for c in vocab.concepts() if set(c.parts or (c.code,)) == others), whole)
+    return part, whole, rest
 
 
 def _score_table(d: Any, allowed: set[str], bad, what: str) -> dict[str, np.ndarray]:

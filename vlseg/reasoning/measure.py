@@ -16,7 +16,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from vlseg import vocab
 from vlseg.reasoning.atlas import AtlasLocator, apply_affine
-from vlseg.reasoning.grouping import MERGE_MM, group_lesions, min_voxels, voxel_volume_ml
+from vlseg.reasoning.grouping import MERGE_MM, group_lesions, min_voxels, spacing_mm, voxel_volume_ml
 from vlseg.reasoning.structures import distances_and_overlaps
 from vlseg.vocab.places import STRUCTURE_KEYS
 
@@ -28,6 +28,15 @@ _ANGLES = np.arange(16) * np.pi / 16
 _DIRS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)  # (16, 2) unit directions
 _DIRS_COS = float(np.cos(np.pi / 32))  # max width over _DIRS >= diameter * _DIRS_COS
 INVOLVED_FRACTION = 0.10  # lobes holding >= 10 % of the target are "involved"
+# Specks are not lesions (issue 22; docs/reasoning.md, "Tiny separate foci"). A counted piece
+# other than the largest that is smaller than FOCUS_MAX_ML is
+#   * a fragment of the main lesion (merged into it) when it lies within FOCUS_NEAR_MM of it;
+#   * else, when its probability mass is weak (mean p < FOCUS_MIN_MEAN_P), a tiny separate focus,
+#     possibly spurious: not counted, not moving the hemisphere or lobes, said once;
+#   * else (small but confidently predicted, far away) a lesion.
+FOCUS_MAX_ML = 1.0
+FOCUS_NEAR_MM = 10.0
+FOCUS_MIN_MEAN_P = 0.85
 MINOR_FRACTION = 0.01     # lobes holding 1-10 % are "minor extension"; less is not named
 
 
@@ -76,6 +85,8 @@ class TargetMeasurement:
     midline_method: str | None = None    # how the mid-sagittal plane was found
     distances_mm: tuple[tuple[str, float | None], ...] = ()  # structure key -> mm (0 = touching)
     structures_overlapping: tuple[str, ...] = ()  # keys of structures it overlaps (not just touches)
+    # Tiny separate foci, possibly spurious (FOCUS_* rule): not in n_lesions nor in the location.
+    foci: tuple[LesionDetail, ...] = ()
 
 
 def _check_inputs(concept: str, prob: np.ndarray, affine: np.ndarray, threshold: float,
@@ -247,7 +258,7 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
                    locator: AtlasLocator | None, threshold: float = 0.5,
                    min_lesion_ml: float = 0.05, mask: np.ndarray | None = None,
                    parent_mask: np.ndarray | None = None, core_mask: np.ndarray | None = None,
-                   merge_mm: float = MERGE_MM,
+                   merge_mm: float = MERGE_MM, focus_rule: bool = True,
                    distances: bool | tuple[str, ...] | list[str] = True) -> TargetMeasurement:
     """Measure one target from its probability map (X, Y, Z) in [0, 1] on the grid ``affine``.
 
@@ -259,6 +270,7 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     counts one lesion per lesion of its parent. ``core_mask``: the tumor core's final mask
     (``lesion_core``: TC for WT and ED), so edema islands join their tumor. ``merge_mm``: pieces
     this close are one lesion. ``**lesion_masks(concept, final_masks)`` gives both.
+    ``focus_rule``: apply the tiny-focus rule (FOCUS_*; False: every counted piece is a lesion).
     ``distances``: with a locator, distances to all structures (True), none (False) or these.
     """
     prob, affine = _check_inputs(concept, prob, affine, threshold, min_lesion_ml)
@@ -304,23 +316,27 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
                            parent=None if parent_mask is None else parent_mask[box],
                            core=None if core_mask is None else core_mask[box])
 
+    # Specks are not lesions: small pieces near the main lesion join it, weak far ones are foci
+    lesion_labels, focus_labels = (split_foci(groups.labels, p, crop_affine) if focus_rule
+                                   else (groups.labels, np.zeros_like(groups.labels)))
+    n_counted = int(lesion_labels.max())
+    counted_ml = tuple(float(np.count_nonzero(lesion_labels == k)) * vml for k in range(1, n_counted + 1))
+
     # Centroid (world RAS mm) and RANO-style axial diameters.
     idx = np.argwhere(target).astype(np.float64)
     centroid = tuple(float(v) for v in apply_affine(crop_affine, idx.mean(axis=0)[None])[0])
     dmax, dperp = axial_diameters(labels, crop_affine)
 
-    # Hemisphere / midline / lobes through the atlas registration, per lesion and overall.
-    where = locator.locate(target, crop_affine, labels=groups.labels) if locator is not None else None
-    per = {les["label"]: les for les in where["lesions"]} if where else {}
-    details = []
-    for k, v in enumerate(groups.volumes_ml, start=1):
-        pts = np.argwhere(groups.labels == k).astype(np.float64)
-        c = tuple(float(x) for x in apply_affine(crop_affine, pts.mean(axis=0)[None])[0])
-        les = per.get(k, {})
-        details.append(LesionDetail(
-            volume_ml=v, centroid_ras_mm=c, centroid_mni_mm=les.get("centroid_mni_mm"),
-            hemisphere=les.get("hemisphere"), crosses_midline=bool(les.get("crosses_midline", False)),
-            main_lobe=les.get("main_lobe")))
+    # Hemisphere / midline / lobes through the atlas registration: the counted lesions only
+    # (specks below the minimum and tiny foci do not move the reading), per lesion and overall.
+    where = (locator.locate(lesion_labels > 0, crop_affine, labels=lesion_labels)
+             if locator is not None else None)
+    foci_where = (locator.locate(focus_labels > 0, crop_affine, labels=focus_labels)
+                  if locator is not None and focus_labels.any() else None)
+    details = _details(lesion_labels, counted_ml, crop_affine, where)
+    foci = _details(focus_labels, tuple(float(np.count_nonzero(focus_labels == k)) * vml
+                                        for k in range(1, int(focus_labels.max()) + 1)),
+                    crop_affine, foci_where)
     fractions = where["lobe_fractions"] if where else {}
     dist: dict[str, float | None] = {}
     overlapping: tuple[str, ...] = ()
@@ -330,12 +346,12 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
     return TargetMeasurement(
         concept=concept, present=True, presence_score=max(score, threshold), volume_ml=volume,
         volume_ml_range=(min(vol[high_q], volume), max(vol[low_q], volume)),
-        n_lesions=groups.n, centroid_ras_mm=centroid, max_diameter_mm=dmax,
+        n_lesions=n_counted, centroid_ras_mm=centroid, max_diameter_mm=dmax,
         perpendicular_diameter_mm=dperp,
         hemisphere=where["hemisphere"] if where else None,
         crosses_midline=bool(where["crosses_midline"]) if where else False,
         lobes=tuple(where["lobes"]) if where else (),
-        lesion_volumes_ml=groups.volumes_ml,
+        lesion_volumes_ml=counted_ml,
         lobe_fractions=tuple(fractions.items()),
         centroid_mni_mm=where["centroid_mni_mm"] if where else None,
         location_reliable=locator.reliable if locator is not None else None,
@@ -349,5 +365,62 @@ def measure_target(concept: str, prob: np.ndarray, affine: np.ndarray, *,
         left_fraction=where["left_fraction"] if where else None,
         right_fraction=where["right_fraction"] if where else None,
         midline_method=where.get("midplane") if where else None,
-        distances_mm=tuple(dist.items()), structures_overlapping=overlapping,
+        distances_mm=tuple(dist.items()), structures_overlapping=overlapping, foci=foci,
     )
+
+
+def split_foci(labels: np.ndarray, prob: np.ndarray, affine: np.ndarray, *,
+               max_ml: float = FOCUS_MAX_ML, near_mm: float = FOCUS_NEAR_MM,
+               min_mean_p: float = FOCUS_MIN_MEAN_P) -> tuple[np.ndarray, np.ndarray]:
+    """(lesions, foci): two label volumes (1..n, largest first) from counted ``labels`` (1 =
+    the largest), by the FOCUS_* rule above: a piece other than the largest, smaller than
+    ``max_ml``, joins lesion 1 within ``near_mm`` of it, else is a focus when its mean
+    probability is below ``min_mean_p``."""
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    foci = np.zeros(labels.shape, np.int32)
+    if n <= 1:
+        return labels.astype(np.int32, copy=False), foci
+    vml = voxel_volume_ml(affine)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    small = [k for k in range(2, n + 1) if sizes[k] * vml < max_ml]
+    if not small:
+        return labels.astype(np.int32, copy=False), foci
+    dist = ndimage.distance_transform_edt(labels != 1, sampling=spacing_mm(affine))  # mm to lesion 1
+    mean_p = ndimage.mean(np.asarray(prob, np.float64), labels, index=small)
+    target = np.arange(n + 1)
+    focus_ids = []
+    for k, mp in zip(small, np.atleast_1d(mean_p)):
+        if float(dist[labels == k].min()) <= near_mm:
+            target[k] = 1  # a fragment of the main lesion
+        elif mp < min_mean_p:
+            target[k] = 0
+            focus_ids.append(k)
+    kept = np.unique(target[1:])
+    kept = kept[kept > 0]
+    order = sorted(kept, key=lambda k: -int(sizes[target == k].sum()))  # largest first after merging
+    remap = np.zeros(n + 1, np.int32)
+    for new, k in enumerate(order, start=1):
+        remap[target == k] = new
+    remap[0] = 0
+    remap[focus_ids] = 0
+    fmap = np.zeros(n + 1, np.int32)
+    for new, k in enumerate(sorted(focus_ids, key=lambda k: -int(sizes[k])), start=1):
+        fmap[k] = new
+    return remap[labels], fmap[labels]
+
+
+def _details(labels: np.ndarray, volumes: tuple[float, ...], affine: np.ndarray,
+             where: dict | None) -> tuple[LesionDetail, ...]:
+    """Each labelled piece's size and place (``where``: ``AtlasLocator.locate`` of them)."""
+    per = {les["label"]: les for les in where["lesions"]} if where else {}
+    out = []
+    for k, v in enumerate(volumes, start=1):
+        pts = np.argwhere(labels == k).astype(np.float64)
+        c = tuple(float(x) for x in apply_affine(affine, pts.mean(axis=0)[None])[0])
+        les = per.get(k, {})
+        out.append(LesionDetail(
+            volume_ml=v, centroid_ras_mm=c, centroid_mni_mm=les.get("centroid_mni_mm"),
+            hemisphere=les.get("hemisphere"), crosses_midline=bool(les.get("crosses_midline", False)),
+            main_lobe=les.get("main_lobe")))
+    return tuple(out)

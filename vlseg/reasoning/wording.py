@@ -46,6 +46,23 @@ def absent(j: dict) -> str:
     return f"I could not find any {name_of(j)} in this scan."
 
 
+def foci(j: dict) -> str | None:
+    """The tiny separate foci a target's reading leaves out (measure.FOCUS_* rule), said once:
+    "Also a tiny separate focus (0.05 mL, right temporal), possibly spurious." None without."""
+    items = j.get("foci") or []
+    if not items:
+        return None
+    each = []
+    for f in items[:3]:
+        place = ", ".join(x for x in (f.get("hemisphere") if f.get("hemisphere") != "bilateral" else None,
+                                      f.get("main_lobe")) if x)
+        each.append(f"{fmt_number(f['volume_ml'])} mL" + (f", {place}" if place else ""))
+    more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+    what = "a tiny separate focus" if len(items) == 1 else f"{len(items)} tiny separate foci"
+    return (f"Also {what} ({'; '.join(each)}{more}), possibly spurious: not counted as a lesion "
+            "and not used for the location.")
+
+
 def unreliable(j: dict) -> str:
     if j.get("location_reliable") is False:
         return " The atlas registration looks implausible, so treat the location as approximate."

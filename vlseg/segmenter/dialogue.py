@@ -33,6 +33,7 @@ from vlseg.reasoning import (
     relations_to_json,
 )
 from vlseg.reasoning import case_facts
+from vlseg.reasoning.answer import possibly_none
 from vlseg.reasoning.calibration import Calibration
 from vlseg.reasoning.grouping import lesion_masks
 from vlseg.errors import VlsegError
@@ -239,9 +240,20 @@ class Dialogue:
                 known[(c, level)] = cal.volume_interval(c, probs[c], masks[c], affine, level)
             lo, hi = known[(c, level)]  # type: ignore[misc]
             j["volume_ml_interval"] = [round_ml(lo), round_ml(hi)]
+            j["possibly_none"] = possibly_none(j["volume_ml_interval"])
             out[c] = j
         rel_json = relations_to_json(rel)
         if rel_json is not None:
+            fractions: JsonObject = {}
+            for key, value in rel_json["fractions"].items():  # every "of the whole / core" phrasing
+                if value is None:
+                    continue
+                if (key, level) not in known:
+                    known[(key, level)] = cal.ratio_interval(key, probs, masks, affine, level)
+                iv = known[(key, level)]
+                if iv is not None:
+                    fractions[key] = [round_fraction(iv[0]), round_fraction(iv[1])]
+            rel_json["fraction_intervals"] = fractions
             for name in vocab.ratios():
                 if rel_json.get(name) is None:
                     continue

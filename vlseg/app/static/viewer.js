@@ -167,7 +167,8 @@ async function drawPlane(name) {
   const cap = canvas.parentElement.querySelector('.vv-cap');
   if (cap) {
     const title = name[0].toUpperCase() + name.slice(1);
-    cap.textContent = `${title} ${i + 1 + d.offset[p.axis]} · ${i + 1}/${p.n}`;
+    const full = (d.full_shape || d.shape)[p.axis];
+    cap.textContent = `${title} · slice ${i + 1 + d.offset[p.axis]} of ${full}`;
     cap.classList.toggle('vv-active', st.active === name);
   }
 }
@@ -183,11 +184,13 @@ function scroll(name, step) {
 
 function onPayload() {
   const d = parse();
+  const defaults = () => Object.fromEntries((d.off_by_default || []).map((c) => [c, true]));
   if (d && st.key !== d.key) {  // a new case: reset the crosshair and the toggles
-    st.off = {};
+    st.off = defaults();
     st.vox = d.center.slice();
     st.focus = d.focus;
-  } else if (d && st.focus !== d.focus) {  // a new answer: jump to its target
+  } else if (d && st.focus !== d.focus) {  // a new answer: jump to its target, its own toggles
+    st.off = defaults();
     st.vox = d.center.slice();
     st.focus = d.focus;
   }
