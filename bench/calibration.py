@@ -66,7 +66,10 @@ class Runner:
 
         torch.set_num_threads(threads)
         self.model = load_model(model_path)
-        self.sources = labelling_sources(vocab.codes())  # the region chain (WT, TC, ET)
+        # The region chain (WT, TC, ET) only: the phantoms are untreated, and a cavity decoded
+        # by a model that was never taught one (or ruled out on an untreated scan) would take
+        # voxels from the whole tumor (what inflated the first format-2 fit's scores ten-fold)
+        self.sources = labelling_sources(vocab.PRE_TREATMENT_CODES)
         self.prompts = self.model.embed_prompts([vocab.concept(c).canonical_prompt for c in self.sources])
 
     def weights_folder(self) -> Path:
