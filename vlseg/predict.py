@@ -5,9 +5,14 @@ Like SAM's ``SamPredictor``: :meth:`Predictor.set_case` encodes the scan once an
 relabels the case once (``vlseg.reasoning.labelling``: masks nest and volumes add up). It knows
 nothing of questions, and refuses concepts its model does not segment.
 
-    predictor = Predictor(model, threshold=0.5)
+    predictor = Predictor(model, threshold=0.5, refiner=refiner)
     predictor.set_case(case)                   # encode once
     masks = predictor.masks(("NCR", "ED"))     # concept -> bool (X, Y, Z) RAS+
+    predictor.stages("NCR")                    # ("first", "refine"): which stages made the mask
+
+With a refiner (``vlseg.model.refiner``, the second stage) the first stage's probabilities of
+the concepts it refines are refined at 1 mm in a crop around the tumor, once per case, the
+first time they are decoded; ``fast=True`` answers from the first stage alone.
 
 :func:`predict_masks` is the same steps for a whole case in one call (benchmarks, evaluation),
 so a figure measured there is a figure about what the predictor returns.
@@ -30,6 +35,8 @@ if TYPE_CHECKING:  # the model package (torch) is imported lazily at run time
     import torch
 
     from vlseg.model.inference import PreparedCase
+    from vlseg.model.refine_inference import RefineResult
+    from vlseg.model.refiner import Refiner
     from vlseg.model.vlseg_model import VLSegModel
 
 
@@ -44,18 +51,30 @@ class _Encoded:
     final_probs: dict[str, np.ndarray] = field(default_factory=dict)  # the labelling's probabilities
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> bool (X, Y, Z) RAS+
     generation: int = 0  # bumped at each new labelling (what was measured on the old is stale)
+    refined: tuple[str, ...] = ()  # concepts whose probabilities the refinement stage made
+    refinement: RefineResult | None = None  # what the refinement did (None: not tried yet)
 
 
 class Predictor:
     """Probabilities and masks of named concepts for one case at a time (not thread-safe)."""
 
-    def __init__(self, model: VLSegModel, *, device: str = "cpu", threshold: float = 0.5) -> None:
+    def __init__(self, model: VLSegModel, *, device: str = "cpu", threshold: float = 0.5,
+                 refiner: Refiner | None = None, fast: bool = False) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.model = model
         self.device = device
         self.threshold = threshold
+        self.refiner = None if fast else refiner
+        if self.refiner is not None:
+            self.refiner.to(device).eval()
+        self._text: dict[str, torch.Tensor] = {}  # the refiner's text embeddings per phrase
         self._encoded: _Encoded | None = None
+
+    @property
+    def refines(self) -> bool:
+        """Whether answers go through the refinement stage (a refiner, and not fast)."""
+        return self.refiner is not None
 
     @property
     def concepts(self) -> tuple[str, ...]:
@@ -67,7 +86,8 @@ class Predictor:
         from vlseg.model import inference
 
         t0 = time.perf_counter()
-        prepared = inference.prepare(self.model, case, device=self.device)  # encode image once
+        prepared = inference.prepare(self.model, case, device=self.device,
+                                     keep_images=self.refines)  # encode image once
         self._encoded = _Encoded(case=case, prepared=prepared, encode_s=time.perf_counter() - t0)
         return self._encoded.encode_s
 
@@ -88,6 +108,17 @@ class Predictor:
         concepts = tuple(concepts)
         state = self._labelled(concepts)
         return {c: state.masks[c] for c in concepts}
+
+    def stages(self, concept: str) -> tuple[str, ...]:
+        """Which stages made ``concept``'s current mask: ("first",) or ("first", "refine") (the
+        mask is computed from at least one refined probability)."""
+        state = self._require()
+        sources = labelling_sources((concept,))
+        return ("first", "refine") if any(c in state.refined for c in sources) else ("first",)
+
+    def refinement(self) -> RefineResult | None:
+        """What the refinement stage did for the case (None: not run, or no refiner)."""
+        return self._require().refinement
 
     def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """All the current labelling's (probabilities, masks), for intervals over several concepts."""
@@ -118,10 +149,38 @@ class Predictor:
             prompts = self.model.embed_prompts([vocab.concept(c).canonical_prompt for c in missing])  # (P, E)
             probs = inference.decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+
             state.probs.update(zip(missing, probs))
+            # Refine at 1 mm in a crop around the tumor (once per case)
+            if self.refiner is not None and state.refinement is None:
+                self._refine(state)
         state.final_probs = final_probabilities(state.probs)
         state.masks = final_masks(state.probs, state.case.affine, threshold=self.threshold)
         state.generation += 1
         return state
+
+
+    def _refine(self, state: _Encoded) -> None:
+        """Run the refinement stage on the decoded concepts it refines; record what it did."""
+        import torch
+
+        from vlseg.model.refine_inference import base_text_embeddings, refine
+
+        assert self.refiner is not None and state.prepared.images is not None
+        todo = [c for c in self.refiner.config.concepts if c in state.probs]
+        if not todo:
+            return
+        phrases = [vocab.concept(c).canonical_prompt for c in todo]
+        new = [p for p in phrases if p not in self._text]
+        if new:
+            self._text.update(zip(new, base_text_embeddings(self.model.text_encoder, self.refiner, new)))
+        result = refine(self.refiner, images=state.prepared.images, images_box=state.prepared.images_box,
+                        present=state.prepared.present, spacing_in=state.prepared.spacing_in,
+                        stage1=np.stack([state.probs[c] for c in todo]),
+                        text=torch.stack([self._text[p] for p in phrases]),
+                        stage1_spacing_mm=state.prepared.spacing_model)
+        state.refinement = result
+        if result.ran and result.probs is not None:
+            state.probs.update(zip(todo, result.probs))
+            state.refined = tuple(todo)
 
 
 # ----------------------------------------------------------------------------- a whole case
@@ -146,9 +205,16 @@ def predict_probabilities(model: VLSegModel, case: Case, *, prompts: torch.Tenso
 
 
 def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
-                  prompts: torch.Tensor | None = None,
-                  device: str | None = None) -> dict[str, np.ndarray]:
+                  prompts: torch.Tensor | None = None, device: str | None = None,
+                  refiner: Refiner | None = None) -> dict[str, np.ndarray]:
     """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them
-    (it too decodes only the labelling's sources)."""
+    (it too decodes only the labelling's sources). With ``refiner``: through the refinement
+    stage, exactly as the predictor does (``prompts`` must then be None)."""
+    if refiner is not None:
+        if prompts is not None:
+            raise ValueError("predict_masks with a refiner uses the canonical prompts; pass prompts=None")
+        predictor = Predictor(model, device=device or "cpu", threshold=threshold, refiner=refiner)
+        predictor.set_case(case)
+        return predictor.masks(model.config.concepts)
     probs = predict_probabilities(model, case, prompts=prompts, device=device)
     return final_masks(probs, case.affine, threshold=threshold)

@@ -40,6 +40,10 @@ class PreparedCase:
     case_id: str
     model_id: int  # id() of the model that made the features
     sliding_window: bool = False
+    # The normalised images in the input grid, brain box only, float16 (prepare(keep_images=True):
+    # what a refinement stage reads), and that box
+    images: torch.Tensor | None = None  # (4, bx, by, bz)
+    images_box: tuple[slice, slice, slice] | None = None
 
 
 def _check_device(model: VLSegModel, device) -> torch.device:
@@ -51,14 +55,20 @@ def _check_device(model: VLSegModel, device) -> torch.device:
 
 @torch.no_grad()
 def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None,
-            whole_max_voxels: int | None = None, overlap: float = 0.25) -> PreparedCase:
-    """Normalise, resample, crop and encode ``case`` (a ``vlseg.io.Case``) once."""
+            whole_max_voxels: int | None = None, overlap: float = 0.25,
+            keep_images: bool = False) -> PreparedCase:
+    """Normalise, resample, crop and encode ``case`` (a ``vlseg.io.Case``) once. ``keep_images``:
+    also keep the normalised images (brain box, input grid) for the refinement stage."""
     dev = _check_device(model, device)
     cfg = model.config
     model.eval()
     # Normalise in the case's own grid, then resample to the model spacing
     images, present = normalize_case_images(case, bias_correction=cfg.bias_correction)  # (4, X, Y, Z), (4,)
     spacing_in = tuple(float(s) for s in case.spacing)
+    kept, kept_box = None, None
+    if keep_images:
+        kept_box = nonzero_bbox(images)
+        kept = torch.from_numpy(images[(slice(None), *kept_box)]).to(torch.float16)  # (4, bx, by, bz)
     vol = resample_to_spacing(torch.from_numpy(images), spacing_in, cfg.spacing_mm, "trilinear")  # (4, x, y, z)
     model_shape = tuple(vol.shape[1:])
     check_network_size(model_shape, cfg.spacing_mm, cfg.size_divisor)
@@ -80,7 +90,7 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
         features=features, input_shape=tuple(case.shape), model_shape=model_shape, crop=crop,
         valid=valid, present=tuple(bool(p) for p in present), spacing_in=spacing_in,
         spacing_model=cfg.spacing_mm, case_id=str(getattr(case, "case_id", "")), model_id=id(model),
-        sliding_window=sliding,
+        sliding_window=sliding, images=kept, images_box=kept_box,
     )
 
 
