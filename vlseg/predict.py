@@ -52,6 +52,7 @@ class _Encoded:
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # concept -> bool (X, Y, Z) RAS+
     generation: int = 0  # bumped at each new labelling (what was measured on the old is stale)
     refined: tuple[str, ...] = ()  # concepts whose probabilities the refinement stage made
+    first: dict[str, np.ndarray] = field(default_factory=dict)  # their first-stage probabilities
     refinement: RefineResult | None = None  # what the refinement did (None: not tried yet)
 
 
@@ -120,6 +121,13 @@ class Predictor:
         """What the refinement stage did for the case (None: not run, or no refiner)."""
         return self._require().refinement
 
+    def first_stage_masks(self) -> dict[str, np.ndarray]:
+        """The masks the first stage alone gives for the decoded concepts (the labelling of its
+        probabilities; equal to ``masks`` when nothing was refined): for comparing the stages on
+        one encoding."""
+        state = self._require()
+        return final_masks({**state.probs, **state.first}, state.case.affine, threshold=self.threshold)
+
     def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """All the current labelling's (probabilities, masks), for intervals over several concepts."""
         state = self._require()
@@ -162,11 +170,16 @@ class Predictor:
         """Run the refinement stage on the decoded concepts it refines; record what it did."""
         import torch
 
-        from vlseg.model.refine_inference import base_text_embeddings, refine
+        from vlseg.model.refine_inference import RefineResult, base_text_embeddings, refine
 
         assert self.refiner is not None and state.prepared.images is not None
         todo = [c for c in self.refiner.config.concepts if c in state.probs]
         if not todo:
+            return
+        wanted, given = self.refiner.config.bias_correction, self.model.config.bias_correction
+        if wanted != given:  # it reads the first stage's normalised images
+            state.refinement = RefineResult(None, False, f"the refiner was trained on bias correction {wanted!r}, "
+                                                         f"the first stage preprocesses with {given!r}")
             return
         phrases = [vocab.concept(c).canonical_prompt for c in todo]
         new = [p for p in phrases if p not in self._text]
@@ -179,6 +192,7 @@ class Predictor:
                         stage1_spacing_mm=state.prepared.spacing_model)
         state.refinement = result
         if result.ran and result.probs is not None:
+            state.first = {c: state.probs[c] for c in todo}
             state.probs.update(zip(todo, result.probs))
             state.refined = tuple(todo)
 

@@ -28,6 +28,8 @@ class ModelInfo(TypedDict, total=False):
     checkpoint_sha256: str | None
     base: JsonObject | None  # {"checkpoint", "sha256"}
     adapter: JsonObject | None  # {"name", "sha256", "rank", "parameters"} of a LoRA adapter
+    refiner: JsonObject | None  # {"name", "sha256"} of the refinement stage that answered (None: none)
+    stages: list[str]  # the stages this model answers with: ["first"] or ["first", "refine"]
     text_encoder: str
     spacing_mm: float
     versions: dict[str, str]  # vlseg, torch, python
@@ -57,6 +59,7 @@ class Answer:
     confidence: float | None = None  # the intervals' confidence level (measured answers)
     calibration: JsonObject | None = None  # how the intervals were calibrated
     timepoint: JsonObject | None = None  # {"asked", "assumed", "reason"}: pre- or post-treatment
+    refinement: JsonObject | None = None  # what the refinement stage did for the case (None: no refiner)
     case: Case | None = field(default=None, repr=False, compare=False)  # what the masks are of
 
     def to_json(self) -> JsonObject:
@@ -81,6 +84,8 @@ class Answer:
         out.update(answer_fields(self.case_facts))
         if self.timepoint is not None:
             out["timepoint"] = dict(self.timepoint)
+        if self.refinement is not None:
+            out["refinement"] = dict(self.refinement)
         if self.confidence is not None:
             out["confidence"] = self.confidence
             out["calibration"] = self.calibration
