@@ -197,6 +197,7 @@ class Stage1SimConfig:
     (``vlseg.training.refine_data.simulate_stage1``); sizes in coarse voxels."""
 
     factor: int = 2                                  # coarse grid = factor x the training spacing
+    p_fine: float = 0.0                              # skip the coarse grid (a first stage that resolves partial volumes)
     p_missed: float = 0.05                           # the concept missed entirely
     p_erode_dilate: float = 0.5
     p_missing_piece: float = 0.3
@@ -204,15 +205,18 @@ class Stage1SimConfig:
     p_false_blob: float = 0.2
     blob_radius: tuple[float, float] = (1.0, 3.0)
     blur_sigma: tuple[float, float] = (0.4, 1.5)
-    sharpness: tuple[float, float] = (5.0, 14.0)     # logit slope around the 0.5 level
+    level: tuple[float, float] = (0.3, 0.6)          # the soft fraction that maps to p = 0.5
+    sharpness: tuple[float, float] = (5.0, 14.0)     # logit slope around that level
     noise_std: float = 1.5                           # smooth logit noise, up to this std
 
     def __post_init__(self) -> None:
-        for name in ("p_missed", "p_erode_dilate", "p_missing_piece", "p_false_blob"):
+        for name in ("p_missed", "p_erode_dilate", "p_missing_piece", "p_false_blob", "p_fine"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"refine.simulate.{name} must lie in [0, 1]")
         if self.factor < 1:
             raise InputError("refine.simulate.factor must be >= 1")
+        if not 0 < self.level[0] <= self.level[1] < 1:
+            raise InputError("refine.simulate.level must be (low, high) within (0, 1)")
         for name in ("piece_radius", "blob_radius", "blur_sigma", "sharpness"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:

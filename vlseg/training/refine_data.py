@@ -5,8 +5,9 @@ The refiner never sees a real first-stage model while it trains, so any first st
 one included) can sit in front of it. A simulated stage-1 probability is the slot's target mask
 degraded the way a coarse model degrades it:
 
-    target (1 mm) ─► area average to 2 mm ─► erode / dilate a voxel ─► a piece missing (a ball
-    cut out) ─► a false blob nearby ─► Gaussian blur ─► sharpness + smooth logit noise ─► sigmoid
+    target (1 mm) ─► area fraction at 2 mm (kept soft, so thin rims survive as partial values)
+    ─► grey erode / dilate a voxel ─► a piece missing (a ball cut out) ─► a false blob nearby
+    ─► Gaussian blur ─► random operating point, sharpness and smooth logit noise ─► sigmoid
     ─► back to 1 mm (trilinear); now and then the concept is missed entirely
 
 Partial labels are unchanged: slots with loss mask 0 get a simulation of an empty mask and add
@@ -35,27 +36,29 @@ def simulate_stage1(target: np.ndarray, rng: np.random.Generator, sim: Stage1Sim
     """A first-stage-like probability (D, H, W) float32 in [0, 1] for a binary ``target`` at 1 mm."""
     shape = target.shape
     t = torch.from_numpy(target.astype(np.float32))[None, None]                 # (1, 1, D, H, W)
-    f = sim.factor
-    coarse = F.avg_pool3d(t, f, ceil_mode=True)[0, 0].numpy()                  # area average at the coarse grid
-    mask = coarse >= 0.5
+    f = 1 if rng.uniform() < sim.p_fine else sim.factor
+    coarse = F.avg_pool3d(t, f, ceil_mode=True)[0, 0].numpy()                  # area fraction at the coarse grid
+    soft = coarse.copy()                                                        # kept soft: thin rims survive as < 1
     if rng.uniform() < sim.p_missed:
-        mask = np.zeros_like(mask)
-    if mask.any() and rng.uniform() < sim.p_erode_dilate:
+        soft[:] = 0.0
+    if soft.any() and rng.uniform() < sim.p_erode_dilate:
         # The commonest coarse-model errors: a rim one coarse voxel too thin or too thick
-        mask = (ndimage.binary_erosion if rng.uniform() < 0.5 else ndimage.binary_dilation)(mask)
-    if mask.any() and rng.uniform() < sim.p_missing_piece:
-        idx = np.argwhere(mask)
+        soft = (ndimage.grey_erosion if rng.uniform() < 0.5 else ndimage.grey_dilation)(soft, size=(2, 2, 2))
+    if (soft > 0.5).any() and rng.uniform() < sim.p_missing_piece:
+        idx = np.argwhere(soft > 0.5)
         centre = idx[int(rng.integers(len(idx)))]
-        mask &= ~_ball(mask.shape, centre, rng.uniform(*sim.piece_radius))
+        soft[_ball(soft.shape, centre, rng.uniform(*sim.piece_radius))] = 0.0
     if rng.uniform() < sim.p_false_blob:
-        idx = np.argwhere(coarse > 0) if coarse.any() else np.argwhere(np.ones_like(mask))
+        idx = np.argwhere(coarse > 0) if coarse.any() else np.argwhere(np.ones_like(soft, dtype=bool))
         centre = idx[int(rng.integers(len(idx)))] + rng.integers(-4, 5, size=3)
-        mask |= _ball(mask.shape, centre, rng.uniform(*sim.blob_radius))
-    soft = ndimage.gaussian_filter(mask.astype(np.float32), rng.uniform(*sim.blur_sigma))
+        soft = np.maximum(soft, _ball(soft.shape, centre, rng.uniform(*sim.blob_radius)).astype(np.float32))
+    soft = ndimage.gaussian_filter(soft.astype(np.float32), rng.uniform(*sim.blur_sigma))
     noise = rng.normal(0.0, 1.0, size=tuple(max(1, n // 4) for n in soft.shape)).astype(np.float32)
     noise = F.interpolate(torch.from_numpy(noise)[None, None], size=soft.shape, mode="trilinear",
                           align_corners=False)[0, 0].numpy()
-    logit = (soft - 0.5) * rng.uniform(*sim.sharpness) + noise * rng.uniform(0.0, sim.noise_std)
+    # A random operating point (calibration) and sharpness, smooth noise on the logit
+    level = rng.uniform(*sim.level)
+    logit = (soft - level) * rng.uniform(*sim.sharpness) + noise * rng.uniform(0.0, sim.noise_std)
     prob = torch.sigmoid(torch.from_numpy(logit))[None, None]
     fine = F.interpolate(prob, size=shape, mode="trilinear", align_corners=False)[0, 0]
     return fine.clamp(0, 1).numpy().astype(np.float32)
