@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         if config.threads:
             torch.set_num_threads(config.threads)
         from vlseg.training.loop import train
+        from vlseg.training.refine_loop import train_refiner
 
         command = " ".join(["train/train.py", *(argv if argv is not None else sys.argv[1:])])
-        summary = train(config, resume=args.resume, progress=not args.no_progress, command=command)
+        run = train_refiner if config.refine is not None else train  # the refinement stage, or a first stage
+        summary = run(config, resume=args.resume, progress=not args.no_progress, command=command)
     except VlsegError as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2

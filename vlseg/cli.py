@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="answer images that look like a label map, atlas, probability or statistical "
                         "map anyway (refused otherwise); answer.json carries a warning")
+    s.add_argument("--fast", action="store_true",
+                   help="answer from the first stage (2 mm) alone: skip the 1 mm refinement stage of a "
+                        "model that has one (answer.json says which stages made each mask)")
     s.add_argument("--overwrite", action="store_true",
                    help="with --cases: redo cases already answered with this query and model")
     s.add_argument("--no-progress", action="store_true",
@@ -166,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--model", default=None, help="bundled name, checkpoint folder or LoRA adapter folder")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--fast", action="store_true",
+                   help="answer from the first stage alone (no 1 mm refinement stage)")
     s.add_argument("--auth-file", default=None,
                    help="file with one 'user:password' line (or set VLSEG_AUTH=user:password)")
     s.add_argument("--samples", default=None, help="folder for generated sample cases")

@@ -5,9 +5,14 @@ Like SAM's ``SamPredictor``: :meth:`Predictor.set_case` encodes the scan once an
 relabels the case once (``vlseg.reasoning.labelling``: masks nest and volumes add up). It knows
 nothing of questions, and refuses concepts its model does not segment.
 
-    predictor = Predictor(model, threshold=0.5)
+    predictor = Predictor(model, threshold=0.5, refiner=refiner)
     predictor.set_case(case)                   # encode once
     masks = predictor.masks(("NCR", "ED"))     # concept -> bool (X, Y, Z) RAS+
+    predictor.stages("NCR")                    # ("first", "refine"): which stages made the mask
+
+With a refiner (``vlseg.model.refiner``, the second stage) the first stage's probabilities of
+the concepts it refines are refined at 1 mm in a crop around the tumor, once per case, the
+first time they are decoded; ``fast=True`` answers from the first stage alone.
 
 :func:`predict_masks` is the same steps for a whole case in one call (benchmarks, evaluation),
 so a figure measured there is a figure about what the predictor returns.
@@ -24,13 +29,15 @@ import numpy as np
 from vlseg import vocab
 from vlseg.errors import InputError, VlsegError
 from vlseg.io import Case
-from vlseg.reasoning.labelling import labelling_sources
+from vlseg.reasoning.labelling import final_masks, labelling_sources
 from vlseg.reasoning.presence import Presence
 
 if TYPE_CHECKING:  # the model package (torch) is imported lazily at run time
     import torch
 
     from vlseg.model.inference import PreparedCase
+    from vlseg.model.refine_inference import RefineResult
+    from vlseg.model.refiner import Refiner
     from vlseg.model.vlseg_model import VLSegModel
 
 
@@ -47,13 +54,17 @@ class _Encoded:
     generation: int = 0  # bumped at each new labelling (what was measured on the old is stale)
     presence: dict[str, float | None] = field(default_factory=dict)  # concept -> P(present) or None
     ruled_out: tuple[str, ...] = ()  # concepts the scan cannot hold (the cavity on an untreated scan)
+    refined: tuple[str, ...] = ()  # concepts whose probabilities the refinement stage made
+    first: dict[str, np.ndarray] = field(default_factory=dict)  # their first-stage probabilities
+    refinement: RefineResult | None = None  # what the refinement did (None: not tried yet)
 
 
 class Predictor:
     """Probabilities and masks of named concepts for one case at a time (not thread-safe)."""
 
     def __init__(self, model: VLSegModel, *, device: str = "cpu", threshold: float = 0.5,
-                 presence: Presence | None = None) -> None:
+                 presence: Presence | None = None, refiner: Refiner | None = None,
+                 fast: bool = False) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.model = model
@@ -61,7 +72,18 @@ class Predictor:
         self.threshold = threshold
         # Whether each region is there at all, calibrated beside the weights (vlseg.reasoning.presence)
         self.presence_model = presence if presence is not None else presence_of(model)
+        self.refiner = None if fast else refiner
+        if self.refiner is not None:
+            self.refiner.to(device).eval()
+            # MONAI's sliding window imports in seconds: pay it here, not in the first answer
+            import monai.inferers  # noqa: F401
+        self._text: dict[str, torch.Tensor] = {}  # the refiner's text embeddings per phrase
         self._encoded: _Encoded | None = None
+
+    @property
+    def refines(self) -> bool:
+        """Whether answers go through the refinement stage (a refiner, and not fast)."""
+        return self.refiner is not None
 
     @property
     def concepts(self) -> tuple[str, ...]:
@@ -73,7 +95,8 @@ class Predictor:
         from vlseg.model import inference
 
         t0 = time.perf_counter()
-        prepared = inference.prepare(self.model, case, device=self.device)  # encode image once
+        prepared = inference.prepare(self.model, case, device=self.device,
+                                     keep_images=self.refines)  # encode image once
         self._encoded = _Encoded(case=case, prepared=prepared, encode_s=time.perf_counter() - t0)
         return self._encoded.encode_s
 
@@ -112,6 +135,23 @@ class Predictor:
         """Concept -> calibrated probability that it is present in the case (None: uncalibrated),
         for the concepts of the current labelling."""
         return dict(self._require().presence)
+    def stages(self, concept: str) -> tuple[str, ...]:
+        """Which stages made ``concept``'s current mask: ("first",) or ("first", "refine") (the
+        mask is computed from at least one refined probability)."""
+        state = self._require()
+        sources = labelling_sources((concept,))
+        return ("first", "refine") if any(c in state.refined for c in sources) else ("first",)
+
+    def refinement(self) -> RefineResult | None:
+        """What the refinement stage did for the case (None: not run, or no refiner)."""
+        return self._require().refinement
+
+    def first_stage_masks(self) -> dict[str, np.ndarray]:
+        """The masks the first stage alone gives for the decoded concepts (the labelling of its
+        probabilities; equal to ``masks`` when nothing was refined): for comparing the stages on
+        one encoding."""
+        state = self._require()
+        return final_masks({**state.probs, **state.first}, state.case.affine, threshold=self.threshold)
 
     def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """All the current labelling's (probabilities, masks), for intervals over several concepts."""
@@ -142,10 +182,43 @@ class Predictor:
             prompts = self.model.embed_prompts([vocab.concept(c).canonical_prompt for c in missing])  # (P, E)
             probs = inference.decode(self.model, state.prepared, prompts)  # (P, X, Y, Z) RAS+
             state.probs.update(zip(missing, probs))
+            # Refine at 1 mm in a crop around the tumor (once per case)
+            if self.refiner is not None and state.refinement is None:
+                self._refine(state)
         state.final_probs, state.masks, state.presence = self.presence_model.label(
             state.probs, state.case.affine, threshold=self.threshold, ruled_out=state.ruled_out)
         state.generation += 1
         return state
+
+    def _refine(self, state: _Encoded) -> None:
+        """Run the refinement stage on the decoded concepts it refines; record what it did."""
+        import torch
+
+        from vlseg.model.refine_inference import RefineResult, base_text_embeddings, refine
+
+        assert self.refiner is not None and state.prepared.images is not None
+        todo = [c for c in self.refiner.config.concepts if c in state.probs]
+        if not todo:
+            return
+        wanted, given = self.refiner.config.bias_correction, self.model.config.bias_correction
+        if wanted != given:  # it reads the first stage's normalised images
+            state.refinement = RefineResult(None, False, f"the refiner was trained on bias correction {wanted!r}, "
+                                                         f"the first stage preprocesses with {given!r}")
+            return
+        phrases = [vocab.concept(c).canonical_prompt for c in todo]
+        new = [p for p in phrases if p not in self._text]
+        if new:
+            self._text.update(zip(new, base_text_embeddings(self.model.text_encoder, self.refiner, new)))
+        result = refine(self.refiner, images=state.prepared.images, images_box=state.prepared.images_box,
+                        present=state.prepared.present, spacing_in=state.prepared.spacing_in,
+                        stage1=np.stack([state.probs[c] for c in todo]),
+                        text=torch.stack([self._text[p] for p in phrases]),
+                        stage1_spacing_mm=state.prepared.spacing_model)
+        state.refinement = result
+        if result.ran and result.probs is not None:
+            state.first = {c: state.probs[c] for c in todo}
+            state.probs.update(zip(todo, result.probs))
+            state.refined = tuple(todo)
 
 
 # ----------------------------------------------------------------------------- a whole case
@@ -179,11 +252,21 @@ def presence_of(model: VLSegModel) -> Presence:
 
 def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
                   prompts: torch.Tensor | None = None, device: str | None = None,
-                  presence: Presence | None = None, ruled_out: Iterable[str] = ()) -> dict[str, np.ndarray]:
+                  presence: Presence | None = None, ruled_out: Iterable[str] = (),
+                  refiner: Refiner | None = None) -> dict[str, np.ndarray]:
     """Boolean RAS+ masks of all five concepts on the case's grid, as ``Segmenter`` makes them
     (it too decodes only the labelling's sources, and empties what its presence model calls
     absent; ``presence`` defaults to the one beside the model's weights; ``ruled_out``: concepts
-    the scan is taken not to hold, as ``timepoint="pre"`` does for the cavity)."""
+    the scan is taken not to hold, as ``timepoint="pre"`` does for the cavity). With ``refiner``:
+    through the refinement stage, exactly as the predictor does (``prompts`` must then be None)."""
+    if refiner is not None:
+        if prompts is not None:
+            raise ValueError("predict_masks with a refiner uses the canonical prompts; pass prompts=None")
+        predictor = Predictor(model, device=device or "cpu", threshold=threshold, refiner=refiner,
+                              presence=presence)
+        predictor.set_case(case)
+        predictor.rule_out(ruled_out)
+        return predictor.masks(model.config.concepts)
     probs = predict_probabilities(model, case, prompts=prompts, device=device)
     presence = presence if presence is not None else presence_of(model)
     return presence.label(probs, case.affine, threshold=threshold, ruled_out=ruled_out)[1]

@@ -95,7 +95,8 @@ def answer_and_save(args: argparse.Namespace, source, out: Path, t0: float) -> P
         torch.set_num_threads(args.threads)
     t1 = time.perf_counter()
     seg = Segmenter.from_pretrained(args.model, device=args.device, confidence=args.confidence,
-                                    timepoint=getattr(args, "timepoint", "auto"))
+                                    timepoint=getattr(args, "timepoint", "auto"),
+                                    fast=getattr(args, "fast", False))
     load_s = time.perf_counter() - t1
     seg.set_case(case)
     answer = seg.ask(args.query)

@@ -35,7 +35,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | os._Env
             kwargs[name] = value
     return AppConfig(
         output_root=root, samples_dir=samples, host=args.host, port=args.port, model=args.model,
-        device=args.device, auth=load_auth(environ.get("VLSEG_AUTH"), getattr(args, "auth_file", None)),
+        device=args.device, fast=bool(getattr(args, "fast", False)), auth=load_auth(environ.get("VLSEG_AUTH"), getattr(args, "auth_file", None)),
         allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()),
         trusted_proxies=tuple(getattr(args, "trusted_proxy", None) or ()), **kwargs,
     )

@@ -45,6 +45,7 @@ class AppConfig:
     port: int = DEFAULT_PORT
     model: str | None = None  # model name or checkpoint folder (None: bundled default)
     device: str = "cpu"
+    fast: bool = False  # answer from the first stage alone (no 1 mm refinement stage)
     max_file_size_mb: int = 200
     queue_max_size: int = 8
     concurrency_limit: int = 1

@@ -189,7 +189,7 @@ def create_app(config: AppConfig, *, segmenter: Any = None,
     if segmenter is None:
         from vlseg.segmenter import Segmenter
 
-        segmenter = Segmenter.from_pretrained(config.model, device=config.device)
+        segmenter = Segmenter.from_pretrained(config.model, device=config.device, fast=config.fast)
     from vlseg.app.ui import build_blocks
 
     store = SessionStore(base=segmenter, output_dir=config.sessions_dir,

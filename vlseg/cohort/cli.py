@@ -108,7 +108,8 @@ def run(args: argparse.Namespace, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seg = Segmenter.from_pretrained(args.model, device=args.device, confidence=args.confidence,
-                                    parser=parser, timepoint=getattr(args, "timepoint", "auto"))
+                                    parser=parser, timepoint=getattr(args, "timepoint", "auto"),
+                                    fast=getattr(args, "fast", False))
     load_s = time.perf_counter() - t0
 
     mine = shard(cases, procs.rank, procs.world_size)

@@ -37,6 +37,7 @@ from vlseg.segmenter.writer import ANSWER_FILE
 from vlseg.vocab import SEQUENCES
 
 if TYPE_CHECKING:  # the model package is imported lazily at run time
+    from vlseg.model.refiner import Refiner
     from vlseg.model.vlseg_model import VLSegModel
 
 
@@ -75,7 +76,8 @@ class Segmenter:
     def __init__(self, *, model: VLSegModel, device: str = "cpu", checkpoint: Path | None = None,
                  parser: QueryParser | None = None, threshold: float = 0.5,
                  calibration: Calibration | None = None,
-                 confidence: float = DEFAULT_CONFIDENCE, timepoint: str = "auto") -> None:
+                 confidence: float = DEFAULT_CONFIDENCE, timepoint: str = "auto",
+                 refiner: Refiner | None = None, fast: bool = False) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.confidence = _check_confidence(confidence)
@@ -95,7 +97,10 @@ class Segmenter:
             # LoRA-adapted text encoder, so it keeps its own (process-wide cached) encoder.
             parser = QueryParser()
         self.parser = parser
-        self.predictor = Predictor(self.model, device=device, threshold=threshold)
+        # The refinement stage answers unless fast (the first stage alone)
+        self.refiner = refiner
+        self.fast = bool(fast)
+        self.predictor = Predictor(self.model, device=device, threshold=threshold, refiner=refiner, fast=fast)
         self.dialogue = Dialogue(parser=parser, calibration=calibration, threshold=threshold)
         self._talk: CaseTalk | None = None
         self._model_info: ModelInfo | None = None
@@ -105,21 +110,26 @@ class Segmenter:
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: str = "cpu",
                         parser: QueryParser | None = None, threshold: float = 0.5,
                         calibration: Calibration | None = None,
-                        confidence: float = DEFAULT_CONFIDENCE, timepoint: str = "auto") -> "Segmenter":
+                        confidence: float = DEFAULT_CONFIDENCE, timepoint: str = "auto",
+                        fast: bool = False, refiner: str | Path | None = None) -> "Segmenter":
         """Load the bundled default model (None), a named bundled model, a checkpoint folder, or a
-        LoRA adapter folder (``runs/<x>/best``: applied on the base checkpoint it names by sha256).
+        LoRA adapter folder (``runs/<x>/best``: applied on the base checkpoint it names by sha256),
+        with its refinement stage when it has one (``refiner``: a folder holding another one).
+        ``fast``: answer from the first stage alone (the refinement stage is not even loaded).
         The process's thread count is the entry point's to set, never the library's."""
         import torch
 
         from vlseg.model import load_model
+        from vlseg.model.loading import load_refiner
 
         if device == "cuda" and not torch.cuda.is_available():
             raise InputError("device='cuda' was asked for but no CUDA GPU is available; use device='cpu'")
-        model = load_model(name_or_path, device=device)
+        model = load_model(name_or_path, device=device, refiner=refiner)
         source = model.source  # the adapter folder, else the checkpoint folder
+        second = None if fast else load_refiner(source, device=device)
         return cls(model=model, device=device, checkpoint=source.adapter or source.checkpoint,
                    parser=parser, threshold=threshold, calibration=calibration,
-                   confidence=confidence, timepoint=timepoint)
+                   confidence=confidence, timepoint=timepoint, refiner=second, fast=fast)
 
     def fork(self) -> "Segmenter":
         """A Segmenter with its own case and chat state sharing this one's model and parser
@@ -127,7 +137,7 @@ class Segmenter:
         other = Segmenter(model=self.model, device=self.device, checkpoint=self.checkpoint,
                           parser=self.parser, threshold=self.threshold,
                           calibration=self.calibration, confidence=self.confidence,
-                          timepoint=self.timepoint)
+                          timepoint=self.timepoint, refiner=self.refiner, fast=self.fast)
         other._model_info = self.model_info()
         return other
 
@@ -241,11 +251,17 @@ class Segmenter:
             import torch
 
             from vlseg.model import describe_source, resolve_model
+            from vlseg.model.loading import describe_refiner
 
             source = resolve_model(self.checkpoint) if self.checkpoint is not None else getattr(
                 self.model, "source", None)
             weights = describe_source(source) if source is not None else {
                 "checkpoint": None, "checkpoint_sha256": None, "base": None, "adapter": None}
+            # The refinement stage that answers (None: single-stage model, or fast)
+            folder = getattr(self.refiner, "folder", None) if self.predictor.refines else None
+            weights["refiner"] = describe_refiner(folder) if folder is not None else (
+                {"name": self.refiner.config.name, "sha256": None} if self.predictor.refines else None)
+            weights["stages"] = ["first", "refine"] if self.predictor.refines else ["first"]
             self._model_info = ModelInfo(
                 name=self.model.config.name, **weights,
                 text_encoder=self.model.config.text_encoder,

@@ -30,6 +30,8 @@ class ModelInfo(TypedDict, total=False):
     checkpoint_sha256: str | None
     base: JsonObject | None  # {"checkpoint", "sha256"}
     adapter: JsonObject | None  # {"name", "sha256", "rank", "parameters"} of a LoRA adapter
+    refiner: JsonObject | None  # {"name", "sha256"} of the refinement stage that answered (None: none)
+    stages: list[str]  # the stages this model answers with: ["first"] or ["first", "refine"]
     text_encoder: str
     spacing_mm: float
     versions: dict[str, str]  # vlseg, torch, python
@@ -60,6 +62,7 @@ class Answer:
     calibration: JsonObject | None = None  # how the intervals were calibrated
     timepoint: JsonObject | None = None  # {"asked", "assumed", "reason"}: pre- or post-treatment
     presence: JsonObject | None = None  # {"calibrated", "probability": {concept: P(present)}}
+    refinement: JsonObject | None = None  # what the refinement stage did for the case (None: no refiner)
     case: Case | None = field(default=None, repr=False, compare=False)  # what the masks are of
     # concept -> the predictor's probability in RAS+ order of the case (by reference; None: ruled
     # out by the time point) and the calibration's temperature: probability maps, when saved
@@ -91,6 +94,8 @@ class Answer:
             out["timepoint"] = dict(self.timepoint)
         if self.presence is not None:
             out["presence"] = dict(self.presence)
+        if self.refinement is not None:
+            out["refinement"] = dict(self.refinement)
         if self.confidence is not None:
             out["confidence"] = self.confidence
             out["calibration"] = self.calibration

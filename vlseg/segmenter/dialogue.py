@@ -276,7 +276,10 @@ class Dialogue:
             # The mask that was measured: p >= threshold, specks below the minimum lesion removed.
             masks_ras[m.concept] = masks[m.concept].astype(np.uint8)
             masks_src[m.concept] = talk.case.to_source(masks_ras[m.concept])
-            targets.append(_target_json(ref, target_json.get(m.concept) or measurement_to_json(m)))
+            entry = _target_json(ref, target_json.get(m.concept) or measurement_to_json(m))
+            entry["stages"] = list(predictor.stages(m.concept))  # which stages made this mask
+            targets.append(entry)
+        refinement = predictor.refinement() if predictor.refines else None
         return Answer(
             query=parse.query, text=text, refused=parse.refused, intent=parse.intent,
             targets=targets, masks=masks_src, masks_ras=masks_ras, relations=rel,
@@ -285,7 +288,9 @@ class Dialogue:
             measurements=list(measurements), case_facts=dict(talk.facts),
             relations_json=relations_json, case=talk.case,
             probabilities_ras=self._probabilities(talk, predictor, tuple(masks_ras)),
-            temperatures={c: self.calibration.temperature(c) for c in masks_ras})
+            temperatures={c: self.calibration.temperature(c) for c in masks_ras},
+            refinement=refinement.to_json() if refinement is not None else (
+                {"ran": False, "reason": "not needed by this question"} if predictor.refines else None))
 
     def _probabilities(self, talk: CaseTalk, predictor: Predictor,
                        concepts: tuple[str, ...]) -> dict[str, np.ndarray | None]:

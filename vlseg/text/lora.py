@@ -12,6 +12,8 @@ they are loaded only when an adapter folder is asked for.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -52,3 +54,19 @@ def inject_lora(backbone: nn.Module, targets: tuple[str, ...], *, rank: int, alp
         parent = backbone.get_submodule(parent_name) if parent_name else backbone
         setattr(parent, child, LoraLinear(getattr(parent, child), rank=rank, alpha=alpha))
     return names
+
+
+@contextmanager
+def lora_disabled(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` as its frozen base inside the block (every LoRA update scaled by 0, PEFT's
+    ``disable_adapter()``); the scalings are restored on exit. Callers must not cache what they
+    compute inside under the adapted model's name."""
+    layers = [m for m in module.modules() if isinstance(m, LoraLinear)]
+    saved = [m.scaling for m in layers]
+    try:
+        for m in layers:
+            m.scaling = 0.0
+        yield
+    finally:
+        for m, s in zip(layers, saved):
+            m.scaling = s

@@ -192,6 +192,46 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class Stage1SimConfig:
+    """How the refinement stage's training simulates first-stage probabilities from labels
+    (``vlseg.training.refine_data.simulate_stage1``); sizes in coarse voxels."""
+
+    factor: int = 2                                  # coarse grid = factor x the training spacing
+    p_fine: float = 0.0                              # skip the coarse grid (a first stage that resolves partial volumes)
+    p_missed: float = 0.05                           # the concept missed entirely
+    p_erode_dilate: float = 0.5
+    p_missing_piece: float = 0.3
+    piece_radius: tuple[float, float] = (2.0, 6.0)
+    p_false_blob: float = 0.2
+    blob_radius: tuple[float, float] = (1.0, 3.0)
+    blur_sigma: tuple[float, float] = (0.4, 1.5)
+    level: tuple[float, float] = (0.3, 0.6)          # the soft fraction that maps to p = 0.5
+    sharpness: tuple[float, float] = (5.0, 14.0)     # logit slope around that level
+    noise_std: float = 1.5                           # smooth logit noise, up to this std
+
+    def __post_init__(self) -> None:
+        for name in ("p_missed", "p_erode_dilate", "p_missing_piece", "p_false_blob", "p_fine"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"refine.simulate.{name} must lie in [0, 1]")
+        if self.factor < 1:
+            raise InputError("refine.simulate.factor must be >= 1")
+        if not 0 < self.level[0] <= self.level[1] < 1:
+            raise InputError("refine.simulate.level must be (low, high) within (0, 1)")
+        for name in ("piece_radius", "blob_radius", "blur_sigma", "sharpness"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise InputError(f"refine.simulate.{name} must be (low, high) with 0 < low <= high")
+
+
+@dataclass(frozen=True)
+class RefineTrainConfig:
+    """Training the refinement stage (``vlseg.model.refiner``) instead of a first stage."""
+
+    model: str | dict[str, Any] = "refine_tiny"     # refiner preset name or a RefinerConfig dict
+    simulate: Stage1SimConfig = field(default_factory=Stage1SimConfig)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     name: str
     data: DataConfig
@@ -214,8 +254,12 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     val: ValConfig = field(default_factory=ValConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # Set: this run trains the refinement stage (vlseg.training.refine_loop), not a first stage
+    refine: RefineTrainConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.refine is not None and (self.lora.enabled or self.init_checkpoint is not None):
+            raise InputError("a refinement run (refine:) trains its own refiner; it takes no lora or init_checkpoint")
         if self.max_steps < 1 or self.log_every < 1 or self.checkpoint_every < 1:
             raise InputError("max_steps, log_every and checkpoint_every must be >= 1")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
