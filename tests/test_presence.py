@@ -166,3 +166,10 @@ def test_tumor_free_answer_says_so_with_zero_volume_and_records_presence(random_
     assert j["targets"][0]["volume_ml"] == 0
     assert "no" in ans.text.lower() and "tumor" in ans.text.lower()
     assert j["presence"]["calibrated"] is True and j["presence"]["probability"]["WT"] < 0.5
+
+
+def test_t1n_alone_is_warned_about():
+    from vlseg.io import sequence_warnings
+
+    assert "T1n" in sequence_warnings(["t1n"])[0]
+    assert sequence_warnings(["t1n", "t1c"]) == [] and sequence_warnings(["t2f"]) == []

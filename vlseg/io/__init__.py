@@ -11,7 +11,7 @@ float32 with validation, and write masks / label maps back onto the input's own 
 from vlseg.io.case import Case, load_case, write_label_map, write_map, write_mask
 from vlseg.io.classify import LABEL_TOKENS, FileClass, classify
 from vlseg.io.foreign import Foreign, label_values, what_is
-from vlseg.io.envelope import MIN_FOV_MM, brain_warnings, check_geometry, geometry_warnings
+from vlseg.io.envelope import MIN_FOV_MM, brain_warnings, check_geometry, geometry_warnings, sequence_warnings
 from vlseg.io.labels import check_binary_mask, check_label_map
 from vlseg.io.layout import MSD_CHANNELS, CaseFiles, find_case_files
 from vlseg.io.opening import CaseSource, open_case
@@ -42,7 +42,7 @@ __all__ = [
     "Case", "CaseSource", "open_case", "load_case", "write_mask", "write_map", "write_label_map",
     "FileClass", "classify", "label_values", "LABEL_TOKENS", "Foreign", "what_is",
     "check_label_map", "check_binary_mask",
-    "check_geometry", "geometry_warnings", "brain_warnings", "MIN_FOV_MM", "check_output_dir",
+    "check_geometry", "geometry_warnings", "brain_warnings", "sequence_warnings", "MIN_FOV_MM", "check_output_dir",
     "Reader", "READERS", "register_reader", "reader_for", "read_header", "read_volume",
     "has_reader_suffix", "NiftiReader", "is_nifti_name", "looks_like_nifti",
     "Grid", "Header", "Volume", "to_ras", "ras_grid", "write_uint8",

@@ -21,7 +21,7 @@ import numpy as np
 
 from vlseg import __version__
 from vlseg.errors import InputError
-from vlseg.io import Case, CaseSource, brain_warnings, geometry_warnings, open_case
+from vlseg.io import Case, CaseSource, brain_warnings, geometry_warnings, open_case, sequence_warnings
 from vlseg.language import QueryParser
 from vlseg.predict import Predictor
 from vlseg.reasoning import DISCLAIMER
@@ -155,7 +155,7 @@ class Segmenter:
         asked = self.timepoint if timepoint is None else check_timepoint(timepoint)
         case = open_case(source, force=force)  # read (unless given a Case), check the geometry
         warnings = (list(case.warnings) + geometry_warnings(case.source_grid)
-                    + brain_warnings(case.images, case.affine))
+                    + brain_warnings(case.images, case.affine) + sequence_warnings(case.present))
         encode_s = self.predictor.set_case(case)
         self._talk = CaseTalk(case=case, warnings=warnings, timepoint_asked=asked)
         return {
