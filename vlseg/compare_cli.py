@@ -58,16 +58,9 @@ def scan_source(args: argparse.Namespace, role: str) -> str | dict[str, str]:
 
 
 def check_args(args: argparse.Namespace) -> Path:
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
-    if not 0.0 < args.confidence < 1.0:
-        raise InputError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {args.confidence}")
-    from vlseg.io import check_output_dir
+    from vlseg.segmenter_cli import check_run_options
 
-    try:
-        return check_output_dir(args.out)
-    except InputError as e:
-        raise InputError(f"--out {e}") from None
+    return check_run_options(args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,12 @@ def check_common(args: argparse.Namespace) -> Path:
     the query, --threads, --confidence and the output folder (returned)."""
     if not args.query or not args.query.strip():
         raise InputError("--query is empty; ask e.g. \"segment the necrotic core\"")
+    return check_run_options(args)
+
+
+def check_run_options(args: argparse.Namespace) -> Path:
+    """--threads, --confidence and the output folder (returned), as every answering command
+    checks them (segment, compare)."""
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     if not 0.0 < args.confidence < 1.0:
