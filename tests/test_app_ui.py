@@ -34,7 +34,8 @@ def test_questions_show_at_once_and_are_answered_in_order(chat_app):
     chat, table, files, viewer, _, status = app.answer_next(sid)
     texts = _texts(chat)
     assert texts[1].startswith("enhancing tumor of case CASE-U") and texts[-1] == ui.QUEUED
-    assert "<table>" in table and [f.rsplit("/", 1)[1] for f in files] == ["CASE-U_ET.nii.gz", "CASE-U_all.zip"]
+    assert "<table>" in table and [f.rsplit("/", 1)[1] for f in files] == [
+        "CASE-U_ET.nii.gz", "CASE-U_ET_probability.nii.gz", "CASE-U_ET_uncertainty.nii.gz", "CASE-U_all.zip"]
     assert [c["code"] for c in json.loads(viewer)["concepts"]] == ["ET"]
     assert any(isinstance(m["content"], dict) and m["content"]["path"].endswith("overlay.png") for m in chat)
     chat, *_ = app.answer_next(sid)
@@ -136,7 +137,8 @@ def test_each_answer_keeps_its_own_downloads(chat_app):
     folders = []
     for text in (first, second):
         paths = [Path(unquote(u)) for u in re.findall(r"\(gradio_api/file=([^)]+)\)", text)]
-        assert len(paths) == 3 and all(p.is_file() for p in paths)
+        # the mask, its probability and uncertainty maps, the zip and answer.json
+        assert len(paths) == 5 and all(p.is_file() for p in paths)
         folders.append({next(x for x in p.parts if x.startswith("answer-")) for p in paths})
     assert all(len(f) == 1 for f in folders) and folders[0] != folders[1]  # each answer's own folder
 

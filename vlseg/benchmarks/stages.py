@@ -35,7 +35,7 @@ STAGE_FUNCTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "encode": (("vlseg.model.vlseg_model", "VLSegModel.encode_image"),),
     "parse": (("vlseg.language.parse", "QueryParser.parse"),),
     "decode": (("vlseg.model.inference", "decode"),),
-    "labelling": (("vlseg.predict", "final_masks"), ("vlseg.predict", "final_probabilities")),
+    "labelling": (("vlseg.reasoning.presence", "final_masks"), ("vlseg.reasoning.presence", "final_probabilities")),
     "atlas": (("vlseg.reasoning.atlas", "AtlasLocator.fit"), ("vlseg.reasoning.atlas", "fit_midplane")),
     "measure": (("vlseg.segmenter.dialogue", "measure_target"),),
     "relations": (("vlseg.segmenter.dialogue", "relations"),),
