@@ -59,7 +59,7 @@ async def _stdio_session(out: Path, dicom: Path, nifti: Path) -> dict:
 def test_stdio_server_with_the_official_client(dicom_study, phantom_case_2mm, tmp_path):
     seen = asyncio.run(asyncio.wait_for(_stdio_session(tmp_path / "out", dicom_study, phantom_case_2mm),
                                         timeout=300))
-    assert seen["tools"] == ["ask", "load_case"]
+    assert seen["tools"] == ["ask", "compare", "load_case"]
     assert seen["early"][0] and "call load_case" in seen["early"][1]
     assert seen["bad"][0] and "not found" in seen["bad"][1] and "\n" not in seen["bad"][1].strip()
 

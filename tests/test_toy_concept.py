@@ -107,8 +107,8 @@ def test_a_registered_concept_goes_end_to_end(toy, phantom_case_2mm, tmp_path, m
     # DICOM-SEG: one segment for the concept, with its coded type.
     import highdicom as hd
 
-    seg_files = list(out.rglob("*.dcm"))
-    assert len(seg_files) == 1
+    seg_files = list(out.rglob("segmentation.dcm"))   # beside it the SR report, measurements.dcm
+    assert len(seg_files) == 1 and (seg_files[0].parent / "measurements.dcm").is_file()
     dcm = hd.seg.segread(seg_files[0])
     (desc,) = dcm.SegmentSequence
     assert str(desc.SegmentLabel).startswith("CAL")
