@@ -20,6 +20,7 @@ so a figure measured there is a figure about what the predictor returns.
 from __future__ import annotations
 
 import time
+import weakref
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
@@ -29,7 +30,7 @@ import numpy as np
 from vlseg import vocab
 from vlseg.errors import InputError, VlsegError
 from vlseg.io import Case
-from vlseg.reasoning.labelling import final_masks, labelling_sources
+from vlseg.reasoning.labelling import labelling_sources
 from vlseg.reasoning.presence import Presence
 
 if TYPE_CHECKING:  # the model package (torch) is imported lazily at run time
@@ -151,7 +152,8 @@ class Predictor:
         probabilities; equal to ``masks`` when nothing was refined): for comparing the stages on
         one encoding."""
         state = self._require()
-        return final_masks({**state.probs, **state.first}, state.case.affine, threshold=self.threshold)
+        return self.presence_model.label({**state.probs, **state.first}, state.case.affine,
+                                         threshold=self.threshold, ruled_out=state.ruled_out)[1]
 
     def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """All the current labelling's (probabilities, masks), for intervals over several concepts."""
@@ -242,12 +244,19 @@ def predict_probabilities(model: VLSegModel, case: Case, *, prompts: torch.Tenso
     return dict(zip(labelling_sources(model.config.concepts), probs))
 
 
+_PRESENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its presence model
+
+
 def presence_of(model: VLSegModel) -> Presence:
     """The presence model fitted for ``model``'s weights (``presence.json`` beside them), else
     the identity (nothing emptied, probabilities None)."""
-    source = getattr(model, "source", None)
-    folder = None if source is None else (source.adapter or source.checkpoint)
-    return Presence.load(folder) if folder is not None else Presence.identity("no checkpoint folder")
+    known = _PRESENCE.get(model)
+    if known is None:  # read once per loaded model (benchmarks call predict_masks per case)
+        source = getattr(model, "source", None)
+        folder = None if source is None else (source.adapter or source.checkpoint)
+        known = Presence.load(folder) if folder is not None else Presence.identity("no checkpoint folder")
+        _PRESENCE[model] = known
+    return known
 
 
 def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,

@@ -6,16 +6,15 @@ LoRA fine-tunes of a checkpoint are ``adapters.py``; ``loading.load_model`` load
 """
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any
 
 from vlseg.errors import ModelError
-from vlseg.fileio import atomic_path, write_json_atomic
+from vlseg.fileio import write_json_atomic
 from vlseg.model.config import ModelConfig, list_config_names
 from vlseg.model.registry import build_model
 from vlseg.model.storage import (
-    cached_sha256, check_safetensors, git_commit, library_versions, load_safetensors, read_format_json,
+    cached_sha256, check_safetensors, load_safetensors, provenance_record, read_format_json, save_weights,
     verify_sha256,
 )
 from vlseg.model.vlseg_model import VLSegModel
@@ -41,19 +40,11 @@ def save_checkpoint(model: VLSegModel, path_dir: str | Path, provenance: dict[st
     ``provenance`` (data sources, steps, seed, ...) is stored as given, completed with the git
     commit, library versions, creation time and the weights' SHA-256 unless already present.
     """
-    from safetensors.torch import save_file
-
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.checkpoint_state_dict().items()}
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "model": model.config.name})
-    prov = dict(provenance or {})
-    prov.setdefault("git_commit", git_commit())
-    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    prov.setdefault("versions", library_versions())
-    prov["weights_sha256"] = checkpoint_sha256(out / WEIGHTS_FILE)
-    prov["parameters"] = model.num_parameters()
+    sha = save_weights(out / WEIGHTS_FILE, model.checkpoint_state_dict(),
+                       {"format": FORMAT, "model": model.config.name})
+    prov = provenance_record(provenance, weights_sha256=sha, parameters=model.num_parameters())
     write_json_atomic(out / CONFIG_FILE, {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": model.config.to_dict(), "provenance": prov,

@@ -7,15 +7,14 @@ it was trained on simulated first-stage probabilities, so it stays valid when st
 """
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any
 
 from vlseg.errors import ModelError
-from vlseg.fileio import atomic_path, write_json_atomic
+from vlseg.fileio import write_json_atomic
 from vlseg.model.refiner import Refiner, RefinerConfig
 from vlseg.model.storage import (
-    cached_sha256, check_safetensors, git_commit, library_versions, load_safetensors, read_format_json,
+    cached_sha256, check_safetensors, load_safetensors, provenance_record, read_format_json, save_weights,
     verify_sha256,
 )
 
@@ -36,19 +35,11 @@ def refiner_sha256(folder: str | Path) -> str:
 
 def save_refiner(refiner: Refiner, folder: str | Path, provenance: dict[str, Any] | None = None) -> Path:
     """Write ``folder/refiner.safetensors`` and ``folder/refiner.json`` atomically."""
-    from safetensors.torch import save_file
-
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in refiner.state_dict().items()}
-    with atomic_path(out / REFINER_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "model": refiner.config.name})
-    prov = dict(provenance or {})
-    prov.setdefault("git_commit", git_commit())
-    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    prov.setdefault("versions", library_versions())
-    prov["weights_sha256"] = refiner_sha256(out)
-    prov["parameters"] = refiner.num_parameters()
+    sha = save_weights(out / REFINER_WEIGHTS, refiner.state_dict(),
+                       {"format": FORMAT, "model": refiner.config.name})
+    prov = provenance_record(provenance, weights_sha256=sha, parameters=refiner.num_parameters())
     write_json_atomic(out / REFINER_CONFIG, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                              "refiner": refiner.config.to_dict(), "provenance": prov})
     return out

@@ -151,6 +151,32 @@ def verify_sha256(path: str | Path, expected: Any, *, recorded_in: str | Path) -
     return sha
 
 
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """Write ``state`` (copied to CPU) to a .safetensors file atomically; return its SHA-256."""
+    from safetensors.torch import save_file
+
+    from vlseg.fileio import atomic_path
+
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_path(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return cached_sha256(path)
+
+
+def provenance_record(provenance: dict[str, Any] | None, *, weights_sha256: str, parameters: int) -> dict[str, Any]:
+    """``provenance`` as given, completed with the git commit, creation time and library versions
+    unless present, and the weights' SHA-256 and parameter count."""
+    import datetime as _dt
+
+    prov = dict(provenance or {})
+    prov.setdefault("git_commit", git_commit())
+    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    prov.setdefault("versions", library_versions())
+    prov["weights_sha256"] = weights_sha256
+    prov["parameters"] = parameters
+    return prov
+
+
 def git_commit() -> str | None:
     """The vlseg source tree's git commit, if it is a checkout (provenance, best effort)."""
     try:

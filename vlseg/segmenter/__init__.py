@@ -26,6 +26,7 @@ from vlseg.language import QueryParser
 from vlseg.predict import Predictor
 from vlseg.reasoning import DISCLAIMER
 from vlseg.reasoning.calibration import DEFAULT_CONFIDENCE, Calibration
+from vlseg.reasoning.presence import Presence
 from vlseg.reasoning.atlas import AtlasLocator
 from vlseg.reasoning.change import COMPARISON, Labelled
 from vlseg.reasoning.registration import RigidRegistration
@@ -77,7 +78,8 @@ class Segmenter:
                  parser: QueryParser | None = None, threshold: float = 0.5,
                  calibration: Calibration | None = None,
                  confidence: float = DEFAULT_CONFIDENCE, timepoint: str = "auto",
-                 refiner: Refiner | None = None, fast: bool = False) -> None:
+                 refiner: Refiner | None = None, fast: bool = False,
+                 presence: Presence | None = None) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.confidence = _check_confidence(confidence)
@@ -88,6 +90,11 @@ class Segmenter:
             calibration = (Calibration.load(checkpoint) if checkpoint is not None
                            else Calibration.identity("no checkpoint folder"))
         self.calibration = calibration
+        # Whether each region is there at all, fitted beside the weights (identity when absent)
+        if presence is None:
+            presence = (Presence.load(checkpoint) if checkpoint is not None
+                        else Presence.identity("no checkpoint folder"))
+        self.presence = presence
         self.model = model.eval().to(device)
         self.device = device
         self.threshold = threshold
@@ -100,7 +107,8 @@ class Segmenter:
         # The refinement stage answers unless fast (the first stage alone)
         self.refiner = refiner
         self.fast = bool(fast)
-        self.predictor = Predictor(self.model, device=device, threshold=threshold, refiner=refiner, fast=fast)
+        self.predictor = Predictor(self.model, device=device, threshold=threshold, refiner=refiner, fast=fast,
+                                   presence=presence)
         self.dialogue = Dialogue(parser=parser, calibration=calibration, threshold=threshold)
         self._talk: CaseTalk | None = None
         self._model_info: ModelInfo | None = None
@@ -137,7 +145,8 @@ class Segmenter:
         other = Segmenter(model=self.model, device=self.device, checkpoint=self.checkpoint,
                           parser=self.parser, threshold=self.threshold,
                           calibration=self.calibration, confidence=self.confidence,
-                          timepoint=self.timepoint, refiner=self.refiner, fast=self.fast)
+                          timepoint=self.timepoint, refiner=self.refiner, fast=self.fast,
+                          presence=self.presence)
         other._model_info = self.model_info()
         return other
 

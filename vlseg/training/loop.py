@@ -152,6 +152,21 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict[str,
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def optimization(module: nn.Module, config: TrainConfig, resume_dir: Path | None, state: dict[str, Any]
+                 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, MaskedPromptLoss]:
+    """The optimizer, the learning-rate schedule and the loss of a run, restored when resuming
+    (the schedule itself is a function of the step, recomputed from this config)."""
+    optimizer = build_optimizer(module, config)
+    if resume_dir is not None:
+        load_optimizer(optimizer, resume_dir / OPTIM_FILE, state["optimizer"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    if resume_dir is not None:
+        scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
+                               smooth=config.loss.dice_smooth)
+    return optimizer, scheduler, loss_fn
+
+
 def find_last_checkpoint(output_dir: str | Path) -> Path | None:
     """Newest complete checkpoint (its state.json is written last)."""
     root = Path(output_dir) / "checkpoints"
@@ -265,16 +280,8 @@ def _set_up(config: TrainConfig, accelerator: Accelerator, resume_dir: Path | No
     # Model (+ the base checkpoint an adapter names), optimizer, schedule
     model, spec = build_training_model(config, resume_dir=resume_dir)
     base = base_ref(config)
-    optimizer = build_optimizer(model, config)
-    if resume_dir is not None:
-        load_optimizer(optimizer, resume_dir / OPTIM_FILE, state["optimizer"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    if resume_dir is not None:
-        # The schedule itself is a function of the step (recomputed from this config)
-        scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    optimizer, scheduler, loss_fn = optimization(model, config, resume_dir, state)
     wrapper, optimizer = accelerator.prepare(PromptedSegmenter(model), optimizer)
-    loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
-                               smooth=config.loss.dice_smooth)
 
     entries, loader = _training_data(config, accelerator, model, start_step=start_step, progress=progress)
     val_refs = _val_refs(config) if main else []

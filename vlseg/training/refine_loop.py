@@ -31,10 +31,8 @@ from vlseg.text import build_text_encoder
 from vlseg.training.cache import build_cache
 from vlseg.training.config import TrainConfig, config_to_dict
 from vlseg.training.loop import (
-    OPTIM_FILE, STATE_FILE, _hardware, _log, _prune, _resume_point, build_optimizer, load_optimizer, lr_factor,
-    save_optimizer,
+    OPTIM_FILE, STATE_FILE, _hardware, _log, _prune, _resume_point, optimization, save_optimizer,
 )
-from vlseg.training.losses import MaskedPromptLoss
 from vlseg.training.refine_data import RefineMixture, collate_refine
 from vlseg.training.sources import MixtureDataset
 
@@ -69,16 +67,9 @@ def train_refiner(config: TrainConfig, *, resume: bool = False, progress: bool =
     text = build_text_encoder(refiner.config.text_encoder).eval()
     for p in text.parameters():
         p.requires_grad_(False)
-    optimizer = build_optimizer(refiner, config)
-    if resume_dir is not None:
-        load_optimizer(optimizer, resume_dir / OPTIM_FILE, state["optimizer"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    if resume_dir is not None:
-        scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    optimizer, scheduler, loss_fn = optimization(refiner, config, resume_dir, state)
     wrapper, optimizer = accelerator.prepare(refiner, optimizer)
     text = text.to(accelerator.device)
-    loss_fn = MaskedPromptLoss(bce_weight=config.loss.bce_weight, dice_weight=config.loss.dice_weight,
-                               smooth=config.loss.dice_smooth)
 
     # Data: the mixture at the refiner's spacing + simulated stage-1 probabilities
     with accelerator.main_process_first():
