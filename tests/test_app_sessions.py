@@ -153,7 +153,9 @@ def test_downloads_named_by_case_and_refusals_bring_no_result(tmp_path, store):
     files = {p.name.rsplit("-", 1)[1].split(".")[0]: p for p in up.glob("*-t*.nii.gz")}
     resp = store.set_case(CaseRequest(session_id=sid, source=files, label=None))
     assert resp.case_id == "BraTS-GLI-00007-000" and resp.label == "BraTS-GLI-00007-000"
-    r = store.ask(AskRequest(session_id=sid, query="segment the enhancing tumor"))
+    plain = store.ask(AskRequest(session_id=sid, query="segment the enhancing tumor"))
+    assert [p.name for p in plain.downloads] == ["BraTS-GLI-00007-000_ET.nii.gz", "BraTS-GLI-00007-000_all.zip"]
+    r = store.ask(AskRequest(session_id=sid, query="segment the enhancing tumor", probability_maps=True))
     assert r.has_result and [p.name for p in r.downloads] == [
         "BraTS-GLI-00007-000_ET.nii.gz", "BraTS-GLI-00007-000_ET_probability.nii.gz",
         "BraTS-GLI-00007-000_ET_uncertainty.nii.gz", "BraTS-GLI-00007-000_all.zip"]

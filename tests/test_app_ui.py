@@ -31,7 +31,7 @@ def test_questions_show_at_once_and_are_answered_in_order(chat_app):
     assert box == "" and _texts(chat) == ["segment the enhancing tumor", ui.QUEUED]
     _, chat, _, status = app.submit("how big is the edema?", sid)
     assert _texts(chat)[-2:] == ["how big is the edema?", ui.QUEUED] and "2 questions" in status
-    chat, table, files, viewer, _, status = app.answer_next(sid)
+    chat, table, files, viewer, _, status = app.answer_next(sid, probability_maps=True)
     texts = _texts(chat)
     assert texts[1].startswith("enhancing tumor of case CASE-U") and texts[-1] == ui.QUEUED
     assert "<table>" in table and [f.rsplit("/", 1)[1] for f in files] == [
@@ -125,8 +125,8 @@ def test_each_answer_keeps_its_own_downloads(chat_app):
     app, sid = chat_app
     app.submit("segment the enhancing tumor", sid)
     app.submit("how big is the edema?", sid)
-    app.answer_next(sid)
-    chat, *_ = app.answer_next(sid)
+    app.answer_next(sid, probability_maps=True)
+    chat, *_ = app.answer_next(sid, probability_maps=True)
     first, second = [t for t in _texts(chat) if "Downloads of this answer" in t]
     assert "CASE-U_ET.nii.gz" in first and "CASE-U_ED.nii.gz" not in first and "answer.json" in first
     assert "CASE-U_ED.nii.gz" in second and "CASE-U_ET.nii.gz" not in second

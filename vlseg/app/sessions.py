@@ -88,6 +88,9 @@ class AskRequest:
     confidence: float | None = None  # level of the volume / ratio intervals (None: default)
     timepoint: str | None = None  # pre | post | auto for the scan (None: as it was)
     pictures: bool = True  # the UI's extras: overlay PNG, table, named downloads + zip, viewer masks
+    # with pictures: each concept's probability and uncertainty maps among the downloads (writing
+    # two compressed float volumes costs about a second per answer at 1 mm, so it is asked for)
+    probability_maps: bool = False
 
 
 @dataclass(frozen=True)
@@ -386,7 +389,7 @@ class SessionStore:
                 self._touch_encoded(session)
             session.n_answers += 1
             answer_dir = session.out_dir / f"answer-{session.n_answers:03d}"
-            ans.save(answer_dir, probabilities=req.pictures)  # the UI offers the maps too
+            ans.save(answer_dir, probabilities=req.pictures and req.probability_maps)
             mask_files = [p for p in (answer_dir / f"{c}.nii.gz" for c in ans.masks_ras) if p.is_file()]
             answer_json = ans.to_json()
             overlay, center = None, None

@@ -240,7 +240,7 @@ class ChatApp:
         return self.submit(EXAMPLE_QUERIES[int(index)], sid)
 
     def answer_next(self, sid: str | None, confidence: float | None = None,
-                    timepoint: str | None = None) -> tuple:
+                    timepoint: str | None = None, probability_maps: bool = False) -> tuple:
         """Step 2 (queued, one model call at a time): answer the oldest waiting question."""
         keep = (gr.skip(), gr.skip(), gr.skip(), gr.skip())  # table, files, viewer, sequence
         if not sid:
@@ -255,7 +255,8 @@ class ChatApp:
         try:
             resp = self.store.ask(AskRequest(session_id=sid, query=turn.question,
                                              confidence=_confidence(confidence),
-                                             timepoint=_timepoint(timepoint)))
+                                             timepoint=_timepoint(timepoint),
+                                             probability_maps=bool(probability_maps)))
         except Exception as e:  # noqa: BLE001 - a failed question keeps everything shown
             self.store.finish(turn, _user_message(e))
             turns = self.store.turns(sid)
@@ -273,7 +274,7 @@ class ChatApp:
         return (chat_messages(turns), resp.table_html, files, viewer, gr.skip(), _waiting(turns))
 
     def answer_live(self, sid: str | None, confidence: float | None = None,
-                    timepoint: str | None = None):
+                    timepoint: str | None = None, probability_maps: bool = False):
         """``answer_next`` with progress in the answer bubble: the time so far and, from recent
         answers of the same kind (the first on a case, or a later one), about how long is left;
         refreshed every second while the model works."""
@@ -282,7 +283,8 @@ class ChatApp:
         expected = statistics.median(took or other) if (took or other) else None
         box: dict[str, tuple] = {}
         t0 = time.perf_counter()
-        worker = threading.Thread(target=lambda: box.setdefault("out", self.answer_next(sid, confidence, timepoint)),
+        worker = threading.Thread(target=lambda: box.setdefault("out", self.answer_next(sid, confidence, timepoint,
+                                                                                       probability_maps)),
                                   daemon=True)
         worker.start()
         while True:
@@ -442,6 +444,9 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                 timepoint = gr.Radio([("decide from the scan", "auto"), ("before treatment", "pre"),
                                       ("after surgery", "post")], value="auto", elem_id="timepoint",
                                      label="Scan time point (a resection cavity is reported only after surgery)")
+                maps = gr.Checkbox(False, elem_id="probability-maps",
+                                   label="Probability and uncertainty maps in the downloads (next answers; "
+                                   "about a second more each)")
                 downloads = gr.File(label="Downloads (named by case; the zip has masks, answer.json "
                                     "and a CSV)", file_count="multiple", interactive=False,
                                     elem_id="downloads", height=140)
@@ -475,7 +480,7 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
         for k, (trigger, fn, inputs) in enumerate(triggers):
             trigger(fn, inputs, submit_outputs, queue=False, trigger_mode="multiple",
                     show_progress="hidden", api_name=f"ui_submit_{k}", api_visibility="private",
-                    ).then(app.answer_live, [sid, confidence, timepoint], answer_outputs, show_progress="hidden",
+                    ).then(app.answer_live, [sid, confidence, timepoint, maps], answer_outputs, show_progress="hidden",
                            api_name=f"ui_answer_{k}", trigger_mode="multiple", **heavy)
         seq_radio.input(app.change_sequence, [sid, seq_radio], [viewer], api_name="ui_sequence",
                         concurrency_id="viewer", concurrency_limit=2, api_visibility="private",
