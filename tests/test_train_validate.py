@@ -9,7 +9,7 @@ import torch
 from vlseg.model.config import ModelConfig
 
 import vlseg.reasoning.labelling
-import vlseg.predict
+import vlseg.reasoning.presence
 from vlseg.training import validate
 
 
@@ -51,8 +51,8 @@ def test_validation_cleans_masks_like_the_segmenter(monkeypatch):
         calls.append(threshold)
         return vlseg.reasoning.labelling.final_masks(probs, affine, threshold=threshold)
 
-    # The very function the Segmenter uses
-    assert validate.final_masks is vlseg.reasoning.labelling.final_masks is vlseg.predict.final_masks
+    # The very function the Segmenter uses (its predictor labels through Presence.label)
+    assert validate.final_masks is vlseg.reasoning.labelling.final_masks is vlseg.reasoning.presence.final_masks
     monkeypatch.setattr(validate, "final_masks", spy)
     scores = validate.validate_cases(_Model(), [case], heldout=False)
     assert calls == [0.5]
