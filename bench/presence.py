@@ -6,12 +6,15 @@
 ``fit`` runs the checkpoint through the predictor's own path (``predict_probabilities``,
 ``final_masks``; no presence gate) over held-out cases with and without each region, under
 several sequence subsets, and fits one logistic regression per concept (WT, TC, ET and, for a
-model that segments it, RC) on ``vlseg.reasoning.presence.features``; it writes
+model that segments it, RC) and sequence subset on ``vlseg.reasoning.presence.features``, and a
+pooled one per concept for the other subsets; it writes
 ``presence.json`` beside the weights (``--out`` to write elsewhere). Fit cases (2 mm; generated
 when missing, seeds nothing else uses): tumor phantoms seed 1401, tumor-free phantoms seed
 1421 (``--healthy``), post-operative phantoms seed 1441 (``--timepoint post``), randomized
 samples seed 1431 (``python -m vlseg.synth.randomize_cli``; other poses, atrophy, contrasts; a
-few tumor-free). Training used seeds 1, 11, 21; selection 2, 12.
+few tumor-free), single small lesions seed 1451 (the generator's "small" layout, half with little
+edema). Sequence subsets: all four, T1c + FLAIR, FLAIR alone (not T1n alone: see FIT_SUBSETS).
+Training used seeds 1, 11, 21; selection 2, 12.
 
 ``report`` measures on cases nothing was fitted or chosen on: the 1 mm test phantoms (seed 3:
 Dice of every region with and without the gate, and the presence probability), the 1 mm
@@ -33,21 +36,41 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "work_data"
-FIT_SUBSETS = {"all4": ("t1n", "t1c", "t2w", "t2f"), "t1c+t2f": ("t1c", "t2f"), "t1n": ("t1n",),
-               "t2f": ("t2f",)}
+# T1n alone is left out of the fit: there the model finds 40-110 mL of "tumor" in tumor-free brains
+# with the confidence it has on real tumors, and fitting on it taught the regression that a larger
+# mask means *less* likely a tumor (a negative volume weight), which then called a real 3 mL tumor
+# absent; answers on T1n alone carry a warning instead (vlseg.io.sequence_warnings).
+FIT_SUBSETS = {"all4": ("t1n", "t1c", "t2w", "t2f"), "t1c+t2f": ("t1c", "t2f"), "t2f": ("t2f",)}
 REPORT_SUBSETS = {"all4": ("t1n", "t1c", "t2w", "t2f"), "t1c+t2f": ("t1c", "t2f"), "t1n": ("t1n",)}
 FIT_SETS = {  # name -> (folder, n, generator arguments)
     "tumor": (DATA / "presence_fit_tumor_2mm", 40, ["synth", "--seed", "1401", "--spacing", "2"]),
     "healthy": (DATA / "presence_fit_healthy_2mm", 40, ["synth", "--seed", "1421", "--spacing", "2", "--healthy"]),
     "post": (DATA / "presence_fit_post_2mm", 20, ["synth", "--seed", "1441", "--spacing", "2", "--timepoint", "post"]),
     "randomized": (DATA / "presence_fit_rnd_2mm", 40, ["randomized", "--seed", "1431", "--spacing", "2"]),
+    # single small lesions, half with little edema (whole tumors of ~1-15 mL): the default draw has
+    # few, and without them the fit learnt to call a real 3 mL tumor absent
+    "small": (DATA / "presence_fit_small_2mm", 40, ["small", "--seed", "1451", "--spacing", "2"]),
 }
 MIN_TRUE_ML = 0.0  # a region is present when its truth holds any voxel
 
 
+def _small_lesions(folder: Path, n: int, seed: int, spacing: float) -> None:
+    import dataclasses
+
+    from vlseg.synth.params import DEFAULT_RANGES
+    from vlseg.synth.phantom import write_case
+
+    ranges = dataclasses.replace(DEFAULT_RANGES, p_multifocal=0.0, p_small=1.0, p_little_edema=0.5)
+    for i in range(n):
+        write_case(folder, seed + i, spacing_mm=spacing, ranges=ranges)
+
+
 def ensure(folder: Path, n: int, gen: list[str]) -> list[Path]:
     have = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    if len(have) < n:
+    if len(have) < n and gen[0] == "small":
+        _small_lesions(folder, n, int(gen[gen.index("--seed") + 1]), float(gen[gen.index("--spacing") + 1]))
+        have = sorted(p for p in folder.iterdir() if p.is_dir())
+    elif len(have) < n:
         cmd = ([sys.executable, "-m", "vlseg.synth.randomize_cli"] + gen[1:] if gen[0] == "randomized"
                else [sys.executable, "-m", "vlseg"] + gen)
         subprocess.run(cmd + ["--out", str(folder), "--n", str(n)], check=True, stdout=subprocess.DEVNULL)
@@ -91,10 +114,10 @@ def fit(args: argparse.Namespace) -> int:
     from vlseg.evaluation import with_sequences
     from vlseg.io import load_case
     from vlseg.reasoning.calibration import weights_sha256
-    from vlseg.reasoning.presence import Presence, features, fit_logistic, rival_of
+    from vlseg.reasoning.presence import Presence, features, fit_logistic, rival_of, sequence_key
 
     runner = Runner(args.model)
-    rows: dict[str, list[tuple[np.ndarray, int]]] = {c: [] for c in runner.concepts}
+    rows: dict[str, list[tuple[np.ndarray, int, str]]] = {c: [] for c in runner.concepts}
     counts: dict[str, int] = {}
     t0 = time.perf_counter()
     for name, (folder, n, gen) in FIT_SETS.items():
@@ -107,17 +130,22 @@ def fit(args: argparse.Namespace) -> int:
                 probs, masks = runner.run(sub)
                 for c in runner.concepts:
                     rows[c].append((features(probs[c], masks[c], case.affine, rival_of(c, probs, masks[c], case.affine)),
-                                    _truth_present(case, c)))
+                                    _truth_present(case, c), sequence_key(seqs)))
         print(f"{name}: {len(folders)} cases x {len(FIT_SUBSETS)} subsets ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     presence = Presence(checkpoint_sha256=weights_sha256(args.model),
                         fitted_on={"sets": counts, "subsets": list(FIT_SUBSETS),
-                                   "seeds": {"tumor": 1401, "healthy": 1421, "post": 1441, "randomized": 1431}})
+                                   "seeds": {name: int(gen[gen.index("--seed") + 1]) for name, (_, _, gen) in FIT_SETS.items()}})
     for c, r in rows.items():
-        x = np.stack([a for a, _ in r])
-        y = np.array([b for _, b in r])
+        x = np.stack([a for a, _, _ in r])
+        y = np.array([b for _, b, _ in r])
+        keys = np.array([k for _, _, k in r])
         presence.models[c] = fit_logistic(x, y)
-        p = np.array([presence.models[c].probability(v) for v in x])
+        for key in dict.fromkeys(keys):
+            one = keys == key
+            if len(np.unique(y[one])) == 2:
+                presence.by_sequences.setdefault(key, {})[c] = fit_logistic(x[one], y[one])
+        p = np.array([presence.model_for(c, k.split("+")).probability(v) for v, k in zip(x, keys)])
         print(f"{c}: {int(y.sum())} present / {len(y)}; fit accuracy {float(np.mean((p >= 0.5) == y)):.3f}",
               flush=True)
     out = presence.save(args.out or args.model)
@@ -153,7 +181,7 @@ def report(args: argparse.Namespace) -> int:
 
         probs = predict_probabilities(runner.model, case, prompts=runner.prompts)
         raw = final_masks(probs, case.affine)
-        return raw, *presence.label(probs, case.affine)[1:]
+        return raw, *presence.label(probs, case.affine, sequences=case.images)[1:]
 
     def each(folder: Path):
         return sorted(f for f in folder.iterdir() if f.is_dir())[: args.limit] if folder.is_dir() else []
@@ -234,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fit")
     f.add_argument("--model", default=str(REPO / "vlseg" / "weights" / "default"))
     f.add_argument("--out", type=Path, help="folder to write presence.json (default: the model's)")
-    f.add_argument("--n", type=int, help="cases per fit set (default: 40, 40, 20, 40)")
+    f.add_argument("--n", type=int, help="cases per fit set (default: 40, 40, 20, 40, 40)")
     r = sub.add_parser("report")
     r.add_argument("--model", default=str(REPO / "vlseg" / "weights" / "default"))
     r.add_argument("--test", type=Path, default=DATA / "phantoms_test_1mm")

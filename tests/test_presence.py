@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vlseg.reasoning.presence import (PRESENCE_FILE, Logistic, Presence, features, fit_logistic)
+from vlseg.reasoning.presence import (PRESENCE_FILE, Logistic, Presence, features, fit_logistic, sequence_key)
 
 AFFINE_2MM = np.diag([2.0, 2.0, 2.0, 1.0])
 
@@ -104,6 +104,33 @@ def test_cavity_rival_is_the_enhancing_ring_around_it():
     assert rival_of("RC", probs, cav, AFFINE_2MM) == pytest.approx(0.9)
     wt = probs["WT"] >= 0.5
     assert rival_of("WT", probs, wt, AFFINE_2MM) == pytest.approx(0.0)
+
+
+def test_the_models_of_the_case_sequences_decide_and_the_pooled_ones_serve_the_rest(tmp_path):
+    pres = _presence(wt_bias=5.0)                                   # pooled: present
+    flair = sequence_key(["t2f"])
+    pres.by_sequences[flair] = {"WT": Logistic((0.0,) * 4, -5.0)}   # FLAIR alone: absent
+    assert sequence_key(["t2f", "t1c", "t1c"]) == "t1c+t2f"
+    assert pres.model_for("WT", ["t2f"]).bias == -5.0
+    assert pres.model_for("TC", ["t2f"]).bias == 5.0                # no TC model for that set: pooled
+    assert pres.model_for("WT", ["t1c", "t2f"]).bias == 5.0         # a set not fitted: pooled
+    assert pres.model_for("WT").bias == 5.0                         # sequences not given: pooled
+    _, masks, p = pres.label(_probs(), AFFINE_2MM, sequences={"t2f": None})
+    assert p["WT"] < 0.5 and not masks["WT"].any()
+    _, masks, p = pres.label(_probs(), AFFINE_2MM, sequences=["t1n", "t1c", "t2w", "t2f"])
+    assert p["WT"] > 0.5 and masks["WT"].any()
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    from vlseg.reasoning.calibration import weights_sha256
+    pres.checkpoint_sha256 = weights_sha256(tmp_path)
+    pres.save(tmp_path)
+    assert Presence.load(tmp_path).by_sequences == pres.by_sequences    # round trip
+    data = json.loads((tmp_path / PRESENCE_FILE).read_text())
+    data["by_sequences"] = {flair: {"WT": {"weights": [1], "bias": 0}}}
+    (tmp_path / PRESENCE_FILE).write_text(json.dumps(data))
+    assert "bad model" in Presence.load(tmp_path).problem
+    data["by_sequences"] = [1, 2]
+    (tmp_path / PRESENCE_FILE).write_text(json.dumps(data))
+    assert "by_sequences" in Presence.load(tmp_path).problem
 
 
 def test_load_checks_file_and_weights(tmp_path):

@@ -129,7 +129,8 @@ class Predictor:
             state.ruled_out = ruled
             if state.masks:  # relabel what is decoded
                 state.final_probs, state.masks, state.presence = self.presence_model.label(
-                    state.probs, state.case.affine, threshold=self.threshold, ruled_out=ruled)
+                    state.probs, state.case.affine, threshold=self.threshold, ruled_out=ruled,
+                    sequences=state.case.images)
                 state.generation += 1
 
     def presence(self) -> dict[str, float | None]:
@@ -153,7 +154,8 @@ class Predictor:
         one encoding."""
         state = self._require()
         return self.presence_model.label({**state.probs, **state.first}, state.case.affine,
-                                         threshold=self.threshold, ruled_out=state.ruled_out)[1]
+                                         threshold=self.threshold, ruled_out=state.ruled_out,
+                                         sequences=state.case.images)[1]
 
     def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """All the current labelling's (probabilities, masks), for intervals over several concepts."""
@@ -188,7 +190,8 @@ class Predictor:
             if self.refiner is not None and state.refinement is None:
                 self._refine(state)
         state.final_probs, state.masks, state.presence = self.presence_model.label(
-            state.probs, state.case.affine, threshold=self.threshold, ruled_out=state.ruled_out)
+            state.probs, state.case.affine, threshold=self.threshold, ruled_out=state.ruled_out,
+            sequences=state.case.images)
         state.generation += 1
         return state
 
@@ -278,4 +281,5 @@ def predict_masks(model: VLSegModel, case: Case, *, threshold: float = 0.5,
         return predictor.masks(model.config.concepts)
     probs = predict_probabilities(model, case, prompts=prompts, device=device)
     presence = presence if presence is not None else presence_of(model)
-    return presence.label(probs, case.affine, threshold=threshold, ruled_out=ruled_out)[1]
+    return presence.label(probs, case.affine, threshold=threshold, ruled_out=ruled_out,
+                          sequences=case.images)[1]

@@ -17,9 +17,13 @@ the region is present in the case, from three summaries of the model's evidence:
   0.1-0.8 around necrotic cores, 0-0.15 around cavities).
 
 A logistic regression per concept maps them to a probability; it is fitted on held-out cases
-with and without the region (tumor-bearing, tumor-free and post-operative phantoms, randomized
-samples, under several sequence subsets) by ``bench/presence.py fit`` and stored in
+with and without the region (tumor-bearing, tumor-free, small-lesion and post-operative phantoms,
+randomized samples, under several sequence subsets) by ``bench/presence.py fit`` and stored in
 ``presence.json`` beside the weights it was fitted for (sha256-checked like ``calibration.json``).
+The same evidence means different things under different sequences (a tumor-free brain on FLAIR
+alone gets 10-25 mL of confident "tumor", on all four sequences under 5 mL), so there is one
+regression per concept for each fitted sequence set (:func:`sequence_key`) and a pooled one, fitted
+on all of them, for any other set.
 
 The decision (:meth:`Presence.label`, the labelling with presence decided): a region is absent when its probability is below 0.5.
 The case is tumor-free when the outermost region of the tumor chain (the whole tumor) is absent:
@@ -63,6 +67,11 @@ def features(prob: np.ndarray, mask: np.ndarray, affine: np.ndarray, rival: floa
     confident = int((mask & (prob >= CONFIDENT_P)).sum())
     return np.array([np.log1p(n * voxel_ml), mean_p, np.log1p(confident * voxel_ml), float(rival)],
                     dtype=np.float64)
+
+
+def sequence_key(sequences: Iterable[str]) -> str:
+    """The name of a sequence set in ``presence.json``: its codes sorted, joined by ``+``."""
+    return "+".join(sorted(set(sequences)))
 
 
 def _in_chain() -> set[str]:
@@ -129,7 +138,8 @@ class Logistic:
 class Presence:
     """Per-concept presence models fitted for one checkpoint (or none: ``identity``)."""
 
-    models: dict[str, Logistic] = field(default_factory=dict)
+    models: dict[str, Logistic] = field(default_factory=dict)      # pooled over every fitted set
+    by_sequences: dict[str, dict[str, Logistic]] = field(default_factory=dict)  # sequence_key -> concept -> model
     checkpoint_sha256: str | None = None
     fitted_on: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None     # why there is no presence model, for answer.json
@@ -167,23 +177,26 @@ class Presence:
     def from_json(cls, data: Any) -> Presence:
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise ModelError("presence.json: expected an object with 'models'")
-        models: dict[str, Logistic] = {}
-        for code, m in data["models"].items():
-            try:
-                w = tuple(float(v) for v in m["weights"])
-                b = float(m["bias"])
-            except (TypeError, KeyError, ValueError):
-                raise ModelError(f"presence.json: model for {code!r} needs numeric 'weights' and 'bias'") from None
-            if code not in vocab.codes() or len(w) != len(FEATURES) or not np.all(np.isfinite([*w, b])):
-                raise ModelError(f"presence.json: bad model for {code!r}")
-            models[code] = Logistic(w, b)
-        return cls(models=models, checkpoint_sha256=data.get("checkpoint_sha256"),
-                   fitted_on=dict(data.get("fitted_on") or {}))
+        by_sequences = data.get("by_sequences") or {}
+        if not isinstance(by_sequences, dict) or not all(isinstance(v, dict) for v in by_sequences.values()):
+            raise ModelError("presence.json: 'by_sequences' must map sequence sets to models")
+        return cls(models=_models(data["models"]),
+                   by_sequences={str(k): _models(v) for k, v in by_sequences.items()},
+                   checkpoint_sha256=data.get("checkpoint_sha256"), fitted_on=dict(data.get("fitted_on") or {}))
 
     def to_json(self) -> dict[str, Any]:
+        def dump(models: Mapping[str, Logistic]) -> dict[str, Any]:
+            return {c: {"weights": list(m.weights), "bias": m.bias} for c, m in models.items()}
+
         return {"features": list(FEATURES), "checkpoint_sha256": self.checkpoint_sha256,
-                "fitted_on": self.fitted_on,
-                "models": {c: {"weights": list(m.weights), "bias": m.bias} for c, m in self.models.items()}}
+                "fitted_on": self.fitted_on, "models": dump(self.models),
+                "by_sequences": {k: dump(v) for k, v in self.by_sequences.items()}}
+
+    def model_for(self, concept: str, sequences: Iterable[str] | None = None) -> Logistic | None:
+        """The regression for ``concept`` under ``sequences``: the one fitted on that set, else the
+        pooled one (``None`` where neither is fitted)."""
+        fitted = self.by_sequences.get(sequence_key(sequences), {}) if sequences is not None else {}
+        return fitted.get(concept) or self.models.get(concept)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / PRESENCE_FILE
@@ -191,20 +204,22 @@ class Presence:
         return path
 
     def probabilities(self, probs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
-                      affine: np.ndarray) -> dict[str, float | None]:
-        """Concept -> calibrated probability that it is present (``None`` where not fitted)."""
+                      affine: np.ndarray, sequences: Iterable[str] | None = None) -> dict[str, float | None]:
+        """Concept -> calibrated probability that it is present (``None`` where not fitted), by
+        the models for the case's ``sequences`` (the pooled ones where not given)."""
         out: dict[str, float | None] = {}
         for c in masks:
-            m = self.models.get(c)
+            m = self.model_for(c, sequences)
             out[c] = (None if m is None or c not in probs
                       else m.probability(features(probs[c], masks[c], affine, rival_of(c, probs, masks[c], affine))))
         return out
 
     def label(self, probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshold: float = 0.5,
-              ruled_out: Iterable[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+              ruled_out: Iterable[str] = (), sequences: Iterable[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
                                                       dict[str, float | None]]:
         """The case's one labelling with presence decided: (final probabilities, masks, presence).
 
+        ``sequences``: the case's sequences (which presence models decide; see the module doc).
         ``ruled_out`` concepts (the cavity on a scan taken as untreated) are left out of the
         labelling and get empty masks. A base class outside the chain that is absent is then
         left out too, so its voxels go back to the chain; the whole chain is emptied when its
@@ -214,7 +229,7 @@ class Presence:
         final = final_probabilities(probs)
         use = {c: q for c, q in probs.items() if c not in ruled_out}
         masks = final_masks(use, affine, threshold=threshold)
-        p = self.probabilities(final, masks, affine)
+        p = self.probabilities(final, masks, affine, sequences)
         absent = tuple(c for c in masks if outside_chain(c) and p.get(c) is not None and p[c] < PRESENT_P)
         if absent:  # relabel without them: the voxels they had claimed go back to the chain
             masks = final_masks({c: q for c, q in use.items() if c not in absent}, affine, threshold=threshold)
@@ -229,6 +244,22 @@ class Presence:
         return final, masks, p
 
 
+def _models(data: Any) -> dict[str, Logistic]:
+    if not isinstance(data, dict):
+        raise ModelError("presence.json: expected concept -> model objects")
+    models: dict[str, Logistic] = {}
+    for code, m in data.items():
+        try:
+            w = tuple(float(v) for v in m["weights"])
+            b = float(m["bias"])
+        except (TypeError, KeyError, ValueError):
+            raise ModelError(f"presence.json: model for {code!r} needs numeric 'weights' and 'bias'") from None
+        if code not in vocab.codes() or len(w) != len(FEATURES) or not np.all(np.isfinite([*w, b])):
+            raise ModelError(f"presence.json: bad model for {code!r}")
+        models[code] = Logistic(w, b)
+    return models
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0) -> Logistic:
     """An L2-regularised logistic regression (scikit-learn) of ``y`` (0/1) on ``x`` (N, features)."""
     from sklearn.linear_model import LogisticRegression
@@ -241,4 +272,4 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0) -> Logistic:
 
 
 __all__ = ["CONFIDENT_P", "FEATURES", "Logistic", "PRESENCE_FILE", "PRESENT_P", "Presence", "features",
-           "fit_logistic", "outside_chain", "rival_of", "shell"]
+           "fit_logistic", "outside_chain", "rival_of", "sequence_key", "shell"]
