@@ -219,6 +219,11 @@ def test_one_interval_per_quantity_every_ratio_phrasing_and_possibly_none(case):
     text = answer_text_parts([(get("ratio"), Facts(targets=[tj["NCR"], tj["WT"]], relations=r,
                                                    confidence=0.9))], sequences_used=["t1n"])
     assert f"of the whole tumor ({tj['NCR']['volume_ml']:g} of {tj['WT']['volume_ml']:g} mL; 90% interval" in text
+    for iv, says_none in (([round(f / 2, 4), round(f + 0.05, 4)], False), ([0.0, round(f + 0.05, 4)], True)):
+        r["fraction_intervals"] = {"NCR/WT": iv}     # a fraction's interval says "possibly none" at 0 only
+        t = answer_text_parts([(get("ratio"), Facts(targets=[tj["NCR"], tj["WT"]], relations=r,
+                                                     confidence=0.9))], sequences_used=["t1n"])
+        assert ("possibly none" in t) is says_none and ("90% interval 0–" in t) is says_none
     vol = answer_text_parts([(get("volume"), Facts(targets=[tj["ET"], tj["WT"]], confidence=0.9))],
                             sequences_used=["t1n"])
     et_line, wt_line = vol.splitlines()[:2]

@@ -251,6 +251,7 @@ def _ratio(js: list[dict[str, Any]], r: dict[str, Any] | None, q: float | None =
         vols = r["volumes_ml"]
         iv = ((r or {}).get("fraction_intervals") or {}).get(key)  # every PART/WHOLE phrasing
         interval = (f"; {_interval_phrase(q)}{_pct(iv[0])[:-1]}–{_pct(iv[1])}"
+                    + (": possibly none" if possibly_none(iv) else "")
                     if iv is not None and q is not None else "")
         lines.append(f"The {_name(a)} makes up {_pct(fractions[key])} of the {_name(b)} "
                      f"({_num(vols[a])} of {_num(vols[b])} mL{interval}).")
