@@ -194,6 +194,61 @@ def _store_ct_study(server, folder: Path, tmp_path: Path) -> str:
     return str(ds.StudyInstanceUID)
 
 
+def test_search_cohort_answers_stores_and_resumes(server, phantom_case_2mm, tmp_path, monkeypatch, capsys):
+    """--dicomweb --search: every study the search finds is a case named by its UID, answered and
+    (--store) stored back; a study that is not MR fails alone (exit 3); a rerun resumes, and a
+    case answered but not stored is stored without being answered again."""
+    import csv
+
+    from pydicom import dcmread
+
+    pacs = Pacs(server.url, auth=Auth.parse(server.auth))
+    patient = {**FILLED_TAGS, "PatientID": "COHORT-7"}
+    uids = []
+    for seed in ("cohort-a", "cohort-b"):
+        folder = study(phantom_images(phantom_case_2mm), tmp_path / seed, seed=seed, patient=patient)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        pacs.store(files)
+        uids.append(str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID))
+    ct_uid = _store_ct_study(server, folder, tmp_path)
+    assert len(set(uids)) == 2
+    out = tmp_path / "cohort"
+    args = ["--dicomweb", server.url, "--search", "PatientID=COHORT-7", "--query", "segment the edema",
+            "--out", str(out), "--store"]
+    status = _segment(args, monkeypatch, tmp_path, server.auth)
+    err = capsys.readouterr().err
+    assert status == 3, err
+    with open(out / "failures.csv", newline="") as f:
+        failed = list(csv.DictReader(f))
+    assert [r["case"] for r in failed] == [ct_uid] and "is not an MR study" in failed[0]["error"]
+    with open(out / "measurements.csv", newline="") as f:
+        assert sorted({r["case_id"] for r in csv.DictReader(f)}) == sorted(uids)
+
+    def results(uid):
+        return sorted(str(ds.Modality) for ds in pacs._client.retrieve_study(uid) if ds.Modality != "MR")
+
+    assert all(results(uid) == ["SEG", "SR"] for uid in uids)
+    for uid in uids:
+        assert json.loads((out / uid / "answer.json").read_text())["dicom_seg"]["file"]
+
+    # A rerun: nothing is answered or stored twice; the CT study fails again.
+    (out / ".vlseg-cohort" / "stored" / f"{uids[0]}.json").unlink()   # as if its store had failed
+    mtime = (out / uids[0] / "answer.json").stat().st_mtime_ns
+    assert _segment(args, monkeypatch, tmp_path, server.auth) == 3
+    printed = capsys.readouterr()
+    err = printed.out + printed.err
+    assert "answered and stored its DICOM-SEG and SR report 2 of 3 case(s), 1 already answered" in err, err
+    assert (out / uids[0] / "answer.json").stat().st_mtime_ns == mtime   # stored, not answered again
+    assert (out / ".vlseg-cohort" / "stored" / f"{uids[0]}.json").is_file()    # sent again: the same
+    assert results(uids[0]) == ["SEG", "SR"] and results(uids[1]) == ["SEG", "SR"]  # UIDs, one copy kept
+    assert server.password not in err and not [s for s in PHI_STRINGS if s in err]
+    nobody = ["--dicomweb", server.url, "--search", "PatientID=NOBODY", "--query", "segment the edema",
+              "--out", str(tmp_path / "none")]
+    assert _segment(nobody, monkeypatch, tmp_path, server.auth) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "found no study" in err, err
+
+
 def test_store_sends_nothing_unless_both_seg_and_sr_were_written(tmp_path):
     from vlseg.pacs_cli import store_answer
 

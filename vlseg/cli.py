@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--study", default=None, metavar="UID",
                    help="with --dicomweb: the Study Instance UID to retrieve (WADO-RS) and answer")
     g.add_argument("--search", default=None, metavar="QUERY",
-                   help="with --dicomweb: a cohort of the studies a QIDO-RS search finds "
-                        "(not supported yet: refused with one line)")
+                   help="with --dicomweb: a cohort of the studies a QIDO-RS search finds, e.g. "
+                        "\"ModalitiesInStudy=MR&StudyDate=20240101-20241231\" (one output folder "
+                        "per Study Instance UID, resumable like --cases)")
     g.add_argument("--store", action="store_true",
                    help="with --dicomweb: send the DICOM-SEG and the SR measurement report back "
                         "into the study (STOW-RS; both or neither)")

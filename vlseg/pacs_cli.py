@@ -36,9 +36,6 @@ def check_pacs_args(args: argparse.Namespace) -> None:
     if bool(study) == bool(search):
         raise InputError("with --dicomweb give --study STUDY_UID (one study) or --search QUERY "
                          "(a cohort), one of them")
-    if search:
-        raise InputError("--search (a cohort from a DICOMweb search) is not supported yet; answer "
-                         "each study with --study STUDY_UID")
     if args.case or getattr(args, "cases", None) or any(getattr(args, s, None) for s in
                                                         ("t1n", "t1c", "t2w", "t2f")):
         raise InputError("--dicomweb reads the scan from the server; leave out --case, --cases "

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from vlseg.pacs_cli import check_pacs_args
 
     check_pacs_args(args)
-    if getattr(args, "cases", None):  # a cohort: vlseg/cohort/cli.py
+    if getattr(args, "cases", None) or getattr(args, "search", None):  # a cohort: vlseg/cohort/cli.py
         from vlseg.cohort.cli import run as run_cohort
 
         return run_cohort(args, out)

@@ -1,4 +1,5 @@
-"""Which cases a cohort run covers: ``--cases PATH [PATH ...]`` -> case folders, in order.
+"""Which cases a cohort run covers: ``--cases PATH [PATH ...]`` -> case folders, in order (or
+the studies a DICOMweb search finds: :func:`server_cases`).
 
 A PATH is one of
   * a case folder: it holds sequence files directly (``<case>-t1c.nii.gz``, ``t1.nii.gz``, ...),
@@ -30,10 +31,22 @@ LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv", ".tsv")
 
 @dataclass(frozen=True)
 class CaseRef:
-    """One case of a cohort: its id (the folder name) and its folder."""
+    """One case of a cohort: its id (the folder name, or the Study Instance UID of a study on a
+    DICOMweb server) and its folder (None for a server's study: retrieved when its turn comes)."""
 
     case_id: str
-    folder: Path
+    folder: Path | None
+    study_uid: str | None = None
+
+
+def server_cases(study_uids: Iterable[str]) -> list[CaseRef]:
+    """The studies a DICOMweb search found, as cases named by their UID, in UID order (every
+    process of a run gets the same list)."""
+    cases = [CaseRef(case_id=uid, folder=None, study_uid=uid) for uid in sorted(set(study_uids))]
+    if not cases:
+        raise InputError("the DICOMweb search found no study; check the query (e.g. "
+                         "\"ModalitiesInStudy=MR&StudyDate=20240101-20241231\")")
+    return cases
 
 
 def _holds_sequences(folder: Path) -> bool:

@@ -2,6 +2,7 @@
 
     vlseg segment --cases data/brats/ --query "segment the enhancing tumor" --out runs/et
     accelerate launch --num_processes 2 -m vlseg segment --cases data/brats/ --query ... --out ...
+    vlseg segment --dicomweb URL --search "ModalitiesInStudy=MR&StudyDate=2024" --query ... --out ... [--store]
 
 Everything a user can get wrong is checked before the model is loaded (exit 2). Each process
 loads the model once and runs every K-th case; the main process then writes
@@ -22,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from vlseg.cohort.cases import CaseRef, find_cases, shard
+from vlseg.cohort.cases import CaseRef, find_cases, server_cases, shard
 from vlseg.cohort.tables import FAILURES, MEASUREMENTS, weights_id, write_tables
 from vlseg.vocab import SEQUENCES
 from vlseg.errors import InputError
 
 if TYPE_CHECKING:
+    from vlseg.io.dicomweb import Pacs
     from vlseg.language import QueryParser
 
 EXIT_SOME_FAILED = 3
@@ -62,18 +64,26 @@ def _processes(device: str) -> Processes:
                      wait=state.wait_for_everyone)
 
 
-def check_args(args: argparse.Namespace, out: Path) -> tuple[list[CaseRef], "QueryParser"]:
+def check_args(args: argparse.Namespace, out: Path) -> tuple[list[CaseRef], "QueryParser", "Pacs | None"]:
     """The cohort's own checks, after the ones it shares with one case
     (``vlseg.segmenter_cli.check_common``, which gave ``out``), all before the model loads
-    (exit 2): the cases, an output folder apart from them, and a query the parser answers.
-    Returns the cases and that parser (the model gets it, so the query is parsed once)."""
+    (exit 2): the cases (a DICOMweb search is run here), an output folder apart from them, and
+    a query the parser answers. Returns the cases, that parser (the model gets it, so the query
+    is parsed once) and the DICOMweb server the cases are on (None for local cases)."""
     if args.case or any(getattr(args, s, None) for s in SEQUENCES):
         raise InputError("give either --cases (a cohort) or --case/--t1n/--t1c/--t2w/--t2f (one case), not both")
     if getattr(args, "series", None):
         raise InputError("--series goes with --case DIR (one DICOM study); a cohort's series are "
                          "mapped per study")
-    cases = find_cases(args.cases)
-    inputs = {ref.folder.resolve() for ref in cases}
+    pacs = None
+    if getattr(args, "search", None):
+        from vlseg.pacs_cli import pacs_from_args
+
+        pacs = pacs_from_args(args)
+        cases = server_cases(pacs.search_studies(args.search))
+    else:
+        cases = find_cases(args.cases)
+    inputs = {ref.folder.resolve() for ref in cases if ref.folder is not None}
     if out.resolve() in inputs or any(out.resolve() / ref.case_id in inputs for ref in cases):
         raise InputError("would write answers into the input case folders; choose another --out", str(out))
     from vlseg.language import QueryParser
@@ -83,12 +93,13 @@ def check_args(args: argparse.Namespace, out: Path) -> tuple[list[CaseRef], "Que
     if parse.refused:
         raise InputError(f"the query is refused: {parse.reason}; ask about tumor regions, e.g. "
                          "\"segment the enhancing tumor\"")
-    return cases, parser
+    return cases, parser, pacs
 
 
 def run(args: argparse.Namespace, out: Path) -> int:
     """A cohort run; ``out`` is the output folder ``check_common`` checked."""
-    cases, parser = check_args(args, out)
+    cases, parser, pacs = check_args(args, out)
+    store = bool(getattr(args, "store", False)) and pacs is not None
     procs = _processes(args.device)
     threads = args.threads
     if args.device == "cuda" and procs.world_size > 1:
@@ -119,13 +130,14 @@ def run(args: argparse.Namespace, out: Path) -> int:
     summary = run_cases(seg, mine, query=args.query, out=out, overwrite=args.overwrite,
                         rank=procs.rank, progress=procs.is_main and not args.no_progress,
                         desc=f"{tag}cases", label_convention=getattr(args, "label_convention", None),
-                        force=getattr(args, "force", False))
+                        force=getattr(args, "force", False), pacs=pacs, store=store)
     procs.wait()
     if not procs.is_main:
         return EXIT_SOME_FAILED if summary.failed else 0
     answered, failed = write_tables(out, cases, args.query, weights_id(seg.model_info()),
-                                    getattr(seg, "confidence", None))
+                                    getattr(seg, "confidence", None), store=store)
     skipped = f", {summary.skipped} already answered" if summary.skipped and procs.world_size == 1 else ""
-    print(f"answered {answered} of {len(cases)} case(s){skipped}; {failed} failed"
+    stored = " and stored its DICOM-SEG and SR report" if store else ""
+    print(f"answered{stored} {answered} of {len(cases)} case(s){skipped}; {failed} failed"
           f"{f' (see {out / FAILURES})' if failed else ''}; wrote {out / MEASUREMENTS}")
     return EXIT_SOME_FAILED if failed else 0

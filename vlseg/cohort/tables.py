@@ -7,6 +7,8 @@ read the same thing:
                                          published last, ``Answer.save``) and names the same
                                          query and the same weights (checkpoint + adapter sha256)
   OUT/.vlseg-cohort/failed/<case_id>.json   the last failure of a case (removed when it succeeds)
+  OUT/.vlseg-cohort/stored/<case_id>.json   with ``--store``: the DICOM-SEG and SR of the answer
+                                         were sent to the server (a case is done only then)
   OUT/.vlseg-cohort/log-rank<r>.jsonl   per-case status and stage times of process r
 
 ``measurements.csv`` and ``failures.csv`` are rebuilt from these after every run, in the
@@ -67,6 +69,21 @@ def is_done(answer: Mapping[str, Any] | None, query: str, weights: Mapping[str, 
 # ----------------------------------------------------------------------- failure records
 def _failure_path(out: Path, case_id: str) -> Path:
     return out / STATE_DIR / "failed" / f"{case_id}.json"
+
+
+def _stored_path(out: Path, case_id: str) -> Path:
+    return out / STATE_DIR / "stored" / f"{case_id}.json"
+
+
+def record_stored(out: Path, case_id: str, instance_uids: Iterable[str]) -> None:
+    write_json_atomic(_stored_path(out, case_id), {"case": case_id, "instances": list(instance_uids)})
+
+
+def case_done(out: Path, case_id: str, query: str, weights: Mapping[str, str | None],
+              confidence: float | None = None, *, store: bool = False) -> bool:
+    """The case's answer is there for this run (:func:`is_done`) and, with ``store``, was sent."""
+    return (is_done(read_answer(out, case_id), query, weights, confidence)
+            and (not store or _stored_path(out, case_id).is_file()))
 
 
 def record_failure(out: Path, case_id: str, error: str, *, query: str) -> None:
@@ -139,19 +156,19 @@ def _csv(columns: Iterable[str], rows: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def write_tables(out: Path, cases: list[CaseRef], query: str,
-                 weights: Mapping[str, str | None], confidence: float | None = None) -> tuple[int, int]:
+                 weights: Mapping[str, str | None], confidence: float | None = None, *,
+                 store: bool = False) -> tuple[int, int]:
     """Rebuild ``measurements.csv`` and ``failures.csv`` for ``cases`` from the output folder.
 
-    A case is answered when its answer.json matches the query and weights; otherwise it is a
-    failure (its recorded error, or "not run" when no process reached it). Returns
-    (answered, failed).
+    A case is answered when its answer.json matches the query and weights (and, with ``store``,
+    its results were sent: :func:`case_done`); otherwise it is a failure (its recorded error, or
+    "not run" when no process reached it). Returns (answered, failed).
     """
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for ref in cases:
-        answer = read_answer(out, ref.case_id)
-        if is_done(answer, query, weights, confidence):
-            rows.extend(measurement_rows(ref.case_id, answer))  # type: ignore[arg-type]
+        if case_done(out, ref.case_id, query, weights, confidence, store=store):
+            rows.extend(measurement_rows(ref.case_id, read_answer(out, ref.case_id)))  # type: ignore[arg-type]
         else:
             failures.append({"case": ref.case_id,
                              "error": read_failure(out, ref.case_id) or "not run (interrupted?)"})
