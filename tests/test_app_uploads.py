@@ -193,3 +193,9 @@ def test_the_dicom_seg_of_an_answer_is_offered(tmp_path):
     with zipfile.ZipFile(files[-1]) as z:
         assert "MRI_BRAIN_segmentation.dcm" in z.namelist()
         assert json.loads(z.read("MRI_BRAIN_answer.json"))["dicom_seg"]["file"] == "MRI_BRAIN_segmentation.dcm"
+    # with the probability maps asked for: the fractional SEG too
+    (tmp_path / "probabilities.dcm").write_bytes(b"DICM")
+    answer["dicom_probability_seg"] = {"file": "probabilities.dcm", "segments": ["ET"]}
+    answer["dicom_seg"]["file"] = "segmentation.dcm"
+    files = results.named_downloads(tmp_path, answer, "MRI_BRAIN")
+    assert [f.name for f in files][1:3] == ["MRI_BRAIN_segmentation.dcm", "MRI_BRAIN_probabilities.dcm"]

@@ -42,6 +42,41 @@ def _seg_equals_nifti(seg_path: Path, nifti: dict[str, Path]) -> None:
         assert np.array_equal(arr, ref), concept
 
 
+def test_probabilities_of_a_study_come_as_a_fractional_seg_too(filled, tmp_path, capsys, phantom_case_2mm):
+    """--save-probabilities on a DICOM study: beside the NIfTI maps, one FRACTIONAL SEG (type
+    PROBABILITY) on the reference series, voxel for voxel the NIfTI probability to 1/255; a
+    later answer without the flag removes it."""
+    import highdicom as hd
+
+    from vlseg.cli import main
+
+    out = tmp_path / "answer"
+    assert main(["segment", "--case", str(filled), "--query", QUERY, "--out", str(out), "--threads", "1",
+                 "--save-probabilities"]) == 0, capsys.readouterr().err
+    doc = json.loads((out / "answer.json").read_text())
+    entry = doc["dicom_probability_seg"]
+    concepts = [t["concept"] for t in doc["targets"]]
+    assert entry["file"] == "probabilities.dcm" and entry["segments"] == concepts
+    assert (entry["segmentation_type"], entry["fractional_type"], entry["max_fractional_value"]) == \
+        ("FRACTIONAL", "PROBABILITY", 255)
+    assert "warnings" not in doc or not any("probabilities.dcm" in w for w in doc["warnings"])
+    seg = hd.seg.segread(out / entry["file"])
+    assert seg.SegmentationType == "FRACTIONAL" and seg.SegmentationFractionalType == "PROBABILITY"
+    assert seg.SeriesInstanceUID != hd.seg.segread(out / doc["dicom_seg"]["file"]).SeriesInstanceUID
+    assert not [s for s in PHI_STRINGS if s in str(seg.get("PatientComments", ""))]
+    got, aff = read_seg_masks(out / entry["file"])
+    for concept in concepts:
+        img = nib.load(out / doc["probabilities"]["files"][concept]["probability"])
+        ref, g_ref = to_ras(np.asarray(img.dataobj), Grid(shape=img.shape, affine=img.affine))
+        arr, g = to_ras(got[concept].transpose(2, 1, 0), grid_from(aff, got[concept].shape))
+        assert g.mismatch(g_ref) is None and arr.dtype == np.float32
+        assert np.abs(arr - ref).max() <= 1 / 255 + 1e-6, concept
+        assert ref.max() > 0.5
+    assert main(["segment", "--case", str(phantom_case_2mm), "--query", "segment the edema",
+                 "--out", str(out), "--threads", "1"]) == 0
+    assert {p.name for p in out.iterdir()} == {"ED.nii.gz", "answer.json"}
+
+
 @pytest.mark.parametrize("style", [dict(orientation="oblique", layout="nested"),
                                    dict(enhanced=True, layout="nested")], ids=["oblique", "enhanced"])
 def test_seg_agrees_with_nifti_masks_on_any_geometry(images, tmp_path, style):

@@ -226,12 +226,13 @@ def named_downloads(answer_dir: Path, answer: Mapping[str, Any], case_id: str) -
                 files.append(out / f"{cid}_{safe_case_id(t['concept'])}_{kind}.nii.gz")
                 _link_or_copy(extra, files[-1])
 
-    seg = data.get("dicom_seg") if isinstance(data.get("dicom_seg"), dict) else None
-    if seg and (Path(answer_dir) / str(seg.get("file", ""))).is_file():  # a DICOM study's DICOM-SEG
-        dst = out / f"{cid}_{safe_case_id(str(seg['file']))}"
-        _link_or_copy(Path(answer_dir) / str(seg["file"]), dst)
-        seg["file"] = dst.name
-        files.append(dst)
+    for key in ("dicom_seg", "dicom_probability_seg"):  # a DICOM study's DICOM-SEG (and fractional SEG)
+        seg = data.get(key) if isinstance(data.get(key), dict) else None
+        if seg and (Path(answer_dir) / str(seg.get("file", ""))).is_file():
+            dst = out / f"{cid}_{safe_case_id(str(seg['file']))}"
+            _link_or_copy(Path(answer_dir) / str(seg["file"]), dst)
+            seg["file"] = dst.name
+            files.append(dst)
     zpath = out / f"{cid}_all.zip"
     with atomic_path(zpath) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:

@@ -26,6 +26,8 @@ from vlseg.io.case import Case
 from vlseg.io.dicom_geometry import hd_affine, read_datasets
 
 SEG_FILE = "segmentation.dcm"
+PROBABILITY_SEG_FILE = "probabilities.dcm"  # the fractional SEG of --save-probabilities
+FRACTION_MAX = 255                          # a fraction's stored value at probability 1
 # What a derived object copies from its source that the standard does not require (type 3 in
 # the Patient, Patient Study, General Study and Contributing Equipment modules): free text about
 # the patient, other IDs, the site's address, department and station. Dropped from the SEG and
@@ -67,10 +69,11 @@ def _lab(rgb: tuple[int, int, int]):
 
 
 def write_seg(case: Case, masks_ras: Mapping[str, np.ndarray], path: str | os.PathLike, *,
-              model: Mapping[str, object]) -> Path:
+              model: Mapping[str, object], fractional: bool = False) -> Path:
     """Write ``masks_ras`` (concept -> (X, Y, Z) RAS+ 0/1) as a BINARY DICOM-SEG at ``path``,
     referencing the case's reference series (``case.study``: the series whose grid the case is
-    on; the other series were resampled onto it)."""
+    on; the other series were resampled onto it). ``fractional``: the arrays are probabilities
+    in [0, 1], written as a FRACTIONAL SEG of type PROBABILITY (stored as 0..255)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -106,21 +109,31 @@ def write_seg(case: Case, masks_ras: Mapping[str, np.ndarray], path: str | os.Pa
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, anatomic_regions=[codes.SCT.Brain],
             tracking_uid=hd.UID(), tracking_id=f"vlseg {concept}", **kwargs))
-        src = case.to_source(np.asarray(mask).astype(np.uint8))  # (col, row, slice)
+        values = (np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0) if fractional
+                  else np.asarray(mask).astype(np.uint8))
+        src = case.to_source(values)  # (col, row, slice)
         stacked.append(src.transpose(2, 1, 0))  # (slice, row, col)
-    array = np.stack(stacked, axis=-1).astype(np.uint8)  # (S, rows, cols, segments)
+    array = np.stack(stacked, axis=-1)  # (S, rows, cols, segments)
+    if fractional:
+        kind = {"segmentation_type": hd.seg.SegmentationTypeValues.FRACTIONAL,
+                "fractional_type": hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+                "max_fractional_value": FRACTION_MAX}
+        described = ("vlseg probability maps", "vlseg probabilities", 901)
+    else:
+        array = array.astype(np.uint8)
+        kind = {"segmentation_type": hd.seg.SegmentationTypeValues.BINARY}
+        described = ("vlseg answer masks", "vlseg segmentation", 900)
     volume = hd.Volume(array=array, affine=hd_affine(case.source_grid), coordinate_system="PATIENT",
                        frame_of_reference_uid=str(sources[0].FrameOfReferenceUID),
                        channels={"SegmentNumber": list(range(1, len(descriptions) + 1))})
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=volume,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
+        source_images=sources, pixel_array=volume, **kind,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=described[2],
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="vlseg",
         manufacturer_model_name=str(model.get("name") or "vlseg")[:64],
         software_versions=f"vlseg {__version__}", device_serial_number=(sha[:16] or "none"),
-        content_label="VLSEG", content_description="vlseg answer masks"[:64],
-        series_description="vlseg segmentation", omit_empty_frames=False)
+        content_label="VLSEG", content_description=described[0][:64],
+        series_description=described[1], omit_empty_frames=False)
     drop_optional_identifiers(seg)
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
@@ -128,17 +141,21 @@ def write_seg(case: Case, masks_ras: Mapping[str, np.ndarray], path: str | os.Pa
 
 
 def read_seg_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Read a vlseg DICOM-SEG back: ``{concept: (slice, row, col) uint8}`` and the LPS affine
-    of that (slice, row, col) array (for tests and checks)."""
+    """Read a vlseg DICOM-SEG back: ``{concept: (slice, row, col)}`` (uint8 0/1; float
+    probabilities for a fractional SEG) and the LPS affine of that (slice, row, col) array (for
+    tests and checks)."""
     import highdicom as hd
 
     seg = hd.seg.segread(path)
-    vol = seg.get_volume(combine_segments=False, allow_missing_positions=True)
+    fractional = str(seg.SegmentationType) == "FRACTIONAL"
+    vol = seg.get_volume(combine_segments=False, allow_missing_positions=True,
+                         **({"rescale_fractional": True} if fractional else {}))
     out = {}
     for i, desc in enumerate(seg.SegmentSequence):
         concept = str(desc.SegmentLabel).split(" ")[0]
-        out[concept] = np.asarray(vol.array[..., i]).astype(np.uint8)
+        arr = np.asarray(vol.array[..., i])
+        out[concept] = arr.astype(np.float32) if fractional else arr.astype(np.uint8)
     return out, np.asarray(vol.affine)
 
 
-__all__ = ["SEG_FILE", "OPTIONAL_IDENTIFIERS", "drop_optional_identifiers", "write_seg", "read_seg_masks"]
+__all__ = ["FRACTION_MAX", "PROBABILITY_SEG_FILE", "SEG_FILE", "OPTIONAL_IDENTIFIERS", "drop_optional_identifiers", "write_seg", "read_seg_masks"]

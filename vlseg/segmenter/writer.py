@@ -25,7 +25,7 @@ from vlseg.errors import InputError, one_line
 from vlseg.fileio import staged_folder, write_json_atomic
 from vlseg import vocab
 from vlseg.io import Case, write_label_map, write_map, write_mask
-from vlseg.io.dicom_seg import SEG_FILE, write_seg
+from vlseg.io.dicom_seg import FRACTION_MAX, PROBABILITY_SEG_FILE, SEG_FILE, write_seg
 from vlseg.reasoning.case_facts import Json
 from vlseg.segmenter.report_sr import SR_FILE, SegmentMeasurement, write_sr
 
@@ -140,6 +140,26 @@ class Probabilities:
             "uncertainty": "binary entropy of that probability in bits: 0 certain, 1 at p = 0.5"}}
 
 
+class ProbabilitySeg:
+    """For a case read from a study, beside :class:`Probabilities`: the same calibrated
+    probabilities as one FRACTIONAL DICOM-SEG (type PROBABILITY, one segment per concept,
+    referencing the study's reference series like the binary SEG), and answer.json's
+    ``dicom_probability_seg`` entry. Its failure is a warning that leaves the NIfTI maps."""
+
+    def names(self, files: AnswerFiles) -> list[str]:
+        return [PROBABILITY_SEG_FILE] if files.probabilities_ras and files.case.study is not None else []
+
+    def write(self, files: AnswerFiles, stage: Path) -> dict[str, Json]:
+        if not self.names(files):
+            return {}
+        write_seg(files.case, files.probabilities_ras, stage / PROBABILITY_SEG_FILE, model=files.model,
+                  fractional=True)
+        return {"dicom_probability_seg": {
+            "file": PROBABILITY_SEG_FILE, "segments": list(files.probabilities_ras),
+            "segmentation_type": "FRACTIONAL", "fractional_type": "PROBABILITY",
+            "max_fractional_value": FRACTION_MAX, "references": files.case.study.reference}}  # type: ignore[union-attr]
+
+
 def binary_entropy(p: np.ndarray) -> np.ndarray:
     """Per-voxel binary entropy in bits of probabilities ``p`` (0 at p in {0, 1}, 1 at 0.5)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
@@ -175,9 +195,9 @@ EXPORTERS: tuple[Exporter, ...] = (NiftiMasks(), DicomSeg(), DicomSr())
 
 def exporters(label_convention: str | None = None, *, probabilities: bool = False) -> tuple[Exporter, ...]:
     """The default exporters, plus a :class:`LabelMap` in ``label_convention`` when given and
-    :class:`Probabilities` when asked."""
+    :class:`Probabilities` (with :class:`ProbabilitySeg` for a DICOM study) when asked."""
     return (EXPORTERS + ((LabelMap(label_convention),) if label_convention else ())
-            + ((Probabilities(),) if probabilities else ()))
+            + ((Probabilities(), ProbabilitySeg()) if probabilities else ()))
 
 
 def write_answer(out_dir: str | Path, doc: Mapping[str, Json], files: AnswerFiles | None, *,
@@ -223,7 +243,7 @@ def _listed_files(answer_json: Path) -> list[str]:
     """File names an earlier answer.json in the folder lists (none if unreadable)."""
     try:
         doc = json.loads(answer_json.read_text())
-        extra = [str(doc[k]["file"]) for k in ("dicom_seg", "dicom_sr", "label_map")
+        extra = [str(doc[k]["file"]) for k in ("dicom_seg", "dicom_sr", "dicom_probability_seg", "label_map")
                  if isinstance(doc.get(k), dict)]
         maps = doc.get("probabilities", {}).get("files", {}) if isinstance(doc.get("probabilities"), dict) else {}
         extra += [str(f) for m in maps.values() if isinstance(m, dict) for f in m.values()]
@@ -233,5 +253,5 @@ def _listed_files(answer_json: Path) -> list[str]:
 
 
 __all__ = ["ANSWER_FILE", "LABELS_FILE", "SR_FILE", "AnswerFiles", "Exporter", "NiftiMasks", "DicomSeg",
-           "DicomSr", "Probabilities", "binary_entropy", "LabelMap",
+           "DicomSr", "Probabilities", "ProbabilitySeg", "binary_entropy", "LabelMap",
            "EXPORTERS", "exporters", "write_answer"]
