@@ -315,3 +315,25 @@ def test_a_post_treatment_label_map_named_like_2023_is_read_as_brats2024(tmp_pat
     assert not (case.labels["RC"] & case.labels["WT"]).any()
     with pytest.raises(InputError, match=r"label values \[4\] outside the brats2023"):
         load_case(folder, label_convention="brats2023")
+
+
+def test_sequences_read_two_at_a_time_fail_in_reading_order(tmp_path, monkeypatch):
+    """load_case reads two sequence files at once; what it returns and the error a bad file gives
+    are those of reading them one by one, in SEQUENCES order."""
+    import vlseg.io.case as case_module
+
+    folder = _brats2023(tmp_path / "c", affine=LPS)
+    together = load_case(folder)
+    monkeypatch.setattr(case_module, "READ_THREADS", 1)
+    alone = load_case(folder)
+    assert together.present == alone.present == SEQUENCES
+    for s in SEQUENCES:
+        assert np.array_equal(together.images[s], alone.images[s])
+    assert np.allclose(together.affine, alone.affine)
+    monkeypatch.setattr(case_module, "READ_THREADS", 2)
+    cid = "BraTS-GLI-00001-000"
+    for s in ("t1c", "t2f"):  # two bad files: the error names the one read first
+        (folder / f"{cid}-{s}.nii.gz").write_bytes(gzip.compress(b"not a nifti image" * 40))
+    with pytest.raises(InputError) as err:
+        load_case(folder)
+    assert f"{cid}-t1c.nii.gz" in str(err.value) and "t2f" not in str(err.value)

@@ -26,6 +26,8 @@ from vlseg.io.readers import read_volume, reader_for
 from vlseg.io.study import StudySource
 from vlseg.io.volume import DEFAULT_MAX_VOXELS, Grid, to_ras
 
+READ_THREADS = 2  # sequence files read at once by load_case
+
 _RAS = axcodes2ornt(("R", "A", "S"))
 
 
@@ -176,18 +178,13 @@ def load_case(
         del ras
     else:
         ref = source_grid = ref_path = None
-        for seq in SEQUENCES:
-            if seq not in files.images:
-                continue
-            vol = read_volume(files.images[seq], max_voxels=max_voxels)
-            warnings.append(_check_image(vol.data, vol.path, "the image", force=force))
-            ras, grid = to_ras(vol.data, vol.grid)
+        for seq, (ras, grid, vol_grid, path, warning) in _read_sequences(files.images, max_voxels, force):
+            warnings.append(warning)
             if ref is None:
-                ref, source_grid, ref_path = grid, vol.grid, vol.path
+                ref, source_grid, ref_path = grid, vol_grid, path
             else:
-                _check_grid(ref, grid, vol.path, ref_path, "its")
-            images[seq], sources[seq] = ras, vol.path
-            del vol
+                _check_grid(ref, grid, path, ref_path, "its")
+            images[seq], sources[seq] = ras, path
 
     labels = None
     if label_path is not None:
@@ -212,6 +209,33 @@ def load_case(
                 label_convention=convention if labels is not None else None,
                 layout=files.layout, sources=sources, study=study,
                 warnings=tuple(w for w in warnings if w) + (study.warnings if study else ()))
+
+
+def _read_sequences(paths: Mapping[str, Path], max_voxels: int, force: bool):
+    """Each sequence read, checked and reoriented to RAS+, in :data:`SEQUENCES` order: (seq,
+    (ras, ras grid, source grid, path, warning or None)). Two files are read at once (gzip
+    inflation and the reorientation copy release the GIL); a file's error is raised in the order
+    the files would have been read one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(seq: str):
+        vol = read_volume(paths[seq], max_voxels=max_voxels)
+        warning = _check_image(vol.data, vol.path, "the image", force=force)
+        ras, grid = to_ras(vol.data, vol.grid)
+        return ras, grid, vol.grid, vol.path, warning
+
+    seqs = [s for s in SEQUENCES if s in paths]
+    if len(seqs) < 2:
+        yield from ((seq, one(seq)) for seq in seqs)
+        return
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="vlseg-read") as pool:
+        futures = [(seq, pool.submit(one, seq)) for seq in seqs]
+        try:
+            for seq, fut in futures:
+                yield seq, fut.result()
+        finally:
+            for _, fut in futures:
+                fut.cancel()
 
 
 # ----------------------------------------------------------------------------- writing
