@@ -23,9 +23,9 @@ from vlseg.cohort.cases import CaseRef
 from vlseg.cohort.tables import (
     ANSWER_FILE,
     append_log,
-    case_done,
     clear_failure,
     is_done,
+    is_stored,
     read_answer,
     record_failure,
     record_stored,
@@ -123,7 +123,7 @@ def run_cases(seg: Segmenter, cases: list[CaseRef], *, query: str, out: Path, ov
         confidence = getattr(seg, "confidence", None)
         for ref in cases:
             answered = not overwrite and is_done(read_answer(out, ref.case_id), query, weights, confidence)
-            if answered and case_done(out, ref.case_id, query, weights, confidence, store=store):
+            if answered and (not store or is_stored(out, ref.case_id)):
                 summary.skipped += 1
                 bar.update(1)
                 continue

@@ -79,11 +79,9 @@ def record_stored(out: Path, case_id: str, instance_uids: Iterable[str]) -> None
     write_json_atomic(_stored_path(out, case_id), {"case": case_id, "instances": list(instance_uids)})
 
 
-def case_done(out: Path, case_id: str, query: str, weights: Mapping[str, str | None],
-              confidence: float | None = None, *, store: bool = False) -> bool:
-    """The case's answer is there for this run (:func:`is_done`) and, with ``store``, was sent."""
-    return (is_done(read_answer(out, case_id), query, weights, confidence)
-            and (not store or _stored_path(out, case_id).is_file()))
+def is_stored(out: Path, case_id: str) -> bool:
+    """The case's DICOM-SEG and SR report were sent to the server (``--store``)."""
+    return _stored_path(out, case_id).is_file()
 
 
 def record_failure(out: Path, case_id: str, error: str, *, query: str) -> None:
@@ -161,14 +159,15 @@ def write_tables(out: Path, cases: list[CaseRef], query: str,
     """Rebuild ``measurements.csv`` and ``failures.csv`` for ``cases`` from the output folder.
 
     A case is answered when its answer.json matches the query and weights (and, with ``store``,
-    its results were sent: :func:`case_done`); otherwise it is a failure (its recorded error, or
+    its results were sent: :func:`is_stored`); otherwise it is a failure (its recorded error, or
     "not run" when no process reached it). Returns (answered, failed).
     """
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for ref in cases:
-        if case_done(out, ref.case_id, query, weights, confidence, store=store):
-            rows.extend(measurement_rows(ref.case_id, read_answer(out, ref.case_id)))  # type: ignore[arg-type]
+        answer = read_answer(out, ref.case_id)
+        if is_done(answer, query, weights, confidence) and (not store or is_stored(out, ref.case_id)):
+            rows.extend(measurement_rows(ref.case_id, answer))  # type: ignore[arg-type]
         else:
             failures.append({"case": ref.case_id,
                              "error": read_failure(out, ref.case_id) or "not run (interrupted?)"})
