@@ -128,10 +128,7 @@ class Predictor:
         if ruled != state.ruled_out:
             state.ruled_out = ruled
             if state.masks:  # relabel what is decoded
-                state.final_probs, state.masks, state.presence = self.presence_model.label(
-                    state.probs, state.case.affine, threshold=self.threshold, ruled_out=ruled,
-                    sequences=state.case.images)
-                state.generation += 1
+                self._relabel(state)
 
     def presence(self) -> dict[str, float | None]:
         """Concept -> calibrated probability that it is present in the case (None: uncalibrated),
@@ -153,9 +150,7 @@ class Predictor:
         probabilities; equal to ``masks`` when nothing was refined): for comparing the stages on
         one encoding."""
         state = self._require()
-        return self.presence_model.label({**state.probs, **state.first}, state.case.affine,
-                                         threshold=self.threshold, ruled_out=state.ruled_out,
-                                         sequences=state.case.images)[1]
+        return self._label(state, {**state.probs, **state.first})[1]
 
     def labelling(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """All the current labelling's (probabilities, masks), for intervals over several concepts."""
@@ -189,11 +184,18 @@ class Predictor:
             # Refine at 1 mm in a crop around the tumor (once per case)
             if self.refiner is not None and state.refinement is None:
                 self._refine(state)
-        state.final_probs, state.masks, state.presence = self.presence_model.label(
-            state.probs, state.case.affine, threshold=self.threshold, ruled_out=state.ruled_out,
-            sequences=state.case.images)
-        state.generation += 1
+        self._relabel(state)
         return state
+
+    def _label(self, state: _Encoded, probs: dict[str, np.ndarray]):
+        """The one labelling of ``probs`` with presence decided, for this case (its grid, its
+        sequences, what is ruled out): ``Presence.label``'s (probabilities, masks, presence)."""
+        return self.presence_model.label(probs, state.case.affine, threshold=self.threshold,
+                                         ruled_out=state.ruled_out, sequences=state.case.images)
+
+    def _relabel(self, state: _Encoded) -> None:
+        state.final_probs, state.masks, state.presence = self._label(state, state.probs)
+        state.generation += 1
 
     def _refine(self, state: _Encoded) -> None:
         """Run the refinement stage on the decoded concepts it refines; record what it did."""
