@@ -162,3 +162,38 @@ def test_model_grid_path_matches_the_case_grid_path_on_finer_or_thick_grids(spac
     assert got.shape == want.shape
     assert np.abs(got - want)[inside].mean() < mean_tol
     assert np.abs(got - want).max() < max_tol
+
+
+def test_interpolated_box_is_the_whole_grid_interpolation_cropped():
+    import torch
+
+    from vlseg.model.preprocess import _interpolate_box, resample_to_shape
+
+    field = torch.randn(13, 11, 9)
+    shape = (27, 22, 40)
+    box = (slice(3, 20), slice(0, 22), slice(31, 40))
+    whole = resample_to_shape(field[None], shape, "trilinear")[0]
+    np.testing.assert_allclose(_interpolate_box(field, shape, box).numpy(), whole[box].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.0, 1.0, 2.5)])
+def test_case_grid_boxes_are_the_case_grid_normalisation(spacing):
+    """What the refinement stage reads (boxes of the case's own grid, normalised from the N4 fields
+    and brain statistics of the model grid) is the full case-grid normalisation it was trained on,
+    up to the difference between two fits of the same smooth field; background stays 0."""
+    from vlseg.model.preprocess import model_grid_preprocess, normalize_case_images
+
+    shape = tuple(int(round(n * 2.0 / s)) for n, s in zip((50, 56, 44), spacing))
+    vol, brain, blocks, idx = head(shape, spacing=min(spacing))
+    case = _Case({"t1n": vol * smooth_bias(idx, vol.shape), "t2f": vol * 0.7}, spacing)
+    want, _ = normalize_case_images(case, bias_correction="n4")
+    _, present, boxes = model_grid_preprocess(case, 2.0, bias_correction="n4", threads=1)
+    box = (slice(10, 60), slice(5, shape[1]), slice(0, shape[2] // 2))
+    got = boxes.crop(box).numpy()
+    ref = want[(slice(None), *box)]
+    assert got.shape == ref.shape and present.tolist() == [True, False, False, True]
+    assert np.array_equal(got == 0, ref == 0)  # the brain, and the missing sequences
+    inside = ref != 0
+    assert np.abs(got - ref)[inside].mean() < 0.05
+    # The bias is divided out: the biased and the clean sequence read the same after z-scoring
+    assert np.abs(got[0] - got[3])[inside[0]].mean() < 0.1

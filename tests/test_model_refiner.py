@@ -206,12 +206,16 @@ def test_untrained_refiner_keeps_the_first_stage_answer(tmp_path, tiny_stage1):
 def test_refinement_skipped_on_a_scan_no_finer_than_stage1(tmp_path, tiny_stage1):
     from vlseg.model.refine_inference import refine
 
+    from vlseg.model.preprocess import CaseGridBoxes, SequenceNorm
+
     r = build_refiner(TINY)
     stage1 = np.full((1, 10, 10, 10), 0.9, dtype=np.float32)
-    out = refine(r, images=torch.zeros(4, 10, 10, 10), images_box=(slice(0, 10),) * 3, present=(True,) * 4,
+    images = CaseGridBoxes(images={"t1c": np.zeros((10, 10, 10))}, shape=(10, 10, 10),
+                           norms={"t1c": SequenceNorm(None, 0.0, 1.0)})
+    out = refine(r, images=images, present=(True,) * 4,
                  spacing_in=(2.0, 2.0, 2.0), stage1=stage1, text=torch.zeros(1, 384), stage1_spacing_mm=2.0)
     assert not out.ran and "no finer" in out.reason
-    none = refine(r, images=torch.zeros(4, 10, 10, 10), images_box=(slice(0, 10),) * 3, present=(True,) * 4,
+    none = refine(r, images=images, present=(True,) * 4,
                   spacing_in=(1.0, 1.0, 1.0), stage1=stage1 * 0, text=torch.zeros(1, 384), stage1_spacing_mm=2.0)
     assert not none.ran and "no tumor" in none.reason
 

@@ -18,7 +18,7 @@ import torch
 
 from vlseg.errors import InputError, ModelError
 from vlseg.model.preprocess import (
-    model_grid_images, nonzero_bbox, normalize_case_images, pad_to_multiple, uncrop_resample,
+    CaseGridBoxes, model_grid_preprocess, nonzero_bbox, pad_to_multiple, uncrop_resample,
 )
 from vlseg.model.vlseg_model import VLSegModel
 
@@ -40,10 +40,8 @@ class PreparedCase:
     case_id: str
     model_id: int  # id() of the model that made the features
     sliding_window: bool = False
-    # The normalised images in the input grid, brain box only, float16 (prepare(keep_images=True):
-    # what a refinement stage reads), and that box
-    images: torch.Tensor | None = None  # (4, bx, by, bz)
-    images_box: tuple[slice, slice, slice] | None = None
+    # Boxes of the input grid normalised as in the refinement stage's training (prepare(keep_images=True))
+    images: CaseGridBoxes | None = None
 
 
 def _check_device(model: VLSegModel, device) -> torch.device:
@@ -58,18 +56,14 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
             whole_max_voxels: int | None = None, overlap: float = 0.25,
             keep_images: bool = False) -> PreparedCase:
     """Normalise, resample, crop and encode ``case`` (a ``vlseg.io.Case``) once. ``keep_images``:
-    also keep the normalised images (brain box, input grid) for the refinement stage."""
+    also keep the means to normalise boxes of the input grid (``CaseGridBoxes``: the N4 fields and
+    brain statistics of the model grid, the scan itself) for the refinement stage."""
     dev = _check_device(model, device)
     cfg = model.config
     model.eval()
     # Bias-correct, normalise and resample: the case at the model spacing (work done on that grid)
-    vol, present = model_grid_images(case, cfg.spacing_mm, bias_correction=cfg.bias_correction)  # (4, x, y, z), (4,)
+    vol, present, boxes = model_grid_preprocess(case, cfg.spacing_mm, bias_correction=cfg.bias_correction)
     spacing_in = tuple(float(s) for s in case.spacing)
-    kept, kept_box = None, None
-    if keep_images:  # the refinement stage reads the case's own grid, normalised as in its training
-        images, _ = normalize_case_images(case, bias_correction=cfg.bias_correction)  # (4, X, Y, Z)
-        kept_box = nonzero_bbox(images)
-        kept = torch.from_numpy(images[(slice(None), *kept_box)]).to(torch.float16)  # (4, bx, by, bz)
     model_shape = tuple(vol.shape[1:])
     check_network_size(model_shape, cfg.spacing_mm, cfg.size_divisor)
     # Crop to the brain and pad to what the U-Net accepts (at least 2 voxels at its bottleneck:
@@ -90,7 +84,7 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
         features=features, input_shape=tuple(case.shape), model_shape=model_shape, crop=crop,
         valid=valid, present=tuple(bool(p) for p in present), spacing_in=spacing_in,
         spacing_model=cfg.spacing_mm, case_id=str(getattr(case, "case_id", "")), model_id=id(model),
-        sliding_window=sliding, images=kept, images_box=kept_box,
+        sliding_window=sliding, images=boxes if keep_images else None,
     )
 
 

@@ -7,6 +7,9 @@
   (``correct_bias_field``: N4 fitted on a coarse copy, a second or so per scan).
 - ``model_grid_images(case, spacing_mm)``: the same, resampled to the model's spacing, with the
   work done on that grid (what the predictor uses: an eighth of the voxels of a 1 mm scan).
+  ``model_grid_preprocess`` also returns ``CaseGridBoxes``: boxes of the case's own grid
+  normalised from the bias fields and brain statistics measured on the model grid (what the
+  refinement stage reads, without fitting N4 a second time at the case's resolution).
 - ``resample_to_spacing`` / ``resample_to_shape``: torch interpolation between voxel grids.
 - ``nonzero_bbox`` / ``pad_to_multiple``: the crop-and-pad the predictor uses.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -114,6 +118,70 @@ def model_grid_images(case, spacing_mm: float, *, bias_correction: str = "none",
     on a case already at ``spacing_mm`` both paths are the same. The sequences run in ``threads``
     worker threads (default: torch's thread count; torch, numpy and N4 release the GIL).
     """
+    images, present, _ = model_grid_preprocess(case, spacing_mm, bias_correction=bias_correction, threads=threads)
+    return images, present
+
+
+@dataclass(frozen=True)
+class SequenceNorm:
+    """How one sequence was normalised on the model grid: its N4 log field there (None: no field)
+    and the corrected brain's mean and standard deviation."""
+
+    log_field: torch.Tensor | None  # (x, y, z) on the model grid
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class CaseGridBoxes:
+    """Boxes of a case's own grid normalised as ``normalize_case_images`` normalises the whole
+    grid (N4 field divided out, z-scored over the brain, clipped), with the field interpolated from
+    the model grid and the brain's statistics measured there: the same N4 fit (both fit at
+    ``BIAS_FIT_MM``), done once. Reading a box costs the box, not the scan."""
+
+    images: Mapping[str, np.ndarray]  # the case's own images (not copied)
+    shape: tuple[int, int, int]
+    norms: Mapping[str, SequenceNorm]
+
+    def crop(self, box: Sequence[slice]) -> torch.Tensor:
+        """(4, bx, by, bz) float32 in SEQUENCES order, missing sequences 0."""
+        box = tuple(slice(*b.indices(n)[:2]) for b, n in zip(box, self.shape))
+        out = torch.zeros((len(SEQUENCES), *(b.stop - b.start for b in box)), dtype=torch.float32)
+        for seq, norm in self.norms.items():
+            v = torch.from_numpy(np.nan_to_num(np.asarray(self.images[seq][box], dtype=np.float32),
+                                               nan=0.0, posinf=0.0, neginf=0.0))
+            brain = v != 0
+            if norm.log_field is not None:
+                v = v * torch.exp(-_interpolate_box(norm.log_field, self.shape, box))
+            z = ((v - norm.mean) / (norm.std if norm.std > 1e-8 else 1.0)).clamp_(-CLIP, CLIP)
+            out[SEQUENCES.index(seq)] = torch.where(brain, z, torch.zeros(()))
+        return out
+
+
+def _linear_weights(n_out: int, n_in: int, start: int, stop: int) -> torch.Tensor:
+    """(stop - start, n_in): rows ``start .. stop - 1`` of the linear interpolation from ``n_in``
+    to ``n_out`` points as ``F.interpolate(..., align_corners=False)`` makes it."""
+    i = torch.arange(start, stop, dtype=torch.float64)
+    src = ((i + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    frac = (src - lo).clamp(0.0, 1.0)
+    w = torch.zeros((stop - start, n_in), dtype=torch.float64)
+    rows = torch.arange(stop - start)
+    w.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+    w.index_put_((rows, hi), frac, accumulate=True)
+    return w.float()
+
+
+def _interpolate_box(field: torch.Tensor, shape: Sequence[int], box: Sequence[slice]) -> torch.Tensor:
+    """``resample_to_shape(field[None], shape, "trilinear")[0][box]`` without the whole grid."""
+    wx, wy, wz = (_linear_weights(int(n), int(m), b.start, b.stop) for n, m, b in zip(shape, field.shape, box))
+    return torch.einsum("ai,ijk->ajk", wx, field.float()).matmul(wz.T).transpose(1, 2).matmul(wy.T).transpose(1, 2)
+
+
+def model_grid_preprocess(case, spacing_mm: float, *, bias_correction: str = "none", threads: int | None = None
+                          ) -> tuple[torch.Tensor, np.ndarray, CaseGridBoxes]:
+    """``model_grid_images``' (images, present) and the case's own grid as ``CaseGridBoxes``."""
     if bias_correction not in BIAS_CORRECTIONS:
         raise ValueError(f"bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}")
     spacing_in = tuple(float(s) for s in case.spacing)
@@ -123,10 +191,11 @@ def model_grid_images(case, spacing_mm: float, *, bias_correction: str = "none",
     seqs = [s for s in SEQUENCES if s in case.images]
     workers = max(1, min(len(seqs), int(threads or torch.get_num_threads())))
     n4_threads = max(1, int(threads or torch.get_num_threads()) // workers)
+    norms: dict[str, SequenceNorm] = {}
 
     def one(seq: str) -> None:
-        out[SEQUENCES.index(seq)] = _normalised_at(case.images[seq], spacing_in, spacing_mm, shape,
-                                                   bias_correction=bias_correction, n4_threads=n4_threads)
+        out[SEQUENCES.index(seq)], norms[seq] = _normalised_at(
+            case.images[seq], spacing_in, spacing_mm, shape, bias_correction=bias_correction, n4_threads=n4_threads)
 
     if workers == 1:
         for seq in seqs:
@@ -134,17 +203,21 @@ def model_grid_images(case, spacing_mm: float, *, bias_correction: str = "none",
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlseg-preprocess") as pool:
             list(pool.map(one, seqs))
-    return out, present
+    boxes = CaseGridBoxes(images=case.images, shape=tuple(int(n) for n in case.shape),  # type: ignore[arg-type]
+                          norms={s: norms[s] for s in seqs})
+    return out, present, boxes
 
 
 def _normalised_at(vol: np.ndarray, spacing_in: Sequence[float], spacing_mm: float,
-                   shape: Sequence[int], *, bias_correction: str, n4_threads: int) -> torch.Tensor:
-    """One sequence bias-corrected, z-scored over the brain and clipped, on the grid ``shape``."""
+                   shape: Sequence[int], *, bias_correction: str, n4_threads: int
+                   ) -> tuple[torch.Tensor, SequenceNorm]:
+    """One sequence bias-corrected, z-scored over the brain and clipped, on the grid ``shape``,
+    and how it was normalised."""
     v = torch.from_numpy(np.nan_to_num(np.asarray(vol, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0))
     brain = v != 0
     n = int(brain.sum())
     if n < 2:
-        return torch.zeros(tuple(int(s) for s in shape), dtype=torch.float32)
+        return torch.zeros(tuple(int(s) for s in shape), dtype=torch.float32), SequenceNorm(None, 0.0, 1.0)
     fits_n4 = int((v < 0).sum()) <= 0.01 * n  # N4 cannot model negative (normalised) data
     # Resample the brain's first and second moments and its share of each voxel (linear; one at
     # a time, so no more than two full-grid temporaries live at once)
@@ -152,6 +225,7 @@ def _normalised_at(vol: np.ndarray, spacing_in: Sequence[float], spacing_mm: flo
     r2 = resample_to_shape((v * v)[None], shape, "trilinear")[0]
     b = resample_to_shape(brain.float()[None], shape, "trilinear")[0]
     del v
+    log_field = None
     if bias_correction == "n4" and fits_n4:
         log_field = fit_log_bias_field(r.clamp(min=0), b, (spacing_mm,) * 3, threads=n4_threads)
         if log_field is not None:
@@ -161,7 +235,7 @@ def _normalised_at(vol: np.ndarray, spacing_in: Sequence[float], spacing_mm: flo
     mean = float(r.double().sum()) / weight
     std = max(float(r2.double().sum()) / weight - mean * mean, 0.0) ** 0.5
     out = (r - mean * b) / (std if std > 1e-8 else 1.0)
-    return out.clamp_(-CLIP, CLIP)
+    return out.clamp_(-CLIP, CLIP), SequenceNorm(log_field, mean, std)
 
 
 def normalize_images(images: Mapping[str, np.ndarray], shape: Sequence[int] | None = None, *,

@@ -2,7 +2,7 @@
 scan's own finest spacing when it is coarser), MONAI's sliding window over that crop only.
 
     stage-1 probabilities (P, X, Y, Z) ──► tumor box (p >= crop_threshold, + margin) in the input grid
-    normalised images (kept by prepare) + stage-1 probabilities, box only ──► resample to the refinement grid
+    normalised images of the box (prepare's CaseGridBoxes) + stage-1 probabilities ──► resample to the refinement grid
     ──► pad ──► sliding window (refiner: trunk once per window, decoder per prompt) ──► sigmoid
     ──► back to the box in the input grid; outside the box the first stage's probabilities stay
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vlseg.errors import ModelError
-from vlseg.model.preprocess import pad_to_multiple, resample_to_shape, target_shape
+from vlseg.model.preprocess import CaseGridBoxes, pad_to_multiple, resample_to_shape, target_shape
 from vlseg.model.refiner import Refiner
 from vlseg.text import TextEncoder
 from vlseg.text.lora import lora_disabled
@@ -78,13 +78,13 @@ def tumor_box(stage1: np.ndarray, threshold: float, margin_vox: Sequence[int]) -
 
 
 @torch.no_grad()
-def refine(refiner: Refiner, *, images: torch.Tensor, images_box: Sequence[slice], present: Sequence[bool],
+def refine(refiner: Refiner, *, images: CaseGridBoxes, present: Sequence[bool],
            spacing_in: Sequence[float], stage1: np.ndarray, text: torch.Tensor, stage1_spacing_mm: float,
            overlap: float = 0.25) -> RefineResult:
     """Refine the first stage's probabilities ``stage1`` (P, X, Y, Z) of one case.
 
-    ``images``: the normalised images (4, ...) the first stage saw, over ``images_box`` of the
-    input grid (the brain); ``text``: (P, T) from :func:`base_text_embeddings`.
+    ``images``: the case's images, normalised box by box (``prepare(keep_images=True)``);
+    ``text``: (P, T) from :func:`base_text_embeddings`.
     """
     from monai.inferers import sliding_window_inference
 
@@ -97,13 +97,10 @@ def refine(refiner: Refiner, *, images: torch.Tensor, images_box: Sequence[slice
                             seconds=time.perf_counter() - t0)
     margin = [int(math.ceil(cfg.crop_margin_mm / s)) for s in spacing_in]
     box = tumor_box(stage1, cfg.crop_threshold, margin)
-    if box is not None:  # only where the images are kept (the brain)
-        box = tuple(slice(max(b.start, ib.start), min(b.stop, ib.stop)) for b, ib in zip(box, images_box))
     if box is None or any(b.stop <= b.start for b in box):
         return RefineResult(None, False, "the first stage found no tumor", seconds=time.perf_counter() - t0)
     # Crop the box, resample it to the refinement grid
-    local = tuple(slice(b.start - ib.start, b.stop - ib.start) for b, ib in zip(box, images_box))
-    img = images[(slice(None), *local)].float()                                 # (4, bx, by, bz)
+    img = images.crop(box)                                                      # (4, bx, by, bz)
     s1 = torch.from_numpy(np.ascontiguousarray(stage1[(slice(None), *box)])).float()  # (P, bx, by, bz)
     grid = target_shape(img.shape[1:], spacing_in, spacing)
     x = resample_to_shape(torch.cat([img, s1]), grid, "trilinear")             # (4 + P, gx, gy, gz)
