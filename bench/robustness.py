@@ -100,6 +100,11 @@ def run(args: argparse.Namespace) -> dict:
         result["summary"][label] = rb.summarize(rows)
         result["per_case"][label] = rows
         result["runtime_s"][label] = round(time.perf_counter() - t1, 1)
+        first = rb.first_stage_rows(rows)
+        if first:  # a model with a refinement stage: its first stage alone, from the same encodings
+            fast = f"{label} --fast"
+            result["models"].append({"label": fast, "argument": model, "first_stage_of": label})
+            result["summary"][fast] = rb.summarize(first)
     return result
 
 

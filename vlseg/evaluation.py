@@ -16,17 +16,20 @@ if TYPE_CHECKING:  # types only: importing torch and the model stays the caller'
 
     from vlseg.io import Case
     from vlseg.model import VLSegModel
+    from vlseg.model.refiner import Refiner
 
 # concept -> metric name -> value, as ``vlseg.metrics.case_metrics`` returns them
 CaseMetrics = dict[str, dict[str, float]]
 
 
 class SubsetScore(NamedTuple):
-    """One sequence subset of a case, scored: its name, the seconds prediction took, the metrics."""
+    """One sequence subset of a case, scored: its name, the seconds prediction took, the metrics;
+    with a refinement stage also the first stage's own metrics (from the same encoding)."""
 
     subset: str
     seconds: float
     metrics: CaseMetrics
+    first_stage: CaseMetrics | None = None
 
 
 def with_sequences(case: Case, sequences: Sequence[str]) -> Case:
@@ -36,26 +39,36 @@ def with_sequences(case: Case, sequences: Sequence[str]) -> Case:
 
 def score_subsets(model: VLSegModel, case: Case, subsets: Mapping[str, Sequence[str]], *,
                   prompts: torch.Tensor | None = None, threshold: float = 0.5, device: str | None = None,
-                  include_lesion_wise: bool = True) -> Iterator[SubsetScore]:
+                  include_lesion_wise: bool = True, refiner: Refiner | None = None) -> Iterator[SubsetScore]:
     """For each named subset of sequences, its :class:`SubsetScore` (name, seconds to predict,
-    ``case_metrics``).
+    ``case_metrics``; with ``refiner``, through the refinement stage as ``Segmenter`` answers, and
+    the first stage alone scored too, as ``--fast`` answers).
 
     ``case`` is a labelled ``vlseg.io.Case``; ``prompts`` the model's concept prompts
     (``vlseg.predict.concept_prompts``, computed once per model by the caller, else per call).
     A generator, so callers can report each subset as it is scored.
     """
     from vlseg.metrics import case_metrics
-    from vlseg.predict import predict_masks
+    from vlseg.predict import Predictor, predict_masks
 
     if case.labels is None:
         raise ValueError(f"{case.case_id}: case has no labels to score against")
+
+    def score(masks) -> CaseMetrics:
+        return case_metrics(masks, case.labels, case.spacing, include_lesion_wise=include_lesion_wise)
+
     for name, sequences in subsets.items():
         sub = with_sequences(case, sequences)
         t0 = time.perf_counter()
-        pred = predict_masks(model, sub, threshold=threshold, prompts=prompts, device=device)
+        if refiner is None:
+            pred = predict_masks(model, sub, threshold=threshold, prompts=prompts, device=device)
+            yield SubsetScore(name, time.perf_counter() - t0, score(pred))
+            continue
+        predictor = Predictor(model, device=device or "cpu", threshold=threshold, refiner=refiner)
+        predictor.set_case(sub)
+        pred = predictor.masks(model.config.concepts)
         seconds = time.perf_counter() - t0
-        yield SubsetScore(name, seconds, case_metrics(pred, case.labels, case.spacing,
-                                                      include_lesion_wise=include_lesion_wise))
+        yield SubsetScore(name, seconds, score(pred), score(predictor.first_stage_masks()))
 
 
 __all__ = ["CaseMetrics", "SubsetScore", "score_subsets", "with_sequences"]

@@ -130,6 +130,11 @@ class Predictor:
             if state.masks:  # relabel what is decoded
                 self._relabel(state)
 
+    def probabilities(self) -> dict[str, np.ndarray]:
+        """The decoded concepts' probabilities the labelling reads (refined where the refinement
+        stage ran), RAS+ case grid."""
+        return dict(self._require().probs)
+
     def presence(self) -> dict[str, float | None]:
         """Concept -> calibrated probability that it is present in the case (None: uncalibrated),
         for the concepts of the current labelling."""
@@ -216,7 +221,7 @@ class Predictor:
         new = [p for p in phrases if p not in self._text]
         if new:
             self._text.update(zip(new, base_text_embeddings(self.model.text_encoder, self.refiner, new)))
-        result = refine(self.refiner, images=state.prepared.images, images_box=state.prepared.images_box,
+        result = refine(self.refiner, images=state.prepared.images,
                         present=state.prepared.present, spacing_in=state.prepared.spacing_in,
                         stage1=np.stack([state.probs[c] for c in todo]),
                         text=torch.stack([self._text[p] for p in phrases]),

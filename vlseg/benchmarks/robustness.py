@@ -27,7 +27,7 @@ import json
 import time
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Required, TypedDict
 
 import nibabel as nib
 import numpy as np
@@ -184,36 +184,54 @@ def build_testset(root: str | Path, *, cases_per_family: int, families: Iterable
 
 
 # ----------------------------------------------------------------------------- scoring
-class ScoreRow(TypedDict):
+class ScoreRow(TypedDict, total=False):
     """One case scored on one sequence subset (a row of ``per_case`` in robustness.json)."""
 
-    family: str
-    subset: str
-    case: str
-    seconds: float
-    metrics: dict[str, dict[str, float]]  # concept -> {dice, hd95}
+    family: Required[str]
+    subset: Required[str]
+    case: Required[str]
+    seconds: Required[float]
+    metrics: Required[dict[str, dict[str, float]]]  # concept -> {dice, hd95}
+    first_stage: dict[str, dict[str, float]]  # the first stage alone, when a refinement stage ran
 
 
 def score_model(seg: Segmenter, testset: dict[str, list[Path]], *, log: Callable[[str], None] = print
                 ) -> list[ScoreRow]:
     """Per-case rows ``{family, subset, case, seconds, metrics: {concept: {dice, hd95}}}``; the
-    masks are the ones ``Segmenter`` makes (RAS+ case grid)."""
+    masks are the ones ``Segmenter`` makes (RAS+ case grid). With a refinement stage the rows also
+    hold ``first_stage``: the first stage's own masks scored (what ``--fast`` answers)."""
     from vlseg.evaluation import score_subsets
     from vlseg.io import load_case
     from vlseg.predict import concept_prompts
 
-    prompts = concept_prompts(seg.model)  # (5, E)
+    refiner = seg.refiner if seg.predictor.refines else None
+    prompts = None if refiner is not None else concept_prompts(seg.model)  # (3, E)
     rows: list[ScoreRow] = []
     for family, folders in testset.items():
         subsets = {s: SUBSETS[s] for f, s in conditions([family])}
         for folder in folders:
             case = load_case(folder)
-            for subset, seconds, m in score_subsets(seg.model, case, subsets, prompts=prompts, threshold=seg.threshold,
-                                                    device=seg.device, include_lesion_wise=False):
-                rows.append({"family": family, "subset": subset, "case": case.case_id, "seconds": round(seconds, 2),
-                             "metrics": {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in vocab.codes() if c in m}})
-                log(f"{case.case_id} {subset}: " + " ".join(f"{c} {m[c]['dice']:.3f}" for c in TABLE_CONCEPTS))
+            for subset, seconds, m, first in score_subsets(seg.model, case, subsets, prompts=prompts, threshold=seg.threshold,
+                                                           device=seg.device, include_lesion_wise=False, refiner=refiner):
+                row: ScoreRow = {"family": family, "subset": subset, "case": case.case_id, "seconds": round(seconds, 2),
+                                 "metrics": _rounded(m)}
+                if first is not None:
+                    row["first_stage"] = _rounded(first)
+                rows.append(row)
+                log(f"{case.case_id} {subset}: " + " ".join(
+                    f"{c} {m[c]['dice']:.3f}" + (f" (first stage {first[c]['dice']:.3f})" if first else "")
+                    for c in TABLE_CONCEPTS))
     return rows
+
+
+def _rounded(m: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {c: {k: round(float(m[c][k]), 4) for k in METRICS} for c in vocab.codes() if c in m}
+
+
+def first_stage_rows(rows: list[ScoreRow]) -> list[ScoreRow]:
+    """The rows as the first stage alone scored them (empty when no refinement stage ran)."""
+    return [{**{k: v for k, v in r.items() if k != "first_stage"}, "metrics": r["first_stage"]}  # type: ignore[typeddict-item]
+            for r in rows if "first_stage" in r]
 
 
 def summarize(rows: list[ScoreRow]) -> dict[str, dict[str, Any]]:
