@@ -21,6 +21,11 @@ seed 1401 for fitting and 1403 for coverage (1402 held the first, smaller covera
 uses seed 1, checkpoint selection seed 2
 and MODEL_CARD.md's test set seed 3, so no case here was seen in training or selection.
 Everything runs at 2 mm, the model's own spacing, to keep both steps within minutes on a CPU.
+
+``--stage refined`` (a model with a refinement stage) fits and measures the calibration of the
+refined outputs instead: 1 mm phantoms (the same seeds, ``--spacing 1``), the refinement stage
+run as ``Segmenter`` runs it; ``fit`` adds it to calibration.json under ``"refined"`` (the first
+stage's fit is kept), ``coverage`` writes ``bench/results/calibration_refined.json``.
 """
 from __future__ import annotations
 
@@ -44,12 +49,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ----------------------------------------------------------------------------- cases
-def ensure_cases(folder: Path, n: int, seed: int) -> list[Path]:
+def ensure_cases(folder: Path, n: int, seed: int, spacing: float = 2.0) -> list[Path]:
     """The first ``n`` case folders of ``folder``, generating phantoms there if it has fewer."""
     have = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if len(have) < n:
         subprocess.run([sys.executable, "-m", "vlseg", "synth", "--out", str(folder), "--n", str(n),
-                        "--seed", str(seed), "--spacing", "2"], check=True, stdout=subprocess.DEVNULL)
+                        "--seed", str(seed), "--spacing", f"{spacing:g}"], check=True, stdout=subprocess.DEVNULL)
         have = sorted(p for p in folder.iterdir() if p.is_dir())
     return have[:n]
 
@@ -57,15 +62,19 @@ def ensure_cases(folder: Path, n: int, seed: int) -> list[Path]:
 class Runner:
     """The predictor's path for one checkpoint: probabilities and the masks users get."""
 
-    def __init__(self, model_path: str, threads: int) -> None:
+    def __init__(self, model_path: str, threads: int, refined: bool = False) -> None:
         import torch
 
         from vlseg import vocab
         from vlseg.model import load_model
+        from vlseg.model.loading import load_refiner
         from vlseg.reasoning.labelling import labelling_sources
 
         torch.set_num_threads(threads)
         self.model = load_model(model_path)
+        self.refiner = load_refiner(self.model.source) if refined else None
+        if refined and self.refiner is None:
+            raise SystemExit(f"{model_path}: has no refinement stage to calibrate (--stage refined)")
         # The region chain (WT, TC, ET) only: the phantoms are untreated, and a cavity decoded
         # by a model that was never taught one (or ruled out on an untreated scan) would take
         # voxels from the whole tumor (what inflated the first format-2 fit's scores ten-fold)
@@ -84,7 +93,16 @@ class Runner:
         case = load_case(folder)
         if case.labels is None:
             raise SystemExit(f"{folder}: has no labels")
-        raw = dict(zip(self.sources, decode(self.model, prepare(self.model, case), self.prompts)))
+        if self.refiner is not None:  # through the refinement stage, no presence gate (as the first stage)
+            from vlseg.predict import Predictor
+            from vlseg.reasoning.presence import Presence
+
+            predictor = Predictor(self.model, refiner=self.refiner, presence=Presence.identity("calibration"))
+            predictor.set_case(case)
+            predictor.masks(self.sources)
+            raw = {c: predictor.probabilities()[c] for c in self.sources}
+        else:
+            raw = dict(zip(self.sources, decode(self.model, prepare(self.model, case), self.prompts)))
         probs = final_probabilities(raw)  # (X, Y, Z) per concept, derived NCR / ED included
         masks = final_masks(raw, case.affine)
         brain = np.zeros(case.shape, dtype=bool)
@@ -132,11 +150,11 @@ def fit(args: argparse.Namespace) -> int:
 
     CONCEPTS, RATIOS = vocab.PRE_TREATMENT_CODES, fraction_keys()  # the phantoms are untreated
 
-    cases = ensure_cases(args.cases, args.n, args.seed)
+    cases = ensure_cases(args.cases, args.n, args.seed, args.spacing)
     k = args.temperature_cases
     if not 1 <= k < len(cases):
         raise SystemExit(f"--temperature-cases must be between 1 and {len(cases) - 1}")
-    runner = Runner(args.model, args.threads)
+    runner = Runner(args.model, args.threads, refined=args.stage == "refined")
     folder = runner.weights_folder()
     rng = np.random.default_rng(args.seed)
     samples: dict[str, list[tuple[np.ndarray, ...]]] = {c: [] for c in CONCEPTS}
@@ -168,8 +186,8 @@ def fit(args: argparse.Namespace) -> int:
         print(f"{path.name} ({i + 1}/{len(cases)}, {time.perf_counter() - t0:.0f} s)", flush=True)
     fitted_on = {
         "cases": _display(args.cases),
-        "generator": f"vlseg synth --n {args.n} --seed {args.seed} --spacing 2",
-        "seed": args.seed, "spacing_mm": 2.0, "sequences": "all four",
+        "generator": f"vlseg synth --n {args.n} --seed {args.seed} --spacing {args.spacing:g}",
+        "seed": args.seed, "spacing_mm": args.spacing, "sequences": "all four", "stage": args.stage,
         "temperature_cases": k, "conformal_cases": len(cases) - k,
         "ratio_cases": {r: len(v) for r, v in rat_scores.items()},
         "voxel_sample": f"per case and concept: {SAMPLE_UNCERTAIN} uncertain + {SAMPLE_REST} other brain voxels, "
@@ -177,6 +195,13 @@ def fit(args: argparse.Namespace) -> int:
         "model": _display(args.model),
     }
     cal = cal.with_scores(vol_scores, rat_scores, checkpoint_sha256=weights_sha256(folder), fitted_on=fitted_on)
+    if runner.refiner is not None:  # beside the first stage's fit, for the refinement stage's outputs
+        from dataclasses import replace
+
+        from vlseg.reasoning.calibration import refiner_weights_sha256
+
+        fitted_on["refiner_sha256"] = refiner_weights_sha256(folder)
+        cal = replace(Calibration.load(args.out or folder, strict=True), refined=cal)
     out = cal.save(args.out or folder)
     print(f"wrote {out}; max certified confidence {cal.max_confidence:.3f}", flush=True)
     return 0
@@ -217,9 +242,13 @@ def coverage(args: argparse.Namespace) -> int:
 
     CONCEPTS, RATIOS = vocab.PRE_TREATMENT_CODES, fraction_keys()  # the phantoms are untreated
 
-    cases = ensure_cases(args.cases, args.n, args.seed)
-    runner = Runner(args.model, args.threads)
+    cases = ensure_cases(args.cases, args.n, args.seed, args.spacing)
+    runner = Runner(args.model, args.threads, refined=args.stage == "refined")
     cal = Calibration.load(args.calibration or runner.weights_folder(), strict=True)
+    if runner.refiner is not None:
+        if cal.refined is None:
+            raise SystemExit("no calibration of the refined outputs for this refiner: run fit --stage refined")
+        cal = cal.refined
     fit_seed = cal.fitted_on.get("seed")
     if fit_seed == args.seed:
         raise SystemExit(f"test seed {args.seed} is the seed the calibration was fitted on; use another")
@@ -301,9 +330,9 @@ def _summary(args, runner, cal, cases, names, hits, widths, rel_widths, contains
         "model": _display(args.model), "weights": {"folder": _display(runner.weights_folder()),
                                          "sha256": cal.checkpoint_sha256},
         "calibration": cal.describe(0.9),
-        "test_cases": {"folder": _display(args.cases), "n": len(cases), "seed": args.seed, "spacing_mm": 2.0,
-                       "generator": f"vlseg synth --n {args.n} --seed {args.seed} --spacing 2",
-                       "sequences": "all four"},
+        "test_cases": {"folder": _display(args.cases), "n": len(cases), "seed": args.seed, "spacing_mm": args.spacing,
+                       "generator": f"vlseg synth --n {args.n} --seed {args.seed} --spacing {args.spacing:g}",
+                       "sequences": "all four", "stage": args.stage},
         "levels": list(LEVELS), "target": "coverage within ±0.05 of Q (issue 22), pooled and per concept",
         "coverage": table,
         "ece": {c: {"before": e[0].result(), "after": e[1].result()} for c, e in ece.items()},
@@ -315,7 +344,7 @@ def _summary(args, runner, cal, cases, names, hits, widths, rel_widths, contains
 
 def print_table(result: dict, names: list[str]) -> None:
     cov = result["coverage"]
-    print(f"\nCoverage on {result['test_cases']['n']} test phantoms (seed {result['test_cases']['seed']}, 2 mm): "
+    print(f"\nCoverage on {result['test_cases']['n']} test phantoms (seed {result['test_cases']['seed']}, {result['test_cases']['spacing_mm']:g} mm, {result['test_cases']['stage']} stage): "
           "calibrated (uncalibrated bands); median width (median width / estimate); n")
     print("| target | " + " | ".join(f"Q = {q}" for q in LEVELS) + " |")
     print("|---|" + "---|" * len(LEVELS))
@@ -349,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--model", default=str(REPO / "vlseg" / "weights" / "default"),
                        help="bundled name, checkpoint folder or LoRA adapter folder")
-        s.add_argument("--cases", type=Path,
-                       default=REPO / "work_data" / "calibration" / f"{folder}_seed{seed}_2mm")
+        s.add_argument("--cases", type=Path, default=None,
+                       help=f"default: work_data/calibration/{folder}_seed<seed>_<2|1>mm")
+        s.add_argument("--stage", choices=("first", "refined"), default="first",
+                       help="refined: the refinement stage's outputs, on 1 mm phantoms")
         s.add_argument("--n", type=int, default=n, help="number of phantoms")
         s.add_argument("--seed", type=int, default=seed, help="vlseg synth seed of the phantoms")
         s.add_argument("--threads", type=int, default=1)
@@ -360,8 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.choices["coverage"]
     c.add_argument("--calibration", type=Path, default=None,
                    help="folder holding calibration.json (default: the weights')")
-    c.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "calibration.json")
+    c.add_argument("--out", type=Path, default=None,
+                   help="default: bench/results/calibration.json (calibration_refined.json with --stage refined)")
     args = p.parse_args(argv)
+    args.spacing = 1.0 if args.stage == "refined" else 2.0
+    if args.cases is None:
+        args.cases = REPO / "work_data" / "calibration" / f"{args.cmd if args.cmd == 'fit' else 'test'}_seed{args.seed}_{args.spacing:g}mm"
+    if args.cmd == "coverage" and args.out is None:
+        args.out = REPO / "bench" / "results" / ("calibration_refined.json" if args.stage == "refined" else "calibration.json")
     if args.n < 2:
         p.error("--n must be at least 2")
     from vlseg.errors import VlsegError

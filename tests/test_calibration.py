@@ -272,3 +272,35 @@ def test_module_needs_no_torch():
     code = ("import sys, vlseg.reasoning.calibration; "
             "sys.exit(int('torch' in sys.modules or 'vlseg.model' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_refined_stage_calibration_round_trips_and_is_chosen_by_stage(tmp_path):
+    """A second fit for the refinement stage's outputs lives under "refined" in the same file;
+    for_stage(True) gives it only while the refiner it was fitted for is the one in the folder."""
+    from dataclasses import replace
+
+    from vlseg.reasoning.calibration import refiner_weights_sha256
+
+    folder = _folder_with_weights(tmp_path)
+    (folder / "refiner.safetensors").write_bytes(b"refiner weights, version 1")
+    first = _fitted(seed=1)
+    first = first.with_scores(first.volume_scores, first.ratio_scores, checkpoint_sha256=weights_sha256(folder))
+    second = _fitted(seed=2, n=30)
+    second = second.with_scores(second.volume_scores, second.ratio_scores, checkpoint_sha256=weights_sha256(folder),
+                                fitted_on={"seed": 2, "refiner_sha256": refiner_weights_sha256(folder)})
+    replace(first, refined=replace(second, temperatures={**second.temperatures, "ET": 0.7})).save(folder)
+    back = Calibration.load(folder, strict=True)
+    assert back.refined is not None and back.refined.temperature("ET") == pytest.approx(0.7)
+    assert back.for_stage(False) is back and back.for_stage(True) is back.refined
+    assert back.for_stage(False).temperature("ET") == pytest.approx(1.2)
+    assert back.refined.max_confidence == pytest.approx(30 / 31)
+    assert back.refined.describe(0.9)["fitted_on"]["seed"] == 2
+    # Another refiner in the folder: its outputs get the first stage's fit, not a stale one
+    (folder / "refiner.safetensors").write_bytes(b"refiner weights, version 2")
+    other = Calibration.load(folder, strict=True)
+    assert other.calibrated and other.refined is None and other.for_stage(True) is other
+    # A malformed refined part is refused like any malformed file
+    data = json.loads((folder / CALIBRATION_FILE).read_text())
+    data["refined"] = {"temperatures": {"ET": -1}}
+    (folder / CALIBRATION_FILE).write_text(json.dumps(data))
+    assert not Calibration.load(folder).calibrated

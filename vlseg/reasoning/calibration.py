@@ -34,6 +34,13 @@ by ``bench/calibration.py fit`` and written to ``<checkpoint>/calibration.json``
    above ``max_confidence`` (n/(n+1)) would need more cases than were fitted, and then the
    largest score is used (``exact(q)`` is False: say so).
 
+**Stages.** A model with a refinement stage (``vlseg.model.refiner``) answers 1 mm scans from
+refined probabilities, whose rim is thinner and whose errors differ from the first stage's. Its
+file may hold a second fit of both steps for them, under ``"refined"`` (same format, fitted on
+1 mm phantoms through the refinement stage, named by the refiner's sha256);
+``cal.for_stage(refined=True)`` gives it (else the first stage's, ``refined`` None when the
+refiner in the folder is not the one it was fitted for).
+
 Missing, unreadable or foreign calibration (fitted for other weights) gives the identity:
 T = 1, ``calibrated`` False, ``problem`` a one-line reason, and uncalibrated *probability-band*
 intervals with no coverage guarantee: volume [V(mask ∧ p ≥ (1+Q)/2), V(mask ∨ p ≥ (1−Q)/2)];
@@ -173,6 +180,13 @@ def _check_q(q: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), got {q!r}")
 
 
+def refiner_weights_sha256(folder: str | Path) -> str | None:
+    """SHA-256 of the refinement stage in ``folder`` (None: there is none)."""
+    from vlseg.model.refiner_checkpoint import REFINER_WEIGHTS, refiner_sha256
+
+    return refiner_sha256(folder) if (Path(folder) / REFINER_WEIGHTS).is_file() else None
+
+
 def weights_sha256(folder: str | Path) -> str | None:
     """SHA-256 of the weights in ``folder`` (model.safetensors, else adapter.safetensors)."""
     from vlseg.model.storage import cached_sha256  # the model loader's cache: hashed once
@@ -213,6 +227,7 @@ class Calibration:
     fitted_on: dict[str, Any] = field(default_factory=dict)
     calibrated: bool = False
     problem: str | None = None
+    refined: Calibration | None = None  # the fit for the refinement stage's outputs (module doc)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -248,6 +263,8 @@ class Calibration:
         if sha is not None and cal.checkpoint_sha256 != sha:
             raise ModelError(f"{path}: fitted for weights sha256 {str(cal.checkpoint_sha256)[:12]}... "
                              f"but {folder} holds {sha[:12]}...; refit with bench/calibration.py fit")
+        if cal.refined is not None and cal.refined.fitted_on.get("refiner_sha256") != refiner_weights_sha256(folder):
+            cal = replace(cal, refined=None)  # fitted for another refinement stage (or none is here)
         return cal
 
     @classmethod
@@ -280,16 +297,22 @@ class Calibration:
         if not isinstance(sha, str) or len(sha) != 64:
             raise bad("'checkpoint_sha256' must be a 64-character hex string")
         fitted = data.get("fitted_on") if isinstance(data.get("fitted_on"), dict) else {}
+        refined = data.get("refined")
+        if refined is not None:
+            if not isinstance(refined, dict) or "refined" in refined:
+                raise bad("'refined' must be one calibration object (temperatures, scores, rule)")
+            refined = cls.from_json({**refined, "format": FORMAT, "format_version": data["format_version"],
+                                     "checkpoint_sha256": sha}, where=f"{where} (refined)")
         return cls(temperatures={c: float(t) for c, t in temps.items()}, volume_scores=vol,
                    ratio_scores=rat, rule=rule, checkpoint_sha256=sha, fitted_on=fitted,
-                   calibrated=True, problem=None)
+                   calibrated=True, problem=None, refined=refined)
 
     def to_json(self) -> dict[str, Any]:
         def scores(d: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
             return {k: [float(f"{v:.6g}") for v in np.sort(s)] for k, s in d.items()}
 
 
-        return {
+        out = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "checkpoint_sha256": self.checkpoint_sha256,
             "method": "per-concept temperature scaling (per-voxel NLL) + split-conformal scaled "
@@ -300,6 +323,16 @@ class Calibration:
                      "relative": self.rule.relative, "ratio_floor": self.rule.ratio_floor},
             "volume_scores": scores(self.volume_scores), "ratio_scores": scores(self.ratio_scores),
         }
+        if self.refined is not None:
+            inner = self.refined.to_json()
+            out["refined"] = {k: v for k, v in inner.items()
+                              if k not in ("format", "format_version", "checkpoint_sha256", "method")}
+        return out
+
+    def for_stage(self, refined: bool) -> Calibration:
+        """The calibration of the masks' stage: the refined fit for refined outputs when there is
+        one, else this (the first stage's)."""
+        return self.refined if refined and self.refined is not None else self
 
     def save(self, folder: str | Path) -> Path:
         from vlseg.fileio import write_json_atomic

@@ -215,6 +215,7 @@ class Labelled:
     probs: Mapping[str, np.ndarray]
     masks: Mapping[str, np.ndarray]
     affine: np.ndarray
+    refined: bool = False  # made by the refinement stage (its own calibration, when fitted)
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,9 @@ def compare_labellings(base: Labelled, follow: Labelled, follow_on_base: Mapping
     each = (1.0 + confidence) / 2.0
     out: dict = {"confidence": confidence, "per_scan_interval_level": round(each, 4), "regions": {}}
     for c in regions:
-        b_iv = calibration.volume_interval(c, base.probs[c], base.masks[c], base.affine, each)
-        f_iv = calibration.volume_interval(c, follow.probs[c], follow.masks[c], follow.affine, each)
+        b_iv = calibration.for_stage(base.refined).volume_interval(c, base.probs[c], base.masks[c], base.affine, each)
+        f_iv = calibration.for_stage(follow.refined).volume_interval(c, follow.probs[c], follow.masks[c],
+                                                                     follow.affine, each)
         vb = float(np.count_nonzero(base.masks[c])) * voxel_volume_ml(base.affine)
         vf = float(np.count_nonzero(follow.masks[c])) * voxel_volume_ml(follow.affine)
         out["regions"][c] = {"name": vocab.name(c), **volume_change(vb, vf, b_iv, f_iv)}

@@ -250,7 +250,8 @@ class Segmenter:
         """The current case's labelling, copied (the predictor moves on to the next case)."""
         assert self._talk is not None
         probs, masks = self.dialogue.labelling(self._talk, self.predictor)
-        return Labelled(probs=dict(probs), masks=dict(masks), affine=self.case.affine)
+        return Labelled(probs=dict(probs), masks=dict(masks), affine=self.case.affine,
+                        refined=self.dialogue.refined(self.predictor))
 
     def model_info(self) -> ModelInfo:
         """Provenance for answer JSON: model name, the base checkpoint and the LoRA adapter (if

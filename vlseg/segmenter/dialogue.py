@@ -148,12 +148,12 @@ class Dialogue:
                                    if grounded and talk.locator_failed else ()),
                  *self._timepoint_notes(tp, predictor, parse.concepts))
         text = answer_text_parts(parts, sequences_used=list(talk.case.present), notes=notes,
-                                 calibrated=self.calibration.calibrated)
+                                 calibrated=self._calibration(predictor).calibrated)
         timing["total"] = time.perf_counter() - t0
         answer = self._answer(talk, predictor, parse, text, [measured[c] for c in parse.concepts],
                               rel, timing, model, target_json=target_json, relations_json=rel_json)
         answer.confidence = confidence if grounded else None
-        answer.calibration = self.calibration.describe(confidence) if grounded else None
+        answer.calibration = self._calibration(predictor).describe(confidence) if grounded else None
         answer.timepoint = tp.to_json()
         if grounded:  # whether each asked region is there at all (vlseg.reasoning.presence)
             known = predictor.presence()
@@ -163,6 +163,16 @@ class Dialogue:
         return answer
 
     # ----------------------------------------------------------------- steps
+    @staticmethod
+    def refined(predictor: Predictor) -> bool:
+        """Whether the case's masks went through the refinement stage."""
+        result = predictor.refinement() if predictor.refines else None
+        return result is not None and result.ran
+
+    def _calibration(self, predictor: Predictor) -> Calibration:
+        """The calibration of the stage that made the case's masks."""
+        return self.calibration.for_stage(self.refined(predictor))
+
     @staticmethod
     def _timepoint_notes(tp: Timepoint, predictor: Predictor, concepts: tuple[str, ...]) -> tuple[str, ...]:
         """After surgery, what the tumor regions leave out (said when one is asked)."""
@@ -229,7 +239,7 @@ class Dialogue:
                         level: float) -> tuple[dict[str, JsonObject], JsonObject | None]:
         """answer.json entries of the measured targets and relations, with
         ``volume_ml_interval`` per target and ``<ratio>_interval`` per ratio at ``level``."""
-        cal, affine, known = self.calibration, talk.case.affine, talk.intervals
+        cal, affine, known = self._calibration(predictor), talk.case.affine, talk.intervals
         probs, masks = self._labelling(talk, predictor)
         out: dict[str, JsonObject] = {}
         when = talk.timepoint.assumed if talk.timepoint is not None else None
@@ -288,7 +298,7 @@ class Dialogue:
             measurements=list(measurements), case_facts=dict(talk.facts),
             relations_json=relations_json, case=talk.case,
             probabilities_ras=self._probabilities(talk, predictor, tuple(masks_ras)),
-            temperatures={c: self.calibration.temperature(c) for c in masks_ras},
+            temperatures={c: self._calibration(predictor).temperature(c) for c in masks_ras},
             refinement=refinement.to_json() if refinement is not None else (
                 {"ran": False, "reason": "not needed by this question"} if predictor.refines else None))
 
