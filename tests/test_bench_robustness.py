@@ -174,8 +174,13 @@ def test_two_checkpoints_side_by_side(tmp_path, random_checkpoint, capsys):
     result = json.loads((out / "robustness.json").read_text())
     assert {"benchmark", "command", "test_set", "models", "summary", "per_case", "runtime_s", "machine"} <= set(result)
     labels = [m["label"] for m in result["models"]]
-    assert labels == [random_checkpoint.name, "default"]
-    assert [m["argument"] for m in result["models"]] == [str(random_checkpoint), "default"]
+    # The bundled default has a refinement stage: its first stage alone is scored too (--fast),
+    # from the same encodings
+    assert labels == [random_checkpoint.name, "default", "default --fast"]
+    assert [m["argument"] for m in result["models"]] == [str(random_checkpoint), "default", "default"]
+    assert result["models"][2]["first_stage_of"] == "default"
+    assert all("first_stage" in r for r in result["per_case"]["default"])
+    assert not any("first_stage" in r for r in result["per_case"][random_checkpoint.name])
     expected = ["clean", "thick_slices", "clean/flair_t1c", "thick_slices/flair_t1c", "clean/t1c_only"]
     assert result["test_set"]["conditions"] == expected
     for lab in labels:
@@ -185,8 +190,9 @@ def test_two_checkpoints_side_by_side(tmp_path, random_checkpoint, capsys):
             assert entry["n_cases"] == 1
             for c in ("NCR", "ED", "ET", "TC", "WT"):
                 assert 0.0 <= entry[c]["dice"] <= 1.0 and entry[c]["hd95"] >= 0.0
-        assert len(result["per_case"][lab]) == len(expected)
-        assert result["runtime_s"][lab] > 0
+        if lab in result["per_case"]:
+            assert len(result["per_case"][lab]) == len(expected)
+            assert result["runtime_s"][lab] > 0
     assert result["models"][1]["checkpoint_sha256"] != result["models"][0]["checkpoint_sha256"]
     thick = next(r for r in result["test_set"]["records"].values() if r["family"] == "thick_slices")
     assert sorted(thick["spacing_mm"]) == pytest.approx([SPACING, SPACING, 5.0])
@@ -237,3 +243,25 @@ def test_labelling_rules_compares_both_core_evidence_rules(tmp_path, capsys):
         assert r["raw"]["WT"] > 0 or r["cleaned"]["WT"] == 0   # raw evidence keeps at least what cleaned keeps
     printed = capsys.readouterr().out
     assert "clean/flair_t1c:" in printed and "vs" in printed
+
+
+def test_ventricle_zoom_enlarges_the_ventricles_and_moves_labels_with_images():
+    from vlseg.synth import shifts
+
+    shape = (64, 64, 48)
+    idx = np.indices(shape).astype(np.float32)
+    r = np.sqrt(((idx - np.array([32, 32, 24])[:, None, None, None]) ** 2).sum(0))
+    rt = np.sqrt(((idx - np.array([32, 50, 24])[:, None, None, None]) ** 2).sum(0))
+    brain = r < 28
+    ventricles = r < 5                              # bright on T2, at the brain's centre
+    seg = np.where(brain & (rt < 4), 3, 0).astype(np.uint8)
+    t2 = (brain * 300 + ventricles * 900 + (seg > 0) * 400).astype(np.int16)
+    images = {"t2w": t2, "t1c": (brain * 200 + (seg > 0) * 800).astype(np.int16)}
+    out, seg_out, rec = shifts.ventricle_zoom(np.random.default_rng(0), images, seg, (2.0, 2.0, 2.0))
+    assert rec["scale"] >= shifts.VENTRICLE_SCALE[0]
+    assert np.allclose(rec["centre_vox"], [32, 32, 24], atol=1.5)
+    grown = int((out["t2w"] > 1000).sum())
+    assert grown > 1.5 * int(ventricles.sum())     # the ventricles are larger (volume ~ scale^3)
+    assert out["t2w"].dtype == np.int16 and seg_out.dtype == np.uint8
+    tumor = seg_out == 3
+    assert tumor.any() and (out["t1c"][tumor] > 600).mean() > 0.95  # labels moved with the images

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 NAMESPACE = "vlseg-robustness-v1"
 TESTSET_VERSION = "1"  # bump when a shift or the phantom generator changes: cached cases are keyed by it
 FAMILIES: tuple[str, ...] = ("clean", "anatomy_warp", "contrast", "bias_field", "thick_slices", "noise",
-                             "combined")
+                             "combined", "atypical")
 # Steps of each family, applied in this order (contrast_table acts when rendering the phantom).
 STEPS: dict[str, tuple[str, ...]] = {
     "clean": (),
@@ -54,7 +54,12 @@ STEPS: dict[str, tuple[str, ...]] = {
     "thick_slices": ("thick_slices",),
     "noise": ("noise",),
     "combined": ("contrast_table", "gamma", "anatomy_warp", "bias_field", "thick_slices", "noise"),
+    # Tumors and brains unlike the typical draw: a small ring (even cases) or a tumor in the
+    # cerebellum / brainstem (odd cases), in a brain with enlarged ventricles
+    "atypical": ("atypical_tumor", "ventricle_zoom"),
 }
+SMALL_RING_RADIUS_MM = (3.0, 7.0)  # atypical even cases: tumor-core radius of the small ring
+INFRA_RADIUS_MM = (6.0, 14.0)      # atypical odd cases: core radius in the cerebellum / brainstem
 SUBSETS: dict[str, tuple[str, ...]] = {"all4": SEQUENCES, "flair_t1c": ("t1c", "t2f"), "t1c_only": ("t1c",)}
 # Families also scored on each sequence subset: FLAIR + T1c on every family (the issue's "WT >= 0.85
 # in every family"), T1c alone on the clean and the combined cases.
@@ -109,6 +114,9 @@ def make_case(family: str, index: int, *, spacing_mm: float = 1.0
     ranges = DEFAULT_RANGES
     record: dict[str, Any] = {"family": family, "index": int(index), "namespace": NAMESPACE,
                               "phantom_seed": hex(seed), "testset_version": TESTSET_VERSION, "steps": {}}
+    if "atypical_tumor" in STEPS[family]:
+        ranges, kind = atypical_ranges(index, ranges)
+        record["steps"]["atypical_tumor"] = {"kind": kind}
     if "contrast_table" in STEPS[family]:
         table = shifts.contrast_table(step_rng(index, family, "contrast_table"), ranges.base_means)
         ranges = dataclasses.replace(ranges, base_means=table)
@@ -121,12 +129,14 @@ def make_case(family: str, index: int, *, spacing_mm: float = 1.0
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
     for step in STEPS[family]:
         rng = step_rng(index, family, step)
-        if step == "contrast_table":
+        if step in ("contrast_table", "atypical_tumor"):  # acted when rendering
             continue
         if step == "gamma":
             images, rec = shifts.gamma(rng, images)
         elif step == "anatomy_warp":
             images, seg, rec = shifts.anatomy_warp(rng, images, seg, spacing)
+        elif step == "ventricle_zoom":
+            images, seg, rec = shifts.ventricle_zoom(rng, images, seg, spacing)
         elif step == "bias_field":
             images, rec = shifts.bias_field(rng, images, spacing)
         elif step == "thick_slices":
@@ -138,6 +148,18 @@ def make_case(family: str, index: int, *, spacing_mm: float = 1.0
     record["shape"] = list(seg.shape)
     record["spacing_mm"] = [round(s, 4) for s in spacing]
     return images, seg, affine, record
+
+
+def atypical_ranges(index: int, ranges):
+    """The phantom ranges of atypical case ``index``: a small enhancing ring with little edema
+    (even) or a tumor centred in the cerebellum / brainstem (odd); and which."""
+    if index % 2 == 0:
+        return dataclasses.replace(ranges, p_small=1.0, small_radius_mm=SMALL_RING_RADIUS_MM, p_multifocal=0.0,
+                                   p_infratentorial=0.0, p_no_enhancement=0.0, p_no_necrosis=0.0,
+                                   p_little_edema=0.7, little_edema_mm=(0.0, 3.0),
+                                   edema_extent_mm=(2.0, 8.0)), "small ring"
+    return dataclasses.replace(ranges, p_infratentorial=1.0, p_small=0.0, p_multifocal=0.0,
+                               core_radius_mm=INFRA_RADIUS_MM), "infratentorial"
 
 
 def case_paths(folder: Path, cid: str) -> dict[str, Path]:

@@ -107,6 +107,41 @@ def anatomy_warp(rng: np.random.Generator, images: Mapping[str, np.ndarray], seg
     return out, seg_out, {"warp_p95_mm": round(size_mm, 3), "lattice_mm": WARP_LATTICE_MM}
 
 
+VENTRICLE_SCALE = (1.3, 1.8)      # local zoom about the ventricles (enlarged: atrophy, hydrocephalus)
+VENTRICLE_SIGMA_MM = (18.0, 28.0)  # reach of that zoom
+
+
+def ventricle_zoom(rng: np.random.Generator, images: Mapping[str, np.ndarray], seg: np.ndarray,
+                   spacing: tuple[float, ...]) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """Enlarged ventricles: a smooth local zoom about the ventricles' centre (the centroid of the
+    brightest T2 voxels within 35 mm of the brain's centre), each output point sampling the input
+    at ``p - a g(p) (p - c)``, ``a = 1 - 1/scale``, ``g`` a Gaussian of the distance to ``c``
+    (images trilinear, labels nearest)."""
+    shape = seg.shape
+    brain = brain_mask(images)
+    sp = np.asarray(spacing, np.float32)
+    idx = np.argwhere(brain)
+    centre = idx.mean(0) if idx.size else (np.asarray(shape, np.float32) - 1) / 2
+    t2 = np.asarray(images.get("t2w", next(iter(images.values()))), np.float32)
+    near = brain & (np.sqrt(sum(((np.indices(shape, dtype=np.float32)[i] - centre[i]) * sp[i]) ** 2
+                                for i in range(3))) < 35.0)
+    csf = near & (t2 >= np.percentile(t2[near], 95)) if near.any() else near
+    c = np.argwhere(csf).mean(0) if csf.any() else centre
+    scale = float(rng.uniform(*VENTRICLE_SCALE))
+    sigma = float(rng.uniform(*VENTRICLE_SIGMA_MM))
+    a = 1.0 - 1.0 / scale
+    coords = np.indices(shape, dtype=np.float32)                                     # (3, X, Y, Z)
+    d = (coords - np.asarray(c, np.float32)[:, None, None, None]) * sp[:, None, None, None]  # mm
+    g = np.exp(-(d * d).sum(0) / (2 * sigma ** 2))
+    coords -= a * g * d / sp[:, None, None, None]
+    del d, g
+    out = {k: _store_like(ndi.map_coordinates(v.astype(np.float32), coords, order=1, mode="constant",
+                                              cval=0.0), v) for k, v in images.items()}
+    seg_out = ndi.map_coordinates(seg, coords, order=0, mode="constant", cval=0).astype(seg.dtype)
+    return out, seg_out, {"scale": round(scale, 3), "sigma_mm": round(sigma, 2),
+                          "centre_vox": [round(float(v), 1) for v in c]}
+
+
 # ----------------------------------------------------------------------------- contrast
 def _contrast_ok(m: Mapping[str, Mapping[str, float]]) -> bool:
     """The relations that define the labels (with a margin): enhancing tumor brighter on T1c than
