@@ -87,6 +87,23 @@ def test_ruled_out_concepts_are_left_out_of_the_labelling():
     assert not masks["RC"].any() and masks["WT"][9, 9, 9] and masks["TC"][9, 9, 9]
 
 
+def test_presence_is_decided_on_the_evidence_and_the_labelling_on_the_probabilities():
+    """A refinement stage's probabilities are labelled, but presence is decided on the first
+    stage's (what the presence models were fitted on): a faint first-stage blob that a refiner
+    sharpened is still called absent."""
+    confident = Logistic((0.0, 20.0, 0.0, 0.0), -15.0)  # present when the mean probability is high
+    presence = Presence(models={"WT": confident, "TC": Logistic((0.0,) * 4, 5.0)}, checkpoint_sha256="x")
+    sharp = _probs()
+    faint = {c: np.where(q > 0, np.float32(0.55), q) for c, q in sharp.items()}
+    _, masks, p = presence.label(sharp, AFFINE_2MM)
+    assert p["WT"] > 0.5 and masks["WT"].any()
+    _, masks, p = presence.label(sharp, AFFINE_2MM, evidence=faint)
+    assert p["WT"] < 0.5 and not masks["WT"].any()
+    final, masks, p = presence.label(faint, AFFINE_2MM, evidence=sharp)
+    assert p["WT"] > 0.5 and masks["WT"].any()
+    assert np.array_equal(final["WT"], faint["WT"])                   # the labelled ones are probs
+
+
 def test_identity_changes_nothing():
     _, masks, p = Presence.identity().label(_probs(), AFFINE_2MM)
     assert all(v is None for v in p.values()) and all(masks[c].any() for c in ("WT", "TC", "ET", "RC"))

@@ -194,9 +194,14 @@ class Predictor:
 
     def _label(self, state: _Encoded, probs: dict[str, np.ndarray]):
         """The one labelling of ``probs`` with presence decided, for this case (its grid, its
-        sequences, what is ruled out): ``Presence.label``'s (probabilities, masks, presence)."""
+        sequences, what is ruled out): ``Presence.label``'s (probabilities, masks, presence).
+        Presence is decided on the first stage's probabilities (what the presence model was
+        fitted on), also where the refinement stage made the ones labelled."""
+        first = {**probs, **state.first}
+        refined = any(first[c] is not probs[c] for c in state.first if c in probs)
         return self.presence_model.label(probs, state.case.affine, threshold=self.threshold,
-                                         ruled_out=state.ruled_out, sequences=state.case.images)
+                                         ruled_out=state.ruled_out, sequences=state.case.images,
+                                         evidence=first if refined else None)
 
     def _relabel(self, state: _Encoded) -> None:
         state.final_probs, state.masks, state.presence = self._label(state, state.probs)

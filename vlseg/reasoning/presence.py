@@ -215,11 +215,15 @@ class Presence:
         return out
 
     def label(self, probs: Mapping[str, np.ndarray], affine: np.ndarray, *, threshold: float = 0.5,
-              ruled_out: Iterable[str] = (), sequences: Iterable[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                                      dict[str, float | None]]:
+              ruled_out: Iterable[str] = (), sequences: Iterable[str] | None = None,
+              evidence: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                                         dict[str, float | None]]:
         """The case's one labelling with presence decided: (final probabilities, masks, presence).
 
         ``sequences``: the case's sequences (which presence models decide; see the module doc).
+        ``evidence``: the probabilities presence is decided on, when they are not ``probs`` (a
+        refinement stage's outputs are labelled, but presence is decided on the first stage's,
+        which is what the presence models were fitted on).
         ``ruled_out`` concepts (the cavity on a scan taken as untreated) are left out of the
         labelling and get empty masks. A base class outside the chain that is absent is then
         left out too, so its voxels go back to the chain; the whole chain is emptied when its
@@ -229,7 +233,12 @@ class Presence:
         final = final_probabilities(probs)
         use = {c: q for c, q in probs.items() if c not in ruled_out}
         masks = final_masks(use, affine, threshold=threshold)
-        p = self.probabilities(final, masks, affine, sequences)
+        if evidence is None:
+            p = self.probabilities(final, masks, affine, sequences)
+        else:
+            seen = {c: q for c, q in evidence.items() if c not in ruled_out}
+            p = self.probabilities(final_probabilities(evidence), final_masks(seen, affine, threshold=threshold),
+                                   affine, sequences)
         absent = tuple(c for c in masks if outside_chain(c) and p.get(c) is not None and p[c] < PRESENT_P)
         if absent:  # relabel without them: the voxels they had claimed go back to the chain
             masks = final_masks({c: q for c, q in use.items() if c not in absent}, affine, threshold=threshold)
