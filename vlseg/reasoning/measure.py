@@ -217,9 +217,18 @@ def _perpendicular(pts: np.ndarray, p: np.ndarray, q: np.ndarray, bin_mm: float)
     return float(widths.max()) if len(widths) else 0.0
 
 
+def _voxel_extent(to_mm: np.ndarray, u: np.ndarray) -> float:
+    """One in-plane voxel's extent along the unit direction ``u`` (mm): the length of ``u`` in
+    voxel steps, sqrt((u . c1)^2 + (u . c2)^2) for the voxel's edge vectors c1, c2 (1 mm
+    everywhere on a 1 mm grid)."""
+    return float(np.hypot(u @ to_mm[:, 0], u @ to_mm[:, 1]))
+
+
 def axial_diameters(labels: np.ndarray, affine: np.ndarray) -> tuple[float | None, float | None]:
     """RANO-style: the longest in-slice diameter of any lesion on any axial slice and the
-    longest diameter perpendicular to it on that slice (mm, voxel centre to voxel centre)."""
+    longest diameter perpendicular to it on that slice (mm, edge to edge: the chord between voxel
+    centres plus one voxel's extent along it, so a rasterised shape measures within a voxel of its
+    true size, not up to two voxels short as centre to centre would)."""
     axis = axial_axis(affine)
     to_mm, spacing = _plane_coords(affine, axis)
     best = (0.0, None)  # (diameter, (points, p, q))
@@ -240,10 +249,12 @@ def axial_diameters(labels: np.ndarray, affine: np.ndarray) -> tuple[float | Non
             if d > best[0]:
                 best = (d, (pts, p, q))
     if best[1] is None:
-        # Single-voxel lesions: no in-plane extent between voxel centres.
-        return (0.0, 0.0) if labels.any() else (None, None)
+        # Single-voxel lesions (in plane): one voxel across
+        return (spacing, spacing) if labels.any() else (None, None)
     pts, p, q = best[1]
-    return best[0], _perpendicular(pts, p, q, spacing)
+    u = (q - p) / max(float(np.linalg.norm(q - p)), 1e-9)
+    v = np.array([-u[1], u[0]])
+    return best[0] + _voxel_extent(to_mm, u), _perpendicular(pts, p, q, spacing) + _voxel_extent(to_mm, v)
 
 
 def _absent(concept: str, score: float, hi_ml: float, min_lesion_ml: float) -> TargetMeasurement:
