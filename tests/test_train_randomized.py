@@ -107,4 +107,4 @@ def test_gpu_recipe_parses_and_checks_its_arguments(tmp_path):
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     r = subprocess.run(["bash", str(script), "huge"], capture_output=True, text=True,
                        env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 2 and "preset must be tiny or base" in r.stderr
+    assert r.returncode == 2 and "preset must be tiny, base or refine" in r.stderr
