@@ -269,3 +269,9 @@ def test_segmenter_answer_names_both_stages_and_fast(tmp_path, random_checkpoint
     js = fast.ask("segment the whole tumor").to_json()
     assert js["model"]["refiner"] is None and all(t["stages"] == ["first"] for t in js["targets"])
     assert fast.fork().predictor.refines is False and seg.fork().predictor.refines is True
+    # A fast fork of a two-stage Segmenter (what `vlseg bench` times beside it): same model, stage 1 only
+    quick = seg.fork(fast=True)
+    assert quick.model is seg.model and not quick.predictor.refines and seg.predictor.refines
+    quick.set_case(case)
+    js = quick.ask("segment the whole tumor").to_json()
+    assert js["model"]["refiner"] is None and all(t["stages"] == ["first"] for t in js["targets"])

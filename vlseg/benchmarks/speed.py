@@ -5,6 +5,8 @@ Reports medians over several runs (never asserted in tests):
     (parse, decode, registration to the atlas, measurements);
   * follow-up: each further ``ask`` on the same case (new concepts and repeated ones);
   * peak RSS of the process (``ru_maxrss``).
+With a refinement stage the first answer is also timed from the first stage alone (``--fast``),
+alternating with the full one on the same case, so the stage's cost is read from one run.
 
 ``--profile`` times every stage on realistic cases instead (``vlseg.benchmarks.profile``).
 """
@@ -41,8 +43,15 @@ def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | N
         t0 = time.perf_counter()
         seg = Segmenter.from_pretrained(model, device=device)
         load_s = time.perf_counter() - t0
-        first, follow = [], []
+        fast = seg.fork(fast=True) if seg.predictor.refines else None
+        first, first_fast, follow = [], [], []
         for _ in range(runs):
+            if fast is not None:  # the first stage alone, on the same case, in the same run
+                t1 = time.perf_counter()
+                fast.set_case(case_dir)
+                fast.ask(FIRST_QUERY)
+                first_fast.append(time.perf_counter() - t1)
+                fast.reset()
             t1 = time.perf_counter()
             seg.set_case(case_dir)
             seg.ask(FIRST_QUERY)
@@ -52,6 +61,11 @@ def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | N
                 seg.ask(q)
                 follow.append(time.perf_counter() - t2)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    extra = {}
+    if first_fast:
+        extra = {"first_answer_fast_s_median": round(statistics.median(first_fast), 3),
+                 "first_answer_fast_s_all": [round(x, 3) for x in first_fast],
+                 "refinement_adds_s_median": round(statistics.median(first) - statistics.median(first_fast), 3)}
     return {
         "case": "synthetic 240x240x155, 4 sequences, 1 mm",
         "runs": runs,
@@ -60,6 +74,7 @@ def run_benchmark(*, runs: int = 5, model: str | None = None, case_dir: Path | N
         "model_load_s": round(load_s, 3),
         "first_answer_s_median": round(statistics.median(first), 3),
         "first_answer_s_all": [round(x, 3) for x in first],
+        **extra,
         "follow_up_s_median": round(statistics.median(follow), 3),
         "follow_up_s_max": round(max(follow), 3),
         "peak_rss_mb": round(peak_mb, 1),

@@ -139,15 +139,18 @@ class Segmenter:
                    parser=parser, threshold=threshold, calibration=calibration,
                    confidence=confidence, timepoint=timepoint, refiner=second, fast=fast)
 
-    def fork(self) -> "Segmenter":
+    def fork(self, *, fast: bool | None = None) -> "Segmenter":
         """A Segmenter with its own case and chat state sharing this one's model and parser
-        (one per chat session; nothing is reloaded, the checkpoint hash is computed once)."""
+        (one per chat session; nothing is reloaded, the checkpoint hash is computed once).
+        ``fast``: answer from the first stage alone (None: as this one does)."""
+        fast = self.fast if fast is None else bool(fast)
         other = Segmenter(model=self.model, device=self.device, checkpoint=self.checkpoint,
                           parser=self.parser, threshold=self.threshold,
                           calibration=self.calibration, confidence=self.confidence,
-                          timepoint=self.timepoint, refiner=self.refiner, fast=self.fast,
+                          timepoint=self.timepoint, refiner=self.refiner, fast=fast,
                           presence=self.presence)
-        other._model_info = self.model_info()
+        if fast == self.fast:
+            other._model_info = self.model_info()
         return other
 
     # ----------------------------------------------------------------- case
