@@ -27,7 +27,7 @@ STAGE_FUNCTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "reorient": (("vlseg.io.case", "to_ras"),),
     "checks": (("vlseg.segmenter", "geometry_warnings"), ("vlseg.segmenter", "brain_warnings")),
     # the model-grid path (resample + N4 + normalise, the sequences in worker threads) ...
-    "preprocess": (("vlseg.model.inference", "model_grid_images"),),
+    "preprocess": (("vlseg.model.inference", "model_grid_preprocess"),),
     # ... and its parts, in the worker threads (see THREADED): N4, and the rest per sequence
     # (moments resampled to the model grid, z-scored); also the case-grid path's (training)
     "n4": (("vlseg.model.preprocess", "correct_bias_field"), ("vlseg.model.preprocess", "fit_log_bias_field")),
@@ -35,6 +35,8 @@ STAGE_FUNCTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "encode": (("vlseg.model.vlseg_model", "VLSegModel.encode_image"),),
     "parse": (("vlseg.language.parse", "QueryParser.parse"),),
     "decode": (("vlseg.model.inference", "decode"),),
+    # the refinement stage (1 mm crop around the tumor: box normalisation, sliding window, back)
+    "refine": (("vlseg.model.refine_inference", "refine"),),
     "labelling": (("vlseg.reasoning.presence", "final_masks"), ("vlseg.reasoning.presence", "final_probabilities")),
     "atlas": (("vlseg.reasoning.atlas", "AtlasLocator.fit"), ("vlseg.reasoning.atlas", "fit_midplane")),
     "measure": (("vlseg.segmenter.dialogue", "measure_target"),),
