@@ -266,6 +266,10 @@ def test_bundled_default_is_calibrated():
     assert all(0.2 < t < 5 for t in cal.temperatures.values())
     assert cal.exact(0.9) and cal.max_confidence >= 0.95
     assert cal.fitted_on["seed"] not in (1, 2, 3)  # not training, selection or model-card test seeds
+    # The bundled refinement stage's outputs have their own fit (1 mm, through the refiner)
+    assert cal.refined is not None and cal.for_stage(True) is cal.refined
+    assert cal.refined.fitted_on["spacing_mm"] == 1.0 and cal.refined.fitted_on["stage"] == "refined"
+    assert cal.refined.fitted_on["seed"] not in (1, 2, 3, 41, 51) and cal.refined.exact(0.9)
 
 
 def test_module_needs_no_torch():
