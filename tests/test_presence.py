@@ -46,7 +46,7 @@ def test_fit_separates_confident_lesions_from_fringes():
 
 def _presence(wt_bias: float, rc_bias: float | None = None) -> Presence:
     zero = (0.0,) * 4
-    models = {"WT": Logistic(zero, wt_bias), "TC": Logistic(zero, 5.0)}
+    models = {"WT": Logistic(zero, wt_bias), "TC": Logistic(zero, wt_bias)}  # the core follows the tumor
     if rc_bias is not None:
         models["RC"] = Logistic(zero, rc_bias)
     return Presence(models=models, checkpoint_sha256="x")
@@ -92,7 +92,7 @@ def test_presence_is_decided_on_the_evidence_and_the_labelling_on_the_probabilit
     stage's (what the presence models were fitted on): a faint first-stage blob that a refiner
     sharpened is still called absent."""
     confident = Logistic((0.0, 20.0, 0.0, 0.0), -15.0)  # present when the mean probability is high
-    presence = Presence(models={"WT": confident, "TC": Logistic((0.0,) * 4, 5.0)}, checkpoint_sha256="x")
+    presence = Presence(models={"WT": confident, "TC": confident}, checkpoint_sha256="x")
     sharp = _probs()
     faint = {c: np.where(q > 0, np.float32(0.55), q) for c, q in sharp.items()}
     _, masks, p = presence.label(sharp, AFFINE_2MM)
@@ -102,6 +102,23 @@ def test_presence_is_decided_on_the_evidence_and_the_labelling_on_the_probabilit
     final, masks, p = presence.label(faint, AFFINE_2MM, evidence=sharp)
     assert p["WT"] > 0.5 and masks["WT"].any()
     assert np.array_equal(final["WT"], faint["WT"])                   # the labelled ones are probs
+
+
+@pytest.mark.parametrize("tc_bias, kept", [(np.log(0.8 / 0.2), True), (np.log(0.6 / 0.4), False)])
+def test_a_plain_core_keeps_a_tumor_whose_whole_tumor_summaries_look_absent(tc_bias, kept):
+    """A small ring with little edema: the whole tumor's regression says absent (0.3), the core's
+    says present; at P(core) >= CORE_PRESENT_P the tumor is kept and reported present with the
+    core's probability, below it the chain is emptied as before."""
+    from vlseg.reasoning.presence import CORE_PRESENT_P
+
+    zero = (0.0,) * 4
+    presence = Presence(models={"WT": Logistic(zero, float(np.log(0.3 / 0.7))), "TC": Logistic(zero, float(tc_bias))},
+                        checkpoint_sha256="x")
+    probs = {c: q for c, q in _probs().items() if c != "RC"}
+    _, masks, p = presence.label(probs, AFFINE_2MM)
+    assert (p["TC"] >= CORE_PRESENT_P) is kept
+    assert all(masks[c].any() for c in ("WT", "TC", "ET")) is kept
+    assert (p["WT"] >= 0.5) is kept and (p["WT"] == pytest.approx(p["TC"]) if kept else p["WT"] == pytest.approx(0.3))
 
 
 def test_identity_changes_nothing():
@@ -126,10 +143,11 @@ def test_cavity_rival_is_the_enhancing_ring_around_it():
 def test_the_models_of_the_case_sequences_decide_and_the_pooled_ones_serve_the_rest(tmp_path):
     pres = _presence(wt_bias=5.0)                                   # pooled: present
     flair = sequence_key(["t2f"])
+    pres.models["TC"] = Logistic((0.0,) * 4, 0.0)                   # pooled core: undecided (0.5)
     pres.by_sequences[flair] = {"WT": Logistic((0.0,) * 4, -5.0)}   # FLAIR alone: absent
     assert sequence_key(["t2f", "t1c", "t1c"]) == "t1c+t2f"
     assert pres.model_for("WT", ["t2f"]).bias == -5.0
-    assert pres.model_for("TC", ["t2f"]).bias == 5.0                # no TC model for that set: pooled
+    assert pres.model_for("TC", ["t2f"]).bias == 0.0                # no TC model for that set: pooled
     assert pres.model_for("WT", ["t1c", "t2f"]).bias == 5.0         # a set not fitted: pooled
     assert pres.model_for("WT").bias == 5.0                         # sequences not given: pooled
     _, masks, p = pres.label(_probs(), AFFINE_2MM, sequences={"t2f": None})
