@@ -16,7 +16,6 @@ its row and all larger rows.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -34,13 +33,11 @@ def _case(radius: float, seed: int, folder: Path):
     """The phantom written in the BraTS layout under ``folder`` and read back as users' cases are."""
     import nibabel as nib
 
+    from vlseg.benchmarks.robustness import small_ring_ranges
     from vlseg.io import load_case
     from vlseg.synth import DEFAULT_RANGES, generate_case_with_info
 
-    ranges = dataclasses.replace(DEFAULT_RANGES, p_small=1.0, small_radius_mm=(radius, radius), p_multifocal=0.0,
-                                 p_infratentorial=0.0, p_no_enhancement=0.0, p_no_necrosis=0.0,
-                                 p_little_edema=0.7, little_edema_mm=(0.0, 3.0), edema_extent_mm=(2.0, 8.0))
-    imgs, _ = generate_case_with_info(seed, spacing_mm=1.0, ranges=ranges)
+    imgs, _ = generate_case_with_info(seed, spacing_mm=1.0, ranges=small_ring_ranges(DEFAULT_RANGES, (radius, radius)))
     cid = f"SMALL-r{radius:g}-{seed}"
     out = folder / cid
     out.mkdir(parents=True, exist_ok=True)

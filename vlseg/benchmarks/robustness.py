@@ -150,14 +150,19 @@ def make_case(family: str, index: int, *, spacing_mm: float = 1.0
     return images, seg, affine, record
 
 
+def small_ring_ranges(ranges, radius_mm: tuple[float, float]):
+    """One small enhancing ring around a necrotic centre (core radius in ``radius_mm``), little
+    edema, supratentorial: the atypical family's even cases and ``bench/small_cores.py``'s."""
+    return dataclasses.replace(ranges, p_small=1.0, small_radius_mm=tuple(radius_mm), p_multifocal=0.0,
+                               p_infratentorial=0.0, p_no_enhancement=0.0, p_no_necrosis=0.0,
+                               p_little_edema=0.7, little_edema_mm=(0.0, 3.0), edema_extent_mm=(2.0, 8.0))
+
+
 def atypical_ranges(index: int, ranges):
     """The phantom ranges of atypical case ``index``: a small enhancing ring with little edema
     (even) or a tumor centred in the cerebellum / brainstem (odd); and which."""
     if index % 2 == 0:
-        return dataclasses.replace(ranges, p_small=1.0, small_radius_mm=SMALL_RING_RADIUS_MM, p_multifocal=0.0,
-                                   p_infratentorial=0.0, p_no_enhancement=0.0, p_no_necrosis=0.0,
-                                   p_little_edema=0.7, little_edema_mm=(0.0, 3.0),
-                                   edema_extent_mm=(2.0, 8.0)), "small ring"
+        return small_ring_ranges(ranges, SMALL_RING_RADIUS_MM), "small ring"
     return dataclasses.replace(ranges, p_infratentorial=1.0, p_small=0.0, p_multifocal=0.0,
                                core_radius_mm=INFRA_RADIUS_MM), "infratentorial"
 
