@@ -1,11 +1,15 @@
 """The napari plugin, headless: the widget is a real Qt widget on the offscreen platform
-(pytest-qt's ``qtbot``) driving napari's viewer model (``napari.components.ViewerModel``, the
-viewer without its OpenGL canvas: the offscreen platform has no OpenGL context, so napari's
-``make_napari_viewer`` cannot draw here). Open a case or use the image layers already loaded,
-ask, get one Labels layer named after the concepts in the vocabulary's colours and the answer
-text in the widget; the npe2 manifest is valid."""
+(pytest-qt's ``qtbot``) inside a real napari viewer made by napari's own ``make_napari_viewer``
+fixture, its OpenGL canvas included. The offscreen platform draws OpenGL through an X server, so
+the tests run under Xvfb (started by pytest-xvfb; ``.ci/run`` installs the Debian package
+``xvfb``). Where no Xvfb is installed those tests skip with that reason and the same checks run
+on napari's ``ViewerModel`` (the viewer without its canvas), so the plugin is tested either way.
+Open a case or use the image layers already loaded, ask, get one Labels layer named after the
+concepts in the vocabulary's colours and the answer text in the widget; the npe2 manifest is
+valid."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +47,29 @@ def _check_layer(viewer, widget, answer, shape):
                           ((answer.masks_ras["NCR"].sum() <= answer.masks_ras["WT"].sum())
                            | (answer.masks_ras["WT"] == 0)))
     assert widget.answer.toPlainText() == answer.text and answer.text
+    if hasattr(viewer, "screenshot"):  # the real viewer: the canvas draws the masks
+        viewer.dims.set_point(0, float(np.argwhere(layer.data > 0).mean(axis=0)[0]))
+        viewer.reset_view()
+        shown = viewer.screenshot(canvas_only=True, flash=False)
+        layer.visible = False
+        hidden = viewer.screenshot(canvas_only=True, flash=False)
+        layer.visible = True
+        assert shown.shape == hidden.shape and np.any(shown[..., :3] != hidden[..., :3])
 
 
-@pytest.fixture
-def viewer():
-    from napari.components import ViewerModel
+@pytest.fixture(params=["napari.Viewer", "ViewerModel"])
+def viewer(request, xvfb):
+    """napari's real viewer (``make_napari_viewer``, OpenGL canvas under Xvfb), and its model."""
+    if request.param == "ViewerModel":
+        from napari.components import ViewerModel
 
-    return ViewerModel()
+        return ViewerModel()
+    if xvfb is None and not os.environ.get("DISPLAY"):
+        pytest.skip("no X server for napari's OpenGL canvas: install Xvfb (Debian package xvfb); "
+                    "pytest-xvfb starts it")
+    made = request.getfixturevalue("make_napari_viewer")(show=True)  # shown on the offscreen platform: nothing on a screen, but the canvas draws
+    assert made.window.qt_viewer.canvas is not None  # the OpenGL canvas exists and draws
+    return made
 
 
 def test_open_a_case_and_ask(qtbot, viewer, segmenter, phantom_case_2mm):
