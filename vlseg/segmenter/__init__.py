@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypedDict
 
@@ -31,7 +32,7 @@ from vlseg.reasoning.atlas import AtlasLocator
 from vlseg.reasoning.change import COMPARISON, Labelled
 from vlseg.reasoning.registration import RigidRegistration
 from vlseg.segmenter.answer import Answer, ModelInfo
-from vlseg.segmenter.compare import Comparison, build_comparison, register_pair
+from vlseg.segmenter.compare import Comparison, build_comparison, check_pair, register_pair
 from vlseg.segmenter.dialogue import CaseTalk, Dialogue
 from vlseg.segmenter.timepoint import check_timepoint
 from vlseg.segmenter.writer import ANSWER_FILE
@@ -214,21 +215,26 @@ class Segmenter:
         level = self.confidence if confidence is None else _check_confidence(confidence)
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        # Open both and line them up first: a bad pair costs no model run
+        # Open both: unreadable files or different sequences cost no model run
         base_case = open_case(baseline, force=force)
         follow_case = open_case(followup, force=force)
+        check_pair(base_case, follow_case)
         timing["open"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        reg = registration if registration is not None else register_pair(base_case, follow_case)
-        timing["register"] = time.perf_counter() - t1
 
-        # Answer each time point with the one predictor
+        # The registration (ITK, which releases the GIL) runs beside the baseline's answer; a
+        # pair whose brains do not line up is refused when it ends, before the follow-up is
+        # answered or anything is written.
         t2 = time.perf_counter()
-        self.set_case(base_case, timepoint=timepoint)
-        base_answer = self.ask(PAIR_QUERY, confidence=level)
-        base = self._labelled()
-        base_locator = self._talk.locator if self._talk is not None else None
-        timing["baseline"] = time.perf_counter() - t2
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlseg-register") as pool:
+            pending = None if registration is not None else pool.submit(_timed, register_pair, base_case,
+                                                                         follow_case)
+            self.set_case(base_case, timepoint=timepoint)
+            base_answer = self.ask(PAIR_QUERY, confidence=level)
+            base = self._labelled()
+            base_locator = self._talk.locator if self._talk is not None else None
+            timing["baseline"] = time.perf_counter() - t2
+            reg, timing["register"] = (registration, 0.0) if pending is None else pending.result()
+        timing["register_wait"] = time.perf_counter() - t2 - timing["baseline"]
         t3 = time.perf_counter()
         self.set_case(follow_case, timepoint=timepoint)
         if base_locator is not None and self._talk is not None:  # the baseline's atlas fit, moved
@@ -239,12 +245,10 @@ class Segmenter:
         timing["followup"] = time.perf_counter() - t3
 
         # Match and measure the change; the follow-up keeps it for the change questions
-        t4 = time.perf_counter()
         comparison = build_comparison(baseline=base_answer, followup=follow_answer, base_case=base_case,
                                       follow_case=follow_case, base=base, follow=follow, reg=reg,
                                       calibration=self.calibration, confidence=level,
-                                      timing={**timing, "compare": time.perf_counter() - t4,
-                                              "total": time.perf_counter() - t0})
+                                      timing=timing, started=t0)
         assert self._talk is not None
         self._talk.facts[COMPARISON] = comparison.doc
         return comparison
@@ -282,6 +286,12 @@ class Segmenter:
                 versions={"vlseg": __version__, "torch": torch.__version__,
                           "python": platform.python_version()})
         return self._model_info
+
+
+def _timed(fn, *args):
+    """``(fn(*args), seconds it took)``."""
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
 
 
 def _check_confidence(q: float) -> float:

@@ -17,6 +17,7 @@ comparison.json is written last and removed first, so a folder with one is compl
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +124,11 @@ class Comparison:
 
 def build_comparison(*, baseline: Answer, followup: Answer, base_case: Case, follow_case: Case,
                      base: Labelled, follow: Labelled, reg: RigidRegistration, calibration,
-                     confidence: float, timing: dict[str, float]) -> Comparison:
-    """Measure the change between two labelled time points and assemble comparison.json."""
+                     confidence: float, timing: dict[str, float], started: float | None = None) -> Comparison:
+    """Measure the change between two labelled time points and assemble comparison.json.
+    ``timing``: seconds of the steps so far; this step is added as ``compare`` and, from the
+    ``time.perf_counter()`` value ``started``, the whole as ``total``."""
+    t0 = time.perf_counter()
     regions = tuple(c.code for c in vocab.concepts() if c.code in base.masks and c.code in follow.masks)
     registered = on_baseline(dict(follow.masks), follow_case, base_case, reg)
     result = compare_labellings(base, follow, registered, calibration=calibration, confidence=confidence,
@@ -140,7 +144,9 @@ def build_comparison(*, baseline: Answer, followup: Answer, base_case: Case, fol
         "registration": {**reg.to_json(), "transform_file": TRANSFORM_FILE},
         "calibration": calibration.describe(confidence),
         "model": dict(baseline.model),
-        "timing_s": {k: round(v, 3) for k, v in timing.items()},
+        "timing_s": {k: round(v, 3) for k, v in {
+            **timing, "compare": time.perf_counter() - t0,
+            **({} if started is None else {"total": time.perf_counter() - started})}.items()},
         "disclaimer": DISCLAIMER,
     }
     doc["text"] = " ".join(change_lines(doc))
