@@ -178,6 +178,43 @@ def table_html(answer: Mapping[str, Any]) -> str:
             + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes) + "</div>")
 
 
+def comparison_table_html(doc: Mapping[str, Any]) -> str:
+    """A comparison (comparison.json) as an HTML table: per region the volume at each time point
+    and the change with its interval, then the SPD and the RANO category ('' when no regions)."""
+    regions = doc.get("regions") or {}
+    if not regions:
+        return ""
+    conf = (doc.get("calibration") or {}).get("confidence")
+    level = f"{_pct(conf)} " if conf else ""
+    colors = vocab.colors()
+    head = ("<th>Region</th><th>Baseline (mL)</th><th>Follow-up (mL)</th><th>Change</th>"
+            f"<th>{html.escape(level)}interval<sup>‡</sup></th>")
+    body = []
+    for code, r in regions.items():
+        rgb = colors.get(code, (128, 128, 128))
+        region = (f'<span class="swatch" style="background: rgb{tuple(rgb)}"></span>'
+                  f'<b>{html.escape(code)}</b> <span class="rname">{html.escape(str(r.get("name", "")))}</span>')
+        pct, iv = r.get("change_pct"), r.get("change_pct_interval")
+        dv = r.get("change_ml")
+        change = ("—" if dv is None else ("+" if dv > 0 else "") + f"{fmt_volume(dv)} mL"
+                  + ("" if pct is None else f" ({pct:+.0f} %)"))
+        interval = ("—" if not iv else
+                    f"{iv[0]:+.0f} to " + ("no upper bound" if iv[1] is None else f"{iv[1]:+.0f} %"))
+        cells = [region, fmt_volume(r.get("baseline_ml")), fmt_volume(r.get("followup_ml")),
+                 html.escape(change), html.escape(interval)]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    spd = doc.get("spd_mm2") or {}
+    notes = []
+    if spd.get("baseline") is not None and spd.get("followup") is not None:
+        notes.append(f"SPD (RANO 2.0, measurable enhancing lesions): {fmt_number(spd['baseline'])} → "
+                     f"{fmt_number(spd['followup'])} mm²")
+    if doc.get("rano_category"):
+        notes.append(f"RANO imaging category: {doc['rano_category']} — {doc.get('rano_basis', '')}")
+    notes.append("‡ change in percent of the baseline volume, from both scans' calibrated volume intervals")
+    return ('<div class="vl-table"><table><thead><tr>' + head + "</tr></thead><tbody>" + "".join(body)
+            + "</tbody></table>" + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes) + "</div>")
+
+
 def _header_html(header: str) -> str:
     """'Volume (mL)' -> 'Volume' over '(mL)': narrow columns, never a break inside a word."""
     word, sep, unit = header.partition(" (")

@@ -55,6 +55,7 @@ class AppConfig:
     max_sessions: int = 256  # session records kept at all (oldest dropped)
     sample_seeds: tuple[int, ...] = (0, 1, 4)  # phantoms with all three sub-regions
     sample_spacing_mm: float = 1.0
+    sample_pairs: int = 2  # baseline/follow-up sample pairs (vlseg synth --pairs) for the comparison panel
     max_query_chars: int = 500
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the bind address and loopback
     login_free_failures: int = 3  # failed logins before the backoff starts (1 s, 2 s, 4 s, ...)

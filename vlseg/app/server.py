@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from vlseg.app import security
 from vlseg.app.logging import log_event, new_request_id
-from vlseg.app.samples import SampleLibrary, SampleWriter
+from vlseg.app.samples import PairWriter, SampleLibrary, SampleWriter
 from vlseg.app.security import AppConfig
 from vlseg.app.sessions import SessionStore, fork_segmenter
 from vlseg.app.uploads import Janitor
@@ -173,9 +173,11 @@ def gradio_environment(config: AppConfig) -> dict[str, str]:
 
 
 def create_app(config: AppConfig, *, segmenter: Any = None,
-               sample_writer: SampleWriter | None = None,
+               sample_writer: SampleWriter | None = None, pair_writer: PairWriter | None = None,
                fork: Callable[[Any], Any] = fork_segmenter, mcp: bool = False) -> VlsegApp:
     """Build everything; ``segmenter`` defaults to ``Segmenter.from_pretrained(config.model)``.
+    ``sample_writer`` / ``pair_writer`` stand in for the phantom generators (tests); with a sample
+    writer and no pair writer no sample pairs are made.
     ``mcp``: add the MCP tools (``vlseg.mcp_server``) with their own forked segmenter.
     Gradio must already keep its uploads in ``config.gradio_temp_dir`` (:func:`gradio_environment`):
     the app sweeps them there and deletes them when it stops."""
@@ -196,7 +198,9 @@ def create_app(config: AppConfig, *, segmenter: Any = None,
                          max_cached=config.max_cached_sessions, max_sessions=config.max_sessions,
                          max_query_chars=config.max_query_chars, fork=fork)
     samples = SampleLibrary(root=config.samples_dir, seeds=config.sample_seeds,
-                            spacing_mm=config.sample_spacing_mm, writer=sample_writer)
+                            spacing_mm=config.sample_spacing_mm, writer=sample_writer,
+                            pairs=config.sample_pairs if sample_writer is None or pair_writer is not None else 0,
+                            pair_writer=pair_writer)
     janitor = Janitor(root=config.sessions_dir, ttl_s=config.temp_ttl_s,
                       interval_s=config.cleanup_interval_s)
     cache_janitor = UploadCacheJanitor(root=config.gradio_temp_dir, ttl_s=config.temp_ttl_s,

@@ -37,11 +37,12 @@ from vlseg.memory import release_memory
 from vlseg.app import render
 from vlseg.app.logging import request_context
 from vlseg.app.results import named_downloads, safe_case_id, table_html
-from vlseg.app.viewer import ViewerCase
+from vlseg.app.viewer import PairView, ViewerCase
 
 if TYPE_CHECKING:  # torch loads with the model, not with the app's modules
     from vlseg.io import Case
     from vlseg.segmenter import SegmenterLike
+    from vlseg.segmenter.compare import Comparison
 
 Progress = Callable[[float, str], None]
 MAX_TURNS = 200  # chat turns kept per session (oldest dropped)
@@ -160,6 +161,7 @@ class Session:
     case_id: str = "case"
     segmenter: SegmenterLike | None = None  # None when no case or evicted from the LRU
     viewer: ViewerCase | None = None  # images + sprite sheets of the slice viewer
+    pair: PairView | None = None  # after a comparison: both time points side by side
     viewer_seq: str | None = None  # sequence shown in the viewer
     sequences: list[str] = field(default_factory=list)  # the scan's sequences (kept when evicted)
     masks_ras: dict[str, np.ndarray] = field(default_factory=dict)  # latest mask per concept
@@ -230,7 +232,7 @@ class SessionStore:
                 self._encoded.pop(old, None)
                 dropped.append(old_session)
         for old_session in dropped:  # nothing else refers to them: freed now, trimmed when idle
-            old_session.segmenter, old_session.viewer = None, None
+            old_session.segmenter, old_session.viewer, old_session.pair = None, None, None
         return sid
 
     def get(self, session_id: str) -> Session:
@@ -290,6 +292,7 @@ class SessionStore:
             session.segmenter.reset()
         session.segmenter = None
         session.viewer = None  # sprite sheets on disk stay valid
+        session.pair = None
         session.pack_masks()
 
     def idle(self, quiet_s: float = 0.0) -> bool:
@@ -330,7 +333,7 @@ class SessionStore:
                 session.label = req.label or session.case_id
                 session.masks_ras, session.packed_masks, session.volumes_ml = {}, {}, {}
                 session.center, session.focus, session.current = None, session.focus + 1, ()
-                session.viewer_seq = None
+                session.viewer_seq, session.pair = None, None
             ctx.set(n_sequences=len(case.present), sequences=list(case.present), encode_s=encode_s)
             return self._case_response(session, encode_s=encode_s, reused=False)
 
@@ -352,6 +355,27 @@ class SessionStore:
                             out_dir=session.out_dir / "viewer", key=key)
         session.sequences = list(viewer.sequences)
         return viewer
+
+    def _pair_view(self, session: Session, cmp: Comparison) -> PairView:
+        """The side-by-side viewer of a comparison: the baseline with its masks, the follow-up's
+        images resampled onto the baseline grid with the change map."""
+        from vlseg.reasoning.registration import resample_to_grid
+
+        base, follow, reg = cmp.baseline_case, cmp.followup_case, cmp.registration
+        moved = {s: resample_to_grid(np.asarray(img, np.float32), follow.affine, base.shape, base.affine,
+                                     reg.matrix, order=1)
+                 for s, img in follow.images.items() if s in base.images}
+        spacing = tuple(float(v) for v in base.spacing)
+        key = f"{session.short_id}-{session.case_gen}"
+        folder = session.out_dir / "viewer"
+        return PairView(
+            baseline=ViewerCase(images=base.images, spacing=spacing, out_dir=folder, key=f"{key}-baseline"),
+            followup=ViewerCase(images=moved, spacing=spacing, out_dir=folder, key=f"{key}-followup"),
+            masks={c: np.asarray(m, np.uint8) for c, m in cmp.baseline.masks_ras.items()},
+            change=cmp.change,
+            volumes_ml={t["concept"]: t.get("volume_ml") for t in cmp.baseline.targets},
+            titles=(f"Baseline · {safe_case_id(base.case_id)}",
+                    f"Follow-up · {safe_case_id(follow.case_id)} · registered, change coloured"))
 
     def check_query(self, query: str | None) -> str:
         """The question with whitespace collapsed; InputError if empty or over the length limit
@@ -394,12 +418,15 @@ class SessionStore:
             answer_json = ans.to_json()
             overlay, center = None, None
             if ans.masks_ras and req.pictures:
+                if ans.intent != "change":  # a change question keeps both time points side by side
+                    session.pair = None
                 center = render.target_center(ans.masks_ras, case.shape)
                 session.masks().update({c: np.asarray(m, dtype=np.uint8)
                                           for c, m in ans.masks_ras.items()})
                 vols = {t["concept"]: t.get("volume_ml") for t in ans.targets}
                 session.volumes_ml.update(vols)
-                session.center, session.focus = center, session.focus + 1
+                if session.pair is None:  # the side-by-side view keeps the baseline's crosshair
+                    session.center, session.focus = center, session.focus + 1
                 session.current = tuple(ans.masks_ras)
                 overlay = render.render_overlay(
                     case.images, ans.masks_ras, case.spacing, answer_dir / "overlay.png",
@@ -431,11 +458,14 @@ class SessionStore:
                 cmp = seg.compare(base, follow, timepoint=req.timepoint, **kw)
                 session.segmenter = seg
                 session.viewer = self._make_viewer(session, follow)
+                session.pair = self._pair_view(session, cmp)
+                base_masks = cmp.baseline.masks_ras
                 session.source, session.fingerprint = req.followup, None
                 session.case_id = safe_case_id(follow.case_id)
                 session.label = session.case_id
                 session.masks_ras, session.packed_masks, session.volumes_ml = {}, {}, {}
-                session.center, session.focus, session.viewer_seq = None, session.focus + 1, None
+                session.center = render.target_center(base_masks, base.shape)
+                session.focus, session.viewer_seq, session.current = session.focus + 1, None, ()
                 self._touch_encoded(session)
             session.n_answers += 1
             out = session.out_dir / f"compare-{session.n_answers:03d}"
@@ -460,6 +490,13 @@ class SessionStore:
             session = self.get(session_id)
         except VlsegError:
             return None
+        if session.pair is not None:
+            pair = session.pair
+            if seq not in pair.sequences:
+                seq = session.viewer_seq if session.viewer_seq in pair.sequences else None
+            seq = seq or render.pick_background(pair.baseline.images)[0]
+            session.viewer_seq = seq
+            return pair.payload(seq=seq, url=url, center=session.center, focus=session.focus)
         viewer = session.viewer
         if viewer is None:
             if session.source is None:

@@ -37,6 +37,7 @@ from vlseg.app.samples import SampleLibrary
 from vlseg.app.sessions import (
     AskRequest, CaseRequest, CaseResponse, CompareRequest, SessionStore, Turn,
 )
+from vlseg.app.results import comparison_table_html
 from vlseg.app.uploads import collect_uploads
 from vlseg.app.viewer import SEQUENCE_BUTTONS
 
@@ -214,6 +215,59 @@ class ChatApp:
         except Exception as e:  # noqa: BLE001
             return (*self._case_failed(sid, e, f"Upload {strip_dirs(names)}"), gr.skip())
 
+    # ----------------------------------------------------------------- two time points
+    def _compared(self, sid: str, resp: Any, what: str) -> tuple:
+        """A comparison in the chat (its text), both scans side by side in the viewer, the
+        change table and the comparison's files."""
+        text = (resp.text + " The viewer shows both scans side by side on the baseline's grid (change "
+                "coloured); ask e.g. *did it grow?* or *is there a new lesion?*")
+        self.store.submit(sid, what, kind="note", answer=text)
+        seqs, shown = self.store.viewer_sequences(sid)
+        info = f"**Comparison:** {what[len('Compare '):]} · follow-up set for questions"
+        return (sid, self._chat(sid), info, self._viewer(sid),
+                gr.Radio(choices=_seq_choices(seqs), value=shown, interactive=True),
+                comparison_table_html(resp.comparison_json), [str(p) for p in resp.files])
+
+    def compare_sample(self, name: str | None, sid: str | None, confidence: float | None = None,
+                       timepoint: str | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
+        sid = self.store.ensure(sid)
+        what = f"Compare {name or 'a sample pair'}"
+        try:
+            if not name or name not in self.samples.pair_names:
+                raise VlsegError("Pick one of the sample pairs first.")
+            if name not in self.samples.pairs_ready():
+                raise VlsegError(f"{name} is still being generated ({self.samples.status()}); "
+                                 "try again in a few seconds.")
+            base, follow = self.samples.pair_paths(name)
+            progress(0.1, desc="registering and answering both scans")
+            resp = self.store.compare(CompareRequest(session_id=sid, baseline=base, followup=follow,
+                                                     confidence=_confidence(confidence),
+                                                     timepoint=_timepoint(timepoint) or "auto"))
+            return self._compared(sid, resp, f"Compare {name}: baseline and follow-up")
+        except Exception as e:  # noqa: BLE001 - shown in the chat; the app keeps running
+            return self._case_failed(sid, e, what)
+
+    def compare_upload(self, baseline: list[str] | None, followup: list[str] | None, sid: str | None,
+                       confidence: float | None = None, timepoint: str | None = None,
+                       progress: gr.Progress = gr.Progress()) -> tuple:
+        sid = self.store.ensure(sid)
+        what = "Compare the uploaded baseline and follow-up"
+        try:
+            if not baseline or not followup:
+                raise VlsegError("Upload both scans: the baseline's files and the follow-up's files.")
+            progress(0.05, desc="checking uploaded files")
+            work = self.store.output_dir / sid / f"upload-{uuid.uuid4().hex[:8]}"
+            ups = [collect_uploads(files, work / role) for role, files in
+                   (("baseline", baseline), ("followup", followup))]
+            progress(0.1, desc="registering and answering both scans")
+            resp = self.store.compare(CompareRequest(session_id=sid, baseline=dict(ups[0].sequences),
+                                                     followup=dict(ups[1].sequences),
+                                                     confidence=_confidence(confidence),
+                                                     timepoint=_timepoint(timepoint) or "auto"))
+            return self._compared(sid, resp, f"Compare {ups[0].name} (baseline) with {ups[1].name} (follow-up)")
+        except Exception as e:  # noqa: BLE001
+            return self._case_failed(sid, e, what)
+
     # ----------------------------------------------------------------- chat
     def submit(self, query: str | None, sid: str | None) -> tuple:
         """Step 1 (instant, no queue): the question joins the chat; the box clears."""
@@ -308,10 +362,12 @@ class ChatApp:
         return self._viewer(sid, seq)
 
     def refresh_samples(self) -> tuple:
-        ready = self.samples.ready()
-        done = len(ready) == len(self.samples.names) or self.samples.error is not None
+        ready, pairs = self.samples.ready(), self.samples.pairs_ready()
+        done = (len(ready) == len(self.samples.names) and len(pairs) == self.samples.n_pairs
+                or self.samples.error is not None)
         return (gr.Radio(choices=ready, value=ready[0] if ready else None),
-                self.samples.status(), gr.Timer(active=not done))
+                self.samples.status(), gr.Timer(active=not done),
+                gr.Radio(choices=pairs, value=pairs[0] if pairs else None))
 
     # ----------------------------------------------------------------- HTTP API
     def api_ask(self, files: list[str] | None, query: str, confidence: float | None,
@@ -419,6 +475,18 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                                   file_count="multiple", file_types=[".nii", ".gz", ".zip"],
                                   elem_id="upload", height=120)
                 load_upload_btn = gr.Button("Load uploaded scans", elem_id="load-upload")
+                with gr.Accordion("Two time points: compare a baseline and a follow-up", open=False,
+                                  elem_id="compare-box"):
+                    pair_radio = gr.Radio(choices=samples.pairs_ready(), label="Sample pairs (known change)",
+                                          elem_id="pair-radio")
+                    compare_sample_btn = gr.Button("Compare sample pair", elem_id="compare-sample")
+                    base_files = gr.File(label="…or the baseline: 1–4 NIfTI sequences or a .zip",
+                                         file_count="multiple", file_types=[".nii", ".gz", ".zip"],
+                                         elem_id="upload-baseline", height=100)
+                    follow_files = gr.File(label="and the follow-up (the same sequences)",
+                                           file_count="multiple", file_types=[".nii", ".gz", ".zip"],
+                                           elem_id="upload-followup", height=100)
+                    compare_upload_btn = gr.Button("Compare uploaded scans", elem_id="compare-upload")
                 case_info = gr.Markdown("*No case loaded.*", elem_id="case-info")
             with gr.Column(scale=4, min_width=330, elem_id="chat-col"):
                 chat = gr.Chatbot(show_label=False, height="min(62vh, 600px)", elem_id="chat",
@@ -472,6 +540,12 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
         load_upload_btn.click(app.load_upload, [uploads, sid], case_outputs + [uploads],
                               show_progress_on=[case_info], api_name="ui_load_upload", **heavy)
 
+        compare_sample_btn.click(app.compare_sample, [pair_radio, sid, confidence, timepoint], case_outputs,
+                                 show_progress_on=[case_info], api_name="ui_compare_sample", **heavy)
+        compare_upload_btn.click(app.compare_upload, [base_files, follow_files, sid, confidence, timepoint],
+                                 case_outputs, show_progress_on=[case_info], api_name="ui_compare_upload",
+                                 **heavy)
+
         # Asking: record at once (no queue), then answer in order (queued with the model).
         submit_outputs = [sid, chat, query, ask_status]
         answer_outputs = [chat, table, downloads, viewer, seq_radio, ask_status]
@@ -486,10 +560,11 @@ def build_blocks(*, store: SessionStore, samples: SampleLibrary, blocks_kwargs: 
                         concurrency_id="viewer", concurrency_limit=2, api_visibility="private",
                         show_progress="minimal", trigger_mode="always_last")
 
-        timer = gr.Timer(2.0, active=len(samples.ready()) < len(samples.names))
-        timer.tick(app.refresh_samples, None, [sample_radio, sample_status, timer],
+        timer = gr.Timer(2.0, active=len(samples.ready()) < len(samples.names)
+                         or len(samples.pairs_ready()) < samples.n_pairs)
+        timer.tick(app.refresh_samples, None, [sample_radio, sample_status, timer, pair_radio],
                    api_name="ui_samples_tick", api_visibility="private", show_progress="hidden", queue=False)
-        demo.load(app.refresh_samples, None, [sample_radio, sample_status, timer],
+        demo.load(app.refresh_samples, None, [sample_radio, sample_status, timer, pair_radio],
                   api_name="ui_samples_load", api_visibility="private", show_progress="hidden", queue=False)
         api_btn.click(app.api_ask, [api_files, api_query, api_confidence, sid, api_timepoint],
                       [api_answer, api_masks, sid],

@@ -30,6 +30,7 @@ from PIL import Image
 from vlseg import picture, vocab
 from vlseg.fileio import atomic_path
 from vlseg.numbers import fmt_ml
+from vlseg.segmenter.compare import CHANGE_COLORS, CHANGE_LABELS, CHANGE_NAMES
 from vlseg.vocab import SEQUENCE_TITLES, SEQUENCES
 
 PLANE_ORDER: tuple[str, ...] = ("axial", "coronal", "sagittal")
@@ -129,7 +130,7 @@ class ViewerCase:
             raise ValueError(f"sequence {seq} is not part of this case")
         lo, hi = self.window(seq, keep)
         tag = hashlib.sha1(f"{lo:.4g}:{hi:.4g}".encode()).hexdigest()[:8]
-        paths = {p: self.out_dir / f"bg-{seq}-{p}-{tag}.jpg" for p in PLANE_ORDER}
+        paths = {p: self.out_dir / f"bg-{self.key}-{seq}-{p}-{tag}.jpg" for p in PLANE_ORDER}
         if all(path.is_file() for path in paths.values()):
             return paths
         vol = np.asarray(self.images[seq], dtype=np.float32)[self.box]
@@ -209,10 +210,62 @@ class ViewerCase:
                 "opacity": picture.ALPHA, "convention": picture.CONVENTION}
 
 
+def change_classes(found: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """The change map's classes as viewer layers: one bit each, colour and name (``found``: the
+    change map, to say which classes occur)."""
+    return [{"code": name, "name": CHANGE_NAMES[name], "color": list(CHANGE_COLORS[name]), "bit": 1 << k,
+             "found": True if found is None else bool(np.any(found == value)), "volume": None}
+            for k, (name, value) in enumerate(CHANGE_LABELS.items())]
+
+
+@dataclass
+class PairView:
+    """Two time points side by side on the baseline's grid: the baseline with its masks, and the
+    follow-up registered onto it with the change coloured (grown, shrunk, new lesion). Both
+    panels share one geometry, so the crosshair and the slice are the same voxel in both."""
+
+    baseline: ViewerCase
+    followup: ViewerCase  # the follow-up's images resampled onto the baseline grid
+    masks: Mapping[str, np.ndarray]  # the baseline's masks (RAS+, baseline grid)
+    change: np.ndarray  # CHANGE_LABELS values on the baseline grid
+    volumes_ml: Mapping[str, float | None] = field(default_factory=dict)
+    titles: tuple[str, str] = ("Baseline", "Follow-up, registered to the baseline")
+
+    def __post_init__(self) -> None:
+        if self.followup.images and next(iter(self.followup.images.values())).shape != self.change.shape:
+            raise ValueError("the follow-up panel must be on the baseline grid")
+        self.followup.box = self.baseline.box  # one geometry for both panels
+
+    @property
+    def sequences(self) -> list[str]:
+        return [s for s in self.baseline.sequences if s in self.followup.images]
+
+    def payload(self, *, seq: str, url: Any, center: Sequence[int] | None = None,
+                focus: int = 0) -> dict[str, Any]:
+        """The single viewer's payload for the baseline, plus ``panels`` (baseline, follow-up:
+        per-plane background and mask sheets, and which layer list colours the mask) and
+        ``change`` (the change classes)."""
+        d = self.baseline.payload(seq=seq, masks=self.masks, volumes_ml=self.volumes_ml, center=center,
+                                  focus=focus, url=url)
+        classes = change_classes(self.change)
+        bits = {c["code"]: c["bit"] for c in classes}
+        bg = self.followup.background_sheets(seq, self.change > 0)
+        sheets = self.followup.mask_sheets({c: self.change == v for c, v in CHANGE_LABELS.items()}, bits)
+        planes = [p["name"] for p in d["planes"]]
+        d["panels"] = [
+            {"title": self.titles[0], "layers": "concepts",
+             "bg": {p["name"]: p["bg"] for p in d["planes"]}, "mask": {p["name"]: p["mask"] for p in d["planes"]}},
+            {"title": self.titles[1], "layers": "change", "bg": {n: url(bg[n]) for n in planes},
+             "mask": {n: (url(sheets[n]) if sheets else None) for n in planes}},
+        ]
+        d["change"] = classes
+        return d
+
+
 def _save(img: Image.Image, path: Path, fmt: str, **kw: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         img.save(tmp, format=fmt, **kw)
 
 
-__all__ = ["PLANE_ORDER", "SEQUENCE_BUTTONS", "ViewerCase", "bitfield", "concept_bits", "head_box", "sprite"]
+__all__ = ["PLANE_ORDER", "SEQUENCE_BUTTONS", "PairView", "ViewerCase", "change_classes", "bitfield", "concept_bits", "head_box", "sprite"]

@@ -38,6 +38,11 @@ CHANGE_FILE = "change.nii.gz"
 REGISTERED_DIR = "followup_on_baseline"
 # Values of change.nii.gz (whole tumor on the baseline grid; a new enhancing lesion wins).
 CHANGE_LABELS = {"unchanged": 1, "grown": 2, "shrunk": 3, "new": 4}
+# How the app's viewer colours them (distinct from the concepts' colours).
+CHANGE_COLORS = {"unchanged": (150, 150, 150), "grown": (255, 40, 120), "shrunk": (40, 110, 255),
+                 "new": (0, 255, 200)}
+CHANGE_NAMES = {"unchanged": "whole tumor at both time points", "grown": "whole tumor at follow-up only (grown)",
+                "shrunk": "whole tumor at baseline only (shrunk)", "new": "new enhancing lesion"}
 # Sequences to register on, best first: native T1 changes least between time points.
 REGISTRATION_SEQUENCES = ("t1n", "t2w", "t1c", "t2f")
 
@@ -155,5 +160,6 @@ def build_comparison(*, baseline: Answer, followup: Answer, base_case: Case, fol
                       change=change_map(dict(base.masks), registered, result.new_lesions))
 
 
-__all__ = ["Comparison", "COMPARISON_FILE", "TRANSFORM_FILE", "CHANGE_FILE", "CHANGE_LABELS", "REGISTERED_DIR",
+__all__ = ["Comparison", "COMPARISON_FILE", "TRANSFORM_FILE", "CHANGE_FILE", "CHANGE_LABELS", "CHANGE_COLORS",
+           "CHANGE_NAMES", "REGISTERED_DIR",
            "check_pair", "register_pair", "on_baseline", "change_map", "build_comparison"]

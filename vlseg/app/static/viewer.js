@@ -41,28 +41,38 @@ function build(d) {
     return;
   }
   const grid = document.createElement('div');
-  grid.className = 'vv-grid';
+  // Two time points (d.panels): each plane once per panel, side by side, one geometry.
+  const panels = d.panels || [null];
+  grid.className = d.panels ? 'vv-grid vv-pair' : 'vv-grid';
   for (const p of d.planes) {
-    const cell = document.createElement('div');
-    cell.className = 'vv-cell';
-    cell.dataset.plane = p.name;
-    const c = document.createElement('canvas');
-    c.tabIndex = 0;
-    c.dataset.plane = p.name;
-    c.setAttribute('aria-label', p.name + ' slice: mouse wheel or arrow keys scroll, click moves the crosshair');
-    const cap = document.createElement('div');
-    cap.className = 'vv-cap';
-    cell.appendChild(c);
-    cell.appendChild(cap);
-    grid.appendChild(cell);
+    panels.forEach((panel, k) => {
+      const cell = document.createElement('div');
+      cell.className = 'vv-cell';
+      cell.dataset.plane = p.name;
+      const c = document.createElement('canvas');
+      c.tabIndex = 0;
+      c.dataset.plane = p.name;
+      if (panel) c.dataset.panel = String(k);
+      c.setAttribute('aria-label', (panel ? panel.title + ', ' : '') + p.name +
+        ' slice: mouse wheel or arrow keys scroll, click moves the crosshair');
+      const cap = document.createElement('div');
+      cap.className = 'vv-cap';
+      cell.appendChild(c);
+      cell.appendChild(cap);
+      grid.appendChild(cell);
+    });
   }
   const side = document.createElement('div');
   side.className = 'vv-cell vv-side';
-  const legend = d.concepts.length
-    ? d.concepts.map((c) => `<label class="vv-leg" title="${c.name}"><input type="checkbox" data-code="${c.code}" ${st.off[c.code] ? '' : 'checked'}>` +
-        `<span class="vv-sw" style="background: rgb(${c.color.join(',')})"></span>` +
-        `<b>${c.code}</b>&nbsp;${c.name}${c.volume ? ' <span class="vv-vol">' + c.volume + '</span>' : ''}${c.found ? '' : ' <i>(none found)</i>'}</label>`).join('')
+  const entry = (c, text) => `<label class="vv-leg" title="${c.name}"><input type="checkbox" data-code="${c.code}" ${st.off[c.code] ? '' : 'checked'}>` +
+        `<span class="vv-sw" style="background: rgb(${c.color.join(',')})"></span>${text}${c.found ? '' : ' <i>(none found)</i>'}</label>`;
+  let legend = d.concepts.length
+    ? d.concepts.map((c) => entry(c, `<b>${c.code}</b>&nbsp;${c.name}${c.volume ? ' <span class="vv-vol">' + c.volume + '</span>' : ''}`)).join('')
     : '<p class="vv-hint">Overlays appear here once you ask for a region.</p>';
+  if (d.panels) {
+    legend = `<div class="vv-seqname">${d.panels[0].title}</div>` + legend +
+      `<div class="vv-seqname">${d.panels[1].title}</div>` + (d.change || []).map((c) => entry(c, c.name)).join('');
+  }
   side.innerHTML = `<div class="vv-seqname">${d.seq_title}</div><div class="vv-legend">${legend}</div>` +
     `<label class="vv-op">Overlay opacity <input type="range" min="0" max="100" step="5" value="${Math.round(100 * st.opacity)}" class="vv-opacity"></label>` +
     `<p class="vv-hint">Wheel or ↑/↓ scroll a plane · click to move the crosshair · ${d.convention} view</p>`;
@@ -107,7 +117,7 @@ function layout(canvas, p) {  // fit the tile with its physical aspect, centred
   return {s, dx: (canvas.width - dw) / 2, dy: (canvas.height - dh) / 2, dw, dh, dpr};
 }
 
-function overlayLayer(p, i, maskImg) {  // colour the bit-field tile in draw order
+function overlayLayer(p, i, maskImg, layers) {  // colour the bit-field tile in draw order
   const [sx, sy, w, h] = tileOf(p, i);
   const tc = document.createElement('canvas');
   tc.width = w; tc.height = h;
@@ -115,8 +125,6 @@ function overlayLayer(p, i, maskImg) {  // colour the bit-field tile in draw ord
   tctx.drawImage(maskImg, sx, sy, w, h, 0, 0, w, h);
   const px = tctx.getImageData(0, 0, w, h);
   const a = st.opacity;
-  const layers = st.data.draw_order.map((code) => st.data.concepts.find((c) => c.code === code))
-    .filter((c) => c && !st.off[c.code]);
   const out = px.data;
   for (let k = 0; k < out.length; k += 4) {
     const bits = out[k];
@@ -134,13 +142,23 @@ function overlayLayer(p, i, maskImg) {  // colour the bit-field tile in draw ord
   return tc;
 }
 
-async function drawPlane(name) {
+function drawPlane(name) {
+  if (!st.data) return;
+  for (const canvas of element.querySelectorAll(`canvas[data-plane="${name}"]`)) drawCanvas(name, canvas);
+}
+
+async function drawCanvas(name, canvas) {
   const d = st.data;
-  const canvas = element.querySelector(`canvas[data-plane="${name}"]`);
-  if (!d || !canvas) return;
   const p = plane(name);
   const i = Math.max(0, Math.min(p.n - 1, st.vox[p.axis]));
-  const [bgImg, maskImg] = await Promise.all([loadImage(p.bg), loadImage(p.mask)]);
+  // A panel (two time points) brings its own sheets and its own layers: the baseline's concepts
+  // or the change classes.
+  const panel = d.panels && canvas.dataset.panel !== undefined ? d.panels[Number(canvas.dataset.panel)] : null;
+  const bgUrl = panel ? panel.bg[name] : p.bg, maskUrl = panel ? panel.mask[name] : p.mask;
+  const layers = panel && panel.layers === 'change'
+    ? (d.change || []).filter((c) => !st.off[c.code])
+    : d.draw_order.map((code) => d.concepts.find((c) => c.code === code)).filter((c) => c && !st.off[c.code]);
+  const [bgImg, maskImg] = await Promise.all([loadImage(bgUrl), loadImage(maskUrl)]);
   if (st.data !== d) return;  // a newer payload arrived meanwhile
   const ctx = canvas.getContext('2d');
   const L = layout(canvas, p);
@@ -149,7 +167,7 @@ async function drawPlane(name) {
   if (bgImg) { ctx.imageSmoothingEnabled = true; ctx.drawImage(bgImg, sx, sy, w, h, L.dx, L.dy, L.dw, L.dh); }
   if (maskImg && st.opacity > 0) {
     ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(overlayLayer(p, i, maskImg), 0, 0, w, h, L.dx, L.dy, L.dw, L.dh);
+    ctx.drawImage(overlayLayer(p, i, maskImg, layers), 0, 0, w, h, L.dx, L.dy, L.dw, L.dh);
   }
   // Crosshair through the linked point.
   const [row, col] = toPix(p, st.vox);
@@ -168,7 +186,7 @@ async function drawPlane(name) {
   if (cap) {
     const title = name[0].toUpperCase() + name.slice(1);
     const full = (d.full_shape || d.shape)[p.axis];
-    cap.textContent = `${title} · slice ${i + 1 + d.offset[p.axis]} of ${full}`;
+    cap.textContent = (panel ? panel.title.split(' · ')[0] + ' · ' : '') + `${title} · slice ${i + 1 + d.offset[p.axis]} of ${full}`;
     cap.classList.toggle('vv-active', st.active === name);
   }
 }
