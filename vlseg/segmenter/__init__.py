@@ -226,8 +226,8 @@ class Segmenter:
         # answered or anything is written.
         t2 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlseg-register") as pool:
-            pending = None if registration is not None else pool.submit(_timed, register_pair, base_case,
-                                                                         follow_case)
+            pending = None if registration is not None else pool.submit(
+                _timed, lambda: register_pair(base_case, follow_case, threads=1))
             self.set_case(base_case, timepoint=timepoint)
             base_answer = self.ask(PAIR_QUERY, confidence=level)
             base = self._labelled()
@@ -288,10 +288,10 @@ class Segmenter:
         return self._model_info
 
 
-def _timed(fn, *args):
-    """``(fn(*args), seconds it took)``."""
+def _timed(fn):
+    """``(fn(), seconds it took)``."""
     t = time.perf_counter()
-    return fn(*args), time.perf_counter() - t
+    return fn(), time.perf_counter() - t
 
 
 def _check_confidence(q: float) -> float:

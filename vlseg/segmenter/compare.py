@@ -56,12 +56,12 @@ def check_pair(baseline: Case, followup: Case) -> str:
     return next(s for s in REGISTRATION_SEQUENCES if s in b)
 
 
-def register_pair(baseline: Case, followup: Case) -> RigidRegistration:
+def register_pair(baseline: Case, followup: Case, *, threads: int = 2) -> RigidRegistration:
     """Rigid registration of the follow-up onto the baseline; refused when the brains do not
-    line up (different patients or anatomies)."""
+    line up (different patients or anatomies). ``threads``: ITK's, 1 when it runs beside a model."""
     seq = check_pair(baseline, followup)
     reg = register_rigid(baseline.images[seq], baseline.affine, followup.images[seq], followup.affine,
-                         sequence=seq)
+                         sequence=seq, threads=threads)
     if not reg.ok:
         raise InputError(f"cannot compare these scans: {reg.warning}")
     return reg
