@@ -241,7 +241,7 @@ def test_browser_chat_viewer_downloads(fake_app, browser, tmp_path):
     assert _viewer(page)["off"].get("ED") is True
     page.locator("#viewer-seq").get_by_text("FLAIR", exact=True).click()
     page.wait_for_function("() => document.querySelector('#viewer').innerText.includes('FLAIR')", timeout=T)
-    assert all("bg-t2f" in bg for _, _, bg in _viewer(page)["planes"])
+    assert all("-t2f-" in bg.rsplit("/", 1)[-1] for _, _, bg in _viewer(page)["planes"])
 
     # -- 2: a refused question keeps the picture, table, files and viewer.
     page.fill("#query textarea", "segment the liver")

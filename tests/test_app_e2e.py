@@ -38,9 +38,11 @@ def real_app(tmp_path_factory, phantom_case_2mm):
     ckpt = save_checkpoint(build_model("tiny"), tmp / "tiny-random",
                            {"note": "random weights, app tests only"})
     cfg = AppConfig(output_root=tmp / "out", samples_dir=tmp / "samples", port=free_port(),
-                    model=str(ckpt), sample_seeds=(7,), sample_spacing_mm=2.0)
+                    model=str(ckpt), sample_seeds=(7,), sample_spacing_mm=2.0, sample_pairs=1)
     point_gradio_at(cfg)
-    app = create_app(cfg, sample_writer=copy_case_writer(phantom_case_2mm))
+    from vlseg.synth.pairs import write_pair
+
+    app = create_app(cfg, sample_writer=copy_case_writer(phantom_case_2mm), pair_writer=write_pair)
     app.launch()
     assert app.samples.wait(120)
     yield app, phantom_case_2mm
@@ -163,5 +165,44 @@ def test_browser_three_turn_follow_up_dialogue(real_app, tmp_path):
             first = page.locator("#chat .message-row").filter(has_text="not a diagnosis").first
             mask = first.locator(f'a[href*="{sample}_NCR.nii.gz"]').first
             assert page.request.get(mask.evaluate("a => a.href")).status == 200
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian chromium not installed at /usr/bin/chromium (.ci/run installs it)")
+def test_browser_two_time_points_side_by_side(real_app, tmp_path):
+    """Issue 23: a sample pair compared in the browser; the viewer draws both scans side by side
+    (three planes each, the follow-up registered, the change classes in the legend) and the
+    table gives the change per region with the RANO category."""
+    from playwright.sync_api import sync_playwright
+
+    app, _ = real_app
+    name = app.samples.pair_names[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(app.url)
+            page.get_by_text("Two time points: compare").click(timeout=60_000)
+            page.get_by_label(name).check(timeout=60_000)
+            page.click("#compare-sample")
+            page.locator("#chat").get_by_text("side by side").wait_for(timeout=240_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('#viewer canvas[data-panel]').length === 6", timeout=60_000)
+            # The registered follow-up is drawn (not a black canvas) in its own panel
+            page.wait_for_function("""() => {
+                const c = document.querySelector('#viewer canvas[data-panel="1"][data-plane="axial"]');
+                if (!c || !c.width) return false;
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0;
+                for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 60) n++;
+                return n > 1000;
+            }""", timeout=60_000)
+            caption = page.locator('#viewer canvas[data-panel="1"][data-plane="axial"]').locator("xpath=..")
+            assert caption.inner_text().startswith("Follow-up")
+            page.locator("#viewer").get_by_text("new enhancing lesion").wait_for(timeout=10_000)
+            assert page.locator("#measurements").get_by_text("RANO imaging category").count() == 1
+            page.screenshot(path=str(tmp_path / "pair.png"), full_page=True)
         finally:
             browser.close()

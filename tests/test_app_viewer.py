@@ -90,7 +90,7 @@ def test_payload_sheets_geometry_and_colours(tmp_path):
     assert tumour_px.max() < 250 and np.ptp(tumour_px) > 100  # contrast kept, nothing saturated
     # A new sequence makes its own sheets; the same one reuses them.
     p2 = vc.payload(seq="t2f", masks=masks, volumes_ml={}, center=None, focus=3, url=str)
-    assert all("bg-t2f" in q["bg"] for q in p2["planes"])
+    assert all("-t2f-" in q["bg"].rsplit("/", 1)[-1] for q in p2["planes"])
     n_files = len(list(tmp_path.iterdir()))
     vc.payload(seq="t2f", masks=masks, volumes_ml={}, center=None, focus=3, url=str)
     assert len(list(tmp_path.iterdir())) == n_files

@@ -142,4 +142,4 @@ class SampleLibrary:
     def wait(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
             self._thread.join(timeout)
-        return len(self.ready()) == len(self.names)
+        return len(self.ready()) == len(self.names) and len(self.pairs_ready()) == self.n_pairs
