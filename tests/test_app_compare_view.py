@@ -107,3 +107,37 @@ def test_compare_mistakes_are_said_in_the_chat(pair_app, tmp_path):
     out = app.compare_upload(b_files, f_files, sid, progress=_quiet)
     assert _texts(out[1])[-1].startswith("⚠️") and "sequences" in _texts(out[1])[-1]
     assert store.get(sid).pair is None
+
+
+def test_a_refused_pair_leaves_the_loaded_case_answering(pair_app, tmp_path):
+    """Two different brains: refused after the baseline was answered (the registration runs
+    beside it); the session's own scan answers the next question, nothing of the baseline."""
+    from scipy import ndimage
+
+    from vlseg.app.sessions import CaseRequest
+
+    app, store = pair_app
+    sid = store.new_session()
+    own, other = app.samples.pair_paths("pair-2-new-lesion")
+    store.set_case(CaseRequest(session_id=sid, source=own, label="own"))
+    # Another anatomy: the baseline squashed along one axis
+    import nibabel as nib
+
+    base, _ = app.samples.pair_paths("pair-1-progression")
+    squashed = tmp_path / "squashed"
+    squashed.mkdir()
+    for f in sorted(base.glob("*-t*.nii.gz")):
+        img = nib.load(f)
+        data = np.asarray(img.dataobj, np.float32)
+        small = ndimage.zoom(data, (1.0, 0.7, 1.0), order=1)
+        out = np.zeros_like(data)
+        out[:, :small.shape[1]] = small
+        nib.save(nib.Nifti1Image(out, img.affine), squashed / f.name)
+    files = lambda d: [str(p) for p in sorted(d.glob("*-t*.nii.gz"))]  # noqa: E731
+    res = app.compare_upload(files(base), files(squashed), sid, progress=_quiet)
+    assert _texts(res[1])[-1].startswith("⚠️") and "cannot compare" in _texts(res[1])[-1]
+    session = store.get(sid)
+    assert session.pair is None and session.label == "own"
+    app.submit("segment the enhancing tumor", sid)
+    chat, *_ = app.answer_next(sid)
+    assert store.get(sid).segmenter.case.case_id == own.name

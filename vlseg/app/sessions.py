@@ -455,7 +455,14 @@ class SessionStore:
                 session.case_gen += 1
                 seg = session.segmenter or self._fork(self._base)
                 kw = {} if req.confidence is None else {"confidence": req.confidence}
-                cmp = seg.compare(base, follow, timepoint=req.timepoint, **kw)
+                try:
+                    cmp = seg.compare(base, follow, timepoint=req.timepoint, **kw)
+                except Exception:
+                    if seg is session.segmenter:  # its case is gone: the next question re-encodes the scan
+                        with self._meta_lock:
+                            self._encoded.pop(session.id, None)
+                        self._release(session)
+                    raise
                 session.segmenter = seg
                 session.viewer = self._make_viewer(session, follow)
                 session.pair = self._pair_view(session, cmp)

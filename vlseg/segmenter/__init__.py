@@ -228,12 +228,16 @@ class Segmenter:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlseg-register") as pool:
             pending = None if registration is not None else pool.submit(
                 _timed, lambda: register_pair(base_case, follow_case, threads=1))
-            self.set_case(base_case, timepoint=timepoint)
-            base_answer = self.ask(PAIR_QUERY, confidence=level)
-            base = self._labelled()
-            base_locator = self._talk.locator if self._talk is not None else None
-            timing["baseline"] = time.perf_counter() - t2
-            reg, timing["register"] = (registration, 0.0) if pending is None else pending.result()
+            try:
+                self.set_case(base_case, timepoint=timepoint)
+                base_answer = self.ask(PAIR_QUERY, confidence=level)
+                base = self._labelled()
+                base_locator = self._talk.locator if self._talk is not None else None
+                timing["baseline"] = time.perf_counter() - t2
+                reg, timing["register"] = (registration, 0.0) if pending is None else pending.result()
+            except BaseException:
+                self.reset()  # refused or failed: no half-compared case stays set
+                raise
         timing["register_wait"] = time.perf_counter() - t2 - timing["baseline"]
         t3 = time.perf_counter()
         self.set_case(follow_case, timepoint=timepoint)
