@@ -300,3 +300,30 @@ def test_mcp_tool_and_app_session_compare(random_checkpoint, pairs, tmp_path):
     assert resp.files[0].name == "comparison.json" and any(p.name == "change.nii.gz" for p in resp.files)
     ans = store.ask(AskRequest(session_id=sid, query="did it grow?", pictures=False))
     assert ans.intent == "change" and resp.comparison_json["rano_category"] in ans.text
+
+
+def test_mask_resampling_in_its_box_equals_the_whole_grid():
+    """``resample_to_grid`` pulls a mask only into the box it can reach: the same voxels as
+    resampling the whole grid, for random grids, spacings, rotations and (empty) masks."""
+    from scipy.spatial.transform import Rotation
+
+    from vlseg.reasoning.registration import resample_to_grid
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        shape = tuple(int(v) for v in rng.integers(16, 32, 3))
+        src = np.zeros(tuple(int(v) for v in rng.integers(16, 32, 3)), bool)
+        if trial % 5:
+            centre, radius = rng.integers(0, np.array(src.shape)), rng.integers(1, 5)
+            grid = np.indices(src.shape)
+            src[((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius * radius] = True
+        m_aff, aff = (np.diag([*rng.uniform(0.8, 2.5, 3), 1.0]) for _ in range(2))
+        m_aff[:3, 3], aff[:3, 3] = rng.uniform(-20, 20, 3), rng.uniform(-20, 20, 3)
+        matrix = np.eye(4)
+        matrix[:3, :3] = Rotation.from_euler("xyz", rng.uniform(-20, 20, 3), degrees=True).as_matrix()
+        matrix[:3, 3] = rng.uniform(-5, 5, 3)
+        vox = np.linalg.inv(m_aff) @ matrix @ aff
+        for order in (0, 1):
+            whole = ndimage.affine_transform(src.astype(np.float32), vox[:3, :3], vox[:3, 3],
+                                             output_shape=shape, order=order) > 0.5
+            assert np.array_equal(resample_to_grid(src, m_aff, shape, aff, matrix, order=order), whole)

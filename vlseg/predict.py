@@ -91,15 +91,21 @@ class Predictor:
         """What the model segments (``model.config.concepts``)."""
         return tuple(self.model.config.concepts)
 
-    def set_case(self, case: Case) -> float:
-        """Encode ``case`` once (the image encoder's only run); returns the seconds it took."""
-        from vlseg.model import inference
-
+    def set_case(self, case: Case, *, prepared: PreparedCase | None = None) -> float:
+        """Encode ``case`` once (the image encoder's only run); returns the seconds it took.
+        ``prepared``: the case already encoded by :meth:`prepare`."""
         t0 = time.perf_counter()
-        prepared = inference.prepare(self.model, case, device=self.device,
-                                     keep_images=self.refines)  # encode image once
+        if prepared is None:
+            prepared = self.prepare(case)  # encode image once
         self._encoded = _Encoded(case=case, prepared=prepared, encode_s=time.perf_counter() - t0)
         return self._encoded.encode_s
+
+    def prepare(self, case: Case) -> PreparedCase:
+        """``case`` preprocessed and encoded, for ``set_case(case, prepared=...)``. Touches no
+        state of this predictor: safe in a worker thread while it answers another case."""
+        from vlseg.model import inference
+
+        return inference.prepare(self.model, case, device=self.device, keep_images=self.refines)
 
     def reset(self) -> None:
         self._encoded = None

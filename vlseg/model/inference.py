@@ -57,7 +57,10 @@ def prepare(model: VLSegModel, case, *, device: str | torch.device | None = None
             keep_images: bool = False) -> PreparedCase:
     """Normalise, resample, crop and encode ``case`` (a ``vlseg.io.Case``) once. ``keep_images``:
     also keep the means to normalise boxes of the input grid (``CaseGridBoxes``: the N4 fields and
-    brain statistics of the model grid, the scan itself) for the refinement stage."""
+    brain statistics of the model grid, the scan itself) for the refinement stage.
+
+    Reads the model's weights only: a worker thread may prepare one case while the model
+    decodes another (``Segmenter.compare`` does)."""
     dev = _check_device(model, device)
     cfg = model.config
     model.eval()

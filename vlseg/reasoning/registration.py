@@ -107,9 +107,30 @@ def resample_to_grid(moving: np.ndarray, moving_affine: np.ndarray, shape: tuple
     vox = np.linalg.inv(np.asarray(moving_affine, float)) @ np.asarray(matrix, float) @ np.asarray(affine, float)
     src = np.asarray(moving)
     as_bool = src.dtype == bool
-    out = ndimage.affine_transform(src.astype(np.float32) if as_bool else src, vox[:3, :3], vox[:3, 3],
-                                   output_shape=tuple(shape), order=order, mode="constant", cval=0.0)
-    return out > 0.5 if as_bool else out
+    if as_bool:
+        # A mask is pulled only into the box its voxels can reach (the same values: everywhere
+        # else the source is zero), so a small lesion costs a small box, not the whole grid.
+        out = np.zeros(tuple(shape), bool)
+        found = ndimage.find_objects(src.astype(np.uint8))
+        if not found or found[0] is None:
+            return out
+        lo_src = np.array([s.start for s in found[0]], float) - 1.0
+        hi_src = np.array([s.stop for s in found[0]], float)  # stop - 1 + 1 voxel of margin
+        corners = np.array([[a, b, c, 1.0] for a in (lo_src[0], hi_src[0]) for b in (lo_src[1], hi_src[1])
+                            for c in (lo_src[2], hi_src[2])])
+        reach = (np.linalg.inv(vox) @ corners.T)[:3]
+        lo = np.clip(np.floor(reach.min(axis=1)).astype(int) - 1, 0, shape)
+        hi = np.clip(np.ceil(reach.max(axis=1)).astype(int) + 2, 0, shape)
+        if np.any(hi <= lo):
+            return out
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        part = ndimage.affine_transform(src.astype(np.float32), vox[:3, :3], vox[:3, :3] @ lo + vox[:3, 3],
+                                        output_shape=tuple(int(v) for v in hi - lo), order=order,
+                                        mode="constant", cval=0.0)
+        out[box] = part > 0.5
+        return out
+    return ndimage.affine_transform(src, vox[:3, :3], vox[:3, 3], output_shape=tuple(shape), order=order,
+                                    mode="constant", cval=0.0)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -39,6 +39,7 @@ from vlseg.segmenter.writer import ANSWER_FILE
 from vlseg.vocab import SEQUENCES
 
 if TYPE_CHECKING:  # the model package is imported lazily at run time
+    from vlseg.model.inference import PreparedCase
     from vlseg.model.refiner import Refiner
     from vlseg.model.vlseg_model import VLSegModel
 
@@ -165,11 +166,15 @@ class Segmenter:
         ``timepoint`` (pre | post | auto; default: the Segmenter's) says whether the scan is
         after treatment (see ``vlseg.segmenter.timepoint``). ``force``: answer images that look
         like a label map, atlas, probability or statistical map anyway, with a warning."""
+        return self._set_case(source, timepoint=timepoint, force=force)
+
+    def _set_case(self, source: CaseSource | Case, *, timepoint: str | None = None, force: bool = False,
+                  prepared: PreparedCase | None = None) -> CaseSummary:
         asked = self.timepoint if timepoint is None else check_timepoint(timepoint)
         case = open_case(source, force=force)  # read (unless given a Case), check the geometry
         warnings = (list(case.warnings) + geometry_warnings(case.source_grid)
                     + brain_warnings(case.images, case.affine) + sequence_warnings(case.present))
-        encode_s = self.predictor.set_case(case)
+        encode_s = self.predictor.set_case(case, prepared=prepared)
         self._talk = CaseTalk(case=case, warnings=warnings, timepoint_asked=asked)
         return {
             "case_id": case.case_id,
@@ -207,40 +212,48 @@ class Segmenter:
                 confidence: float | None = None, timepoint: str | None = None,
                 force: bool = False, registration: RigidRegistration | None = None) -> Comparison:
         """Compare two scans of one patient: the follow-up is rigidly registered to the baseline
-        (refused when the brains do not line up or the sequences differ, before any model
-        runs), both are answered by this one predictor, lesions are matched and the change is
-        measured (``vlseg.segmenter.compare``). The follow-up stays set afterwards, with the
+        (different sequences are refused before any model runs; brains that do not line up
+        before the follow-up is answered: the registration runs beside the baseline's answer),
+        both are answered by this one predictor, lesions are matched and the change is
+        measured (``vlseg.segmenter.compare``). On any failure no case stays set. The follow-up stays set afterwards, with the
         comparison, so "did it grow?" and "is there a new lesion?" are answered from it.
         ``registration``: the pair's registration when the caller already made it."""
         level = self.confidence if confidence is None else _check_confidence(confidence)
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        # Open both: unreadable files or different sequences cost no model run
-        base_case = open_case(baseline, force=force)
-        follow_case = open_case(followup, force=force)
+        # Open both (the follow-up read in a worker: decompression releases the GIL): unreadable
+        # files or different sequences cost no model run
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlseg-read") as pool:
+            reading = pool.submit(open_case, followup, force=force)
+            base_case = open_case(baseline, force=force)
+            follow_case = reading.result()
         check_pair(base_case, follow_case)
         timing["open"] = time.perf_counter() - t0
 
         # The registration (ITK, which releases the GIL) runs beside the baseline's answer; a
         # pair whose brains do not line up is refused when it ends, before the follow-up is
         # answered or anything is written.
+        # The follow-up is preprocessed and encoded in a worker beside the baseline's answer (its
+        # decoding, labelling and measurements, mostly numpy) once the baseline is encoded.
         t2 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlseg-register") as pool:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlseg-compare") as pool:
             pending = None if registration is not None else pool.submit(
                 _timed, lambda: register_pair(base_case, follow_case, threads=1))
             try:
                 self.set_case(base_case, timepoint=timepoint)
+                follow_prep = pool.submit(_timed, lambda: self.predictor.prepare(follow_case))
                 base_answer = self.ask(PAIR_QUERY, confidence=level)
                 base = self._labelled()
                 base_locator = self._talk.locator if self._talk is not None else None
                 timing["baseline"] = time.perf_counter() - t2
                 reg, timing["register"] = (registration, 0.0) if pending is None else pending.result()
+                timing["register_wait"] = time.perf_counter() - t2 - timing["baseline"]
+                prepared, timing["followup_encode"] = follow_prep.result()
             except BaseException:
                 self.reset()  # refused or failed: no half-compared case stays set
                 raise
-        timing["register_wait"] = time.perf_counter() - t2 - timing["baseline"]
         t3 = time.perf_counter()
-        self.set_case(follow_case, timepoint=timepoint)
+        self._set_case(follow_case, timepoint=timepoint, prepared=prepared)
         if base_locator is not None and self._talk is not None:  # the baseline's atlas fit, moved
             self._talk.locator = AtlasLocator(ras_to_mni=base_locator.ras_to_mni @ np.linalg.inv(reg.matrix),
                                               method=f"{base_locator.method} via the baseline")
