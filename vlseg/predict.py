@@ -76,8 +76,10 @@ class Predictor:
         self.refiner = None if fast else refiner
         if self.refiner is not None:
             self.refiner.to(device).eval()
-            # MONAI's sliding window imports in seconds: pay it here, not in the first answer
-            import monai.inferers  # noqa: F401
+            # MONAI's sliding window imports in seconds: begun now, in the background
+            from vlseg.model.monai_inferer import preload_inferer
+
+            preload_inferer()
         self._text: dict[str, torch.Tensor] = {}  # the refiner's text embeddings per phrase
         self._encoded: _Encoded | None = None
 

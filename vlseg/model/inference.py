@@ -103,7 +103,9 @@ def check_network_size(model_shape: tuple[int, ...], spacing_mm: float, divisor:
 def _sliding_features(model: VLSegModel, x: torch.Tensor, present: torch.Tensor, *, overlap: float
                       ) -> list[torch.Tensor]:
     """Encoder features of a large volume, blended over overlapping patches (MONAI)."""
-    from monai.inferers import sliding_window_inference
+    from vlseg.model.monai_inferer import sliding_window
+
+    sliding_window_inference = sliding_window()
 
     roi = tuple(min(p, s) for p, s in zip(model.config.patch_size, x.shape[2:]))
 

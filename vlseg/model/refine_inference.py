@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from vlseg.errors import ModelError
+from vlseg.model.monai_inferer import sliding_window
 from vlseg.model.preprocess import CaseGridBoxes, pad_to_multiple, resample_to_shape, target_shape
 from vlseg.model.refiner import Refiner
 from vlseg.text import TextEncoder
@@ -86,8 +87,7 @@ def refine(refiner: Refiner, *, images: CaseGridBoxes, present: Sequence[bool],
     ``images``: the case's images, normalised box by box (``prepare(keep_images=True)``);
     ``text``: (P, T) from :func:`base_text_embeddings`.
     """
-    from monai.inferers import sliding_window_inference
-
+    sliding_window_inference = sliding_window()
     t0 = time.perf_counter()
     cfg = refiner.config
     spacing = refine_spacing(refiner, spacing_in)
