@@ -76,10 +76,6 @@ class Predictor:
         self.refiner = None if fast else refiner
         if self.refiner is not None:
             self.refiner.to(device).eval()
-            # MONAI's sliding window imports in seconds: begun now, in the background
-            from vlseg.model.monai_inferer import preload_inferer
-
-            preload_inferer()
         self._text: dict[str, torch.Tensor] = {}  # the refiner's text embeddings per phrase
         self._encoded: _Encoded | None = None
 
@@ -96,11 +92,24 @@ class Predictor:
     def set_case(self, case: Case, *, prepared: PreparedCase | None = None) -> float:
         """Encode ``case`` once (the image encoder's only run); returns the seconds it took.
         ``prepared``: the case already encoded by :meth:`prepare`."""
+        if self.refiner is not None:
+            self._preload_inferer(case)
         t0 = time.perf_counter()
         if prepared is None:
             prepared = self.prepare(case)  # encode image once
         self._encoded = _Encoded(case=case, prepared=prepared, encode_s=time.perf_counter() - t0)
         return self._encoded.encode_s
+
+    def _preload_inferer(self, case: Case) -> None:
+        """A case the refinement stage will refine (finer than the first stage's grid) needs
+        MONAI's inferer, whose import takes seconds: begin it in the background now, beside the
+        case's preprocessing and encoding. A 2 mm case never needs it, so it is never imported."""
+        from vlseg.model.monai_inferer import preload_inferer
+        from vlseg.model.refine_inference import refine_spacing
+
+        assert self.refiner is not None
+        if refine_spacing(self.refiner, case.spacing) < self.model.config.spacing_mm - 1e-6:
+            preload_inferer()
 
     def prepare(self, case: Case) -> PreparedCase:
         """``case`` preprocessed and encoded, for ``set_case(case, prepared=...)``. Touches no

@@ -3,8 +3,9 @@
 ``import monai`` imports every MONAI subpackage (torchvision and transformers' model zoo
 included): 3-4 s on this project's 2-core host, against 0.3 s for the rest of a model load. The
 predictor of a model with a refinement stage starts the import in a background thread
-(:func:`preload_inferer`) so that it runs while the first case is read, bias-corrected and
-encoded; :func:`sliding_window` waits for it before it imports, so no two threads ever compete
+(:func:`preload_inferer`) when it is given the first case the stage will refine (finer than the
+first stage's grid), so that it runs while that case is bias-corrected and encoded; a process
+that only sees 2 mm cases never imports it; :func:`sliding_window` waits for it before it imports, so no two threads ever compete
 for MONAI's module locks.
 """
 from __future__ import annotations

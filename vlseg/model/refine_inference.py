@@ -87,7 +87,6 @@ def refine(refiner: Refiner, *, images: CaseGridBoxes, present: Sequence[bool],
     ``images``: the case's images, normalised box by box (``prepare(keep_images=True)``);
     ``text``: (P, T) from :func:`base_text_embeddings`.
     """
-    sliding_window_inference = sliding_window()
     t0 = time.perf_counter()
     cfg = refiner.config
     spacing = refine_spacing(refiner, spacing_in)
@@ -116,7 +115,9 @@ def refine(refiner: Refiner, *, images: CaseGridBoxes, present: Sequence[bool],
         windows += patch.shape[0]
         return refiner(patch[:, :4], pres.expand(patch.shape[0], -1), patch[:, 4:].clamp(0, 1), text)
 
-    # Sliding window over the crop only (one window when the crop fits the roi)
+    # Sliding window over the crop only (one window when the crop fits the roi); MONAI is imported
+    # here, after any background import has ended (vlseg.model.monai_inferer)
+    sliding_window_inference = sliding_window()
     logits = sliding_window_inference(x, roi, sw_batch_size=1, predictor=predictor, overlap=overlap,
                                       mode="gaussian", progress=False)
     logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
