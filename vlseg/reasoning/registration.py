@@ -21,6 +21,7 @@ from scipy import ndimage
 from vlseg.errors import InputError
 from vlseg.fileio import atomic_path
 from vlseg.reasoning.atlas import _affine_to_matrix, _as_sitk, _block_mean, _normalise
+from vlseg.reasoning.midplane import fill_holes
 
 MIN_BRAIN_DICE = 0.85          # below: the scans do not line up (different heads, failed fit)
 GOOD_BRAIN_DICE = 0.93         # below: registered, with a warning that the alignment is rough
@@ -97,7 +98,7 @@ def brain_mask(image: np.ndarray) -> np.ndarray:
         return np.zeros(img.shape, bool)
     m = img > 0.01 * float(np.percentile(fg, 99.5))
     m = ndimage.binary_opening(m, iterations=1)
-    return ndimage.binary_fill_holes(m)
+    return fill_holes(m)
 
 
 def resample_to_grid(moving: np.ndarray, moving_affine: np.ndarray, shape: tuple[int, ...],
