@@ -192,6 +192,12 @@ def create_app(config: AppConfig, *, segmenter: Any = None,
         from vlseg.segmenter import Segmenter
 
         segmenter = Segmenter.from_pretrained(config.model, device=config.device, fast=config.fast)
+    if getattr(getattr(segmenter, "predictor", None), "refines", False):
+        # A server lives long: MONAI's inferer (seconds to import) loads in the background now,
+        # not in the first visitor's first 1 mm answer
+        from vlseg.model.monai_inferer import preload_inferer
+
+        preload_inferer()
     from vlseg.app.ui import build_blocks
 
     store = SessionStore(base=segmenter, output_dir=config.sessions_dir,
