@@ -148,6 +148,37 @@ class Turn:
     started: float | None = None  # when answering began (progress in the bubble)
 
 
+class _OnBaselineGrid(Mapping):
+    """A comparison's follow-up images pulled onto the baseline grid through its registration,
+    each sequence when it is first shown (about 0.5 s per sequence at 1 mm; the viewer shows one
+    at a time)."""
+
+    def __init__(self, cmp: Comparison) -> None:
+        self._cmp = cmp
+        self._keys = [s for s in cmp.followup_case.images if s in cmp.baseline_case.images]
+        self._done: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, seq: str) -> np.ndarray:
+        if seq not in self._done:
+            if seq not in self._keys:
+                raise KeyError(seq)
+            from vlseg.reasoning.registration import resample_to_grid
+
+            base, follow = self._cmp.baseline_case, self._cmp.followup_case
+            self._done[seq] = resample_to_grid(np.asarray(follow.images[seq], np.float32), follow.affine,
+                                               base.shape, base.affine, self._cmp.registration.matrix, order=1)
+        return self._done[seq]
+
+    def __contains__(self, seq: object) -> bool:  # without resampling
+        return seq in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 # --------------------------------------------------------------------------- per-session state
 @dataclass
 class Session:
@@ -358,19 +389,16 @@ class SessionStore:
 
     def _pair_view(self, session: Session, cmp: Comparison) -> PairView:
         """The side-by-side viewer of a comparison: the baseline with its masks, the follow-up's
-        images resampled onto the baseline grid with the change map."""
-        from vlseg.reasoning.registration import resample_to_grid
-
-        base, follow, reg = cmp.baseline_case, cmp.followup_case, cmp.registration
-        moved = {s: resample_to_grid(np.asarray(img, np.float32), follow.affine, base.shape, base.affine,
-                                     reg.matrix, order=1)
-                 for s, img in follow.images.items() if s in base.images}
+        images on the baseline grid (each sequence resampled when first shown) with the change map."""
+        base, follow = cmp.baseline_case, cmp.followup_case
         spacing = tuple(float(v) for v in base.spacing)
         key = f"{session.short_id}-{session.case_gen}"
         folder = session.out_dir / "viewer"
+        baseline = ViewerCase(images=base.images, spacing=spacing, out_dir=folder, key=f"{key}-baseline")
         return PairView(
-            baseline=ViewerCase(images=base.images, spacing=spacing, out_dir=folder, key=f"{key}-baseline"),
-            followup=ViewerCase(images=moved, spacing=spacing, out_dir=folder, key=f"{key}-followup"),
+            baseline=baseline,
+            followup=ViewerCase(images=_OnBaselineGrid(cmp), spacing=spacing, out_dir=folder,
+                                key=f"{key}-followup", box=baseline.box),
             masks={c: np.asarray(m, np.uint8) for c, m in cmp.baseline.masks_ras.items()},
             change=cmp.change,
             volumes_ml={t["concept"]: t.get("volume_ml") for t in cmp.baseline.targets},

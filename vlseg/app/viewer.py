@@ -93,13 +93,14 @@ class ViewerCase:
     spacing: tuple[float, float, float]
     out_dir: Path
     key: str  # changes with the case (the browser resets its crosshair on a new key)
-    box: tuple[slice, slice, slice] = field(init=False)
+    box: tuple[slice, slice, slice] | None = None  # the head's box; None: found from the images
     _base_window: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if not self.images:
             raise ValueError("a viewer needs at least one image")
-        self.box = head_box(self.images)
+        if self.box is None:
+            self.box = head_box(self.images)
         self.out_dir = Path(self.out_dir)
 
     @property
@@ -225,16 +226,17 @@ class PairView:
     panels share one geometry, so the crosshair and the slice are the same voxel in both."""
 
     baseline: ViewerCase
-    followup: ViewerCase  # the follow-up's images resampled onto the baseline grid
+    followup: ViewerCase  # the follow-up's images on the baseline grid, with the baseline's box
     masks: Mapping[str, np.ndarray]  # the baseline's masks (RAS+, baseline grid)
     change: np.ndarray  # CHANGE_LABELS values on the baseline grid
     volumes_ml: Mapping[str, float | None] = field(default_factory=dict)
     titles: tuple[str, str] = ("Baseline", "Follow-up, registered to the baseline")
 
     def __post_init__(self) -> None:
-        if self.followup.images and next(iter(self.followup.images.values())).shape != self.change.shape:
-            raise ValueError("the follow-up panel must be on the baseline grid")
-        self.followup.box = self.baseline.box  # one geometry for both panels
+        if next(iter(self.baseline.images.values())).shape != self.change.shape:
+            raise ValueError("the change map must be on the baseline grid")
+        if self.followup.box != self.baseline.box:
+            raise ValueError("both panels must share the baseline's box (one geometry)")
 
     @property
     def sequences(self) -> list[str]:

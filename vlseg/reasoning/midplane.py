@@ -89,8 +89,8 @@ def _block_mean(image: np.ndarray, affine: np.ndarray, spacing_mm: float):
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndimage.binary_fill_holes`` with its default (face-connected) background: the same
     voxels, found by labelling the background once and keeping what touches the array's border,
-    instead of dilating it in from the border step by step (0.23 s -> about 0.05 s on a
-    240x240x155 head)."""
+    instead of dilating it in from the border step by step (0.33 s -> 0.13 s on a 240x240x155
+    head)."""
     m = np.asarray(mask, dtype=bool)
     found = ndimage.find_objects(m.astype(np.uint8))
     if not found or found[0] is None:

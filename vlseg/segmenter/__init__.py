@@ -215,8 +215,9 @@ class Segmenter:
         (different sequences are refused before any model runs; brains that do not line up
         before the follow-up is answered: the registration runs beside the baseline's answer),
         both are answered by this one predictor, lesions are matched and the change is
-        measured (``vlseg.segmenter.compare``). On any failure no case stays set. The follow-up stays set afterwards, with the
-        comparison, so "did it grow?" and "is there a new lesion?" are answered from it.
+        measured (``vlseg.segmenter.compare``). On any failure no case stays set. The follow-up
+        stays set afterwards, with the comparison, so "did it grow?" and "is there a new lesion?"
+        are answered from it.
         ``registration``: the pair's registration when the caller already made it."""
         level = self.confidence if confidence is None else _check_confidence(confidence)
         timing: dict[str, float] = {}
@@ -230,11 +231,10 @@ class Segmenter:
         check_pair(base_case, follow_case)
         timing["open"] = time.perf_counter() - t0
 
-        # The registration (ITK, which releases the GIL) runs beside the baseline's answer; a
+        # Two workers beside the baseline's answer: the registration (ITK releases the GIL; a
         # pair whose brains do not line up is refused when it ends, before the follow-up is
-        # answered or anything is written.
-        # The follow-up is preprocessed and encoded in a worker beside the baseline's answer (its
-        # decoding, labelling and measurements, mostly numpy) once the baseline is encoded.
+        # answered or anything is written) and, once the baseline is encoded, the follow-up's
+        # preprocessing and encoding (while the baseline is decoded, labelled and measured).
         t2 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlseg-compare") as pool:
             pending = None if registration is not None else pool.submit(
